@@ -1,0 +1,215 @@
+//! The executor traits: how a backend runs the stage scripts of one job.
+//!
+//! Roles mirror upstream (Prepare / Run / Finish / Cleanup; CanCreate / Create / Acquire / Release /
+//! GetFeatures / GetDefaultShell) in async Rust: an associated reservation type instead of `any`,
+//! results returned instead of out-parameters, cancellation passed as an argument.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::build::BuildContext;
+use crate::failure::{BuildError, FailureReason};
+use crate::log::JobLog;
+use crate::stage::Stage;
+
+/// `info.features` of the job request: what this runner supports.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct FeaturesInfo {
+    pub variables: bool,
+    pub image: bool,
+    pub services: bool,
+    pub artifacts: bool,
+    pub cache: bool,
+    pub fallback_cache_keys: bool,
+    pub shared: bool,
+    pub upload_multiple_artifacts: bool,
+    pub upload_raw_artifacts: bool,
+    pub session: bool,
+    pub terminal: bool,
+    pub refspecs: bool,
+    pub masking: bool,
+    pub proxy: bool,
+    pub raw_variables: bool,
+    pub artifacts_exclude: bool,
+    pub multi_build_steps: bool,
+    pub trace_reset: bool,
+    pub trace_checksum: bool,
+    pub trace_size: bool,
+    pub vault_secrets: bool,
+    pub cancelable: bool,
+    pub return_exit_code: bool,
+    pub service_variables: bool,
+    pub service_multiple_aliases: bool,
+    pub image_executor_opts: bool,
+    pub service_executor_opts: bool,
+    pub cancel_gracefully: bool,
+    pub native_steps_integration: bool,
+    pub two_phase_job_commit: bool,
+    pub job_inputs: bool,
+}
+
+impl FeaturesInfo {
+    /// The OR of two feature sets (network client, executor provider and shell each add some).
+    pub fn union(self, other: Self) -> Self {
+        let mut left = serde_json::to_value(self).unwrap_or_default();
+        let right = serde_json::to_value(other).unwrap_or_default();
+        if let (Some(left), Some(right)) = (left.as_object_mut(), right.as_object()) {
+            for (key, value) in right {
+                if value.as_bool() == Some(true) {
+                    left.insert(key.clone(), serde_json::Value::Bool(true));
+                }
+            }
+        }
+        serde_json::from_value(left).unwrap_or(self)
+    }
+}
+
+/// Whether the shell runs as a login shell (`bash -l`): shell and ssh do, containers do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShellType {
+    #[default]
+    Normal,
+    Login,
+}
+
+/// How an executor places builds, per upstream's table of executor defaults (4.1).
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorDefaults {
+    pub builds_dir: String,
+    pub cache_dir: String,
+    pub shared_builds_dir: bool,
+    pub custom_build_dir_enabled: bool,
+    pub safe_directory_checkout: bool,
+    pub shell_type: ShellType,
+    /// The helper binary the generated scripts call for cache and artifacts.
+    pub runner_command: String,
+}
+
+/// One stage to run: the generated script and where it belongs.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecutorCommand<'a> {
+    pub script: &'a str,
+    pub stage: &'a Stage,
+    /// Runs in the helper environment rather than the build environment.
+    pub predefined: bool,
+}
+
+/// How a stage's script ended. A failing user script is a result, not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptExit {
+    Success,
+    /// The script exited non-zero; `message` is the executor's wording (`exit status 1`).
+    Failed {
+        code: i32,
+        message: String,
+    },
+}
+
+/// An infrastructure failure. Without a reason it is a `runner_system_failure` (and prepare retries
+/// it); with one it is a `BuildError` that is not retried.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExecutorError {
+    pub message: String,
+    pub reason: Option<FailureReason>,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ExecutorError {
+    pub fn system(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            reason: None,
+            source: None,
+        }
+    }
+
+    pub fn with_reason(reason: FailureReason, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            reason: Some(reason),
+            source: None,
+        }
+    }
+
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The message with its causes, for the job log.
+    pub fn full_message(&self) -> String {
+        let mut text = self.message.clone();
+        let mut source = self.source.as_deref().map(|s| s as &dyn std::error::Error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    pub fn into_build_error(self) -> BuildError {
+        let reason = self.reason.unwrap_or(FailureReason::RunnerSystemFailure);
+        BuildError::new(reason, self.full_message())
+    }
+}
+
+/// Runs the stages of one job on one backend.
+pub trait Executor: Send {
+    /// Sets the environment up (create a container, connect, ...). Logs what it does.
+    fn prepare(
+        &mut self,
+        build: &BuildContext,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<(), ExecutorError>> + Send;
+
+    /// Runs one stage script. When `cancel` fires the executor stops the script (SIGTERM, a
+    /// grace period, then SIGKILL), keeps forwarding its output meanwhile, and returns.
+    fn run(
+        &mut self,
+        command: ExecutorCommand<'_>,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<ScriptExit, ExecutorError>> + Send;
+
+    /// Told the outcome before cleanup.
+    fn finish(&mut self, _outcome: Option<&BuildError>) {}
+
+    /// Releases everything `prepare` made. Always called, with its own deadline, never raced
+    /// against the job's cancellation. Must be idempotent.
+    fn cleanup(&mut self, log: &JobLog) -> impl Future<Output = ()> + Send;
+}
+
+/// Creates executors of one kind and holds their capacity.
+pub trait ExecutorProvider: Send + Sync {
+    /// Capacity held between `acquire` and the end of the job; the executor owns it.
+    type Reservation: Send;
+    type Executor: Executor;
+
+    /// The executor name as configured (`shell`, `docker`, ...).
+    fn name(&self) -> &'static str;
+
+    fn can_create(&self) -> bool {
+        true
+    }
+
+    fn features(&self) -> FeaturesInfo;
+
+    fn default_shell(&self) -> &'static str;
+
+    fn defaults(&self) -> ExecutorDefaults;
+
+    /// Reserves capacity before asking GitLab for a job.
+    fn acquire(&self) -> impl Future<Output = Result<Self::Reservation, ExecutorError>> + Send;
+
+    /// Gives back a reservation no job used.
+    fn release(&self, reservation: Self::Reservation);
+
+    fn create(&self, reservation: Self::Reservation) -> Self::Executor;
+}

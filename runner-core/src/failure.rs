@@ -1,0 +1,169 @@
+//! GitLab failure reasons and the error that carries one (`BuildError`).
+
+use std::fmt;
+
+/// The failure reasons the runner knows (`common/network.go`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    ScriptFailure,
+    RunnerSystemFailure,
+    JobExecutionTimeout,
+    ImagePullFailure,
+    UnknownFailure,
+    RunnerConfigurationError,
+    RunnerExternalDependencyFailure,
+    RunnerInterrupted,
+    MissingDependencyFailure,
+    /// Internal only: GitLab has no such reason and receives `unknown_failure`.
+    JobCanceled,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScriptFailure => "script_failure",
+            Self::RunnerSystemFailure => "runner_system_failure",
+            Self::JobExecutionTimeout => "job_execution_timeout",
+            Self::ImagePullFailure => "image_pull_failure",
+            Self::UnknownFailure => "unknown_failure",
+            Self::RunnerConfigurationError => "runner_configuration_error",
+            Self::RunnerExternalDependencyFailure => "runner_external_dependency_failure",
+            Self::RunnerInterrupted => "runner_interrupted",
+            Self::MissingDependencyFailure => "missing_dependency_failure",
+            Self::JobCanceled => "job_canceled",
+        }
+    }
+
+    /// The reason to send, given the reasons this GitLab supports (`features.failure_reasons`).
+    ///
+    /// `script_failure`, `runner_system_failure` and `job_execution_timeout` are always supported;
+    /// others fall back through upstream's compatibility chain, then to `unknown_failure`.
+    pub fn for_gitlab(self, supported: &[String]) -> &'static str {
+        const ALWAYS: [&str; 3] = [
+            "script_failure",
+            "runner_system_failure",
+            "job_execution_timeout",
+        ];
+        let is_supported =
+            |name: &str| ALWAYS.contains(&name) || supported.iter().any(|s| s == name);
+        let mut reason = self;
+        for _ in 0..10 {
+            if is_supported(reason.as_str()) {
+                return reason.as_str();
+            }
+            reason = match reason {
+                Self::ImagePullFailure => Self::RunnerSystemFailure,
+                Self::RunnerConfigurationError => Self::ScriptFailure,
+                Self::RunnerExternalDependencyFailure => Self::RunnerSystemFailure,
+                _ => return "unknown_failure",
+            };
+        }
+        "unknown_failure"
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job failure with the reason GitLab shows and, for scripts, the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    pub reason: FailureReason,
+    pub message: String,
+    /// The script's exit code; 0 when there is none (omitted from the update).
+    pub exit_code: i32,
+}
+
+impl BuildError {
+    pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+            exit_code: 0,
+        }
+    }
+
+    pub fn script(message: impl Into<String>, exit_code: i32) -> Self {
+        Self {
+            reason: FailureReason::ScriptFailure,
+            message: message.into(),
+            exit_code,
+        }
+    }
+
+    pub fn system(message: impl Into<String>) -> Self {
+        Self::new(FailureReason::RunnerSystemFailure, message)
+    }
+
+    pub fn is_system_failure(&self) -> bool {
+        self.reason == FailureReason::RunnerSystemFailure
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Reinterprets the low 32 bits of an exit status as signed, as upstream does (`common/exit_code.go`).
+pub fn normalize_exit_code(code: i64) -> i32 {
+    code as u32 as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_fall_back_through_the_compatibility_chain() {
+        let old: Vec<String> = vec![];
+        assert_eq!(
+            FailureReason::ImagePullFailure.for_gitlab(&old),
+            "runner_system_failure"
+        );
+        assert_eq!(
+            FailureReason::RunnerConfigurationError.for_gitlab(&old),
+            "script_failure"
+        );
+        assert_eq!(
+            FailureReason::RunnerExternalDependencyFailure.for_gitlab(&old),
+            "runner_system_failure"
+        );
+        assert_eq!(
+            FailureReason::JobCanceled.for_gitlab(&old),
+            "unknown_failure"
+        );
+        assert_eq!(
+            FailureReason::RunnerInterrupted.for_gitlab(&old),
+            "unknown_failure"
+        );
+        let new = vec![
+            "image_pull_failure".to_string(),
+            "runner_interrupted".to_string(),
+        ];
+        assert_eq!(
+            FailureReason::ImagePullFailure.for_gitlab(&new),
+            "image_pull_failure"
+        );
+        assert_eq!(
+            FailureReason::RunnerInterrupted.for_gitlab(&new),
+            "runner_interrupted"
+        );
+        assert_eq!(
+            FailureReason::ScriptFailure.for_gitlab(&new),
+            "script_failure"
+        );
+    }
+
+    #[test]
+    fn exit_codes_are_sign_reinterpreted() {
+        assert_eq!(normalize_exit_code(0xFFFF_FFFF), -1);
+        assert_eq!(normalize_exit_code(42), 42);
+    }
+}

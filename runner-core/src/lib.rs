@@ -1,0 +1,39 @@
+//! The core of gitlab-runner-rs: what a GitLab job is and how one is run, independent of where.
+//!
+//! - [`job`]: the `JobResponse` payload; [`variables`]: job variables and `$VAR` expansion;
+//!   [`feature_flags`] and [`settings`]: what a job controls through its variables.
+//! - [`executor`]: the `Executor` / `ExecutorProvider` traits every backend implements.
+//! - [`build`]: the build driver (stage order, failure branches, timeouts, cancellation, final
+//!   state and failure reason) and [`failure`]: GitLab's failure reasons.
+//! - [`log`]: the job log (masking, timestamps, sections, output limit, bounded memory).
+//! - [`script`]: the small trait through which the driver asks for stage scripts.
+//!
+//! This crate must not depend on the `shells`, `network`, executor or `commands` crates, nor on
+//! any HTTP, container or SSH library: those layers depend on it, never the other way round.
+
+pub mod build;
+pub mod cancel;
+pub mod dirs;
+pub mod executor;
+pub mod failure;
+pub mod feature_flags;
+pub mod job;
+pub mod log;
+pub mod script;
+pub mod secret;
+pub mod settings;
+pub mod stage;
+pub mod variables;
+
+pub use build::{
+    BuildContext, BuildDriver, BuildInput, BuildOutcome, RunnerSettings, RuntimeState,
+};
+pub use cancel::{CancelReason, JobCancel};
+pub use executor::{
+    Executor, ExecutorCommand, ExecutorError, ExecutorProvider, FeaturesInfo, ScriptExit,
+};
+pub use failure::{BuildError, FailureReason};
+pub use job::JobResponse;
+pub use log::JobLog;
+pub use secret::Secret;
+pub use stage::Stage;

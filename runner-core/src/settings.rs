@@ -1,0 +1,366 @@
+//! Settings a job controls through its variables (`common/build_settings.go`).
+
+use std::time::Duration;
+
+use crate::variables::{parse_bool, Variables};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitStrategy {
+    Clone,
+    Fetch,
+    None,
+    Empty,
+}
+
+impl GitStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clone => "clone",
+            Self::Fetch => "fetch",
+            Self::None => "none",
+            Self::Empty => "empty",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmoduleStrategy {
+    None,
+    Normal,
+    Recursive,
+    /// An unknown value: the get_sources stage fails with "unknown GIT_SUBMODULE_STRATEGY".
+    Invalid(String),
+}
+
+/// The default after_script timeout (`AfterScriptTimeout`).
+pub const DEFAULT_AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildSettings {
+    pub ci_debug_trace: bool,
+    pub ci_debug_services: bool,
+    pub git_clone_path: String,
+    pub git_strategy: GitStrategy,
+    pub git_checkout: bool,
+    pub git_submodule_strategy: SubmoduleStrategy,
+    pub git_submodule_paths: Vec<String>,
+    pub git_submodule_depth: i64,
+    pub git_clean_flags: Vec<String>,
+    pub git_clone_extra_flags: Vec<String>,
+    pub git_fetch_extra_flags: Vec<String>,
+    pub git_submodule_update_flags: Vec<String>,
+    pub git_lfs_skip_smudge: bool,
+    pub git_submodule_force_https: bool,
+    pub get_sources_attempts: u32,
+    pub artifact_download_attempts: u32,
+    pub restore_cache_attempts: u32,
+    pub executor_job_section_attempts: u32,
+    pub secrets_retrieval_attempts: u32,
+    pub after_script_ignore_errors: bool,
+    /// Minutes.
+    pub cache_request_timeout: i64,
+    pub docker_auth_config: String,
+    pub script_timeout: Option<Duration>,
+    pub after_script_timeout: Duration,
+    /// Problems found while reading the variables, printed as one `WARNING:` line.
+    pub warnings: Vec<String>,
+}
+
+fn flags(raw: &str, default: &[&str]) -> Vec<String> {
+    match raw {
+        "" => default.iter().map(|flag| flag.to_string()).collect(),
+        "none" => Vec::new(),
+        other => other.split_whitespace().map(str::to_string).collect(),
+    }
+}
+
+/// Parses a Go duration string such as `1h30m`, `90s`, `1.5h` or `300ms`.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    if text.is_empty() || text.starts_with('-') {
+        return None;
+    }
+    let text = text.strip_prefix('+').unwrap_or(text);
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if number_len == 0 {
+            return None;
+        }
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// Formats a duration like Go's `time.Duration.String()` (`1h0m0s`, `2m30s`, `1.5s`, `300ms`).
+pub fn format_go_duration(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    if nanos < 1_000_000_000 {
+        let (value, unit) = if nanos < 1_000 {
+            (nanos as f64, "ns")
+        } else if nanos < 1_000_000 {
+            (nanos as f64 / 1e3, "µs")
+        } else {
+            (nanos as f64 / 1e6, "ms")
+        };
+        return format!("{}{unit}", trim_float(value));
+    }
+    let total_seconds = duration.as_secs();
+    let fraction = duration.subsec_nanos();
+    let hours = total_seconds / 3600;
+    let minutes = (total_seconds / 60) % 60;
+    let seconds = total_seconds % 60;
+    let seconds_text = if fraction == 0 {
+        seconds.to_string()
+    } else {
+        trim_float(seconds as f64 + f64::from(fraction) / 1e9)
+    };
+    if hours > 0 {
+        format!("{hours}h{minutes}m{seconds_text}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds_text}s")
+    } else {
+        format!("{seconds_text}s")
+    }
+}
+
+fn trim_float(value: f64) -> String {
+    let text = format!("{value:.9}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+impl BuildSettings {
+    /// Reads the settings from the job's (merged) variables.
+    pub fn from_variables(
+        variables: &Variables,
+        allow_git_fetch: bool,
+        git_depth: i64,
+        debug_trace_disabled: bool,
+    ) -> Self {
+        let mut reader = Reader {
+            variables,
+            warnings: Vec::new(),
+        };
+        let mut ci_debug_trace = reader.boolean("CI_DEBUG_TRACE", false);
+        let mut ci_debug_services = reader.boolean("CI_DEBUG_SERVICES", false);
+        let git_checkout = reader.boolean("GIT_CHECKOUT", true);
+        let git_lfs_skip_smudge = reader.boolean("GIT_LFS_SKIP_SMUDGE", false);
+        let git_submodule_force_https = reader.boolean("GIT_SUBMODULE_FORCE_HTTPS", false);
+        let after_script_ignore_errors = reader.boolean("AFTER_SCRIPT_IGNORE_ERRORS", true);
+
+        let default_strategy = if allow_git_fetch {
+            GitStrategy::Fetch
+        } else {
+            GitStrategy::Clone
+        };
+        let git_strategy = match variables.value("GIT_STRATEGY").as_str() {
+            "clone" => GitStrategy::Clone,
+            "fetch" => GitStrategy::Fetch,
+            "none" => GitStrategy::None,
+            "empty" => GitStrategy::Empty,
+            "" => default_strategy,
+            other => {
+                reader.warnings.push(format!(
+                    "GIT_STRATEGY: expected either 'clone', 'fetch', 'none' or 'empty' got {other:?}, using default value '{}'",
+                    default_strategy.as_str()
+                ));
+                default_strategy
+            }
+        };
+        let git_submodule_strategy = match variables.value("GIT_SUBMODULE_STRATEGY").as_str() {
+            "" | "none" => SubmoduleStrategy::None,
+            "normal" => SubmoduleStrategy::Normal,
+            "recursive" => SubmoduleStrategy::Recursive,
+            other => SubmoduleStrategy::Invalid(other.to_string()),
+        };
+        let git_submodule_depth = reader.integer("GIT_SUBMODULE_DEPTH", git_depth);
+        let cache_request_timeout = reader.integer("CACHE_REQUEST_TIMEOUT", 10);
+        let executor_job_section_attempts = reader.attempts("EXECUTOR_JOB_SECTION_ATTEMPTS");
+        let get_sources_attempts = reader.attempts("GET_SOURCES_ATTEMPTS");
+        let artifact_download_attempts = reader.attempts("ARTIFACT_DOWNLOAD_ATTEMPTS");
+        let restore_cache_attempts = reader.attempts("RESTORE_CACHE_ATTEMPTS");
+        let secrets_retrieval_attempts = reader.attempts("SECRETS_RETRIEVAL_ATTEMPTS");
+
+        if debug_trace_disabled {
+            if ci_debug_trace {
+                reader
+                    .warnings
+                    .push("CI_DEBUG_TRACE: usage is disabled on this Runner".into());
+            }
+            if ci_debug_services {
+                reader
+                    .warnings
+                    .push("CI_DEBUG_SERVICES: usage is disabled on this Runner".into());
+            }
+            ci_debug_trace = false;
+            ci_debug_services = false;
+        }
+
+        let script_timeout = reader.timeout("RUNNER_SCRIPT_TIMEOUT", None);
+        let after_script_timeout = reader
+            .timeout(
+                "RUNNER_AFTER_SCRIPT_TIMEOUT",
+                Some(DEFAULT_AFTER_SCRIPT_TIMEOUT),
+            )
+            .unwrap_or(DEFAULT_AFTER_SCRIPT_TIMEOUT);
+
+        let none_or_empty = matches!(git_strategy, GitStrategy::None | GitStrategy::Empty);
+        Self {
+            ci_debug_trace,
+            ci_debug_services,
+            git_clone_path: variables.value("GIT_CLONE_PATH"),
+            git_strategy,
+            git_checkout: git_checkout && !none_or_empty,
+            git_submodule_strategy: if none_or_empty {
+                SubmoduleStrategy::None
+            } else {
+                git_submodule_strategy
+            },
+            git_submodule_paths: flags(&variables.value("GIT_SUBMODULE_PATHS"), &[]),
+            git_submodule_depth,
+            git_clean_flags: flags(&variables.value("GIT_CLEAN_FLAGS"), &["-ffdx"]),
+            git_clone_extra_flags: flags(&variables.value("GIT_CLONE_EXTRA_FLAGS"), &[]),
+            git_fetch_extra_flags: flags(
+                &variables.value("GIT_FETCH_EXTRA_FLAGS"),
+                &["--prune", "--quiet"],
+            ),
+            git_submodule_update_flags: flags(&variables.value("GIT_SUBMODULE_UPDATE_FLAGS"), &[]),
+            git_lfs_skip_smudge,
+            git_submodule_force_https,
+            get_sources_attempts,
+            artifact_download_attempts,
+            restore_cache_attempts,
+            executor_job_section_attempts,
+            secrets_retrieval_attempts,
+            after_script_ignore_errors,
+            cache_request_timeout,
+            docker_auth_config: variables.value("DOCKER_AUTH_CONFIG"),
+            script_timeout,
+            after_script_timeout,
+            warnings: reader.warnings,
+        }
+    }
+}
+
+/// Reads typed values from the variables, collecting upstream's warnings for bad ones.
+struct Reader<'a> {
+    variables: &'a Variables,
+    warnings: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn boolean(&mut self, name: &str, default: bool) -> bool {
+        let raw = self.variables.value(name);
+        if raw.is_empty() {
+            return default;
+        }
+        parse_bool(&raw).unwrap_or_else(|| {
+            self.warnings.push(format!(
+                "{name}: expected bool got {raw:?}, using default value: {default}"
+            ));
+            default
+        })
+    }
+
+    fn integer(&mut self, name: &str, default: i64) -> i64 {
+        let raw = self.variables.value(name);
+        if raw.is_empty() {
+            return default;
+        }
+        raw.parse().unwrap_or_else(|_| {
+            self.warnings.push(format!(
+                "{name}: expected int got {raw:?}, using default value: {default}"
+            ));
+            default
+        })
+    }
+
+    fn attempts(&mut self, name: &str) -> u32 {
+        let value = self.integer(name, 1);
+        let clamped = value.clamp(1, 10);
+        if clamped != value {
+            self.warnings.push(format!(
+                "{name}: number of attempts out of the range [1, 10], clamping to: {clamped}"
+            ));
+        }
+        clamped as u32
+    }
+
+    fn timeout(&mut self, name: &str, default: Option<Duration>) -> Option<Duration> {
+        let raw = self.variables.value(name);
+        if raw.is_empty() {
+            return default;
+        }
+        match parse_go_duration(&raw) {
+            Some(duration) => Some(duration),
+            None => {
+                self.warnings.push(format!(
+                    "{name}: invalid duration {raw:?}, using the default"
+                ));
+                default
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::variables::JobVariable;
+
+    #[test]
+    fn go_durations_round_trip() {
+        assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("300ms"), Some(Duration::from_millis(300)));
+        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration("-1s"), None);
+        assert_eq!(format_go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(format_go_duration(Duration::from_secs(150)), "2m30s");
+        assert_eq!(format_go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_go_duration(Duration::from_millis(300)), "300ms");
+    }
+
+    #[test]
+    fn attempts_are_clamped_and_strategies_validated() {
+        let variables = Variables::new(vec![
+            JobVariable::new("GET_SOURCES_ATTEMPTS", "20"),
+            JobVariable::new("GIT_STRATEGY", "bogus"),
+            JobVariable::new("GIT_CLEAN_FLAGS", "none"),
+            JobVariable::new("RUNNER_SCRIPT_TIMEOUT", "90s"),
+        ]);
+        let settings = BuildSettings::from_variables(&variables, true, 50, false);
+        assert_eq!(settings.get_sources_attempts, 10);
+        assert_eq!(settings.git_strategy, GitStrategy::Fetch);
+        assert!(settings.git_clean_flags.is_empty());
+        assert_eq!(settings.git_fetch_extra_flags, vec!["--prune", "--quiet"]);
+        assert_eq!(settings.script_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(settings.after_script_timeout, DEFAULT_AFTER_SCRIPT_TIMEOUT);
+        assert_eq!(settings.git_submodule_depth, 50);
+        assert_eq!(settings.warnings.len(), 2);
+    }
+}
