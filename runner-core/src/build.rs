@@ -112,6 +112,8 @@ pub struct BuildInput {
     pub shell: ShellCommand,
     pub concurrent_id: usize,
     pub concurrent_project_id: usize,
+    /// The `X-Request-Id` of the job request, passed to Gitaly by git.
+    pub correlation_id: String,
 }
 
 /// The resolved state of a build, shared with the executor and the script generator.
@@ -133,6 +135,7 @@ pub struct BuildContext {
     /// The host name the prepare script reports (`via <hostname>`); empty for the shell executor.
     pub hostname: String,
     pub safe_directory_checkout: bool,
+    pub correlation_id: String,
 }
 
 impl BuildContext {
@@ -148,6 +151,7 @@ impl BuildContext {
             shell,
             concurrent_id,
             concurrent_project_id,
+            correlation_id,
         } = input;
         let environment = environment_variables(&runner.environment);
         let job_variables: Vec<JobVariable> = job
@@ -282,6 +286,7 @@ impl BuildContext {
                 concurrent_project_id,
                 hostname: String::new(),
                 safe_directory_checkout,
+                correlation_id,
             },
             warnings,
         ))

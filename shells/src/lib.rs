@@ -1,1 +1,129 @@
-//! placeholder
+//! Stage script generation for `bash` and `sh`: upstream's shell writer and stage contents.
+//!
+//! [`BashShell`] implements runner-core's `ScriptGenerator`: given a stage and the resolved build,
+//! it returns a self-contained script (or `None` when the stage has nothing to do). Generation is
+//! pure and synchronous: no I/O, no processes.
+//!
+//! This crate depends only on `runner-core`; it must not depend on `network`, the executors or
+//! `commands`.
+
+mod escape;
+mod stages;
+mod writer;
+
+pub use escape::{go_quote, posix_shell_escape, shell_escape};
+pub use stages::sanitize_cache_key;
+
+use runner_core::build::BuildContext;
+use runner_core::executor::ShellType;
+use runner_core::script::{ScriptError, ScriptGenerator, ShellCommand};
+use runner_core::stage::Stage;
+
+/// The shells this crate writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShellKind {
+    Bash,
+    Sh,
+}
+
+impl ShellKind {
+    /// Parses a configured shell name; `None` for shells this runner does not support.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "bash" => Some(Self::Bash),
+            "sh" => Some(Self::Sh),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bash => "bash",
+            Self::Sh => "sh",
+        }
+    }
+}
+
+/// The upstream shell-detection script a container runs to start the best available shell.
+pub fn detect_shell_script(login: bool) -> String {
+    let flag = if login { " -l" } else { "" };
+    let mut script = String::new();
+    for (index, path) in [
+        "/usr/local/bin/bash",
+        "/usr/bin/bash",
+        "/bin/bash",
+        "/usr/local/bin/sh",
+        "/usr/bin/sh",
+        "/bin/sh",
+        "/busybox/sh",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let keyword = if index == 0 { "if" } else { "elif" };
+        script.push_str(&format!(
+            "{keyword} [ -x {path} ]; then\n  exec {path}{flag} \"$@\"\n"
+        ));
+    }
+    script.push_str("else\n  echo shell not found\n  exit 1\nfi\n\n");
+    script
+}
+
+/// Generates bash or sh scripts (the two share one generator, as upstream).
+#[derive(Debug, Clone, Copy)]
+pub struct BashShell {
+    pub kind: ShellKind,
+}
+
+impl BashShell {
+    pub fn new(kind: ShellKind) -> Self {
+        Self { kind }
+    }
+
+    /// How a local or remote executor starts this shell: `bash`, or `bash -l` for login shells;
+    /// with a `user`, `su -s /bin/<shell> <user> -c "<shell> -l"`.
+    pub fn command(&self, shell_type: ShellType, user: Option<&str>) -> ShellCommand {
+        let name = self.kind.name();
+        let mut args = Vec::new();
+        let mut command_line = name.to_string();
+        if shell_type == ShellType::Login {
+            args.push("-l".to_string());
+            command_line.push_str(" -l");
+        }
+        match user {
+            Some(user) if !user.is_empty() => ShellCommand {
+                name: name.into(),
+                program: "su".into(),
+                args: vec![
+                    "-s".into(),
+                    format!("/bin/{name}"),
+                    user.into(),
+                    "-c".into(),
+                    command_line,
+                ],
+            },
+            _ => ShellCommand {
+                name: name.into(),
+                program: name.into(),
+                args,
+            },
+        }
+    }
+}
+
+impl ScriptGenerator for BashShell {
+    fn generate(&self, stage: &Stage, build: &BuildContext) -> Result<Option<String>, ScriptError> {
+        let info = stages::Info::new(build);
+        let mut writer = writer::BashWriter::new(self.kind.name(), &build.dirs.tmp_dir());
+        writer.check_for_errors = build.flags.enabled("FF_ENABLE_BASH_EXIT_CODE_CHECK");
+        writer.legacy_eval = build.flags.enabled("FF_USE_LEGACY_BASH_EVAL");
+        // ANSI-C `$'...'` quoting is a bash (and busybox) extension that dash, Debian's `sh`,
+        // cannot parse, so `sh` scripts always use POSIX double quotes.
+        writer.posix_escape =
+            self.kind == ShellKind::Sh || build.flags.enabled("FF_POSIXLY_CORRECT_ESCAPES");
+        if !stages::write_stage(&mut writer, stage, &info)? {
+            return Ok(None);
+        }
+        Ok(Some(writer.finish(build.settings.ci_debug_trace)))
+    }
+}

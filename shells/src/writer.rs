@@ -1,0 +1,344 @@
+//! The bash / sh script writer: upstream's `BashWriter` primitives, line for line.
+
+use crate::escape::{go_quote, posix_shell_escape, shell_escape};
+
+pub const ANSI_BOLD_GREEN: &str = "\x1b[32;1m";
+pub const ANSI_YELLOW: &str = "\x1b[0;33m";
+pub const ANSI_RESET: &str = "\x1b[0;m";
+pub const ANSI_CLEAR: &str = "\x1b[0K";
+
+/// Makes bash exit 1 on SIGTERM instead of printing the script it was evaluating.
+const EXIT_ON_TERM: &str = "trap 'exit 1' TERM";
+
+/// The credential helper that answers git with the job token from the environment.
+const CRED_HELPER: &str =
+    "!f(){ if [ \"$1\" = \"get\" ] ; then echo \"password=${CI_JOB_TOKEN}\" ; fi ; } ; f";
+
+pub struct BashWriter {
+    buffer: String,
+    indent: usize,
+    /// `bash` or `sh`; empty for no shebang.
+    pub shell: String,
+    pub temporary_path: String,
+    pub check_for_errors: bool,
+    pub legacy_eval: bool,
+    pub posix_escape: bool,
+}
+
+fn double_quote(text: &str) -> String {
+    format!("\"{text}\"")
+}
+
+impl BashWriter {
+    pub fn new(shell: &str, temporary_path: &str) -> Self {
+        Self {
+            buffer: String::new(),
+            indent: 0,
+            shell: shell.to_string(),
+            temporary_path: temporary_path.to_string(),
+            check_for_errors: false,
+            legacy_eval: false,
+            posix_escape: false,
+        }
+    }
+
+    pub fn escape(&self, text: &str) -> String {
+        if self.posix_escape {
+            posix_shell_escape(text)
+        } else {
+            shell_escape(text)
+        }
+    }
+
+    pub fn line(&mut self, text: &str) {
+        for _ in 0..self.indent {
+            self.buffer.push_str("  ");
+        }
+        self.buffer.push_str(text);
+        self.buffer.push('\n');
+    }
+
+    pub fn check_for_errors(&mut self) {
+        if self.check_for_errors {
+            self.line("_runner_exit_code=$?; if [ $_runner_exit_code -ne 0 ]; then exit $_runner_exit_code; fi");
+        }
+    }
+
+    fn build_command(
+        &self,
+        quote: impl Fn(&str) -> String,
+        command: &str,
+        args: &[&str],
+    ) -> String {
+        let mut parts = vec![self.escape(command)];
+        parts.extend(args.iter().map(|arg| quote(arg)));
+        parts.join(" ")
+    }
+
+    pub fn command(&mut self, command: &str, args: &[&str]) {
+        let line = self.build_command(|arg| self.escape(arg), command, args);
+        self.line(&line);
+        self.check_for_errors();
+    }
+
+    /// Arguments in plain double quotes, so `$PWD` and friends expand.
+    pub fn command_arg_expand(&mut self, command: &str, args: &[&str]) {
+        let line = self.build_command(double_quote, command, args);
+        self.line(&line);
+        self.check_for_errors();
+    }
+
+    pub fn command_with_stdin(
+        &mut self,
+        best_effort: bool,
+        stdin: &str,
+        command: &str,
+        args: &[&str],
+    ) {
+        let producer = self.build_command(|arg| self.escape(arg), "echo", &[stdin]);
+        let consumer = self.build_command(|arg| self.escape(arg), command, args);
+        let line = format!("{producer} | {consumer}");
+        if best_effort {
+            self.line(&format!("{line} || true"));
+            return;
+        }
+        self.line(&line);
+        self.check_for_errors();
+    }
+
+    pub fn setup_git_cred_helper(&mut self, conf_file: &str, section: &str, user: &str) {
+        let helper_section = self.escape(&format!("{section}.helper"));
+        let user_section = self.escape(&format!("{section}.username"));
+        let conf = double_quote(conf_file);
+        let helper = self.escape(CRED_HELPER);
+        self.line(&format!(
+            "git config -f {conf} --replace-all {helper_section} \"\" && git config -f {conf} --add {helper_section} {helper} && git config -f {conf} {user_section} {user}"
+        ));
+        self.check_for_errors();
+    }
+
+    pub fn absolute(&self, dir: &str) -> String {
+        if dir.starts_with('/') || dir.starts_with("$PWD") {
+            dir.to_string()
+        } else {
+            runner_core::dirs::join_path(&["$PWD", dir])
+        }
+    }
+
+    pub fn tmp_file(&self, name: &str) -> String {
+        self.absolute(&runner_core::dirs::join_path(&[&self.temporary_path, name]))
+    }
+
+    pub fn variable(&mut self, key: &str, value: &str, file: bool) {
+        if file {
+            let file_path = self.tmp_file(key);
+            let tmp = go_quote(&self.temporary_path);
+            self.line(&format!("mkdir -p {tmp}"));
+            let escaped = self.escape(value);
+            self.line(&format!("printf '%s' {escaped} > {}", go_quote(&file_path)));
+            let key = self.escape(key);
+            self.line(&format!("export {key}={}", go_quote(&file_path)));
+        } else {
+            let value = if value.starts_with(&self.temporary_path) {
+                self.absolute(value)
+            } else {
+                value.to_string()
+            };
+            let line = format!("export {}={}", self.escape(key), self.escape(&value));
+            self.line(&line);
+        }
+    }
+
+    pub fn export_raw(&mut self, name: &str, value: &str) {
+        let line = format!("export {}={}", self.escape(name), double_quote(value));
+        self.line(&line);
+    }
+
+    pub fn source_env(&mut self, path: &str) {
+        let tmp = go_quote(&self.temporary_path);
+        self.line(&format!("mkdir -p {tmp}"));
+        self.line(&format!("touch {}", go_quote(path)));
+        self.line(&format!(
+            "while read -r line; do export \"$line\"; done < {}",
+            go_quote(path)
+        ));
+    }
+
+    /// A here-doc `KEY="value"` file, sorted by key; invalid keys dropped. Returns its path.
+    pub fn dot_env_variables(&mut self, base_name: &str, variables: &[(String, String)]) -> String {
+        let path = self.tmp_file(base_name);
+        let mut sorted: Vec<&(String, String)> = variables
+            .iter()
+            .filter(|(key, _)| {
+                let mut chars = key.chars();
+                chars
+                    .next()
+                    .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+                    && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+            })
+            .collect();
+        sorted.sort();
+        let mut text = format!("cat << EOF > {path}\n");
+        for (key, value) in sorted {
+            let value = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+                .replace('\r', "\\r");
+            text.push_str(&format!("{key}=\"{value}\"\n"));
+        }
+        text.push_str("EOF\n");
+        self.line(&text);
+        path
+    }
+
+    pub fn if_directory(&mut self, path: &str) {
+        self.line(&format!("if [ -d {} ]; then", go_quote(path)));
+        self.indent += 1;
+    }
+
+    pub fn if_file(&mut self, path: &str) {
+        self.line(&format!("if [ -e {} ]; then", go_quote(path)));
+        self.indent += 1;
+    }
+
+    pub fn if_file_readable(&mut self, path: &str) {
+        self.line(&format!("if [ -r {} ]; then", go_quote(path)));
+        self.indent += 1;
+    }
+
+    pub fn if_cmd(&mut self, command: &str, args: &[&str]) {
+        let line = self.build_command(|arg| self.escape(arg), command, args);
+        self.line(&format!("if {line} >/dev/null 2>&1 ; then"));
+        self.indent += 1;
+    }
+
+    pub fn if_cmd_with_output(&mut self, command: &str, args: &[&str]) {
+        let line = self.build_command(|arg| self.escape(arg), command, args);
+        self.line(&format!("if {line} ; then"));
+        self.indent += 1;
+    }
+
+    pub fn if_cmd_with_output_arg_expand(&mut self, command: &str, args: &[&str]) {
+        let line = self.build_command(double_quote, command, args);
+        self.line(&format!("if {line} ; then"));
+        self.indent += 1;
+    }
+
+    pub fn else_(&mut self) {
+        self.indent = self.indent.saturating_sub(1);
+        self.line("else");
+        self.indent += 1;
+    }
+
+    pub fn end_if(&mut self) {
+        self.indent = self.indent.saturating_sub(1);
+        self.line("fi");
+    }
+
+    pub fn cd(&mut self, path: &str) {
+        self.command("cd", &[path]);
+    }
+
+    pub fn mkdir(&mut self, path: &str) {
+        self.command("mkdir", &["-p", path]);
+    }
+
+    pub fn mk_tmp_dir(&mut self, name: &str) -> String {
+        let path = runner_core::dirs::join_path(&[&self.temporary_path, name]);
+        self.mkdir(&path);
+        path
+    }
+
+    pub fn rm_dir(&mut self, path: &str) {
+        self.if_directory(path);
+        self.command_arg_expand("chmod", &["-R", "u+rwX", path]);
+        self.end_if();
+        self.command_arg_expand("rm", &["-r", "-f", path]);
+    }
+
+    pub fn rm_file(&mut self, path: &str) {
+        self.command_arg_expand("rm", &["-f", path]);
+    }
+
+    pub fn rm_files_recursive(&mut self, path: &str, name: &str) {
+        self.if_directory(path);
+        self.line(&format!(
+            "et='+' ; find /dev/null -exec true {{}} + 2>/dev/null || et=';' ; find {} -name {} -type f -exec rm -f {{}} \"${{et}}\"",
+            go_quote(path),
+            go_quote(name)
+        ));
+        self.end_if();
+    }
+
+    pub fn rm_dirs_recursive(&mut self, path: &str, name: &str) {
+        self.if_directory(path);
+        self.line(&format!(
+            "et='+' ; find /dev/null -exec true {{}} + 2>/dev/null || et=';' ; find {} -name {} -type d -depth -exec rm -rf -- {{}} \"${{et}}\"",
+            go_quote(path),
+            go_quote(name)
+        ));
+        self.end_if();
+    }
+
+    fn colored_echo(&mut self, text: String) {
+        let line = format!("echo {}", self.escape(&text));
+        self.line(&line);
+    }
+
+    pub fn notice(&mut self, text: &str) {
+        self.colored_echo(format!("{ANSI_BOLD_GREEN}{text}{ANSI_RESET}"));
+    }
+
+    pub fn warning(&mut self, text: &str) {
+        self.colored_echo(format!("{ANSI_YELLOW}{text}{ANSI_RESET}"));
+    }
+
+    pub fn empty_line(&mut self) {
+        self.line("echo");
+    }
+
+    pub fn section_start(&mut self, id: &str, command: &str, options: &[&str]) {
+        let options = if options.is_empty() {
+            String::new()
+        } else {
+            format!("[{}]", options.join(","))
+        };
+        let title = self.escape(&format!("{ANSI_BOLD_GREEN}{command}{ANSI_RESET}"));
+        self.line(&format!(
+            "printf '%b\\n' section_start:$(awk 'BEGIN{{srand(); print srand()}}'):section_{id}{options}\r{ANSI_CLEAR}{title}"
+        ));
+    }
+
+    pub fn section_end(&mut self, id: &str) {
+        self.line(&format!(
+            "printf '%b\\n' section_end:$(awk 'BEGIN{{srand(); print srand()}}'):section_{id}\r{ANSI_CLEAR}"
+        ));
+    }
+
+    /// Wraps the body in upstream's envelope: shebang, TERM trap, pipefail/errexit, the body
+    /// evaluated in a subshell with stdin from /dev/null, `exit 0`.
+    pub fn finish(self, trace: bool) -> String {
+        let mut out = String::new();
+        if !self.shell.is_empty() {
+            out.push_str(&format!("#!/usr/bin/env {}\n\n", self.shell));
+        }
+        out.push_str(EXIT_ON_TERM);
+        out.push_str("\n\n");
+        if trace {
+            out.push_str("set -o xtrace\n");
+        }
+        out.push_str(
+            "case \"$(set -o)\" in *\"pipefail\"*) set -o pipefail;; esac; set -o errexit\n",
+        );
+        out.push_str("set +o noclobber\n");
+        let body = self.escape(&self.buffer);
+        if self.legacy_eval {
+            out.push_str(&format!(": | eval {body}\n"));
+        } else {
+            out.push_str(&format!("({EXIT_ON_TERM}; eval {body}) < /dev/null\n"));
+        }
+        out.push_str("exit 0\n");
+        out
+    }
+}
