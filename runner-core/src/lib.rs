@@ -19,6 +19,7 @@ pub mod failure;
 pub mod feature_flags;
 pub mod job;
 pub mod log;
+pub mod process;
 pub mod script;
 pub mod secret;
 pub mod settings;

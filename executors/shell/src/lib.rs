@@ -1,0 +1,168 @@
+//! The shell executor: each stage script runs in a local shell (`bash -l` by default) on the
+//! runner's host, in its own process group, with SIGTERM → grace → SIGKILL on cancel or timeout.
+//!
+//! Main types: [`ShellProvider`] (the `ExecutorProvider`) and [`ShellExecutor`].
+//!
+//! Depends only on `runner-core`; it must not depend on `shells`, `network`, other executors or
+//! `commands` (the shell command line comes in through the build context).
+
+use std::path::{Path, PathBuf};
+
+use runner_core::build::BuildContext;
+use runner_core::executor::{
+    Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ExecutorProvider, FeaturesInfo,
+    ScriptExit, ShellType,
+};
+use runner_core::log::JobLog;
+use runner_core::process::{run_in_process_group, KillTimeouts, ProcessExit};
+use runner_core::script::ShellCommand;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// What the shell executor needs from `config.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct ShellConfig {
+    /// Made absolute against this directory when relative (the runner's working directory).
+    pub working_dir: PathBuf,
+    pub kill_timeouts: KillTimeouts,
+}
+
+/// Creates shell executors. Capacity is unlimited, so the reservation is empty.
+#[derive(Debug, Clone)]
+pub struct ShellProvider {
+    config: ShellConfig,
+}
+
+impl ShellProvider {
+    pub fn new(config: ShellConfig) -> Self {
+        Self { config }
+    }
+
+    fn absolute(&self, dir: &str) -> String {
+        let path = Path::new(dir);
+        if path.is_absolute() {
+            dir.to_string()
+        } else {
+            self.config
+                .working_dir
+                .join(path)
+                .to_string_lossy()
+                .to_string()
+        }
+    }
+}
+
+impl ExecutorProvider for ShellProvider {
+    type Reservation = ();
+    type Executor = ShellExecutor;
+
+    fn name(&self) -> &'static str {
+        "shell"
+    }
+
+    fn features(&self) -> FeaturesInfo {
+        FeaturesInfo {
+            variables: true,
+            shared: true,
+            ..FeaturesInfo::default()
+        }
+    }
+
+    fn default_shell(&self) -> &'static str {
+        "bash"
+    }
+
+    fn defaults(&self) -> ExecutorDefaults {
+        ExecutorDefaults {
+            builds_dir: self.absolute("builds"),
+            cache_dir: self.absolute("cache"),
+            shared_builds_dir: true,
+            custom_build_dir_enabled: false,
+            safe_directory_checkout: false,
+            shell_type: ShellType::Login,
+            runner_command: std::env::current_exe()
+                .map(|path| path.to_string_lossy().to_string())
+                .unwrap_or_else(|_| "gitlab-runner-rs".into()),
+        }
+    }
+
+    async fn acquire(&self) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+
+    fn release(&self, _reservation: ()) {}
+
+    fn create(&self, _reservation: ()) -> ShellExecutor {
+        ShellExecutor {
+            shell: ShellCommand::default(),
+            kill_timeouts: self.config.kill_timeouts,
+        }
+    }
+}
+
+/// Runs the stages of one job with a local shell.
+#[derive(Debug)]
+pub struct ShellExecutor {
+    shell: ShellCommand,
+    kill_timeouts: KillTimeouts,
+}
+
+impl ShellExecutor {
+    /// Sets the shell without a build context (tests run single stages).
+    pub fn set_shell_for_tests(&mut self, shell: ShellCommand) {
+        self.shell = shell;
+    }
+}
+
+impl Executor for ShellExecutor {
+    async fn prepare(
+        &mut self,
+        build: &BuildContext,
+        log: &JobLog,
+        _cancel: &CancellationToken,
+    ) -> Result<(), ExecutorError> {
+        log.println(&format!("Using Shell ({}) executor...", build.shell.name));
+        if build.shell.program.is_empty() {
+            return Err(ExecutorError::with_reason(
+                runner_core::FailureReason::RunnerConfigurationError,
+                "no shell defined",
+            ));
+        }
+        self.shell = build.shell.clone();
+        Ok(())
+    }
+
+    async fn run(
+        &mut self,
+        command: ExecutorCommand<'_>,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<ScriptExit, ExecutorError> {
+        let mut process = Command::new(&self.shell.program);
+        process.args(&self.shell.args);
+        let exit = run_in_process_group(
+            process,
+            command.script.as_bytes(),
+            log,
+            cancel,
+            self.kill_timeouts,
+        )
+        .await
+        .map_err(|error| {
+            ExecutorError::system(format!("running the {} stage", command.stage)).with_source(error)
+        })?;
+        Ok(match exit {
+            ProcessExit::Code(0) => ScriptExit::Success,
+            ProcessExit::Code(code) => ScriptExit::Failed {
+                code,
+                message: format!("exit status {code}"),
+            },
+            ProcessExit::Signal(_) => ScriptExit::Failed {
+                code: -1,
+                message: "signal: killed".into(),
+            },
+        })
+    }
+
+    async fn cleanup(&mut self, _log: &JobLog) {}
+}
