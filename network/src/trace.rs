@@ -1,0 +1,222 @@
+//! Streams a job's log to GitLab while it runs, then sends the final state (1.8, 1.9).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runner_core::cancel::{CancelReason, JobCancel};
+use runner_core::log::JobLog;
+use runner_core::secret::Secret;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{GitlabClient, JobState, JobUpdate, PatchState, UpdateState, VersionInfo};
+
+/// At most this many bytes per `PATCH` (`DefaultTracePatchLimit`).
+pub const TRACE_PATCH_LIMIT: usize = 1024 * 1024;
+/// The first update interval, and the one the final update uses.
+pub const DEFAULT_UPDATE_INTERVAL: Duration = Duration::from_secs(3);
+/// A keep-alive update is sent when nothing succeeded for this long.
+pub const FORCE_SEND_INTERVAL: Duration = Duration::from_secs(30);
+/// Final update attempts (`job_status_final_update_retry_limit`).
+pub const DEFAULT_FINAL_UPDATE_RETRY_LIMIT: u32 = 10;
+
+/// Who the trace belongs to.
+#[derive(Clone)]
+pub struct TraceTarget {
+    pub client: Arc<GitlabClient>,
+    pub job_id: i64,
+    pub job_token: Secret<String>,
+    pub info: VersionInfo,
+    pub debug_trace: bool,
+    pub final_update_retry_limit: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    sent: u64,
+    interval: Duration,
+}
+
+/// The running uploader of one job.
+pub struct TraceUploader {
+    target: TraceTarget,
+    log: JobLog,
+    stop: CancellationToken,
+    task: JoinHandle<Progress>,
+}
+
+/// The final state to report.
+#[derive(Debug, Clone)]
+pub struct FinalState {
+    pub success: bool,
+    pub failure_reason: Option<String>,
+    pub exit_code: i32,
+}
+
+impl TraceUploader {
+    /// Starts the incremental loop. `cancel` receives GitLab's `canceling` and abort requests.
+    pub fn start(target: TraceTarget, log: JobLog, cancel: JobCancel) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(incremental_loop(
+            target.clone(),
+            log.clone(),
+            cancel,
+            stop.clone(),
+        ));
+        Self {
+            target,
+            log,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the loop, sends what is left and the final state, retrying as upstream does.
+    /// Returns `false` when GitLab never acknowledged the final state.
+    pub async fn finish(self, state: &FinalState) -> bool {
+        self.stop.cancel();
+        let progress = self.task.await.unwrap_or(Progress {
+            sent: 0,
+            interval: DEFAULT_UPDATE_INTERVAL,
+        });
+        self.log.finish();
+        final_update(&self.target, &self.log, progress.sent, state).await
+    }
+}
+
+async fn patch_once(target: &TraceTarget, log: &JobLog, sent: u64) -> crate::client::PatchResult {
+    let content = log.read_at(sent, TRACE_PATCH_LIMIT).unwrap_or_default();
+    target
+        .client
+        .patch_trace(target.job_id, &target.job_token, content, sent, target.debug_trace)
+        .await
+}
+
+fn running_update(log: &JobLog) -> JobUpdate {
+    JobUpdate {
+        state: JobState::Running,
+        failure_reason: None,
+        exit_code: 0,
+        checksum: log.checksum(),
+        bytesize: log.len(),
+    }
+}
+
+async fn incremental_loop(target: TraceTarget, log: JobLog, cancel: JobCancel, stop: CancellationToken) -> Progress {
+    let mut progress = Progress {
+        sent: 0,
+        interval: DEFAULT_UPDATE_INTERVAL,
+    };
+    let mut last_success = Instant::now();
+    loop {
+        tokio::select! {
+            // The job ended: the final update takes over from here.
+            _ = stop.cancelled() => return progress,
+            _ = tokio::time::sleep(progress.interval) => {}
+        }
+        let before = progress.sent;
+        let result = patch_once(&target, &log, progress.sent).await;
+        progress.sent = result.sent_offset;
+        if let Some(interval) = result.remote.update_interval {
+            progress.interval = interval;
+        }
+        if result.remote.cancel_requested {
+            cancel.cancel_gracefully();
+        }
+        match result.state {
+            PatchState::Abort => {
+                cancel.abort(CancelReason::RemoteAbort);
+                return progress;
+            }
+            PatchState::Succeeded => {
+                if result.sent_offset > before {
+                    last_success = Instant::now();
+                }
+                if last_success.elapsed() >= FORCE_SEND_INTERVAL {
+                    let update = target
+                        .client
+                        .update_job(target.job_id, &target.job_token, &target.info, &running_update(&log))
+                        .await;
+                    if update.remote.cancel_requested {
+                        cancel.cancel_gracefully();
+                    }
+                    if let Some(interval) = update.remote.update_interval {
+                        progress.interval = interval;
+                    }
+                    match update.state {
+                        UpdateState::Abort => {
+                            cancel.abort(CancelReason::RemoteAbort);
+                            return progress;
+                        }
+                        UpdateState::Succeeded | UpdateState::Accepted => last_success = Instant::now(),
+                        _ => {}
+                    }
+                }
+            }
+            PatchState::NotFound | PatchState::RangeMismatch | PatchState::Failed => {}
+        }
+    }
+}
+
+async fn final_update(target: &TraceTarget, log: &JobLog, mut sent: u64, state: &FinalState) -> bool {
+    let interval = DEFAULT_UPDATE_INTERVAL;
+    let mut backoff = Duration::from_secs(1);
+    let update = JobUpdate {
+        state: if state.success {
+            JobState::Success
+        } else {
+            JobState::Failed
+        },
+        failure_reason: state.failure_reason.clone(),
+        exit_code: state.exit_code,
+        checksum: log.checksum(),
+        bytesize: log.len(),
+    };
+    let mut attempt = 0;
+    while attempt < target.final_update_retry_limit.max(1) {
+        // Drain what GitLab does not have yet.
+        let mut drained = true;
+        while sent < log.len() {
+            let result = patch_once(target, log, sent).await;
+            sent = result.sent_offset;
+            match result.state {
+                PatchState::Succeeded => {}
+                PatchState::RangeMismatch => tokio::time::sleep(interval).await,
+                PatchState::NotFound | PatchState::Abort => break,
+                PatchState::Failed => {
+                    drained = false;
+                    break;
+                }
+            }
+        }
+        if !drained {
+            attempt += 1;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(60 * 60));
+            continue;
+        }
+        let result = target
+            .client
+            .update_job(target.job_id, &target.job_token, &target.info, &update)
+            .await;
+        match result.state {
+            UpdateState::Succeeded => return true,
+            UpdateState::Abort => return false,
+            UpdateState::Accepted => {
+                tokio::time::sleep(interval).await;
+            }
+            UpdateState::TraceValidationFailed => {
+                sent = 0;
+                tokio::time::sleep(interval).await;
+            }
+            UpdateState::Failed => {
+                attempt += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60 * 60));
+            }
+        }
+    }
+    tracing::error!(job = target.job_id, "giving up on the final job update");
+    false
+}
