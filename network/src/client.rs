@@ -233,7 +233,11 @@ fn message_from_body(body: &str) -> String {
                 let list = match errors {
                     Value::Array(items) => items
                         .iter()
-                        .map(|item| item.as_str().map(str::to_string).unwrap_or_else(|| item.to_string()))
+                        .map(|item| {
+                            item.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| item.to_string())
+                        })
                         .collect::<Vec<_>>()
                         .join(", "),
                     other => other.to_string(),
@@ -257,7 +261,9 @@ impl GitlabClient {
             .min_tls_version(reqwest::tls::Version::TLS_1_2);
         if let Some(ca_file) = &tls.ca_file {
             let pem = read_file(ca_file)?;
-            for certificate in reqwest::Certificate::from_pem_bundle(&pem).map_err(ClientError::Tls)? {
+            for certificate in
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(ClientError::Tls)?
+            {
                 builder = builder.add_root_certificate(certificate);
             }
         }
@@ -265,7 +271,8 @@ impl GitlabClient {
             let mut pem = read_file(cert_file)?;
             pem.push(b'\n');
             pem.extend(read_file(key_file)?);
-            builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(ClientError::Tls)?);
+            builder =
+                builder.identity(reqwest::Identity::from_pem(&pem).map_err(ClientError::Tls)?);
         }
         Ok(Self {
             http: builder.build().map_err(ClientError::Tls)?,
@@ -291,7 +298,10 @@ impl GitlabClient {
     }
 
     fn last_update(&self) -> Option<String> {
-        self.last_update.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_update
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn post_json(
@@ -334,11 +344,13 @@ impl GitlabClient {
             body["last_update"] = Value::String(last_update);
         }
         let request_id = correlation_id();
-        let (response, retriable_seen) =
-            match self.post_json("jobs/request", Some(token.expose()), &body, &request_id).await {
-                Ok(result) => result,
-                Err(error) => return JobRequestResult::ClientError(error_chain(&error)),
-            };
+        let (response, retriable_seen) = match self
+            .post_json("jobs/request", Some(token.expose()), &body, &request_id)
+            .await
+        {
+            Ok(result) => result,
+            Err(error) => return JobRequestResult::ClientError(error_chain(&error)),
+        };
         self.remember_last_update(&response);
         let correlation = response
             .headers()
@@ -353,7 +365,11 @@ impl GitlabClient {
             StatusCode::SERVICE_UNAVAILABLE => JobRequestResult::Unavailable,
             other => {
                 let body = response.text().await.unwrap_or_default();
-                JobRequestResult::Failed(format!("{other} {}", message_from_body(&body)).trim().to_string())
+                JobRequestResult::Failed(
+                    format!("{other} {}", message_from_body(&body))
+                        .trim()
+                        .to_string(),
+                )
             }
         };
         if retriable_seen {
@@ -364,7 +380,13 @@ impl GitlabClient {
     }
 
     /// `PUT jobs/:id`.
-    pub async fn update_job(&self, job_id: i64, job_token: &Secret<String>, info: &VersionInfo, update: &JobUpdate) -> UpdateResult {
+    pub async fn update_job(
+        &self,
+        job_id: i64,
+        job_token: &Secret<String>,
+        info: &VersionInfo,
+        update: &JobUpdate,
+    ) -> UpdateResult {
         let mut body = json!({
             "info": info,
             "token": job_token.expose(),
@@ -519,7 +541,12 @@ impl GitlabClient {
             body["access_level"] = Value::String(parameters.access_level.clone());
         }
         let (response, _) = self
-            .post_json("runners", Some(registration_token.expose()), &body, &correlation_id())
+            .post_json(
+                "runners",
+                Some(registration_token.expose()),
+                &body,
+                &correlation_id(),
+            )
             .await
             .map_err(|error| ClientError::Transport(error_chain(&error)))?;
         match response.status() {
@@ -533,16 +560,29 @@ impl GitlabClient {
             )),
             status => {
                 let body = response.text().await.unwrap_or_default();
-                Err(ClientError::Status(status.as_u16(), message_from_body(&body)))
+                Err(ClientError::Status(
+                    status.as_u16(),
+                    message_from_body(&body),
+                ))
             }
         }
     }
 
     /// `POST runners/verify`.
-    pub async fn verify(&self, token: &Secret<String>, system_id: &str, info: &VersionInfo) -> VerifyResult {
+    pub async fn verify(
+        &self,
+        token: &Secret<String>,
+        system_id: &str,
+        info: &VersionInfo,
+    ) -> VerifyResult {
         let body = json!({"info": info, "token": token.expose(), "system_id": system_id});
         match self
-            .post_json("runners/verify", Some(token.expose()), &body, &correlation_id())
+            .post_json(
+                "runners/verify",
+                Some(token.expose()),
+                &body,
+                &correlation_id(),
+            )
             .await
         {
             Ok((response, _)) => match response.status().as_u16() {
@@ -571,7 +611,11 @@ impl GitlabClient {
     }
 
     /// `DELETE runners/managers`: unregisters only this machine's runner manager.
-    pub async fn unregister_manager(&self, token: &Secret<String>, system_id: &str) -> Result<bool, ClientError> {
+    pub async fn unregister_manager(
+        &self,
+        token: &Secret<String>,
+        system_id: &str,
+    ) -> Result<bool, ClientError> {
         let url = self.url("runners/managers");
         let body = json!({"token": token.expose(), "system_id": system_id});
         let (response, _) = retry::send(|| {
@@ -604,7 +648,10 @@ async fn parse_job(response: Response, correlation_id: String) -> JobRequestResu
         },
         Err(error) => {
             let lenient: Option<Value> = serde_json::from_slice(&bytes).ok();
-            let id = lenient.as_ref().and_then(|value| value.get("id")).and_then(Value::as_i64);
+            let id = lenient
+                .as_ref()
+                .and_then(|value| value.get("id"))
+                .and_then(Value::as_i64);
             let token = lenient
                 .as_ref()
                 .and_then(|value| value.get("token"))
@@ -645,15 +692,27 @@ mod tests {
 
     #[test]
     fn api_base_strips_ci_and_slashes() {
-        assert_eq!(api_base("https://gitlab.example/").unwrap(), "https://gitlab.example/api/v4/");
-        assert_eq!(api_base("https://gitlab.example/ci").unwrap(), "https://gitlab.example/api/v4/");
-        assert_eq!(api_base("http://host:8080/sub/").unwrap(), "http://host:8080/sub/api/v4/");
+        assert_eq!(
+            api_base("https://gitlab.example/").unwrap(),
+            "https://gitlab.example/api/v4/"
+        );
+        assert_eq!(
+            api_base("https://gitlab.example/ci").unwrap(),
+            "https://gitlab.example/api/v4/"
+        );
+        assert_eq!(
+            api_base("http://host:8080/sub/").unwrap(),
+            "http://host:8080/sub/api/v4/"
+        );
         assert!(api_base("ftp://host").is_err());
     }
 
     #[test]
     fn error_messages_from_json_bodies() {
-        assert_eq!(message_from_body(r#"{"message": "403 Forbidden"}"#), "403 Forbidden");
+        assert_eq!(
+            message_from_body(r#"{"message": "403 Forbidden"}"#),
+            "403 Forbidden"
+        );
         assert_eq!(
             message_from_body(r#"{"message": {"token": ["is invalid", "expired"]}}"#),
             "token: is invalid, expired"

@@ -11,8 +11,8 @@ pub mod retry;
 pub mod trace;
 
 pub use client::{
-    GitlabClient, JobRequestResult, JobState, JobUpdate, PatchState, RegisterParameters, TlsOptions,
-    UpdateState, VerifyResult, VersionInfo,
+    GitlabClient, JobRequestResult, JobState, JobUpdate, PatchState, RegisterParameters,
+    TlsOptions, UpdateState, VerifyResult, VersionInfo,
 };
 pub use error::ClientError;
 pub use trace::{FinalState, TraceTarget, TraceUploader};

@@ -72,6 +72,12 @@ impl TraceUploader {
         }
     }
 
+    /// Stops the loop without a final update (the job was dropped by GitLab).
+    pub async fn abandon(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+
     /// Stops the loop, sends what is left and the final state, retrying as upstream does.
     /// Returns `false` when GitLab never acknowledged the final state.
     pub async fn finish(self, state: &FinalState) -> bool {
@@ -89,7 +95,13 @@ async fn patch_once(target: &TraceTarget, log: &JobLog, sent: u64) -> crate::cli
     let content = log.read_at(sent, TRACE_PATCH_LIMIT).unwrap_or_default();
     target
         .client
-        .patch_trace(target.job_id, &target.job_token, content, sent, target.debug_trace)
+        .patch_trace(
+            target.job_id,
+            &target.job_token,
+            content,
+            sent,
+            target.debug_trace,
+        )
         .await
 }
 
@@ -103,7 +115,12 @@ fn running_update(log: &JobLog) -> JobUpdate {
     }
 }
 
-async fn incremental_loop(target: TraceTarget, log: JobLog, cancel: JobCancel, stop: CancellationToken) -> Progress {
+async fn incremental_loop(
+    target: TraceTarget,
+    log: JobLog,
+    cancel: JobCancel,
+    stop: CancellationToken,
+) -> Progress {
     let mut progress = Progress {
         sent: 0,
         interval: DEFAULT_UPDATE_INTERVAL,
@@ -136,7 +153,12 @@ async fn incremental_loop(target: TraceTarget, log: JobLog, cancel: JobCancel, s
                 if last_success.elapsed() >= FORCE_SEND_INTERVAL {
                     let update = target
                         .client
-                        .update_job(target.job_id, &target.job_token, &target.info, &running_update(&log))
+                        .update_job(
+                            target.job_id,
+                            &target.job_token,
+                            &target.info,
+                            &running_update(&log),
+                        )
                         .await;
                     if update.remote.cancel_requested {
                         cancel.cancel_gracefully();
@@ -149,7 +171,9 @@ async fn incremental_loop(target: TraceTarget, log: JobLog, cancel: JobCancel, s
                             cancel.abort(CancelReason::RemoteAbort);
                             return progress;
                         }
-                        UpdateState::Succeeded | UpdateState::Accepted => last_success = Instant::now(),
+                        UpdateState::Succeeded | UpdateState::Accepted => {
+                            last_success = Instant::now()
+                        }
                         _ => {}
                     }
                 }
@@ -159,7 +183,12 @@ async fn incremental_loop(target: TraceTarget, log: JobLog, cancel: JobCancel, s
     }
 }
 
-async fn final_update(target: &TraceTarget, log: &JobLog, mut sent: u64, state: &FinalState) -> bool {
+async fn final_update(
+    target: &TraceTarget,
+    log: &JobLog,
+    mut sent: u64,
+    state: &FinalState,
+) -> bool {
     let interval = DEFAULT_UPDATE_INTERVAL;
     let mut backoff = Duration::from_secs(1);
     let update = JobUpdate {

@@ -258,6 +258,17 @@ fn write_user_script(
 }
 
 fn write_git_ssl_config(w: &mut BashWriter, info: &Info<'_>, location: &[&str]) {
+    let tls_variables = [
+        "CI_SERVER_TLS_CA_FILE",
+        "CI_SERVER_TLS_CERT_FILE",
+        "CI_SERVER_TLS_KEY_FILE",
+    ];
+    if tls_variables
+        .iter()
+        .all(|name| info.variables.get(name).is_empty())
+    {
+        return;
+    }
     let Some(host) = info.remote_host() else {
         w.warning("git SSL config: Can't get repository host.");
         return;

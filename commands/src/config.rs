@@ -1,0 +1,593 @@
+//! `config.toml`: a raw serde layer that loads real GitLab Runner files unchanged (unknown keys
+//! become warnings naming the key), then a validated layer with typed values. Bad values are
+//! rejected at load time naming the key and the value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use runner_core::secret::Secret;
+use runner_core::settings::parse_go_duration;
+use serde::{Deserialize, Serialize};
+
+/// The raw file as GitLab Runner writes it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub concurrent: Option<i64>,
+    #[serde(default)]
+    pub check_interval: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_timeout: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_max_age: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentry_dsn: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_server: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experimental: Option<toml::Value>,
+    #[serde(default)]
+    pub runners: Vec<RawRunner>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawRunner {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub id: i64,
+    #[serde(default)]
+    pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_obtained_at: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<toml::Value>,
+    #[serde(
+        default,
+        rename = "tls-ca-file",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_ca_file: Option<String>,
+    #[serde(
+        default,
+        rename = "tls-cert-file",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_cert_file: Option<String>,
+    #[serde(
+        default,
+        rename = "tls-key-file",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_concurrency: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_check_interval: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_requests_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_status_final_update_retry_limit: Option<i64>,
+    #[serde(default)]
+    pub executor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builds_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_get_sources_script: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_get_sources_script: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_build_script: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_build_script: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub get_sources_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_trace_disabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe_directory_checkout: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_git_config: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_build_dir: Option<RawCustomBuildDir>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub feature_flags: BTreeMap<String, bool>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// gitlab-runner-rs extension: seconds between SIGTERM and SIGKILL (shell executor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_kill_timeout: Option<i64>,
+    /// gitlab-runner-rs extension: seconds to wait for SIGKILL to take effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_kill_timeout: Option<i64>,
+    // Sections other executors and later features read; kept so files round-trip unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referees: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallels: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtualbox: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experimental: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_exec: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_slot_cgroups: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_cgroup_template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_runner_image: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawCustomBuildDir {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// A config problem that stops loading.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {value:?} ({reason})")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: impl Into<String>, value: impl ToString, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Executors this runner implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    Shell,
+}
+
+/// One validated `[[runners]]` entry.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub name: String,
+    pub url: String,
+    pub token: Secret<String>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub limit: usize,
+    /// Bytes.
+    pub output_limit: u64,
+    pub request_concurrency: usize,
+    pub strict_check_interval: bool,
+    pub unhealthy_requests_limit: u32,
+    pub unhealthy_interval: Duration,
+    pub job_status_final_update_retry_limit: u32,
+    pub executor: ExecutorKind,
+    /// `bash` or `sh`.
+    pub shell: Option<String>,
+    pub builds_dir: Option<String>,
+    pub cache_dir: Option<String>,
+    pub clone_url: String,
+    pub environment: Vec<String>,
+    pub hooks: runner_core::build::RunnerHooks,
+    pub prepare_timeout: Option<Duration>,
+    pub get_sources_timeout: Option<Duration>,
+    pub debug_trace_disabled: bool,
+    pub safe_directory_checkout: Option<bool>,
+    pub clean_git_config: Option<bool>,
+    pub custom_build_dir_enabled: Option<bool>,
+    pub feature_flags: BTreeMap<String, bool>,
+    pub graceful_kill_timeout: Duration,
+    pub force_kill_timeout: Duration,
+}
+
+impl RunnerConfig {
+    pub fn short_token(&self) -> String {
+        runner_core::dirs::short_token(self.token.expose())
+    }
+}
+
+/// The validated file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub concurrent: usize,
+    pub check_interval: Duration,
+    pub shutdown_timeout: Duration,
+    pub user: Option<String>,
+    pub runners: Vec<RunnerConfig>,
+    pub raw: RawConfig,
+    pub warnings: Vec<String>,
+}
+
+fn positive(key: &str, value: Option<i64>, default: i64) -> Result<i64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(value) if value < 0 => Err(invalid(key, value, "must not be negative")),
+        Some(value) => Ok(value),
+    }
+}
+
+fn duration(key: &str, value: &Option<String>) -> Result<Option<Duration>, ConfigError> {
+    match value.as_deref() {
+        None | Some("") => Ok(None),
+        Some(text) => parse_go_duration(text)
+            .map(Some)
+            .ok_or_else(|| invalid(key, text, "expected a duration such as 30s, 10m or 1h")),
+    }
+}
+
+impl RunnerConfig {
+    fn from_raw(index: usize, raw: &RawRunner, base_dir: &Path) -> Result<Self, ConfigError> {
+        let key = |name: &str| format!("runners[{index}].{name}");
+        if raw.url.is_empty() {
+            return Err(invalid(key("url"), "", "the GitLab URL is required"));
+        }
+        network::client::api_base(&raw.url).map_err(|_| {
+            invalid(
+                key("url"),
+                &raw.url,
+                "only http and https URLs are supported",
+            )
+        })?;
+        if raw.token.is_empty() {
+            return Err(invalid(key("token"), "", "the runner token is required"));
+        }
+        let executor = match raw.executor.as_str() {
+            "shell" => ExecutorKind::Shell,
+            "" => return Err(invalid(key("executor"), "", "an executor is required")),
+            other => {
+                return Err(invalid(
+                    key("executor"),
+                    other,
+                    "not supported by this runner (supported: shell)",
+                ))
+            }
+        };
+        if let Some(shell) = &raw.shell {
+            if !matches!(shell.as_str(), "bash" | "sh") {
+                return Err(invalid(
+                    key("shell"),
+                    shell,
+                    "supported shells are bash and sh",
+                ));
+            }
+        }
+        for entry in &raw.environment {
+            if !entry.contains('=') {
+                return Err(invalid(
+                    key("environment"),
+                    entry,
+                    "entries must be KEY=VALUE",
+                ));
+            }
+        }
+        let request_concurrency =
+            positive(&key("request_concurrency"), raw.request_concurrency, 1)?.max(1);
+        let output_limit_kib = positive(&key("output_limit"), raw.output_limit, 4096)?;
+        let output_limit_kib = if output_limit_kib == 0 {
+            4096
+        } else {
+            output_limit_kib
+        };
+        let tls = |value: &Option<String>| {
+            value.as_ref().filter(|v| !v.is_empty()).map(|v| {
+                let path = PathBuf::from(v);
+                if path.is_absolute() {
+                    path
+                } else {
+                    base_dir.join(path)
+                }
+            })
+        };
+        let seconds =
+            |name: &str, value: Option<i64>, default: u64| -> Result<Duration, ConfigError> {
+                match value {
+                    None => Ok(Duration::from_secs(default)),
+                    Some(v) if v <= 0 => Err(invalid(
+                        key(name),
+                        v,
+                        "must be a positive number of seconds",
+                    )),
+                    Some(v) => Ok(Duration::from_secs(v as u64)),
+                }
+            };
+        Ok(Self {
+            name: raw.name.clone(),
+            url: raw.url.clone(),
+            token: Secret::new(raw.token.clone()),
+            tls_ca_file: tls(&raw.tls_ca_file),
+            tls_cert_file: tls(&raw.tls_cert_file),
+            tls_key_file: tls(&raw.tls_key_file),
+            limit: positive(&key("limit"), raw.limit, 0)? as usize,
+            output_limit: output_limit_kib as u64 * 1024,
+            request_concurrency: request_concurrency as usize,
+            strict_check_interval: raw.strict_check_interval.unwrap_or(false),
+            unhealthy_requests_limit: match positive(
+                &key("unhealthy_requests_limit"),
+                raw.unhealthy_requests_limit,
+                3,
+            )? {
+                0 => 3,
+                v => v as u32,
+            },
+            unhealthy_interval: duration(&key("unhealthy_interval"), &raw.unhealthy_interval)?
+                .unwrap_or(Duration::from_secs(60 * 60)),
+            job_status_final_update_retry_limit: match positive(
+                &key("job_status_final_update_retry_limit"),
+                raw.job_status_final_update_retry_limit,
+                10,
+            )? {
+                0 => 10,
+                v => v as u32,
+            },
+            executor,
+            shell: raw.shell.clone(),
+            builds_dir: raw.builds_dir.clone().filter(|v| !v.is_empty()),
+            cache_dir: raw.cache_dir.clone().filter(|v| !v.is_empty()),
+            clone_url: raw.clone_url.clone().unwrap_or_default(),
+            environment: raw.environment.clone(),
+            hooks: runner_core::build::RunnerHooks {
+                pre_get_sources_script: raw.pre_get_sources_script.clone().unwrap_or_default(),
+                post_get_sources_script: raw.post_get_sources_script.clone().unwrap_or_default(),
+                pre_build_script: raw.pre_build_script.clone().unwrap_or_default(),
+                post_build_script: raw.post_build_script.clone().unwrap_or_default(),
+            },
+            prepare_timeout: duration(&key("prepare_timeout"), &raw.prepare_timeout)?,
+            get_sources_timeout: duration(&key("get_sources_timeout"), &raw.get_sources_timeout)?,
+            debug_trace_disabled: raw.debug_trace_disabled.unwrap_or(false),
+            safe_directory_checkout: raw.safe_directory_checkout,
+            clean_git_config: raw.clean_git_config,
+            custom_build_dir_enabled: raw.custom_build_dir.as_ref().and_then(|c| c.enabled),
+            feature_flags: raw.feature_flags.clone(),
+            graceful_kill_timeout: seconds(
+                "graceful_kill_timeout",
+                raw.graceful_kill_timeout,
+                10 * 60,
+            )?,
+            force_kill_timeout: seconds("force_kill_timeout", raw.force_kill_timeout, 10)?,
+        })
+    }
+}
+
+impl Config {
+    /// Parses config text; `path` names the file in messages and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut warnings = Vec::new();
+        let deserializer = toml::Deserializer::new(text);
+        let raw: RawConfig = serde_ignored::deserialize(deserializer, |ignored| {
+            warnings.push(format!("unknown key {ignored} in {}", path.display()));
+        })
+        .map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: error.to_string().trim().to_string(),
+        })?;
+        let concurrent = match raw.concurrent {
+            None => 1,
+            Some(value) if value <= 0 => {
+                return Err(invalid("concurrent", value, "must be at least 1"));
+            }
+            Some(value) => value as usize,
+        };
+        let check_interval = match raw.check_interval {
+            Some(value) if value > 0 => Duration::from_secs(value as u64),
+            _ => Duration::from_secs(3),
+        };
+        let shutdown_timeout = match raw.shutdown_timeout {
+            Some(value) if value > 0 => Duration::from_secs(value as u64),
+            Some(value) if value < 0 => {
+                return Err(invalid("shutdown_timeout", value, "must not be negative"));
+            }
+            _ => Duration::from_secs(30),
+        };
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let runners = raw
+            .runners
+            .iter()
+            .enumerate()
+            .map(|(index, runner)| RunnerConfig::from_raw(index, runner, &base_dir))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            concurrent,
+            check_interval,
+            shutdown_timeout,
+            user: raw.user.clone().filter(|user| !user.is_empty()),
+            runners,
+            raw,
+            warnings,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(source) if source.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Self::parse(path, &text)
+    }
+
+    /// Writes the raw layer back (after register / unregister), with mode 0600.
+    pub fn save_raw(path: &Path, raw: &RawConfig) -> Result<(), ConfigError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let text = toml::to_string_pretty(raw).map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| ConfigError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let temporary = path.with_extension("toml.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            std::io::Write::write_all(&mut file, text.as_bytes())?;
+            std::fs::rename(&temporary, path)
+        };
+        write().map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REAL: &str = r#"
+concurrent = 4
+check_interval = 0
+shutdown_timeout = 0
+
+[session_server]
+  session_timeout = 1800
+
+[[runners]]
+  name = "my-runner"
+  url = "https://gitlab.example.com/"
+  id = 12
+  token = "glrt-t1_abcdefghijklmnopq"
+  token_obtained_at = 2024-01-01T00:00:00Z
+  token_expires_at = 0001-01-01T00:00:00Z
+  executor = "shell"
+  limit = 2
+  builds_dir = "/srv/builds"
+  environment = ["A=1", "B=two"]
+  prepare_timeout = "5m"
+  frobnicate = true
+  [runners.custom_build_dir]
+    enabled = true
+  [runners.cache]
+    MaxUploadedArchiveSize = 0
+  [runners.feature_flags]
+    FF_TIMESTAMPS = false
+"#;
+
+    #[test]
+    fn loads_a_real_gitlab_config_and_warns_on_unknown_keys() {
+        let config = Config::parse(Path::new("/etc/gitlab-runner/config.toml"), REAL).unwrap();
+        assert_eq!(config.concurrent, 4);
+        assert_eq!(config.check_interval, Duration::from_secs(3));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+        let runner = &config.runners[0];
+        assert_eq!(runner.limit, 2);
+        assert_eq!(runner.short_token(), "abcdefghi");
+        assert_eq!(runner.prepare_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(runner.custom_build_dir_enabled, Some(true));
+        assert_eq!(runner.feature_flags.get("FF_TIMESTAMPS"), Some(&false));
+        assert_eq!(runner.output_limit, 4096 * 1024);
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        assert!(config.warnings[0].contains("frobnicate"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_value() {
+        let error = Config::parse(Path::new("c.toml"), "concurrent = 0").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid value for concurrent: \"0\" (must be at least 1)"
+        );
+        let text = REAL.replace("prepare_timeout = \"5m\"", "prepare_timeout = \"soon\"");
+        let error = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("runners[0].prepare_timeout: \"soon\""),
+            "{error}"
+        );
+        let text = REAL.replace("executor = \"shell\"", "executor = \"virtualbox\"");
+        let error = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("runners[0].executor: \"virtualbox\""),
+            "{error}"
+        );
+        let error = Config::parse(Path::new("c.toml"), "concurrent = \"x\"").unwrap_err();
+        assert!(error.to_string().starts_with("parsing c.toml"), "{error}");
+    }
+}

@@ -1,0 +1,364 @@
+//! `exec shell <job>`: runs one job of the local `.gitlab-ci.yml` through the same build driver
+//! and executor as `run`, without a GitLab server. The log goes to standard output.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use runner_core::build::{BuildDriver, BuildInput, RunnerSettings, RunnerVersion};
+use runner_core::cancel::{CancelReason, JobCancel};
+use runner_core::executor::ExecutorProvider;
+use runner_core::job::{GitInfo, JobInfo, JobResponse, RunnerInfo, Step};
+use runner_core::log::{token_prefixes, JobLog, LogOptions, MaskRules};
+use runner_core::process::KillTimeouts;
+use runner_core::secret::Secret;
+use runner_core::variables::{JobVariable, Variables};
+use serde_norway::Value;
+use shells::{BashShell, ShellKind};
+
+/// Keys of `.gitlab-ci.yml` that are not jobs.
+const RESERVED: &[&str] = &[
+    "image",
+    "services",
+    "stages",
+    "types",
+    "before_script",
+    "after_script",
+    "variables",
+    "cache",
+    "default",
+    "include",
+    "workflow",
+    "pages:deploy",
+];
+
+pub struct ExecOptions {
+    pub job: String,
+    pub file: PathBuf,
+    pub builds_dir: Option<String>,
+    pub cache_dir: Option<String>,
+    pub env: Vec<String>,
+    pub timeout: Option<i64>,
+    pub shell: String,
+}
+
+fn lines(value: Option<&Value>) -> anyhow::Result<Vec<String>> {
+    fn flatten(value: &Value, out: &mut Vec<String>) -> anyhow::Result<()> {
+        match value {
+            Value::String(text) => out.push(text.clone()),
+            Value::Number(number) => out.push(number.to_string()),
+            Value::Bool(flag) => out.push(flag.to_string()),
+            Value::Sequence(items) => {
+                for item in items {
+                    flatten(item, out)?;
+                }
+            }
+            Value::Null => {}
+            other => bail!("a script line must be a string, not {other:?}"),
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    if let Some(value) = value {
+        flatten(value, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn variables(value: Option<&Value>) -> anyhow::Result<Vec<JobVariable>> {
+    let mut out = Vec::new();
+    let Some(Value::Mapping(map)) = value else {
+        return Ok(out);
+    };
+    for (key, value) in map {
+        let key = key
+            .as_str()
+            .context("variable names must be strings")?
+            .to_string();
+        let (value, expand) = match value {
+            Value::String(text) => (text.clone(), true),
+            Value::Number(number) => (number.to_string(), true),
+            Value::Bool(flag) => (flag.to_string(), true),
+            Value::Mapping(fields) => {
+                let text = match fields.get("value") {
+                    Some(Value::String(text)) => text.clone(),
+                    Some(Value::Number(number)) => number.to_string(),
+                    Some(Value::Bool(flag)) => flag.to_string(),
+                    _ => String::new(),
+                };
+                let expand = !matches!(fields.get("expand"), Some(Value::Bool(false)));
+                (text, expand)
+            }
+            Value::Null => (String::new(), true),
+            other => bail!("variable {key} has an unsupported value {other:?}"),
+        };
+        let mut variable = JobVariable::new(key, value);
+        variable.raw = !expand;
+        out.push(variable);
+    }
+    Ok(out)
+}
+
+/// The job's mapping with `extends` resolved (the job's own keys win).
+fn resolve_job(
+    document: &serde_norway::Mapping,
+    name: &str,
+    depth: usize,
+) -> anyhow::Result<serde_norway::Mapping> {
+    if depth > 10 {
+        bail!("`extends` nests deeper than 10 levels at {name:?}");
+    }
+    let Some(Value::Mapping(job)) = document.get(name) else {
+        bail!("no job named {name:?} in the pipeline file");
+    };
+    let parents = match job.get("extends") {
+        Some(Value::String(parent)) => vec![parent.clone()],
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut merged = serde_norway::Mapping::new();
+    for parent in parents {
+        for (key, value) in resolve_job(document, &parent, depth + 1)? {
+            merged.insert(key, value);
+        }
+    }
+    for (key, value) in job {
+        merged.insert(key.clone(), value.clone());
+    }
+    Ok(merged)
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Builds the payload GitLab would have sent for `options.job`.
+pub fn job_from_file(options: &ExecOptions, project_dir: &Path) -> anyhow::Result<JobResponse> {
+    let text = std::fs::read_to_string(&options.file)
+        .with_context(|| format!("reading {}", options.file.display()))?;
+    let document: Value = serde_norway::from_str(&text)
+        .with_context(|| format!("parsing {}", options.file.display()))?;
+    let Value::Mapping(document) = document else {
+        bail!("{} must be a mapping of jobs", options.file.display());
+    };
+    if RESERVED.contains(&options.job.as_str()) || options.job.starts_with('.') {
+        bail!("{:?} is not a job that can be run", options.job);
+    }
+    let job = resolve_job(&document, &options.job, 0)?;
+    let default = match document.get("default") {
+        Some(Value::Mapping(default)) => default.clone(),
+        _ => serde_norway::Mapping::new(),
+    };
+    let inherited = |key: &str| {
+        job.get(key)
+            .or_else(|| default.get(key))
+            .or_else(|| document.get(key))
+    };
+    let before = lines(inherited("before_script"))?;
+    let script = lines(job.get("script"))?;
+    if script.is_empty() {
+        bail!("job {:?} has no script", options.job);
+    }
+    let after = lines(inherited("after_script"))?;
+    let stage = job
+        .get("stage")
+        .and_then(Value::as_str)
+        .unwrap_or("test")
+        .to_string();
+    let timeout = options.timeout.unwrap_or(3600);
+
+    let sha = git(project_dir, &["rev-parse", "HEAD"]);
+    let git_ref =
+        git(project_dir, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_else(|| "HEAD".into());
+    let project_name = project_dir
+        .file_name()
+        .map(|name| name.to_string_lossy().to_string())
+        .unwrap_or_else(|| "project".into());
+
+    let mut all = vec![
+        JobVariable::new("CI", "true"),
+        JobVariable::new("GITLAB_CI", "true"),
+        JobVariable::new("CI_JOB_ID", "1"),
+        JobVariable::new("CI_JOB_NAME", options.job.clone()),
+        JobVariable::new("CI_JOB_STAGE", stage.clone()),
+        JobVariable::new("CI_PROJECT_NAME", project_name.clone()),
+        JobVariable::new("CI_PROJECT_PATH", format!("local/{project_name}")),
+        JobVariable::new("CI_COMMIT_REF_NAME", git_ref.clone()),
+        JobVariable::new("CI_COMMIT_SHA", sha.clone().unwrap_or_default()),
+        JobVariable::new("CI_JOB_TOKEN", "exec-local-job-token").masked(),
+    ];
+    all.extend(variables(document.get("variables"))?);
+    all.extend(variables(default.get("variables"))?);
+    all.extend(variables(job.get("variables"))?);
+    for entry in &options.env {
+        let (key, value) = entry
+            .split_once('=')
+            .with_context(|| format!("--env {entry:?} must be KEY=VALUE"))?;
+        all.push(JobVariable::new(key, value));
+    }
+    let strategy_none = Variables::new(all.clone()).value("GIT_STRATEGY") == "none";
+    let git_info = match (&sha, strategy_none) {
+        (Some(sha), false) => GitInfo {
+            repo_url: Secret::new(format!("file://{}", project_dir.display())),
+            git_ref: git_ref.clone(),
+            sha: sha.clone(),
+            ref_type: "branch".into(),
+            refspecs: vec![
+                "+refs/heads/*:refs/remotes/origin/*".into(),
+                "+refs/tags/*:refs/tags/*".into(),
+                "+HEAD:refs/exec/head".into(),
+            ],
+            ..GitInfo::default()
+        },
+        (None, false) => bail!(
+            "{} is not a git repository: commit the project, or set GIT_STRATEGY=none with --env",
+            project_dir.display()
+        ),
+        (_, true) => GitInfo {
+            repo_url: Secret::new(format!("file://{}", project_dir.display())),
+            git_ref,
+            sha: sha.clone().unwrap_or_default(),
+            ..GitInfo::default()
+        },
+    };
+    let mut steps = vec![Step {
+        name: "script".into(),
+        script: before.into_iter().chain(script).collect(),
+        timeout,
+        when: "on_success".into(),
+        allow_failure: false,
+    }];
+    if !after.is_empty() {
+        steps.push(Step {
+            name: "after_script".into(),
+            script: after,
+            timeout,
+            when: "always".into(),
+            allow_failure: false,
+        });
+    }
+    Ok(JobResponse {
+        id: 1,
+        token: Secret::new("exec-local-job-token".into()),
+        job_info: JobInfo {
+            name: options.job.clone(),
+            stage,
+            project_name,
+            ..JobInfo::default()
+        },
+        git_info,
+        runner_info: RunnerInfo {
+            timeout,
+            ..RunnerInfo::default()
+        },
+        variables: all,
+        steps,
+        ..JobResponse::default()
+    })
+}
+
+/// Runs the job; returns the process exit code (0 on success).
+pub async fn exec_shell(options: ExecOptions) -> anyhow::Result<i32> {
+    let project_dir = std::env::current_dir()?;
+    let job = job_from_file(&options, &project_dir)?;
+    let kind = ShellKind::from_name(&options.shell)
+        .with_context(|| format!("unsupported shell {:?} (bash or sh)", options.shell))?;
+    let provider = executor_shell::ShellProvider::new(executor_shell::ShellConfig {
+        working_dir: project_dir.clone(),
+        kill_timeouts: KillTimeouts::default(),
+    });
+    let variables = Variables::new(job.variables.clone());
+    let log = JobLog::new(LogOptions {
+        timestamps: false,
+        trace_sections: false,
+        output_limit: u64::MAX / 2,
+        mask: MaskRules::new(variables.masked_values(), token_prefixes(&[], true)),
+    })?;
+    let generator = BashShell::new(kind);
+    let mut defaults = provider.defaults();
+    let builds_dir = options
+        .builds_dir
+        .clone()
+        .unwrap_or_else(|| project_dir.join("builds").to_string_lossy().to_string());
+    defaults.builds_dir = builds_dir;
+    if let Some(cache_dir) = &options.cache_dir {
+        defaults.cache_dir = cache_dir.clone();
+    }
+    let shell = generator.command(defaults.shell_type, None);
+    let input = BuildInput {
+        job,
+        runner: RunnerSettings {
+            name: "local".into(),
+            token: Secret::new("exec-local-runner".into()),
+            system_id: crate::system_id::generate(),
+            feature_flags: BTreeMap::new(),
+            version: RunnerVersion::default(),
+            ..RunnerSettings::default()
+        },
+        executor_name: "shell".into(),
+        defaults,
+        shared_environment: true,
+        shell,
+        concurrent_id: 0,
+        concurrent_project_id: 0,
+        correlation_id: network::client::correlation_id(),
+    };
+    let cancel = JobCancel::new();
+    let stop_printing = tokio_util::sync::CancellationToken::new();
+    let printer = tokio::spawn(print_log(log.clone(), stop_printing.clone()));
+    let ctrl_c = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.abort(CancelReason::RunnerShutdown);
+            }
+        })
+    };
+    let mut executor = provider.create(());
+    let outcome = BuildDriver::new(&mut executor, &generator, &log, &cancel)
+        .run(input)
+        .await;
+    log.finish();
+    ctrl_c.abort();
+    stop_printing.cancel();
+    let _ = printer.await;
+    Ok(if outcome.error.is_none() { 0 } else { 1 })
+}
+
+fn flush_log(log: &JobLog, printed: &mut u64) {
+    use std::io::Write;
+    let data = log.read_at(*printed, usize::MAX / 2).unwrap_or_default();
+    *printed += data.len() as u64;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(&data);
+    let _ = stdout.flush();
+}
+
+/// Copies the job log to standard output as it grows.
+async fn print_log(log: JobLog, stop: tokio_util::sync::CancellationToken) {
+    let mut printed = 0u64;
+    loop {
+        tokio::select! {
+            // The job is over: print what is left and end.
+            _ = stop.cancelled() => {
+                flush_log(&log, &mut printed);
+                return;
+            }
+            _ = log.written() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+        flush_log(&log, &mut printed);
+    }
+}

@@ -1,0 +1,429 @@
+//! Running one job received from GitLab: log, trace uploader, validation, the two-phase
+//! `running` confirmation, the build driver, and the final state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use executor_shell::{ShellConfig, ShellProvider};
+use network::client::{JobState, JobUpdate, VersionInfo};
+use network::{FinalState, GitlabClient, TraceTarget, TraceUploader, UpdateState};
+use runner_core::build::{BuildDriver, BuildInput, BuildOutcome, RunnerSettings, RunnerVersion};
+use runner_core::cancel::JobCancel;
+use runner_core::executor::{ExecutorProvider, FeaturesInfo};
+use runner_core::failure::FailureReason;
+use runner_core::feature_flags::FeatureFlags;
+use runner_core::job::{JobResponse, EXIT_CODE_UNSUPPORTED_OPTIONS};
+use runner_core::log::{token_prefixes, JobLog, LogOptions, MaskRules};
+use runner_core::process::KillTimeouts;
+use runner_core::secret::Secret;
+use runner_core::variables::Variables;
+use shells::{BashShell, ShellKind};
+
+use crate::config::{ExecutorKind, RunnerConfig};
+
+/// The executor providers this binary has: an explicit enum, no registry.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    Shell(ShellProvider),
+}
+
+impl Provider {
+    pub fn for_runner(runner: &RunnerConfig) -> Self {
+        match runner.executor {
+            ExecutorKind::Shell => Provider::Shell(ShellProvider::new(ShellConfig {
+                working_dir: std::env::current_dir().unwrap_or_else(|_| "/".into()),
+                kill_timeouts: KillTimeouts {
+                    graceful: runner.graceful_kill_timeout,
+                    force: runner.force_kill_timeout,
+                },
+            })),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::Shell(provider) => provider.name(),
+        }
+    }
+
+    pub fn features(&self) -> FeaturesInfo {
+        match self {
+            Provider::Shell(provider) => provider.features(),
+        }
+    }
+
+    pub fn default_shell(&self) -> &'static str {
+        match self {
+            Provider::Shell(provider) => provider.default_shell(),
+        }
+    }
+}
+
+/// The features every script shell adds (`AbstractShell.GetFeatures`).
+pub fn shell_features() -> FeaturesInfo {
+    FeaturesInfo {
+        artifacts: true,
+        upload_multiple_artifacts: true,
+        upload_raw_artifacts: true,
+        cache: true,
+        fallback_cache_keys: true,
+        refspecs: true,
+        masking: true,
+        raw_variables: true,
+        artifacts_exclude: true,
+        multi_build_steps: true,
+        vault_secrets: false,
+        return_exit_code: true,
+        ..FeaturesInfo::default()
+    }
+}
+
+/// `info` for requests made on behalf of `runner`.
+pub fn version_info(runner: &RunnerConfig, provider: &Provider) -> VersionInfo {
+    let version = RunnerVersion::default();
+    let (platform, architecture) = version
+        .platform
+        .split_once('/')
+        .map(|(os, arch)| (os.to_string(), arch.to_string()))
+        .unwrap_or_default();
+    VersionInfo {
+        name: version.name,
+        version: version.version,
+        revision: version.revision,
+        platform,
+        architecture,
+        executor: provider.name().into(),
+        shell: runner
+            .shell
+            .clone()
+            .unwrap_or_else(|| provider.default_shell().into()),
+        features: provider
+            .features()
+            .union(shell_features())
+            .union(network::network_features()),
+    }
+}
+
+/// `CI_CONCURRENT_ID` / `CI_CONCURRENT_PROJECT_ID`: the lowest ids not used by a running job.
+#[derive(Debug, Default)]
+pub struct ConcurrencyIds {
+    /// (runner token, job id) → (concurrent id, project id, project concurrent id)
+    running: Mutex<HashMap<(String, i64), (usize, i64, usize)>>,
+}
+
+impl ConcurrencyIds {
+    pub fn allocate(&self, token: &str, job_id: i64, project_id: i64) -> (usize, usize) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let lowest = |used: Vec<usize>| (0..).find(|id| !used.contains(id)).unwrap_or(0);
+        let concurrent = lowest(
+            running
+                .iter()
+                .filter(|((t, _), _)| t == token)
+                .map(|(_, (id, _, _))| *id)
+                .collect(),
+        );
+        let project = lowest(
+            running
+                .iter()
+                .filter(|((t, _), (_, p, _))| t == token && *p == project_id)
+                .map(|(_, (_, _, id))| *id)
+                .collect(),
+        );
+        running.insert(
+            (token.to_string(), job_id),
+            (concurrent, project_id, project),
+        );
+        (concurrent, project)
+    }
+
+    pub fn release(&self, token: &str, job_id: i64) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(token.to_string(), job_id));
+    }
+}
+
+/// Shared by every job of one runner process.
+pub struct JobEnvironment {
+    pub runner: Arc<RunnerConfig>,
+    pub provider: Provider,
+    pub client: Arc<GitlabClient>,
+    pub system_id: String,
+    pub user: Option<String>,
+    pub ids: Arc<ConcurrencyIds>,
+}
+
+fn log_options(runner: &RunnerConfig, job: &JobResponse) -> LogOptions {
+    let variables = Variables::new(job.variables.clone());
+    let (flags, _) = FeatureFlags::resolve(&runner.feature_flags, &variables);
+    LogOptions {
+        timestamps: flags.enabled("FF_TIMESTAMPS"),
+        trace_sections: job.features.trace_sections,
+        output_limit: runner.output_limit,
+        mask: MaskRules::new(
+            variables.masked_values(),
+            token_prefixes(
+                &job.features.token_mask_prefixes,
+                flags.enabled("FF_MASK_ALL_DEFAULT_TOKENS"),
+            ),
+        ),
+    }
+}
+
+fn debug_trace(job: &JobResponse, runner: &RunnerConfig) -> bool {
+    if runner.debug_trace_disabled {
+        return false;
+    }
+    let variables = Variables::new(job.variables.clone());
+    variables.bool("CI_DEBUG_TRACE").unwrap_or(false)
+        || variables.bool("CI_DEBUG_SERVICES").unwrap_or(false)
+}
+
+/// How a received job ended, for the caller's bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobResult {
+    /// GitLab dropped the job before it started (two-phase confirmation aborted).
+    Dropped,
+    Finished {
+        success: bool,
+        reason: Option<String>,
+    },
+}
+
+impl JobEnvironment {
+    fn runner_settings(&self) -> RunnerSettings {
+        let runner = &self.runner;
+        RunnerSettings {
+            name: runner.name.clone(),
+            token: runner.token.clone(),
+            system_id: self.system_id.clone(),
+            url: runner.url.clone(),
+            clone_url: runner.clone_url.clone(),
+            environment: runner.environment.clone(),
+            hooks: runner.hooks.clone(),
+            builds_dir: runner.builds_dir.clone(),
+            cache_dir: runner.cache_dir.clone(),
+            custom_build_dir_enabled: runner.custom_build_dir_enabled,
+            safe_directory_checkout: runner.safe_directory_checkout,
+            clean_git_config: runner.clean_git_config,
+            prepare_timeout: runner.prepare_timeout,
+            get_sources_timeout: runner.get_sources_timeout,
+            feature_flags: runner.feature_flags.clone(),
+            debug_trace_disabled: runner.debug_trace_disabled,
+            version: RunnerVersion::default(),
+        }
+    }
+
+    /// Fails a job whose payload could not be parsed, so it does not stay `running` forever.
+    pub async fn fail_malformed(&self, id: i64, token: Secret<String>, error: &str) {
+        tracing::error!(job = id, %error, "received a job payload that cannot be parsed");
+        let info = version_info(&self.runner, &self.provider);
+        let log = JobLog::new(LogOptions::default()).ok();
+        if let Some(log) = &log {
+            log.error(&format!("Job failed (system failure): {error}"));
+            log.finish();
+            let content = log.contents();
+            self.client.patch_trace(id, &token, content, 0, false).await;
+        }
+        let update = JobUpdate {
+            state: JobState::Failed,
+            failure_reason: Some(FailureReason::RunnerSystemFailure.as_str().into()),
+            exit_code: 0,
+            checksum: log.as_ref().map(JobLog::checksum).unwrap_or_default(),
+            bytesize: log.as_ref().map(JobLog::len).unwrap_or_default(),
+        };
+        self.client.update_job(id, &token, &info, &update).await;
+    }
+
+    /// Runs one job to its final update. `root` fires on forceful shutdown.
+    pub async fn run_job(
+        &self,
+        job: JobResponse,
+        correlation_id: String,
+        root: &tokio_util::sync::CancellationToken,
+    ) -> JobResult {
+        let job_id = job.id;
+        let token = job.token.clone();
+        let span = tracing::info_span!("job", job = job_id, project = job.job_info.project_id, runner = %self.runner.short_token());
+        let _entered = span.enter();
+        tracing::info!("received job");
+        let log = match JobLog::new(log_options(&self.runner, &job)) {
+            Ok(log) => log,
+            Err(error) => {
+                tracing::error!(%error, "cannot create the job log");
+                let update = JobUpdate {
+                    state: JobState::Failed,
+                    failure_reason: Some(FailureReason::RunnerSystemFailure.as_str().into()),
+                    exit_code: 0,
+                    checksum: String::new(),
+                    bytesize: 0,
+                };
+                let info = version_info(&self.runner, &self.provider);
+                self.client.update_job(job_id, &token, &info, &update).await;
+                return JobResult::Finished {
+                    success: false,
+                    reason: Some("runner_system_failure".into()),
+                };
+            }
+        };
+        let cancel = JobCancel::with_parent(root);
+        let info = version_info(&self.runner, &self.provider);
+        let uploader = TraceUploader::start(
+            TraceTarget {
+                client: self.client.clone(),
+                job_id,
+                job_token: token.clone(),
+                info: info.clone(),
+                debug_trace: debug_trace(&job, &self.runner),
+                final_update_retry_limit: self.runner.job_status_final_update_retry_limit,
+            },
+            log.clone(),
+            cancel.clone(),
+        );
+        let supported = job.features.failure_reasons.clone();
+
+        if let Err(error) = job.validate() {
+            log.error(&error.to_string());
+            let reason = FailureReason::RunnerSystemFailure;
+            log.error(&format!("Job failed (system failure): {error}"));
+            let state = FinalState {
+                success: false,
+                failure_reason: Some(reason.for_gitlab(&supported).into()),
+                exit_code: EXIT_CODE_UNSUPPORTED_OPTIONS,
+            };
+            uploader.finish(&state).await;
+            return JobResult::Finished {
+                success: false,
+                reason: state.failure_reason,
+            };
+        }
+
+        // Two-phase commit: confirm the job before running it.
+        let confirmation = self
+            .client
+            .update_job(
+                job_id,
+                &token,
+                &info,
+                &JobUpdate {
+                    state: JobState::Running,
+                    failure_reason: None,
+                    exit_code: 0,
+                    checksum: log.checksum(),
+                    bytesize: log.len(),
+                },
+            )
+            .await;
+        if confirmation.state == UpdateState::Abort {
+            tracing::warn!("GitLab dropped the job before it started");
+            uploader.abandon().await;
+            return JobResult::Dropped;
+        }
+        if confirmation.remote.cancel_requested {
+            log.error("Job failed: canceled");
+            let state = FinalState {
+                success: false,
+                failure_reason: Some(FailureReason::JobCanceled.for_gitlab(&supported).into()),
+                exit_code: 0,
+            };
+            uploader.finish(&state).await;
+            return JobResult::Finished {
+                success: false,
+                reason: state.failure_reason,
+            };
+        }
+
+        let (concurrent_id, concurrent_project_id) =
+            self.ids
+                .allocate(self.runner.token.expose(), job_id, job.job_info.project_id);
+        let outcome = match &self.provider {
+            Provider::Shell(provider) => {
+                self.drive(
+                    provider,
+                    job,
+                    correlation_id,
+                    concurrent_id,
+                    concurrent_project_id,
+                    &log,
+                    &cancel,
+                )
+                .await
+            }
+        };
+        self.ids.release(self.runner.token.expose(), job_id);
+        let state = final_state(&outcome, &supported);
+        tracing::info!(state = outcome.state.as_str(), reason = ?state.failure_reason, "job finished");
+        uploader.finish(&state).await;
+        JobResult::Finished {
+            success: state.success,
+            reason: state.failure_reason,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn drive<P: ExecutorProvider>(
+        &self,
+        provider: &P,
+        job: JobResponse,
+        correlation_id: String,
+        concurrent_id: usize,
+        concurrent_project_id: usize,
+        log: &JobLog,
+        cancel: &JobCancel,
+    ) -> BuildOutcome {
+        let shell_name = self
+            .runner
+            .shell
+            .clone()
+            .unwrap_or_else(|| provider.default_shell().to_string());
+        let kind = ShellKind::from_name(&shell_name).unwrap_or(ShellKind::Bash);
+        let generator = BashShell::new(kind);
+        let defaults = provider.defaults();
+        let shell = generator.command(defaults.shell_type, self.user.as_deref());
+        let reservation = match provider.acquire().await {
+            Ok(reservation) => reservation,
+            Err(error) => {
+                log.error(&format!(
+                    "Job failed (system failure): {}",
+                    error.full_message()
+                ));
+                return BuildOutcome {
+                    state: runner_core::RuntimeState::Failed,
+                    error: Some(error.into_build_error()),
+                };
+            }
+        };
+        let mut executor = provider.create(reservation);
+        let input = BuildInput {
+            job,
+            runner: self.runner_settings(),
+            executor_name: provider.name().into(),
+            defaults,
+            shared_environment: provider.features().shared,
+            shell,
+            concurrent_id,
+            concurrent_project_id,
+            correlation_id,
+        };
+        BuildDriver::new(&mut executor, &generator, log, cancel)
+            .run(input)
+            .await
+    }
+}
+
+/// The update GitLab receives for an outcome (2.5, 1.12).
+pub fn final_state(outcome: &BuildOutcome, supported: &[String]) -> FinalState {
+    match &outcome.error {
+        None => FinalState {
+            success: true,
+            failure_reason: None,
+            exit_code: 0,
+        },
+        Some(error) => FinalState {
+            success: false,
+            failure_reason: Some(error.reason.for_gitlab(supported).into()),
+            exit_code: error.exit_code,
+        },
+    }
+}

@@ -1,0 +1,346 @@
+//! `run` and `run-single`: poll GitLab for jobs and run them (the multi-runner loop).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use network::{GitlabClient, JobRequestResult, TlsOptions};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, RunnerConfig};
+use crate::job::{version_info, ConcurrencyIds, JobEnvironment, JobResult, Provider};
+
+/// One `[[runners]]` entry at work.
+struct Worker {
+    runner: Arc<RunnerConfig>,
+    environment: Arc<JobEnvironment>,
+    /// `limit`: jobs of this runner at once (0 = unlimited).
+    jobs: Arc<Semaphore>,
+    /// `request_concurrency`: job requests in flight at once.
+    requests: Arc<Semaphore>,
+    unhealthy_count: AtomicU32,
+    unhealthy_until: Mutex<Option<Instant>>,
+}
+
+impl Worker {
+    fn new(
+        runner: RunnerConfig,
+        system_id: &str,
+        user: Option<String>,
+        ids: Arc<ConcurrencyIds>,
+    ) -> anyhow::Result<Self> {
+        let runner = Arc::new(runner);
+        let provider = Provider::for_runner(&runner);
+        let client = GitlabClient::new(
+            &runner.url,
+            &TlsOptions {
+                ca_file: runner.tls_ca_file.clone(),
+                cert_file: runner.tls_cert_file.clone(),
+                key_file: runner.tls_key_file.clone(),
+            },
+            &user_agent(),
+        )
+        .with_context(|| format!("configuring the client of runner {:?}", runner.name))?;
+        let limit = if runner.limit == 0 {
+            Semaphore::MAX_PERMITS
+        } else {
+            runner.limit
+        };
+        Ok(Self {
+            environment: Arc::new(JobEnvironment {
+                runner: runner.clone(),
+                provider,
+                client: Arc::new(client),
+                system_id: system_id.to_string(),
+                user,
+                ids,
+            }),
+            jobs: Arc::new(Semaphore::new(limit)),
+            requests: Arc::new(Semaphore::new(runner.request_concurrency)),
+            runner,
+            unhealthy_count: AtomicU32::new(0),
+            unhealthy_until: Mutex::new(None),
+        })
+    }
+
+    fn skipped_for_health(&self) -> bool {
+        let mut until = self
+            .unhealthy_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *until {
+            Some(deadline) if Instant::now() < deadline => true,
+            Some(_) => {
+                // The back-off is over: try once more.
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn record_health(&self, healthy: bool) {
+        if healthy {
+            self.unhealthy_count.store(0, Ordering::Relaxed);
+            return;
+        }
+        let count = self.unhealthy_count.fetch_add(1, Ordering::Relaxed) + 1;
+        if count >= self.runner.unhealthy_requests_limit {
+            tracing::warn!(
+                runner = %self.runner.short_token(),
+                "runner is unhealthy and will be skipped for {:?}",
+                self.runner.unhealthy_interval
+            );
+            *self
+                .unhealthy_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) =
+                Some(Instant::now() + self.runner.unhealthy_interval);
+            self.unhealthy_count.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+pub fn user_agent() -> String {
+    let version = runner_core::build::RunnerVersion::default();
+    format!(
+        "gitlab-runner {} ({}; {}; {})",
+        version.version, version.name, version.revision, version.platform
+    )
+}
+
+/// What the loop runs.
+pub struct LoopOptions {
+    pub config: Config,
+    /// Stop after this many jobs (run-single `--max-builds`).
+    pub max_builds: Option<usize>,
+    /// Re-read the config file on SIGHUP or when it changes.
+    pub reload: bool,
+}
+
+struct State {
+    workers: Vec<Arc<Worker>>,
+    global: Arc<Semaphore>,
+    check_interval: Duration,
+    shutdown_timeout: Duration,
+}
+
+fn build_state(
+    config: &Config,
+    system_id: &str,
+    ids: &Arc<ConcurrencyIds>,
+) -> anyhow::Result<State> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let workers = config
+        .runners
+        .iter()
+        .map(|runner| {
+            Worker::new(runner.clone(), system_id, config.user.clone(), ids.clone()).map(Arc::new)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(State {
+        workers,
+        global: Arc::new(Semaphore::new(config.concurrent)),
+        check_interval: config.check_interval,
+        shutdown_timeout: config.shutdown_timeout,
+    })
+}
+
+fn modified(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Polls for jobs until told to stop. SIGQUIT stops gracefully (no new jobs, running ones
+/// finish); SIGTERM / SIGINT stop forcefully (running jobs are aborted and reported as
+/// `runner_interrupted`, then the runner waits at most `shutdown_timeout`); a second signal
+/// ends the wait.
+pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
+    let LoopOptions {
+        config,
+        max_builds,
+        reload,
+    } = options;
+    let config_path = config.path.clone();
+    let system_id = crate::system_id::load_or_create(&config_path)
+        .with_context(|| format!("storing the system id beside {}", config_path.display()))?;
+    let ids = Arc::new(ConcurrencyIds::default());
+    let mut state = build_state(&config, &system_id, &ids)?;
+    if state.workers.is_empty() {
+        tracing::warn!("no runners are configured in {}", config_path.display());
+    }
+    tracing::info!(
+        concurrent = config.concurrent,
+        runners = state.workers.len(),
+        "starting the runner"
+    );
+    let root = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let wake = Arc::new(Notify::new());
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let mut quit = signal(SignalKind::quit())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut config_mtime = modified(&config_path);
+    let mut last_config_check = Instant::now();
+    let mut next = 0usize;
+    let mut forceful = false;
+
+    loop {
+        if let Some(max) = max_builds {
+            if started.load(Ordering::SeqCst) >= max {
+                break;
+            }
+        }
+        let count = state.workers.len().max(1) as u32;
+        let pause = (state.check_interval / count).max(Duration::from_millis(50));
+        let mut reload_now = false;
+        tokio::select! {
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT received: stopping gracefully, waiting for running jobs");
+                break;
+            }
+            _ = terminate.recv() => { forceful = true; break; }
+            _ = interrupt.recv() => { forceful = true; break; }
+            _ = hangup.recv(), if reload => { reload_now = true; }
+            // A job was just received: ask again without waiting (unless strict_check_interval).
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+        if reload && last_config_check.elapsed() >= Duration::from_secs(3) {
+            last_config_check = Instant::now();
+            let mtime = modified(&config_path);
+            if mtime != config_mtime {
+                config_mtime = mtime;
+                reload_now = true;
+            }
+        }
+        if reload_now {
+            match Config::load(&config_path)
+                .and_then(|config| Ok(build_state(&config, &system_id, &ids)))
+            {
+                Ok(Ok(new_state)) => {
+                    tracing::info!(runners = new_state.workers.len(), "configuration reloaded");
+                    state = new_state;
+                }
+                Ok(Err(error)) => tracing::error!("reloading the configuration failed: {error:#}"),
+                Err(error) => tracing::error!("reloading the configuration failed: {error}"),
+            }
+        }
+        if state.workers.is_empty() {
+            continue;
+        }
+        let worker = state.workers[next % state.workers.len()].clone();
+        next = next.wrapping_add(1);
+        if worker.skipped_for_health() {
+            continue;
+        }
+        let Ok(global) = state.global.clone().try_acquire_owned() else {
+            continue;
+        };
+        let Ok(job_slot) = worker.jobs.clone().try_acquire_owned() else {
+            continue;
+        };
+        let Ok(request_slot) = worker.requests.clone().try_acquire_owned() else {
+            continue;
+        };
+        if let Some(max) = max_builds {
+            if started.load(Ordering::SeqCst) >= max {
+                break;
+            }
+        }
+        let root = root.clone();
+        let wake = wake.clone();
+        let started = started.clone();
+        let finished = finished.clone();
+        tracker.spawn(async move {
+            let environment = &worker.environment;
+            let info = version_info(&worker.runner, &environment.provider);
+            let result = environment
+                .client
+                .request_job(&worker.runner.token, &environment.system_id, &info)
+                .await;
+            drop(request_slot);
+            worker.record_health(result.healthy());
+            let result = match result {
+                JobRequestResult::RetriableSeen(inner) => *inner,
+                other => other,
+            };
+            match result {
+                JobRequestResult::Job { job, correlation_id } => {
+                    tracing::info!(job = job.id, runner = %worker.runner.short_token(), "Checking for jobs... received");
+                    started.fetch_add(1, Ordering::SeqCst);
+                    if !worker.runner.strict_check_interval {
+                        wake.notify_one();
+                    }
+                    let outcome = environment.run_job(*job, correlation_id, &root).await;
+                    if let JobResult::Finished { success, reason } = outcome {
+                        tracing::info!(success, ?reason, "job processed");
+                    }
+                    finished.fetch_add(1, Ordering::SeqCst);
+                }
+                JobRequestResult::Malformed { id, token, error } => {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    environment.fail_malformed(id, token, &error).await;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                }
+                JobRequestResult::NoJob => {
+                    tracing::debug!(runner = %worker.runner.short_token(), "Checking for jobs... nothing");
+                }
+                JobRequestResult::Forbidden => {
+                    tracing::error!(runner = %worker.runner.short_token(), "Checking for jobs... forbidden");
+                }
+                JobRequestResult::Unavailable => {
+                    tracing::warn!(runner = %worker.runner.short_token(), "Checking for jobs... GitLab instance currently unavailable");
+                }
+                JobRequestResult::Failed(message) => {
+                    tracing::warn!(runner = %worker.runner.short_token(), "Checking for jobs... failed: {message}");
+                }
+                JobRequestResult::ClientError(message) => {
+                    tracing::error!(runner = %worker.runner.short_token(), "Checking for jobs... client error: {message}");
+                }
+                JobRequestResult::RetriableSeen(_) => {}
+            }
+            drop(job_slot);
+            drop(global);
+        });
+    }
+
+    tracker.close();
+    if forceful {
+        tracing::warn!("forceful shutdown: aborting running jobs");
+        root.cancel();
+        tokio::select! {
+            _ = tracker.wait() => {}
+            _ = tokio::time::sleep(state.shutdown_timeout) => {
+                tracing::error!("shutdown timed out; exiting with jobs still running");
+            }
+            _ = terminate.recv() => tracing::error!("second signal: exiting now"),
+            _ = interrupt.recv() => tracing::error!("second signal: exiting now"),
+        }
+    } else {
+        tokio::select! {
+            _ = tracker.wait() => {}
+            _ = terminate.recv() => {
+                tracing::warn!("forceful shutdown requested while stopping gracefully");
+                root.cancel();
+                let _ = tokio::time::timeout(state.shutdown_timeout, tracker.wait()).await;
+            }
+            _ = interrupt.recv() => {
+                root.cancel();
+                let _ = tokio::time::timeout(state.shutdown_timeout, tracker.wait()).await;
+            }
+        }
+    }
+    tracing::info!(jobs = finished.load(Ordering::SeqCst), "runner stopped");
+    Ok(())
+}
