@@ -1,0 +1,414 @@
+//! A stateful fake GitLab: the runner endpoints with GitLab's semantics for job states, trace
+//! offsets (`Content-Range`, 416 + `Range`), `Job-Status` (canceling / canceled) and the update
+//! interval header. Tests drive it: queue jobs, cancel or abort them, read logs and updates.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::http::{reply, serve, Received, Reply};
+
+/// A job's state as GitLab sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Success,
+    Failed,
+    /// A graceful cancel was requested (`Job-Status: canceling`).
+    Canceling,
+    /// Canceled or deleted: every request about the job is refused.
+    Canceled,
+}
+
+impl JobStatus {
+    pub fn finished(self) -> bool {
+        matches!(self, Self::Success | Self::Failed | Self::Canceled)
+    }
+}
+
+/// One `PUT /jobs/:id` the runner sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedUpdate {
+    pub state: String,
+    pub failure_reason: Option<String>,
+    pub exit_code: Option<i64>,
+    pub checksum: Option<String>,
+    pub bytesize: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Job {
+    id: i64,
+    token: String,
+    payload: Value,
+    status: JobStatus,
+    /// The final state the runner reported, even when the job had been canceled.
+    final_update: Option<RecordedUpdate>,
+    log: Vec<u8>,
+    updates: Vec<RecordedUpdate>,
+    patches: u32,
+    /// Answer the next trace patches with 416 this many times (exercises offset recovery).
+    range_mismatches: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    runner_token: String,
+    next_id: i64,
+    jobs: Vec<Job>,
+    queue: VecDeque<i64>,
+    requests: u32,
+    request_bodies: Vec<Value>,
+    update_interval: u32,
+}
+
+/// The fake server; dropping it stops the server.
+pub struct FakeGitlab {
+    address: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeGitlab {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A handle to one queued job.
+#[derive(Debug, Clone, Copy)]
+pub struct JobControl {
+    pub id: i64,
+}
+
+fn header<'a>(received: &'a Received, name: &str) -> Option<&'a str> {
+    received
+        .headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+}
+
+fn with_headers(mut response: Reply, headers: &[(&str, String)]) -> Reply {
+    for (name, value) in headers {
+        response.headers_mut().insert(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    response
+}
+
+fn status_header(status: JobStatus) -> String {
+    match status {
+        JobStatus::Pending => "pending",
+        JobStatus::Running => "running",
+        JobStatus::Success => "success",
+        JobStatus::Failed => "failed",
+        JobStatus::Canceling => "canceling",
+        JobStatus::Canceled => "canceled",
+    }
+    .to_string()
+}
+
+fn handle(state: &Mutex<State>, received: Received) -> Reply {
+    let mut state = state.lock().unwrap();
+    let segments: Vec<&str> = received.path.trim_start_matches('/').split('/').collect();
+    match (received.method.as_str(), segments.as_slice()) {
+        ("POST", ["api", "v4", "jobs", "request"]) => {
+            state.requests += 1;
+            let body: Value = serde_json::from_slice(&received.body).unwrap_or(Value::Null);
+            state.request_bodies.push(body.clone());
+            if body["token"].as_str() != Some(state.runner_token.as_str())
+                || header(&received, "RUNNER-TOKEN") != Some(state.runner_token.as_str())
+            {
+                return reply(403, r#"{"message":"403 Forbidden"}"#);
+            }
+            let Some(id) = state.queue.pop_front() else {
+                return reply(204, "");
+            };
+            let job = state.jobs.iter_mut().find(|job| job.id == id).unwrap();
+            job.status = JobStatus::Running;
+            let mut response = reply(201, job.payload.to_string());
+            response
+                .headers_mut()
+                .insert("Content-Type", "application/json".parse().unwrap());
+            with_headers(response, &[("X-Request-Id", format!("{id:032x}"))])
+        }
+        ("PUT", ["api", "v4", "jobs", id]) => {
+            let Ok(id) = id.parse::<i64>() else {
+                return reply(404, "");
+            };
+            let body: Value = serde_json::from_slice(&received.body).unwrap_or(Value::Null);
+            let Some(job) = state.jobs.iter_mut().find(|job| job.id == id) else {
+                return reply(404, "");
+            };
+            if header(&received, "JOB-TOKEN") != Some(job.token.as_str())
+                || body["token"].as_str() != Some(job.token.as_str())
+            {
+                return reply(403, "");
+            }
+            let update = RecordedUpdate {
+                state: body["state"].as_str().unwrap_or("").to_string(),
+                failure_reason: body["failure_reason"].as_str().map(str::to_string),
+                exit_code: body["exit_code"].as_i64(),
+                checksum: body["output"]["checksum"].as_str().map(str::to_string),
+                bytesize: body["output"]["bytesize"].as_u64(),
+            };
+            job.updates.push(update.clone());
+            let finished = matches!(update.state.as_str(), "success" | "failed");
+            if finished {
+                job.final_update = Some(update.clone());
+            }
+            match job.status {
+                JobStatus::Canceled => {
+                    with_headers(reply(200, ""), &[("Job-Status", status_header(job.status))])
+                }
+                JobStatus::Canceling => {
+                    if finished {
+                        job.status = JobStatus::Canceled;
+                    }
+                    with_headers(reply(200, ""), &[("Job-Status", "canceling".into())])
+                }
+                JobStatus::Success | JobStatus::Failed => {
+                    with_headers(reply(403, ""), &[("Job-Status", status_header(job.status))])
+                }
+                _ => {
+                    job.status = match update.state.as_str() {
+                        "success" => JobStatus::Success,
+                        "failed" => JobStatus::Failed,
+                        _ => JobStatus::Running,
+                    };
+                    with_headers(reply(200, ""), &[("Job-Status", status_header(job.status))])
+                }
+            }
+        }
+        ("PATCH", ["api", "v4", "jobs", id, "trace"]) => {
+            let interval = state.update_interval;
+            let Ok(id) = id.parse::<i64>() else {
+                return reply(404, "");
+            };
+            let Some(job) = state.jobs.iter_mut().find(|job| job.id == id) else {
+                return reply(404, "");
+            };
+            if header(&received, "JOB-TOKEN") != Some(job.token.as_str()) {
+                return reply(403, "");
+            }
+            if job.status == JobStatus::Canceled {
+                return with_headers(reply(403, ""), &[("Job-Status", "canceled".into())]);
+            }
+            let Some((start, end)) = header(&received, "Content-Range")
+                .and_then(|range| range.split_once('-'))
+                .and_then(|(s, e)| Some((s.parse::<usize>().ok()?, e.parse::<usize>().ok()?)))
+            else {
+                return reply(400, "missing Content-Range");
+            };
+            if job.range_mismatches > 0
+                || start != job.log.len()
+                || end + 1 != start + received.body.len()
+            {
+                job.range_mismatches = job.range_mismatches.saturating_sub(1);
+                let have = job.log.len();
+                return with_headers(reply(416, ""), &[("Range", format!("0-{have}"))]);
+            }
+            job.log.extend_from_slice(&received.body);
+            job.patches += 1;
+            with_headers(
+                reply(202, ""),
+                &[
+                    ("Job-Status", status_header(job.status)),
+                    ("X-GitLab-Trace-Update-Interval", interval.to_string()),
+                ],
+            )
+        }
+        _ => reply(404, ""),
+    }
+}
+
+impl FakeGitlab {
+    pub async fn start(runner_token: &str) -> Self {
+        let state = Arc::new(Mutex::new(State {
+            runner_token: runner_token.to_string(),
+            next_id: 1000,
+            jobs: Vec::new(),
+            queue: VecDeque::new(),
+            requests: 0,
+            request_bodies: Vec::new(),
+            update_interval: 1,
+        }));
+        let shared = state.clone();
+        let (address, task) = serve(move |received| {
+            let state = shared.clone();
+            async move { handle(&state, received) }
+        })
+        .await;
+        Self {
+            address,
+            state,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.address)
+    }
+
+    /// Queues a job; `payload` gets its `id` and `token` filled in, and `JOB_TOKEN` in
+    /// `git_info.repo_url` is replaced by the job token, as GitLab embeds it.
+    pub fn enqueue(&self, mut payload: Value) -> JobControl {
+        let mut state = self.state.lock().unwrap();
+        state.next_id += 1;
+        let id = state.next_id;
+        let token = format!("glcbt-jobtoken{id}");
+        payload["id"] = json!(id);
+        payload["token"] = json!(token);
+        if let Some(url) = payload["git_info"]["repo_url"].as_str() {
+            payload["git_info"]["repo_url"] = json!(url.replace("JOB_TOKEN", &token));
+        }
+        state.jobs.push(Job {
+            id,
+            token,
+            payload,
+            status: JobStatus::Pending,
+            final_update: None,
+            log: Vec::new(),
+            updates: Vec::new(),
+            patches: 0,
+            range_mismatches: 0,
+        });
+        state.queue.push_back(id);
+        JobControl { id }
+    }
+
+    fn with_job<T>(&self, job: JobControl, f: impl FnOnce(&mut Job) -> T) -> T {
+        let mut state = self.state.lock().unwrap();
+        let job = state
+            .jobs
+            .iter_mut()
+            .find(|j| j.id == job.id)
+            .expect("known job");
+        f(job)
+    }
+
+    pub fn status(&self, job: JobControl) -> JobStatus {
+        self.with_job(job, |job| job.status)
+    }
+
+    pub fn log(&self, job: JobControl) -> String {
+        self.with_job(job, |job| String::from_utf8_lossy(&job.log).to_string())
+    }
+
+    pub fn log_bytes(&self, job: JobControl) -> Vec<u8> {
+        self.with_job(job, |job| job.log.clone())
+    }
+
+    pub fn updates(&self, job: JobControl) -> Vec<RecordedUpdate> {
+        self.with_job(job, |job| job.updates.clone())
+    }
+
+    pub fn final_update(&self, job: JobControl) -> Option<RecordedUpdate> {
+        self.with_job(job, |job| job.final_update.clone())
+    }
+
+    pub fn token(&self, job: JobControl) -> String {
+        self.with_job(job, |job| job.token.clone())
+    }
+
+    /// Requests a graceful cancel, as the Cancel button does.
+    pub fn cancel(&self, job: JobControl) {
+        self.with_job(job, |job| job.status = JobStatus::Canceling);
+    }
+
+    /// Cancels hard (or deletes) the job: GitLab refuses everything about it afterwards.
+    pub fn abort(&self, job: JobControl) {
+        self.with_job(job, |job| job.status = JobStatus::Canceled);
+    }
+
+    /// Answers the next `count` trace patches with 416.
+    pub fn inject_range_mismatches(&self, job: JobControl, count: u32) {
+        self.with_job(job, |job| job.range_mismatches = count);
+    }
+
+    pub fn job_requests(&self) -> u32 {
+        self.state.lock().unwrap().requests
+    }
+
+    pub fn request_bodies(&self) -> Vec<Value> {
+        self.state.lock().unwrap().request_bodies.clone()
+    }
+
+    /// Waits until the runner reported a final state, or panics after `timeout`.
+    pub async fn wait_final(&self, job: JobControl, timeout: Duration) -> RecordedUpdate {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(update) = self.final_update(job) {
+                return update;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {} got no final update within {timeout:?}; log so far:\n{}",
+                job.id,
+                self.log(job)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the job log contains `text`.
+    pub async fn wait_log(&self, job: JobControl, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log(job).contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "job {} log never showed {text:?}; log so far:\n{}",
+                job.id,
+                self.log(job)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A job payload as GitLab sends it, with the fields the tests vary.
+pub fn job_payload(
+    repo_url: &str,
+    sha: &str,
+    script: &[&str],
+    after_script: &[&str],
+    variables: Value,
+    timeout: i64,
+) -> Value {
+    let mut steps = vec![
+        json!({"name": "script", "script": script, "timeout": timeout, "when": "on_success", "allow_failure": false}),
+    ];
+    if !after_script.is_empty() {
+        steps.push(json!({"name": "after_script", "script": after_script, "timeout": timeout, "when": "always", "allow_failure": false}));
+    }
+    json!({
+        "allow_git_fetch": false,
+        "job_info": {"name": "test-job", "stage": "test", "project_id": 77, "project_name": "demo"},
+        "git_info": {
+            "repo_url": repo_url,
+            "ref": "main",
+            "sha": sha,
+            "before_sha": "0000000000000000000000000000000000000000",
+            "ref_type": "branch",
+            "refspecs": ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"],
+            "depth": 20
+        },
+        "runner_info": {"timeout": timeout, "runner_session_url": null},
+        "variables": variables,
+        "steps": steps,
+        "image": null,
+        "services": null,
+        "artifacts": null,
+        "cache": [],
+        "credentials": [],
+        "dependencies": [],
+        "features": {"trace_sections": true, "failure_reasons": ["script_failure", "runner_system_failure", "job_execution_timeout", "unknown_failure", "runner_interrupted"]},
+        "an_unknown_future_field": {"nested": true}
+    })
+}

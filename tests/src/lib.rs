@@ -1,0 +1,15 @@
+//! Support for the end-to-end tests: a stateful fake GitLab ([`FakeGitlab`]) and a git
+//! smart-HTTP server ([`GitServer`]), both real HTTP servers on 127.0.0.1, and helpers to run
+//! the `gitlab-runner-rs` binary.
+//!
+//! This crate is test-only; nothing in the product depends on it, and it depends on no product
+//! crate: it talks to the runner only over HTTP and the command line, as GitLab and users do.
+
+pub mod binary;
+pub mod fake_gitlab;
+pub mod git_server;
+mod http;
+
+pub use binary::runner_binary;
+pub use fake_gitlab::{job_payload, FakeGitlab, JobControl, JobStatus, RecordedUpdate};
+pub use git_server::GitServer;

@@ -1,0 +1,351 @@
+//! End to end: the `gitlab-runner-rs` binary against a fake GitLab over real HTTP, running jobs
+//! with the shell executor that clone a real repository served over git smart HTTP.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use runner_tests::{job_payload, runner_binary, FakeGitlab, GitServer};
+use serde_json::json;
+
+const RUNNER_TOKEN: &str = "glrt-t1_e2erunnertoken";
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A runner process that is killed (with its process group) when dropped.
+struct Runner {
+    child: Child,
+    _dir: tempfile::TempDir,
+    builds: PathBuf,
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child's process group.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Runner {
+    fn start(gitlab: &FakeGitlab, extra_runner_config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let builds = dir.path().join("builds");
+        let config = format!(
+            r#"concurrent = 2
+check_interval = 1
+
+[[runners]]
+  name = "e2e"
+  url = "{url}"
+  token = "{RUNNER_TOKEN}"
+  executor = "shell"
+  builds_dir = "{builds}"
+  cache_dir = "{cache}"
+  graceful_kill_timeout = 2
+  {extra_runner_config}
+"#,
+            url = gitlab.url(),
+            builds = builds.display(),
+            cache = dir.path().join("cache").display(),
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Self::spawn(&config_path, dir.path());
+        Self {
+            child,
+            _dir: dir,
+            builds,
+        }
+    }
+
+    fn spawn(config: &Path, cwd: &Path) -> Child {
+        use std::os::unix::process::CommandExt;
+        Command::new(runner_binary())
+            .args(["run", "-c", config.to_str().unwrap()])
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .expect("start gitlab-runner-rs run")
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+}
+
+fn variables(extra: serde_json::Value) -> serde_json::Value {
+    let mut list = vec![
+        json!({"key": "CI_PROJECT_PATH", "value": "group/project", "public": true}),
+        json!({"key": "MY_SECRET", "value": "s3cr3t-v4lue-42", "public": false, "masked": true}),
+        json!({"key": "FF_TIMESTAMPS", "value": "true", "public": true}),
+    ];
+    if let Some(items) = extra.as_array() {
+        list.extend(items.iter().cloned());
+    }
+    serde_json::Value::Array(list)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_clones_over_http_runs_and_succeeds_with_secrets_masked() {
+    let git = GitServer::start(&[("README.md", "hello from the repository\n")], true).await;
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job_payload(
+        &git.url_with_token("JOB_TOKEN").replace("gitlab-ci-token:JOB_TOKEN", "gitlab-ci-token:JOB_TOKEN"),
+        &git.head(),
+        &[
+            "cat README.md",
+            "echo \"secret is $MY_SECRET\"",
+            "echo \"personal token glpat-abcdefghijklmnop\"",
+            "echo \"job token $CI_JOB_TOKEN\"",
+        ],
+        &["echo after $CI_JOB_STATUS"],
+        variables(json!([{"key": "CI_JOB_TOKEN", "value": "glcbt-jobtoken-value", "public": false, "masked": true}])),
+        120,
+    ));
+    let runner = Runner::start(&gitlab, "");
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "success", "{log}");
+    assert_eq!(update.failure_reason, None);
+    assert!(log.contains("hello from the repository"), "{log}");
+    assert!(log.contains("secret is [MASKED]"), "{log}");
+    assert!(!log.contains("s3cr3t-v4lue-42"), "{log}");
+    assert!(log.contains("glpat-[MASKED]"), "{log}");
+    assert!(!log.contains("abcdefghijklmnop"), "{log}");
+    assert!(log.contains("after success"), "{log}");
+    assert!(log.contains("Job succeeded"), "{log}");
+    assert!(log.contains("section_start:"), "{log}");
+    // Every line carries upstream's timestamp and stream prefix.
+    let first = log.lines().next().unwrap();
+    assert_eq!(&first[26..32], "Z 00O ", "{first}");
+    // The checksum and size GitLab got describe exactly the log it has.
+    let bytes = gitlab.log_bytes(job);
+    assert_eq!(update.bytesize, Some(bytes.len() as u64));
+    // The first update is the two-phase `running` confirmation.
+    assert_eq!(gitlab.updates(job)[0].state, "running");
+    // Git authenticated with the job token and did not keep it in the repository config.
+    assert!(git
+        .authorizations()
+        .iter()
+        .any(|auth| auth.starts_with("Basic ")));
+    let configs: Vec<String> = walk(&runner.builds)
+        .into_iter()
+        .filter(|path| path.ends_with(".git/config"))
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect();
+    assert!(!configs.is_empty());
+    assert!(configs
+        .iter()
+        .all(|config| !config.contains(&gitlab.token(job))));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_script_reports_its_exit_code_and_after_script_still_runs() {
+    let git = GitServer::start(&[("file.txt", "x\n")], false).await;
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job_payload(
+        &git.url_with_token("JOB_TOKEN"),
+        &git.head(),
+        &["echo before failing", "exit 42", "echo never printed"],
+        &["echo \"after_script sees $CI_JOB_STATUS\""],
+        variables(json!([])),
+        120,
+    ));
+    let _runner = Runner::start(&gitlab, "");
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "failed", "{log}");
+    assert_eq!(update.failure_reason.as_deref(), Some("script_failure"));
+    assert_eq!(update.exit_code, Some(42));
+    assert!(log.contains("before failing"));
+    assert!(!log.contains("never printed"));
+    assert!(log.contains("after_script sees failed"), "{log}");
+    assert!(log.contains("ERROR: Job failed: exit status 42"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_its_timeout_is_stopped_as_job_execution_timeout() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo started", "sleep 600"],
+        &["echo after_script must not run after a job timeout"],
+        variables(json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}])),
+        4,
+    ));
+    let _runner = Runner::start(&gitlab, "");
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "failed", "{log}");
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("job_execution_timeout"),
+        "{log}"
+    );
+    assert!(
+        log.contains("execution took longer than 4s seconds"),
+        "{log}"
+    );
+    assert!(!log.contains("after_script must not run"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_cancel_stops_the_script_and_after_script_still_runs() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo running; while true; do sleep 0.2; done"],
+        &["echo \"after_script status=$CI_JOB_STATUS\""],
+        variables(json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}])),
+        300,
+    ));
+    let _runner = Runner::start(&gitlab, "");
+    gitlab.wait_log(job, "running", WAIT).await;
+    gitlab.cancel(job);
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "failed", "{log}");
+    // job_canceled is internal; GitLab without it gets unknown_failure, as upstream sends.
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("unknown_failure"),
+        "{log}"
+    );
+    assert!(
+        log.contains("script canceled externally (UI, API)"),
+        "{log}"
+    );
+    assert!(log.contains("after_script status=canceled"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_over_the_output_limit_is_cut_with_upstreams_notice() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &[
+            "head -c 3000000 /dev/zero | tr '\\0' 'x' | fold -w 100",
+            "echo finished-the-job",
+        ],
+        &[],
+        variables(json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}])),
+        300,
+    ));
+    let _runner = Runner::start(&gitlab, "output_limit = 64");
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(
+        update.state,
+        "success",
+        "{}",
+        &log[log.len().saturating_sub(500)..]
+    );
+    assert!(
+        log.contains("Job's log exceeded limit of 65536 bytes."),
+        "{}",
+        &log[log.len() - 300..]
+    );
+    assert!(log.len() < 66 * 1024, "log is {} bytes", log.len());
+    assert!(!log.contains("finished-the-job"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_payload_fails_the_job_instead_of_leaving_it_running() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo hi"],
+        &[],
+        variables(json!([])),
+        60,
+    );
+    payload["steps"] = json!("this should be a list");
+    let job = gitlab.enqueue(payload);
+    let _runner = Runner::start(&gitlab, "");
+    let update = gitlab.wait_final(job, WAIT).await;
+    assert_eq!(update.state, "failed");
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_system_failure")
+    );
+    assert!(
+        gitlab.log(job).contains("invalid job payload"),
+        "{}",
+        gitlab.log(job)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_interrupts_running_jobs_and_reports_them() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo working; sleep 600"],
+        &[],
+        variables(json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}])),
+        300,
+    ));
+    let mut runner = Runner::start(&gitlab, "");
+    gitlab.wait_log(job, "working", WAIT).await;
+    runner.signal(libc::SIGTERM);
+    let update = gitlab.wait_final(job, WAIT).await;
+    assert_eq!(update.state, "failed");
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_interrupted"),
+        "{}",
+        gitlab.log(job)
+    );
+    let status = runner.child.wait().unwrap();
+    assert!(status.success(), "runner exited with {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_recovers_from_range_mismatches() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["for i in $(seq 1 5); do echo line-$i; sleep 0.5; done"],
+        &[],
+        variables(json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}])),
+        300,
+    ));
+    gitlab.inject_range_mismatches(job, 2);
+    let _runner = Runner::start(&gitlab, "");
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "success", "{log}");
+    for i in 1..=5 {
+        assert_eq!(log.matches(&format!("line-{i}\n")).count(), 1, "{log}");
+    }
+    assert_eq!(update.bytesize, Some(log.len() as u64));
+}
