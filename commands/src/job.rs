@@ -104,11 +104,15 @@ pub fn version_info(runner: &RunnerConfig, provider: &Provider) -> VersionInfo {
     }
 }
 
+/// (runner token, job id).
+type RunningJob = (String, i64);
+/// (concurrent id, project id, project concurrent id).
+type AssignedIds = (usize, i64, usize);
+
 /// `CI_CONCURRENT_ID` / `CI_CONCURRENT_PROJECT_ID`: the lowest ids not used by a running job.
 #[derive(Debug, Default)]
 pub struct ConcurrencyIds {
-    /// (runner token, job id) → (concurrent id, project id, project concurrent id)
-    running: Mutex<HashMap<(String, i64), (usize, i64, usize)>>,
+    running: Mutex<HashMap<RunningJob, AssignedIds>>,
 }
 
 impl ConcurrencyIds {

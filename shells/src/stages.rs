@@ -234,7 +234,7 @@ fn write_user_script(
             w,
             info,
             "pre_build_script",
-            &[hooks.pre_build_script.clone()],
+            std::slice::from_ref(&hooks.pre_build_script),
         );
     }
     let script: Vec<String> = if step.name == "release" {
@@ -251,7 +251,7 @@ fn write_user_script(
             w,
             info,
             "post_build_script",
-            &[hooks.post_build_script.clone()],
+            std::slice::from_ref(&hooks.post_build_script),
         );
     }
     Ok(true)

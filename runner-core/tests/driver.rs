@@ -1,0 +1,395 @@
+//! The build driver against a hand-written fake executor, on paused time: stage order, failure
+//! branches, retries, timeouts and cancellation, and the final state and reason.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runner_core::build::{BuildContext, BuildDriver, BuildInput, RunnerSettings, RuntimeState};
+use runner_core::cancel::JobCancel;
+use runner_core::executor::{Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ScriptExit};
+use runner_core::failure::FailureReason;
+use runner_core::job::JobResponse;
+use runner_core::log::{JobLog, LogOptions};
+use runner_core::script::{ScriptError, ScriptGenerator, ShellCommand};
+use runner_core::stage::Stage;
+use runner_core::BuildOutcome;
+use tokio_util::sync::CancellationToken;
+
+/// What the fake does for a stage.
+#[derive(Clone, Debug)]
+enum Behaviour {
+    Exit(i32),
+    /// Fails the first `n` times, then succeeds.
+    FailTimes(u32),
+    /// Runs until cancelled.
+    Hang,
+    SystemError,
+}
+
+#[derive(Default)]
+struct Record {
+    stages: Vec<String>,
+    scripts: HashMap<String, String>,
+    prepares: u32,
+    cleanups: u32,
+    attempts: HashMap<String, u32>,
+}
+
+struct FakeExecutor {
+    behaviours: HashMap<String, Behaviour>,
+    prepare_failures: u32,
+    record: Arc<Mutex<Record>>,
+}
+
+impl Executor for FakeExecutor {
+    async fn prepare(&mut self, _build: &BuildContext, _log: &JobLog, _cancel: &CancellationToken) -> Result<(), ExecutorError> {
+        let mut record = self.record.lock().unwrap();
+        record.prepares += 1;
+        if record.prepares <= self.prepare_failures {
+            return Err(ExecutorError::system("backend unavailable"));
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self, command: ExecutorCommand<'_>, _log: &JobLog, cancel: &CancellationToken) -> Result<ScriptExit, ExecutorError> {
+        let name = command.stage.name();
+        let attempt = {
+            let mut record = self.record.lock().unwrap();
+            record.stages.push(name.clone());
+            record.scripts.insert(name.clone(), command.script.to_string());
+            let attempt = record.attempts.entry(name.clone()).or_default();
+            *attempt += 1;
+            *attempt
+        };
+        match self.behaviours.get(&name).cloned() {
+            None | Some(Behaviour::Exit(0)) => Ok(ScriptExit::Success),
+            Some(Behaviour::Exit(code)) => Ok(ScriptExit::Failed {
+                code,
+                message: format!("exit status {code}"),
+            }),
+            Some(Behaviour::FailTimes(times)) if attempt <= times => Ok(ScriptExit::Failed {
+                code: 1,
+                message: "exit status 1".into(),
+            }),
+            Some(Behaviour::FailTimes(_)) => Ok(ScriptExit::Success),
+            Some(Behaviour::Hang) => {
+                cancel.cancelled().await;
+                Ok(ScriptExit::Failed {
+                    code: -1,
+                    message: "signal: killed".into(),
+                })
+            }
+            Some(Behaviour::SystemError) => Err(ExecutorError::system("lost the backend")),
+        }
+    }
+
+    async fn cleanup(&mut self, _log: &JobLog) {
+        self.record.lock().unwrap().cleanups += 1;
+    }
+}
+
+/// Generates a script for every stage except those in `skip`; the script carries the job
+/// status so after_script's view of `CI_JOB_STATUS` can be checked.
+struct Generator {
+    skip: HashSet<&'static str>,
+}
+
+impl ScriptGenerator for Generator {
+    fn generate(&self, stage: &Stage, build: &BuildContext) -> Result<Option<String>, ScriptError> {
+        if self.skip.contains(stage.name().as_str()) {
+            return Ok(None);
+        }
+        if let Stage::Step(step) = stage {
+            if !build.job.steps.iter().any(|s| s.name.to_lowercase() == *step) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(format!("status={}", build.variables.get("CI_JOB_STATUS"))))
+    }
+}
+
+struct Harness {
+    behaviours: HashMap<String, Behaviour>,
+    prepare_failures: u32,
+    variables: Vec<(&'static str, &'static str)>,
+    timeout: i64,
+    skip: HashSet<&'static str>,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self {
+            behaviours: HashMap::new(),
+            prepare_failures: 0,
+            variables: Vec::new(),
+            timeout: 3600,
+            skip: [
+                "restore_cache",
+                "download_artifacts",
+                "archive_cache",
+                "archive_cache_on_failure",
+                "upload_artifacts_on_success",
+                "upload_artifacts_on_failure",
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+}
+
+struct Result_ {
+    outcome: BuildOutcome,
+    record: Arc<Mutex<Record>>,
+    log: String,
+}
+
+impl Result_ {
+    fn stages(&self) -> Vec<String> {
+        self.record.lock().unwrap().stages.clone()
+    }
+    fn script(&self, stage: &str) -> String {
+        self.record.lock().unwrap().scripts.get(stage).cloned().unwrap_or_default()
+    }
+    fn reason(&self) -> Option<FailureReason> {
+        self.outcome.error.as_ref().map(|e| e.reason)
+    }
+}
+
+impl Harness {
+    fn behave(mut self, stage: &str, behaviour: Behaviour) -> Self {
+        self.behaviours.insert(stage.to_string(), behaviour);
+        self
+    }
+
+    fn run_with(self, cancel: JobCancel) -> impl std::future::Future<Output = Result_> {
+        async move {
+            let variables: Vec<serde_json::Value> = self
+                .variables
+                .iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": v, "public": true}))
+                .collect();
+            let job = JobResponse::from_json(
+                serde_json::json!({
+                    "id": 1, "token": "t",
+                    "git_info": {"repo_url": "https://example.com/g/p.git", "sha": "abc"},
+                    "runner_info": {"timeout": self.timeout},
+                    "variables": variables,
+                    "steps": [
+                        {"name": "script", "script": ["true"]},
+                        {"name": "after_script", "script": ["true"]}
+                    ]
+                })
+                .to_string()
+                .as_bytes(),
+            )
+            .unwrap();
+            let record = Arc::new(Mutex::new(Record::default()));
+            let mut executor = FakeExecutor {
+                behaviours: self.behaviours,
+                prepare_failures: self.prepare_failures,
+                record: record.clone(),
+            };
+            let generator = Generator { skip: self.skip };
+            let log = JobLog::new(LogOptions {
+                timestamps: false,
+                ..LogOptions::default()
+            })
+            .unwrap();
+            let input = BuildInput {
+                job,
+                runner: RunnerSettings {
+                    name: "fake".into(),
+                    token: "glrt-faketoken123".into(),
+                    ..RunnerSettings::default()
+                },
+                executor_name: "fake".into(),
+                defaults: ExecutorDefaults {
+                    builds_dir: "/builds".into(),
+                    cache_dir: "/cache".into(),
+                    ..ExecutorDefaults::default()
+                },
+                shared_environment: false,
+                shell: ShellCommand::default(),
+                concurrent_id: 0,
+                concurrent_project_id: 0,
+                correlation_id: String::new(),
+            };
+            let outcome = BuildDriver::new(&mut executor, &generator, &log, &cancel).run(input).await;
+            Result_ {
+                outcome,
+                record,
+                log: String::from_utf8(log.contents()).unwrap(),
+            }
+        }
+    }
+
+    async fn run(self) -> Result_ {
+        self.run_with(JobCancel::new()).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stages_run_in_upstream_order_and_the_job_succeeds() {
+    let result = Harness::default().run().await;
+    assert_eq!(result.outcome.state, RuntimeState::Success);
+    assert_eq!(
+        result.stages(),
+        ["prepare_script", "get_sources", "step_script", "after_script", "cleanup_file_variables"]
+    );
+    assert_eq!(result.script("after_script"), "status=success");
+    assert!(result.log.contains("Preparing the \"fake\" executor"));
+    assert!(result.log.ends_with("\x1b[32;1mJob succeeded\x1b[0;m\n"), "{}", result.log);
+    assert_eq!(result.record.lock().unwrap().cleanups, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_script_runs_after_script_and_the_failure_branches() {
+    let mut harness = Harness::default().behave("step_script", Behaviour::Exit(3));
+    harness.skip.remove("archive_cache_on_failure");
+    harness.skip.remove("upload_artifacts_on_failure");
+    let result = harness.run().await;
+    assert_eq!(result.outcome.state, RuntimeState::Failed);
+    let error = result.outcome.error.clone().unwrap();
+    assert_eq!(error.reason, FailureReason::ScriptFailure);
+    assert_eq!(error.exit_code, 3);
+    assert_eq!(
+        result.stages(),
+        [
+            "prepare_script",
+            "get_sources",
+            "step_script",
+            "after_script",
+            "archive_cache_on_failure",
+            "upload_artifacts_on_failure",
+            "cleanup_file_variables"
+        ]
+    );
+    assert_eq!(result.script("after_script"), "status=failed");
+    assert!(result.log.contains("ERROR: Job failed: exit status 3"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_get_sources_failure_skips_scripts_and_after_script() {
+    let result = Harness::default().behave("get_sources", Behaviour::Exit(1)).run().await;
+    assert_eq!(result.reason(), Some(FailureReason::ScriptFailure));
+    assert_eq!(result.stages(), ["prepare_script", "get_sources", "cleanup_file_variables"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn get_sources_is_retried_with_clear_worktree_before_the_second_attempt() {
+    let mut harness = Harness::default().behave("get_sources", Behaviour::FailTimes(2));
+    harness.variables.push(("GET_SOURCES_ATTEMPTS", "3"));
+    let result = harness.run().await;
+    assert_eq!(result.outcome.state, RuntimeState::Success, "{}", result.log);
+    assert_eq!(
+        result.stages()[..5],
+        ["prepare_script", "get_sources", "clear_worktree", "get_sources", "get_sources"]
+    );
+    assert_eq!(result.log.matches("WARNING: Retrying...").count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn preparation_is_retried_three_times_with_cleanup_between() {
+    let mut harness = Harness::default();
+    harness.prepare_failures = 2;
+    let result = harness.run().await;
+    assert_eq!(result.outcome.state, RuntimeState::Success);
+    let record = result.record.lock().unwrap();
+    assert_eq!(record.prepares, 3);
+    assert_eq!(record.cleanups, 3);
+    assert_eq!(result.log.matches("ERROR: Preparation failed: backend unavailable").count(), 2);
+    assert!(result.log.contains("Will be retried in 3s ..."));
+
+    let mut harness = Harness::default();
+    harness.prepare_failures = 5;
+    drop(record);
+    let result = harness.run().await;
+    assert_eq!(result.reason(), Some(FailureReason::RunnerSystemFailure));
+    assert!(result.log.contains("ERROR: Job failed (system failure): backend unavailable"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_job_timeout_stops_everything_but_executor_cleanup() {
+    let mut harness = Harness::default().behave("step_script", Behaviour::Hang);
+    harness.timeout = 10;
+    let result = harness.run().await;
+    assert_eq!(result.outcome.state, RuntimeState::Timedout);
+    let error = result.outcome.error.clone().unwrap();
+    assert_eq!(error.reason, FailureReason::JobExecutionTimeout);
+    assert_eq!(error.message, "execution took longer than 10s seconds");
+    assert_eq!(result.stages(), ["prepare_script", "get_sources", "step_script"]);
+    assert_eq!(result.record.lock().unwrap().cleanups, 1);
+    assert!(result.log.contains("step_script could not run to completion because the timeout was exceeded"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_script_timeout_still_runs_after_script() {
+    let mut harness = Harness::default().behave("step_script", Behaviour::Hang);
+    harness.variables.push(("RUNNER_SCRIPT_TIMEOUT", "30s"));
+    let result = harness.run().await;
+    assert_eq!(result.reason(), Some(FailureReason::JobExecutionTimeout));
+    assert_eq!(result.outcome.state, RuntimeState::Timedout);
+    assert_eq!(result.script("after_script"), "status=timedout");
+    assert!(result.stages().contains(&"cleanup_file_variables".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_cancel_stops_the_script_but_not_after_script() {
+    let cancel = JobCancel::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        trigger.cancel_gracefully();
+    });
+    let result = Harness::default()
+        .behave("step_script", Behaviour::Hang)
+        .run_with(cancel)
+        .await;
+    assert_eq!(result.outcome.state, RuntimeState::Canceled);
+    assert_eq!(result.reason(), Some(FailureReason::JobCanceled));
+    assert_eq!(result.script("after_script"), "status=canceled");
+    assert!(result.log.contains("WARNING: script canceled externally (UI, API)"));
+    assert!(result.stages().contains(&"cleanup_file_variables".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_abort_skips_after_script_and_cleanup_stages() {
+    let cancel = JobCancel::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        trigger.abort(runner_core::CancelReason::RemoteAbort);
+    });
+    let result = Harness::default()
+        .behave("step_script", Behaviour::Hang)
+        .run_with(cancel)
+        .await;
+    assert_eq!(result.reason(), Some(FailureReason::JobCanceled));
+    assert_eq!(result.stages(), ["prepare_script", "get_sources", "step_script"]);
+    assert_eq!(result.record.lock().unwrap().cleanups, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_upload_fails_an_otherwise_successful_job() {
+    let mut harness = Harness::default().behave("upload_artifacts_on_success", Behaviour::Exit(1));
+    harness.skip.remove("upload_artifacts_on_success");
+    let result = harness.run().await;
+    assert_eq!(result.reason(), Some(FailureReason::ScriptFailure));
+    assert!(result.stages().contains(&"cleanup_file_variables".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_executor_error_is_a_system_failure() {
+    let result = Harness::default().behave("step_script", Behaviour::SystemError).run().await;
+    assert_eq!(result.reason(), Some(FailureReason::RunnerSystemFailure));
+    assert!(result.log.contains("ERROR: Job failed (system failure): lost the backend"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prepare_script_failure_stops_before_get_sources() {
+    let result = Harness::default().behave("prepare_script", Behaviour::Exit(1)).run().await;
+    assert_eq!(result.stages(), ["prepare_script"]);
+    let error = result.outcome.error.unwrap();
+    assert!(error.message.starts_with("prepare environment: exit status 1. Check https://docs.gitlab.com/runner/shells/#shell-profile-loading"));
+}

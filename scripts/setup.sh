@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building and testing gitlab-runner-rs needs on a fresh Debian machine.
+set -euo pipefail
+
+need_apt=()
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+command -v bash >/dev/null 2>&1 || need_apt+=(bash)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+if ((${#need_apt[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_apt[@]}"
+  else
+    echo "missing: ${need_apt[*]} (install them, or run this script as root)" >&2
+    exit 1
+  fi
+fi
+# `git http-backend` serves the test repositories over smart HTTP.
+git http-backend </dev/null >/dev/null 2>&1 || true
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
