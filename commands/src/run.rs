@@ -225,8 +225,7 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
             }
         }
         if reload_now {
-            match Config::load(&config_path).map(|config| build_state(&config, &system_id, &ids))
-            {
+            match Config::load(&config_path).map(|config| build_state(&config, &system_id, &ids)) {
                 Ok(Ok(new_state)) => {
                     tracing::info!(runners = new_state.workers.len(), "configuration reloaded");
                     state = new_state;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use runner_core::build::{BuildContext, BuildDriver, BuildInput, RunnerSettings, RuntimeState};
 use runner_core::cancel::JobCancel;
-use runner_core::executor::{Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ScriptExit};
+use runner_core::executor::{
+    Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ScriptExit,
+};
 use runner_core::failure::FailureReason;
 use runner_core::job::JobResponse;
 use runner_core::log::{JobLog, LogOptions};
@@ -43,7 +45,12 @@ struct FakeExecutor {
 }
 
 impl Executor for FakeExecutor {
-    async fn prepare(&mut self, _build: &BuildContext, _log: &JobLog, _cancel: &CancellationToken) -> Result<(), ExecutorError> {
+    async fn prepare(
+        &mut self,
+        _build: &BuildContext,
+        _log: &JobLog,
+        _cancel: &CancellationToken,
+    ) -> Result<(), ExecutorError> {
         let mut record = self.record.lock().unwrap();
         record.prepares += 1;
         if record.prepares <= self.prepare_failures {
@@ -52,12 +59,19 @@ impl Executor for FakeExecutor {
         Ok(())
     }
 
-    async fn run(&mut self, command: ExecutorCommand<'_>, _log: &JobLog, cancel: &CancellationToken) -> Result<ScriptExit, ExecutorError> {
+    async fn run(
+        &mut self,
+        command: ExecutorCommand<'_>,
+        _log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<ScriptExit, ExecutorError> {
         let name = command.stage.name();
         let attempt = {
             let mut record = self.record.lock().unwrap();
             record.stages.push(name.clone());
-            record.scripts.insert(name.clone(), command.script.to_string());
+            record
+                .scripts
+                .insert(name.clone(), command.script.to_string());
             let attempt = record.attempts.entry(name.clone()).or_default();
             *attempt += 1;
             *attempt
@@ -101,11 +115,19 @@ impl ScriptGenerator for Generator {
             return Ok(None);
         }
         if let Stage::Step(step) = stage {
-            if !build.job.steps.iter().any(|s| s.name.to_lowercase() == *step) {
+            if !build
+                .job
+                .steps
+                .iter()
+                .any(|s| s.name.to_lowercase() == *step)
+            {
                 return Ok(None);
             }
         }
-        Ok(Some(format!("status={}", build.variables.get("CI_JOB_STATUS"))))
+        Ok(Some(format!(
+            "status={}",
+            build.variables.get("CI_JOB_STATUS")
+        )))
     }
 }
 
@@ -149,7 +171,13 @@ impl Result_ {
         self.record.lock().unwrap().stages.clone()
     }
     fn script(&self, stage: &str) -> String {
-        self.record.lock().unwrap().scripts.get(stage).cloned().unwrap_or_default()
+        self.record
+            .lock()
+            .unwrap()
+            .scripts
+            .get(stage)
+            .cloned()
+            .unwrap_or_default()
     }
     fn reason(&self) -> Option<FailureReason> {
         self.outcome.error.as_ref().map(|e| e.reason)
@@ -215,7 +243,9 @@ impl Harness {
                 concurrent_project_id: 0,
                 correlation_id: String::new(),
             };
-            let outcome = BuildDriver::new(&mut executor, &generator, &log, &cancel).run(input).await;
+            let outcome = BuildDriver::new(&mut executor, &generator, &log, &cancel)
+                .run(input)
+                .await;
             Result_ {
                 outcome,
                 record,
@@ -235,11 +265,21 @@ async fn stages_run_in_upstream_order_and_the_job_succeeds() {
     assert_eq!(result.outcome.state, RuntimeState::Success);
     assert_eq!(
         result.stages(),
-        ["prepare_script", "get_sources", "step_script", "after_script", "cleanup_file_variables"]
+        [
+            "prepare_script",
+            "get_sources",
+            "step_script",
+            "after_script",
+            "cleanup_file_variables"
+        ]
     );
     assert_eq!(result.script("after_script"), "status=success");
     assert!(result.log.contains("Preparing the \"fake\" executor"));
-    assert!(result.log.ends_with("\x1b[32;1mJob succeeded\x1b[0;m\n"), "{}", result.log);
+    assert!(
+        result.log.ends_with("\x1b[32;1mJob succeeded\x1b[0;m\n"),
+        "{}",
+        result.log
+    );
     assert_eq!(result.record.lock().unwrap().cleanups, 1);
 }
 
@@ -271,9 +311,15 @@ async fn a_failing_script_runs_after_script_and_the_failure_branches() {
 
 #[tokio::test(start_paused = true)]
 async fn a_get_sources_failure_skips_scripts_and_after_script() {
-    let result = Harness::default().behave("get_sources", Behaviour::Exit(1)).run().await;
+    let result = Harness::default()
+        .behave("get_sources", Behaviour::Exit(1))
+        .run()
+        .await;
     assert_eq!(result.reason(), Some(FailureReason::ScriptFailure));
-    assert_eq!(result.stages(), ["prepare_script", "get_sources", "cleanup_file_variables"]);
+    assert_eq!(
+        result.stages(),
+        ["prepare_script", "get_sources", "cleanup_file_variables"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -281,10 +327,21 @@ async fn get_sources_is_retried_with_clear_worktree_before_the_second_attempt() 
     let mut harness = Harness::default().behave("get_sources", Behaviour::FailTimes(2));
     harness.variables.push(("GET_SOURCES_ATTEMPTS", "3"));
     let result = harness.run().await;
-    assert_eq!(result.outcome.state, RuntimeState::Success, "{}", result.log);
+    assert_eq!(
+        result.outcome.state,
+        RuntimeState::Success,
+        "{}",
+        result.log
+    );
     assert_eq!(
         result.stages()[..5],
-        ["prepare_script", "get_sources", "clear_worktree", "get_sources", "get_sources"]
+        [
+            "prepare_script",
+            "get_sources",
+            "clear_worktree",
+            "get_sources",
+            "get_sources"
+        ]
     );
     assert_eq!(result.log.matches("WARNING: Retrying...").count(), 2);
 }
@@ -298,7 +355,13 @@ async fn preparation_is_retried_three_times_with_cleanup_between() {
     let record = result.record.lock().unwrap();
     assert_eq!(record.prepares, 3);
     assert_eq!(record.cleanups, 3);
-    assert_eq!(result.log.matches("ERROR: Preparation failed: backend unavailable").count(), 2);
+    assert_eq!(
+        result
+            .log
+            .matches("ERROR: Preparation failed: backend unavailable")
+            .count(),
+        2
+    );
     assert!(result.log.contains("Will be retried in 3s ..."));
 
     let mut harness = Harness::default();
@@ -306,7 +369,9 @@ async fn preparation_is_retried_three_times_with_cleanup_between() {
     drop(record);
     let result = harness.run().await;
     assert_eq!(result.reason(), Some(FailureReason::RunnerSystemFailure));
-    assert!(result.log.contains("ERROR: Job failed (system failure): backend unavailable"));
+    assert!(result
+        .log
+        .contains("ERROR: Job failed (system failure): backend unavailable"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -318,9 +383,14 @@ async fn the_job_timeout_stops_everything_but_executor_cleanup() {
     let error = result.outcome.error.clone().unwrap();
     assert_eq!(error.reason, FailureReason::JobExecutionTimeout);
     assert_eq!(error.message, "execution took longer than 10s seconds");
-    assert_eq!(result.stages(), ["prepare_script", "get_sources", "step_script"]);
+    assert_eq!(
+        result.stages(),
+        ["prepare_script", "get_sources", "step_script"]
+    );
     assert_eq!(result.record.lock().unwrap().cleanups, 1);
-    assert!(result.log.contains("step_script could not run to completion because the timeout was exceeded"));
+    assert!(result
+        .log
+        .contains("step_script could not run to completion because the timeout was exceeded"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -331,7 +401,9 @@ async fn the_script_timeout_still_runs_after_script() {
     assert_eq!(result.reason(), Some(FailureReason::JobExecutionTimeout));
     assert_eq!(result.outcome.state, RuntimeState::Timedout);
     assert_eq!(result.script("after_script"), "status=timedout");
-    assert!(result.stages().contains(&"cleanup_file_variables".to_string()));
+    assert!(result
+        .stages()
+        .contains(&"cleanup_file_variables".to_string()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -349,8 +421,12 @@ async fn a_graceful_cancel_stops_the_script_but_not_after_script() {
     assert_eq!(result.outcome.state, RuntimeState::Canceled);
     assert_eq!(result.reason(), Some(FailureReason::JobCanceled));
     assert_eq!(result.script("after_script"), "status=canceled");
-    assert!(result.log.contains("WARNING: script canceled externally (UI, API)"));
-    assert!(result.stages().contains(&"cleanup_file_variables".to_string()));
+    assert!(result
+        .log
+        .contains("WARNING: script canceled externally (UI, API)"));
+    assert!(result
+        .stages()
+        .contains(&"cleanup_file_variables".to_string()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -366,7 +442,10 @@ async fn an_abort_skips_after_script_and_cleanup_stages() {
         .run_with(cancel)
         .await;
     assert_eq!(result.reason(), Some(FailureReason::JobCanceled));
-    assert_eq!(result.stages(), ["prepare_script", "get_sources", "step_script"]);
+    assert_eq!(
+        result.stages(),
+        ["prepare_script", "get_sources", "step_script"]
+    );
     assert_eq!(result.record.lock().unwrap().cleanups, 1);
 }
 
@@ -376,19 +455,29 @@ async fn a_failed_upload_fails_an_otherwise_successful_job() {
     harness.skip.remove("upload_artifacts_on_success");
     let result = harness.run().await;
     assert_eq!(result.reason(), Some(FailureReason::ScriptFailure));
-    assert!(result.stages().contains(&"cleanup_file_variables".to_string()));
+    assert!(result
+        .stages()
+        .contains(&"cleanup_file_variables".to_string()));
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_executor_error_is_a_system_failure() {
-    let result = Harness::default().behave("step_script", Behaviour::SystemError).run().await;
+    let result = Harness::default()
+        .behave("step_script", Behaviour::SystemError)
+        .run()
+        .await;
     assert_eq!(result.reason(), Some(FailureReason::RunnerSystemFailure));
-    assert!(result.log.contains("ERROR: Job failed (system failure): lost the backend"));
+    assert!(result
+        .log
+        .contains("ERROR: Job failed (system failure): lost the backend"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_prepare_script_failure_stops_before_get_sources() {
-    let result = Harness::default().behave("prepare_script", Behaviour::Exit(1)).run().await;
+    let result = Harness::default()
+        .behave("prepare_script", Behaviour::Exit(1))
+        .run()
+        .await;
     assert_eq!(result.stages(), ["prepare_script"]);
     let error = result.outcome.error.unwrap();
     assert!(error.message.starts_with("prepare environment: exit status 1. Check https://docs.gitlab.com/runner/shells/#shell-profile-loading"));

@@ -15,7 +15,10 @@ async fn run_single_runs_a_job_from_gitlab_runner_mock() {
     builder.add_variable("HIDDEN".into(), "mock-secret-value".into(), false, true);
     builder.add_step(
         MockJobStepName::Script,
-        vec!["echo hello from the mock job".into(), "echo \"hidden: $HIDDEN\"".into()],
+        vec![
+            "echo hello from the mock job".into(),
+            "echo \"hidden: $HIDDEN\"".into(),
+        ],
         3600,
         MockJobStepWhen::OnSuccess,
         false,
