@@ -190,8 +190,8 @@ impl Harness {
         self
     }
 
-    fn run_with(self, cancel: JobCancel) -> impl std::future::Future<Output = Result_> {
-        async move {
+    async fn run_with(self, cancel: JobCancel) -> Result_ {
+        {
             let variables: Vec<serde_json::Value> = self
                 .variables
                 .iter()
@@ -348,13 +348,18 @@ async fn get_sources_is_retried_with_clear_worktree_before_the_second_attempt() 
 
 #[tokio::test(start_paused = true)]
 async fn preparation_is_retried_three_times_with_cleanup_between() {
-    let mut harness = Harness::default();
-    harness.prepare_failures = 2;
+    let harness = Harness {
+        prepare_failures: 2,
+        ..Harness::default()
+    };
     let result = harness.run().await;
     assert_eq!(result.outcome.state, RuntimeState::Success);
-    let record = result.record.lock().unwrap();
-    assert_eq!(record.prepares, 3);
-    assert_eq!(record.cleanups, 3);
+    let (prepares, cleanups) = {
+        let record = result.record.lock().unwrap();
+        (record.prepares, record.cleanups)
+    };
+    assert_eq!(prepares, 3);
+    assert_eq!(cleanups, 3);
     assert_eq!(
         result
             .log
@@ -364,9 +369,10 @@ async fn preparation_is_retried_three_times_with_cleanup_between() {
     );
     assert!(result.log.contains("Will be retried in 3s ..."));
 
-    let mut harness = Harness::default();
-    harness.prepare_failures = 5;
-    drop(record);
+    let harness = Harness {
+        prepare_failures: 5,
+        ..Harness::default()
+    };
     let result = harness.run().await;
     assert_eq!(result.reason(), Some(FailureReason::RunnerSystemFailure));
     assert!(result
