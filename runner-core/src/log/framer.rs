@@ -65,6 +65,9 @@ pub struct LineFramer {
     partial: Vec<u8>,
     /// The next header continues the previous line.
     continuation: bool,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `cached_second`: only the microseconds change within a second.
+    cached_second: u64,
+    cached_prefix: String,
 }
 
 impl LineFramer {
@@ -75,6 +78,8 @@ impl LineFramer {
             timestamps,
             partial: Vec::new(),
             continuation: false,
+            cached_second: u64::MAX,
+            cached_prefix: String::new(),
         }
     }
 
@@ -83,8 +88,24 @@ impl LineFramer {
             self.continuation = false;
             return;
         }
-        out.extend_from_slice(format_timestamp(SystemTime::now()).as_bytes());
-        out.push(b' ');
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = since_epoch.as_secs();
+        if second != self.cached_second {
+            let full = format_timestamp(UNIX_EPOCH + std::time::Duration::from_secs(second));
+            self.cached_prefix = full[..20].to_string();
+            self.cached_second = second;
+        }
+        out.extend_from_slice(self.cached_prefix.as_bytes());
+        let mut micros = since_epoch.subsec_micros();
+        let mut digits = [b'0'; 6];
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        out.extend_from_slice(&digits);
+        out.extend_from_slice(b"Z ");
         const HEX: &[u8; 16] = b"0123456789abcdef";
         out.push(HEX[(self.stream.0 >> 4) as usize]);
         out.push(HEX[(self.stream.0 & 0x0f) as usize]);

@@ -203,13 +203,35 @@ fn is_param_end(byte: u8) -> bool {
 
 impl UrlFilter {
     fn write(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        for &byte in input {
+        let mut rest = input;
+        // Fast path: outside a parameter, copy up to the next `?` or `&` in one go.
+        while !rest.is_empty() {
+            if !self.masking && self.key.is_empty() {
+                match rest.iter().position(|b| *b == b'?' || *b == b'&') {
+                    None => {
+                        out.extend_from_slice(rest);
+                        return;
+                    }
+                    Some(index) => {
+                        out.extend_from_slice(&rest[..index]);
+                        rest = &rest[index..];
+                    }
+                }
+            }
+            let byte = rest[0];
+            rest = &rest[1..];
+            self.step(byte, out);
+        }
+    }
+
+    fn step(&mut self, byte: u8, out: &mut Vec<u8>) {
+        {
             if self.masking {
                 if is_param_end(byte) {
                     self.masking = false;
                     out.extend_from_slice(MASK);
                 } else {
-                    continue;
+                    return;
                 }
             }
             out.push(byte);
