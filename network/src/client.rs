@@ -596,18 +596,8 @@ impl GitlabClient {
 
     /// `DELETE runners`; `true` on 204.
     pub async fn unregister(&self, token: &Secret<String>) -> Result<bool, ClientError> {
-        let url = self.url("runners");
-        let body = json!({"token": token.expose()});
-        let (response, _) = retry::send(|| {
-            self.http
-                .delete(&url)
-                .header("User-Agent", &self.user_agent)
-                .header("RUNNER-TOKEN", token.expose())
-                .json(&body)
-        })
-        .await
-        .map_err(|error| ClientError::Transport(error_chain(&error)))?;
-        Ok(response.status() == StatusCode::NO_CONTENT)
+        self.delete_runner("runners", token, json!({"token": token.expose()}))
+            .await
     }
 
     /// `DELETE runners/managers`: unregisters only this machine's runner manager.
@@ -616,8 +606,21 @@ impl GitlabClient {
         token: &Secret<String>,
         system_id: &str,
     ) -> Result<bool, ClientError> {
-        let url = self.url("runners/managers");
-        let body = json!({"token": token.expose(), "system_id": system_id});
+        self.delete_runner(
+            "runners/managers",
+            token,
+            json!({"token": token.expose(), "system_id": system_id}),
+        )
+        .await
+    }
+
+    async fn delete_runner(
+        &self,
+        path: &str,
+        token: &Secret<String>,
+        body: Value,
+    ) -> Result<bool, ClientError> {
+        let url = self.url(path);
         let (response, _) = retry::send(|| {
             self.http
                 .delete(&url)

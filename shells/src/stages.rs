@@ -934,6 +934,47 @@ fn cache_paths(cache: &Cache) -> Vec<String> {
     args
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CacheDirection {
+    Pull,
+    Push,
+}
+
+/// The sanitized key of `cache`, or `None` (with upstream's notice) when the key is unusable or
+/// the policy does not allow this direction.
+fn usable_cache_key(
+    w: &mut BashWriter,
+    info: &Info<'_>,
+    cache: &Cache,
+    direction: CacheDirection,
+) -> Result<Option<String>, ScriptError> {
+    let (action, refusal, policy) = match direction {
+        CacheDirection::Pull => ("extraction", "Not downloading", "pull"),
+        CacheDirection::Push => ("archiving", "Not uploading", "push"),
+    };
+    let raw_key = cache_key(info, cache);
+    let key = match sanitize_cache_key(&raw_key) {
+        Ok(key) => key,
+        Err(error) => {
+            w.notice(&format!("Skipping cache {action} due to {error}"));
+            return Ok(None);
+        }
+    };
+    if key != raw_key {
+        w.warning(&format!("cache key {raw_key:?} sanitized to {key:?}"));
+    }
+    if !policy_allows(info, cache, policy)? {
+        let verb = if verb == "downloading" {
+            "Not downloading"
+        } else {
+            "Not uploading"
+        };
+        w.notice(&format!("{verb} cache {key} due to policy"));
+        return Ok(None);
+    }
+    Ok(Some(key))
+}
+
 fn policy_allows(info: &Info<'_>, cache: &Cache, wanted: &str) -> Result<bool, ScriptError> {
     let policy = info.variables.expand(&cache.policy);
     match policy.as_str() {
@@ -958,21 +999,9 @@ fn write_restore_cache(w: &mut BashWriter, info: &Info<'_>) -> Result<bool, Scri
     w.cd(&info.project_dir);
     let timeout = info.build.settings.cache_request_timeout.to_string();
     for cache in caches {
-        let raw_key = cache_key(info, cache);
-        let key = match sanitize_cache_key(&raw_key) {
-            Ok(key) => key,
-            Err(error) => {
-                w.notice(&format!("Skipping cache extraction due to {error}"));
-                continue;
-            }
-        };
-        if key != raw_key {
-            w.warning(&format!("cache key {raw_key:?} sanitized to {key:?}"));
-        }
-        if !policy_allows(info, cache, "pull")? {
-            w.notice(&format!("Not downloading cache {key} due to policy"));
+        let Some(key) = usable_cache_key(w, info, cache, CacheDirection::Pull)? else {
             continue;
-        }
+        };
         let mut keys = vec![key];
         for fallback in &cache.fallback_keys {
             if let Ok(fallback) = sanitize_cache_key(&info.variables.expand(fallback)) {
@@ -1052,21 +1081,9 @@ fn write_archive_cache(
     w.cd(&info.project_dir);
     let timeout = info.build.settings.cache_request_timeout.to_string();
     for cache in caches {
-        let raw_key = cache_key(info, cache);
-        let key = match sanitize_cache_key(&raw_key) {
-            Ok(key) => key,
-            Err(error) => {
-                w.notice(&format!("Skipping cache archiving due to {error}"));
-                continue;
-            }
-        };
-        if key != raw_key {
-            w.warning(&format!("cache key {raw_key:?} sanitized to {key:?}"));
-        }
-        if !policy_allows(info, cache, "push")? {
-            w.notice(&format!("Not uploading cache {key} due to policy"));
+        let Some(key) = usable_cache_key(w, info, cache, CacheDirection::Push)? else {
             continue;
-        }
+        };
         let archive = cache_archive(info, &key);
         let paths = cache_paths(cache);
         guard_runner_command(w, info, "Creating cache", |w| {
