@@ -964,12 +964,7 @@ fn usable_cache_key(
         w.warning(&format!("cache key {raw_key:?} sanitized to {key:?}"));
     }
     if !policy_allows(info, cache, policy)? {
-        let verb = if verb == "downloading" {
-            "Not downloading"
-        } else {
-            "Not uploading"
-        };
-        w.notice(&format!("{verb} cache {key} due to policy"));
+        w.notice(&format!("{refusal} cache {key} due to policy"));
         return Ok(None);
     }
     Ok(Some(key))
