@@ -222,13 +222,19 @@ impl JobEnvironment {
     /// Fails a job whose payload could not be parsed, so it does not stay `running` forever.
     pub async fn fail_malformed(&self, id: i64, token: Secret<String>, error: &str) {
         tracing::error!(job = id, %error, "received a job payload that cannot be parsed");
+        self.fail_before_start(id, &token, error).await;
+    }
+
+    /// Reports a job that failed before its build could start as `runner_system_failure`, with
+    /// the error as its log when a log can be written.
+    async fn fail_before_start(&self, id: i64, token: &Secret<String>, error: &str) {
         let info = version_info(&self.runner, &self.provider);
         let log = JobLog::new(LogOptions::default()).ok();
         if let Some(log) = &log {
             log.error(&format!("Job failed (system failure): {error}"));
             log.finish();
             let content = log.contents();
-            self.client.patch_trace(id, &token, content, 0, false).await;
+            self.client.patch_trace(id, token, content, 0, false).await;
         }
         let update = JobUpdate {
             state: JobState::Failed,
@@ -237,7 +243,7 @@ impl JobEnvironment {
             checksum: log.as_ref().map(JobLog::checksum).unwrap_or_default(),
             bytesize: log.as_ref().map(JobLog::len).unwrap_or_default(),
         };
-        self.client.update_job(id, &token, &info, &update).await;
+        self.client.update_job(id, token, &info, &update).await;
     }
 
     /// Runs one job to its final update. `root` fires on forceful shutdown.
@@ -256,15 +262,8 @@ impl JobEnvironment {
             Ok(log) => log,
             Err(error) => {
                 tracing::error!(%error, "cannot create the job log");
-                let update = JobUpdate {
-                    state: JobState::Failed,
-                    failure_reason: Some(FailureReason::RunnerSystemFailure.as_str().into()),
-                    exit_code: 0,
-                    checksum: String::new(),
-                    bytesize: 0,
-                };
-                let info = version_info(&self.runner, &self.provider);
-                self.client.update_job(job_id, &token, &info, &update).await;
+                self.fail_before_start(job_id, &token, &format!("creating the job log: {error}"))
+                    .await;
                 return JobResult::Finished {
                     success: false,
                     reason: Some("runner_system_failure".into()),

@@ -286,6 +286,20 @@ impl GitlabClient {
         format!("{}{path}", self.base)
     }
 
+    /// A request carrying the headers every runner request has: `User-Agent` and the
+    /// `X-Request-Id` correlation id.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        request_id: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, url)
+            .header("User-Agent", &self.user_agent)
+            .header("X-Request-Id", request_id)
+    }
+
     fn remember_last_update(&self, response: &Response) {
         if let Some(value) = response
             .headers()
@@ -314,10 +328,7 @@ impl GitlabClient {
         let url = self.url(path);
         retry::send(|| {
             let mut request = self
-                .http
-                .post(&url)
-                .header("User-Agent", &self.user_agent)
-                .header("X-Request-Id", request_id)
+                .request(reqwest::Method::POST, &url, request_id)
                 .header("Accept", "application/json")
                 .json(body);
             if let Some(token) = runner_token {
@@ -403,10 +414,7 @@ impl GitlabClient {
         let url = self.url(&format!("jobs/{job_id}"));
         let request_id = correlation_id();
         let sent = retry::send(|| {
-            self.http
-                .put(&url)
-                .header("User-Agent", &self.user_agent)
-                .header("X-Request-Id", &request_id)
+            self.request(reqwest::Method::PUT, &url, &request_id)
                 .header("JOB-TOKEN", job_token.expose())
                 .header("Accept", "application/json")
                 .json(&body)
@@ -458,10 +466,7 @@ impl GitlabClient {
         let url = self.url(&format!("jobs/{job_id}/trace?debug_trace={debug_trace}"));
         let request_id = correlation_id();
         let sent = retry::send(|| {
-            self.http
-                .patch(&url)
-                .header("User-Agent", &self.user_agent)
-                .header("X-Request-Id", &request_id)
+            self.request(reqwest::Method::PATCH, &url, &request_id)
                 .header("JOB-TOKEN", job_token.expose())
                 .header("Content-Range", format!("{offset}-{end}"))
                 .header("Content-Type", "text/plain")
@@ -621,10 +626,9 @@ impl GitlabClient {
         body: Value,
     ) -> Result<bool, ClientError> {
         let url = self.url(path);
+        let request_id = correlation_id();
         let (response, _) = retry::send(|| {
-            self.http
-                .delete(&url)
-                .header("User-Agent", &self.user_agent)
+            self.request(reqwest::Method::DELETE, &url, &request_id)
                 .header("RUNNER-TOKEN", token.expose())
                 .json(&body)
         })
