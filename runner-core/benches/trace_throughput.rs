@@ -34,6 +34,21 @@ fn main() {
         );
         chunk.extend_from_slice(b"    running 12 tests; using token glpat-abcdefghijklmnopqrst and password hunter2-hunter2\n");
     }
+    // Baseline in the same run: the same writes appended raw to a temporary file.
+    let raw_rate = {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().expect("temp file");
+        let start = Instant::now();
+        let mut written = 0;
+        while written < total {
+            for part in chunk.chunks(4093) {
+                file.write_all(part).expect("write");
+            }
+            written += chunk.len();
+        }
+        written as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
+    };
+    println!("baseline, raw writes to a temp file: {raw_rate:.0} MiB/s");
     let rss_before = peak_rss_kib();
     let log = JobLog::new(LogOptions {
         timestamps: true,

@@ -121,7 +121,7 @@ impl LineFramer {
     /// flushed as its own entry so progress bars show live; other partial lines wait.
     pub fn write(&mut self, data: &[u8], out: &mut Vec<u8>) {
         let mut rest = data;
-        while let Some(newline) = rest.iter().position(|byte| *byte == b'\n') {
+        while let Some(newline) = memchr::memchr(b'\n', rest) {
             if self.partial.is_empty() {
                 self.header(out);
             } else {
@@ -133,7 +133,7 @@ impl LineFramer {
         if rest.is_empty() {
             return;
         }
-        if rest.contains(&b'\r') {
+        if memchr::memchr(b'\r', rest).is_some() {
             if self.partial.is_empty() {
                 self.header(out);
             } else {

@@ -115,6 +115,71 @@ impl Masker {
     }
 }
 
+/// Finds positions where one of a set of patterns may start: `memchr` over the distinct first
+/// bytes (a byte table past three), then a check of the second byte against a pair table, so
+/// common letters such as the `g` of `glpat-` rarely reach a full comparison.
+#[derive(Debug)]
+struct Starts {
+    first: [bool; 256],
+    distinct: Vec<u8>,
+    /// One bit per (first, second) byte pair that begins a pattern; a one-byte pattern sets
+    /// every pair of its byte.
+    pairs: Box<[u64; 1024]>,
+}
+
+impl Starts {
+    fn new(patterns: &[Vec<u8>]) -> Self {
+        let mut starts = Self {
+            first: [false; 256],
+            distinct: Vec::new(),
+            pairs: Box::new([0; 1024]),
+        };
+        for pattern in patterns {
+            let first = pattern[0];
+            if !starts.first[first as usize] {
+                starts.first[first as usize] = true;
+                starts.distinct.push(first);
+            }
+            match pattern.get(1) {
+                Some(second) => starts.set_pair(first, *second),
+                None => (0..=255).for_each(|second| starts.set_pair(first, second)),
+            }
+        }
+        starts
+    }
+
+    fn set_pair(&mut self, first: u8, second: u8) {
+        let bit = (first as usize) << 8 | second as usize;
+        self.pairs[bit / 64] |= 1 << (bit % 64);
+    }
+
+    fn has_pair(&self, first: u8, second: u8) -> bool {
+        let bit = (first as usize) << 8 | second as usize;
+        self.pairs[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    /// The first position at or after `from` where a pattern may start.
+    fn next(&self, buffer: &[u8], from: usize) -> Option<usize> {
+        let mut index = from;
+        while index < buffer.len() {
+            let haystack = &buffer[index..];
+            let found = match self.distinct[..] {
+                [] => None,
+                [a] => memchr::memchr(a, haystack),
+                [a, b] => memchr::memchr2(a, b, haystack),
+                [a, b, c] => memchr::memchr3(a, b, c, haystack),
+                _ => haystack.iter().position(|byte| self.first[*byte as usize]),
+            }?;
+            let at = index + found;
+            match buffer.get(at + 1) {
+                Some(second) if !self.has_pair(buffer[at], *second) => index = at + 1,
+                _ => return Some(at),
+            }
+        }
+        None
+    }
+}
+
 /// Whether `pattern` could still match at a position where only `available` bytes are known.
 fn partial_match(available: &[u8], pattern: &[u8]) -> bool {
     available.len() < pattern.len() && pattern.starts_with(available)
@@ -123,20 +188,16 @@ fn partial_match(available: &[u8], pattern: &[u8]) -> bool {
 #[derive(Debug)]
 struct PhraseFilter {
     phrases: Vec<Vec<u8>>,
-    first_bytes: [bool; 256],
+    starts: Starts,
     pending: Vec<u8>,
 }
 
 impl PhraseFilter {
     fn new(phrases: &[Vec<u8>]) -> Self {
-        let mut first_bytes = [false; 256];
         let phrases: Vec<Vec<u8>> = phrases.iter().filter(|p| !p.is_empty()).cloned().collect();
-        for phrase in &phrases {
-            first_bytes[phrase[0] as usize] = true;
-        }
         Self {
+            starts: Starts::new(&phrases),
             phrases,
-            first_bytes,
             pending: Vec::new(),
         }
     }
@@ -159,10 +220,10 @@ impl PhraseFilter {
         let mut emitted = 0;
         let mut index = 0;
         'scan: while index < buffer.len() {
-            if !self.first_bytes[buffer[index] as usize] {
-                index += 1;
-                continue;
-            }
+            let Some(at) = self.starts.next(buffer, index) else {
+                break;
+            };
+            index = at;
             let rest = &buffer[index..];
             // Longest phrases come first: a longer phrase that may still match wins over a
             // shorter one that already does, so wait for more input in that case.
@@ -207,7 +268,7 @@ impl UrlFilter {
         // Fast path: outside a parameter, copy up to the next `?` or `&` in one go.
         while !rest.is_empty() {
             if !self.masking && self.key.is_empty() {
-                match rest.iter().position(|b| *b == b'?' || *b == b'&') {
+                match memchr::memchr2(b'?', b'&', rest) {
                     None => {
                         out.extend_from_slice(rest);
                         return;
@@ -276,7 +337,7 @@ fn is_token_byte(byte: u8) -> bool {
 #[derive(Debug)]
 struct TokenFilter {
     prefixes: Vec<Vec<u8>>,
-    first_bytes: [bool; 256],
+    starts: Starts,
     pending: Vec<u8>,
     /// Inside the token run after a prefix.
     in_run: bool,
@@ -286,14 +347,10 @@ struct TokenFilter {
 
 impl TokenFilter {
     fn new(prefixes: &[Vec<u8>]) -> Self {
-        let mut first_bytes = [false; 256];
         let prefixes: Vec<Vec<u8>> = prefixes.iter().filter(|p| !p.is_empty()).cloned().collect();
-        for prefix in &prefixes {
-            first_bytes[prefix[0] as usize] = true;
-        }
         Self {
+            starts: Starts::new(&prefixes),
             prefixes,
-            first_bytes,
             pending: Vec::new(),
             in_run: false,
             swallowed: false,
@@ -329,10 +386,10 @@ impl TokenFilter {
                 }
                 self.end_run(out);
             }
-            if !self.first_bytes[buffer[index] as usize] {
-                index += 1;
-                continue;
-            }
+            let Some(at) = self.starts.next(buffer, index) else {
+                break;
+            };
+            index = at;
             let rest = &buffer[index..];
             for prefix in &self.prefixes {
                 if rest.starts_with(prefix) {
