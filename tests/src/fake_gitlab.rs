@@ -53,6 +53,19 @@ struct Job {
     patches: u32,
     /// Answer the next trace patches with 416 this many times (exercises offset recovery).
     range_mismatches: u32,
+    timing: JobTiming,
+}
+
+/// When the fake saw a job's milestones (for benchmarks).
+#[derive(Debug, Clone, Copy)]
+pub struct JobTiming {
+    pub queued: Instant,
+    /// Handed to a runner by `POST /jobs/request`.
+    pub picked_up: Option<Instant>,
+    /// The first `PUT` (the runner's `running` confirmation).
+    pub confirmed: Option<Instant>,
+    /// The `PUT` with the final state.
+    pub finished: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -132,6 +145,7 @@ fn handle(state: &Mutex<State>, received: Received) -> Reply {
             };
             let job = state.jobs.iter_mut().find(|job| job.id == id).unwrap();
             job.status = JobStatus::Running;
+            job.timing.picked_up = Some(Instant::now());
             let mut response = reply(201, job.payload.to_string());
             response
                 .headers_mut()
@@ -159,9 +173,11 @@ fn handle(state: &Mutex<State>, received: Received) -> Reply {
                 bytesize: body["output"]["bytesize"].as_u64(),
             };
             job.updates.push(update.clone());
+            job.timing.confirmed.get_or_insert_with(Instant::now);
             let finished = matches!(update.state.as_str(), "success" | "failed");
             if finished {
                 job.final_update = Some(update.clone());
+                job.timing.finished.get_or_insert_with(Instant::now);
             }
             match job.status {
                 JobStatus::Canceled => {
@@ -278,6 +294,12 @@ impl FakeGitlab {
             updates: Vec::new(),
             patches: 0,
             range_mismatches: 0,
+            timing: JobTiming {
+                queued: Instant::now(),
+                picked_up: None,
+                confirmed: None,
+                finished: None,
+            },
         });
         state.queue.push_back(id);
         JobControl { id }
@@ -311,6 +333,10 @@ impl FakeGitlab {
 
     pub fn final_update(&self, job: JobControl) -> Option<RecordedUpdate> {
         self.with_job(job, |job| job.final_update.clone())
+    }
+
+    pub fn timing(&self, job: JobControl) -> JobTiming {
+        self.with_job(job, |job| job.timing)
     }
 
     pub fn token(&self, job: JobControl) -> String {

@@ -10,6 +10,6 @@ pub mod fake_gitlab;
 pub mod git_server;
 mod http;
 
-pub use binary::runner_binary;
-pub use fake_gitlab::{job_payload, FakeGitlab, JobControl, JobStatus, RecordedUpdate};
+pub use binary::{release_runner_binary, runner_binary};
+pub use fake_gitlab::{job_payload, FakeGitlab, JobControl, JobStatus, JobTiming, RecordedUpdate};
 pub use git_server::GitServer;

@@ -1,0 +1,326 @@
+//! Runner benchmarks against the fake GitLab over real HTTP, with the release binary and the
+//! shell executor: per-job overhead beyond raw `bash` measured in the same run, job pickup
+//! latency, idle RSS of `run` and its RSS with 20 concurrent jobs.
+//!
+//! Run with `cargo bench -p runner-tests --bench runner`. `RUNNER_BENCH_JOBS` sets the number of
+//! sequential trivial jobs (default 20).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use runner_tests::{job_payload, release_runner_binary, FakeGitlab, JobControl};
+use serde_json::json;
+
+const RUNNER_TOKEN: &str = "glrt-t1_benchrunnertoken";
+const WAIT: Duration = Duration::from_secs(120);
+
+struct Runner {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// An empty home directory for the runner and the baseline alike: the shell executor starts a
+/// login shell per stage (as upstream does), and the operator's own profile (pyenv, nvm, ...)
+/// would otherwise dominate what is measured. Its cost is reported separately.
+fn clean_home() -> &'static Path {
+    static HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child's process group.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Runner {
+    fn start(gitlab: &FakeGitlab, concurrent: u32, check_interval: u32) -> Self {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            r#"concurrent = {concurrent}
+check_interval = {check_interval}
+
+[[runners]]
+  name = "bench"
+  url = "{url}"
+  token = "{RUNNER_TOKEN}"
+  executor = "shell"
+  builds_dir = "{builds}"
+  cache_dir = "{cache}"
+"#,
+            url = gitlab.url(),
+            builds = dir.path().join("builds").display(),
+            cache = dir.path().join("cache").display(),
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(release_runner_binary())
+            .args(["run", "-c", config_path.to_str().unwrap()])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .env("HOME", clean_home())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .expect("start gitlab-runner-rs run");
+        Self { child, _dir: dir }
+    }
+
+    /// `VmRSS` and `VmHWM` of the runner process itself (not its jobs' shells), in KiB.
+    fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("runner is alive");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+fn trivial_job(script: &[&str]) -> serde_json::Value {
+    job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        script,
+        &[],
+        json!([
+            {"key": "CI_PROJECT_PATH", "value": "group/project", "public": true},
+            {"key": "GIT_STRATEGY", "value": "none", "public": true},
+            {"key": "FF_TIMESTAMPS", "value": "true", "public": true},
+            {"key": "MY_SECRET", "value": "s3cr3t-v4lue-42", "public": false, "masked": true}
+        ]),
+        120,
+    )
+}
+
+/// Mean wall time of `bash <args> -c <script>` with its output read through a pipe, as a job's
+/// is, and `HOME` as given.
+fn raw_bash(args: &[&str], home: &Path, script: &str, runs: u32) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let output = Command::new("bash")
+            .args(args)
+            .args(["-c", script])
+            .env("HOME", home)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run bash");
+        assert!(output.status.success());
+        total += start.elapsed();
+    }
+    total / runs
+}
+
+/// Seconds of the day of a log line's `YYYY-MM-DDTHH:MM:SS.ffffffZ` timestamp.
+fn line_seconds(line: &str) -> Option<f64> {
+    let time = line.get(11..26)?;
+    let hours: f64 = time.get(0..2)?.parse().ok()?;
+    let minutes: f64 = time.get(3..5)?.parse().ok()?;
+    let seconds: f64 = time.get(6..)?.parse().ok()?;
+    Some(hours * 3600.0 + minutes * 60.0 + seconds)
+}
+
+/// Total time between the `section_start` and `section_end` markers of the stages that run a
+/// shell (every stage but `prepare_executor`), from the job log's per-line timestamps.
+fn time_in_stage_shells(log: &str) -> Duration {
+    let mut open: Option<f64> = None;
+    let mut total = 0.0;
+    for line in log.lines() {
+        let Some(at) = line_seconds(line) else {
+            continue;
+        };
+        if line.contains("section_start:") && !line.ends_with("prepare_executor\x1b[0K") {
+            open = Some(at);
+        } else if line.contains("section_end:") {
+            if let Some(start) = open.take() {
+                let mut elapsed = at - start;
+                if elapsed < 0.0 {
+                    elapsed += 86_400.0;
+                }
+                total += elapsed;
+            }
+        }
+    }
+    Duration::from_secs_f64(total)
+}
+
+fn mean(values: &[Duration]) -> Duration {
+    values.iter().sum::<Duration>() / values.len().max(1) as u32
+}
+
+fn median(values: &[Duration]) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+async fn wait_all(gitlab: &FakeGitlab, jobs: &[JobControl]) {
+    for job in jobs {
+        let update = gitlab.wait_final(*job, WAIT).await;
+        assert_eq!(update.state, "success", "{}", gitlab.log(*job));
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let jobs: usize = std::env::var("RUNNER_BENCH_JOBS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(20);
+    let binary = release_runner_binary();
+    assert!(Path::new(&binary).exists());
+
+    let script = "echo hello";
+    let bash = raw_bash(&[], clean_home(), script, 50);
+    let login_bash = raw_bash(&["-l"], clean_home(), script, 50);
+    let operator_home = std::env::var_os("HOME").unwrap_or_default();
+    let operator_login_bash = raw_bash(&["-l"], Path::new(&operator_home), script, 10);
+
+    // Idle, then sequential trivial jobs through one runner.
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let runner = Runner::start(&gitlab, 1, 1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (idle_rss, _) = runner.memory_kib();
+
+    let mut per_job = Vec::new();
+    let mut pickup = Vec::new();
+    let mut confirm = Vec::new();
+    let mut last_job = None;
+    let mut in_shells = Vec::new();
+    for _ in 0..jobs {
+        let job = gitlab.enqueue(trivial_job(&[script]));
+        last_job = Some(job);
+        wait_all(&gitlab, &[job]).await;
+        let timing = gitlab.timing(job);
+        let picked_up = timing.picked_up.expect("picked up");
+        per_job.push(timing.finished.expect("finished") - picked_up);
+        pickup.push(picked_up - timing.queued);
+        confirm.push(timing.confirmed.expect("confirmed") - picked_up);
+        in_shells.push(time_in_stage_shells(&gitlab.log(job)));
+    }
+    let (after_sequential_rss, _) = runner.memory_kib();
+    if std::env::var_os("RUNNER_BENCH_SHOW_LOG").is_some() {
+        if let Some(last) = last_job {
+            let timing = gitlab.timing(last);
+            eprintln!("{}", gitlab.log(last));
+            eprintln!("{timing:?}");
+        }
+    }
+    drop(runner);
+    drop(gitlab);
+
+    // 20 concurrent jobs, each sleeping long enough for all to overlap.
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let runner = Runner::start(&gitlab, 20, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle_rss_20, _) = runner.memory_kib();
+    let concurrent: Vec<JobControl> = (0..20)
+        .map(|_| gitlab.enqueue(trivial_job(&["echo start", "sleep 6", "echo done"])))
+        .collect();
+    let mut peak_sampled = 0;
+    let started = Instant::now();
+    let mut all_running = None;
+    while concurrent
+        .iter()
+        .any(|job| gitlab.final_update(*job).is_none())
+    {
+        assert!(started.elapsed() < WAIT, "concurrent jobs did not finish");
+        peak_sampled = peak_sampled.max(runner.memory_kib().0);
+        if all_running.is_none()
+            && concurrent
+                .iter()
+                .all(|job| gitlab.timing(*job).confirmed.is_some())
+        {
+            all_running = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_all(&gitlab, &concurrent).await;
+    let (_, peak_20) = runner.memory_kib();
+    drop(runner);
+
+    let overhead = median(&per_job).saturating_sub(bash);
+    let own: Vec<Duration> = per_job
+        .iter()
+        .zip(&in_shells)
+        .map(|(job, shells)| job.saturating_sub(*shells))
+        .collect();
+    println!("| measure | result |");
+    println!("|---|---|");
+    println!("| raw `bash -c '{script}'` (mean of 50) | {} |", ms(bash));
+    println!(
+        "| raw `bash -l -c '{script}'`, empty HOME (mean of 50) | {} |",
+        ms(login_bash)
+    );
+    println!(
+        "| raw `bash -l -c '{script}'`, this machine's HOME (mean of 10; paid once per stage by any shell-executor runner) | {} |",
+        ms(operator_login_bash)
+    );
+    println!(
+        "| trivial job, picked up → final state sent (median / mean of {jobs}) | {} / {} |",
+        ms(median(&per_job)),
+        ms(mean(&per_job))
+    );
+    println!(
+        "| runner overhead per trivial job beyond raw bash (median) | {} |",
+        ms(overhead)
+    );
+    println!(
+        "| of which inside the stage shells (prepare_script, get_sources, step_script, cleanup; median) | {} |",
+        ms(median(&in_shells))
+    );
+    println!(
+        "| of which the runner's own time outside the shells (HTTP, log, process setup; median) | {} |",
+        ms(median(&own))
+    );
+    println!(
+        "| pickup: queued → handed out, check_interval = 1 s (mean) | {} |",
+        ms(mean(&pickup))
+    );
+    println!(
+        "| pickup: handed out → `running` confirmed (median) | {} |",
+        ms(median(&confirm))
+    );
+    println!("| idle RSS of `run` (concurrent = 1) | {} |", mib(idle_rss));
+    println!(
+        "| RSS of `run` after {jobs} sequential jobs | {} |",
+        mib(after_sequential_rss)
+    );
+    println!(
+        "| idle RSS of `run` (concurrent = 20) | {} |",
+        mib(idle_rss_20)
+    );
+    println!(
+        "| RSS of `run` with 20 concurrent jobs (peak sampled / VmHWM) | {} / {} |",
+        mib(peak_sampled),
+        mib(peak_20)
+    );
+    if let Some(elapsed) = all_running {
+        println!(
+            "| 20 jobs queued at once → all 20 confirmed running | {} |",
+            ms(elapsed)
+        );
+    }
+}
