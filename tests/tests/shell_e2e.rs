@@ -219,7 +219,9 @@ async fn a_remote_cancel_stops_the_script_and_after_script_still_runs() {
     let job = gitlab.enqueue(job_payload(
         "https://gitlab.example/group/project.git",
         "0123456789abcdef0123456789abcdef01234567",
-        &["echo running; while true; do sleep 0.2; done"],
+        // Output keeps trace patches flowing; their `Job-Status: canceling` is how the runner
+        // learns of the cancel (a quiet job learns it from the keep-alive update after 30 s).
+        &["echo running; while true; do echo tick; sleep 0.5; done"],
         &["echo \"after_script status=$CI_JOB_STATUS\""],
         variables(json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}])),
         300,
