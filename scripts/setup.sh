@@ -6,6 +6,8 @@ need_apt=()
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v bash >/dev/null 2>&1 || need_apt+=(bash)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+# The TLS tests generate their certificates with the openssl command.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update

@@ -216,6 +216,7 @@ impl JobEnvironment {
             feature_flags: runner.feature_flags.clone(),
             debug_trace_disabled: runner.debug_trace_disabled,
             version: RunnerVersion::default(),
+            server_tls: network::job_tls_data(self.client.tls()),
         }
     }
 

@@ -205,14 +205,15 @@ fn init_logging(level: Option<&str>) {
 }
 
 fn client_for(url: &str, tls_ca_file: Option<PathBuf>) -> anyhow::Result<GitlabClient> {
-    Ok(GitlabClient::new(
+    let tls = network::tls::with_certificate_directory(
         url,
-        &TlsOptions {
+        TlsOptions {
             ca_file: tls_ca_file,
             ..TlsOptions::default()
         },
-        &run::user_agent(),
-    )?)
+        network::tls::default_certificate_directory().as_deref(),
+    );
+    Ok(GitlabClient::new(url, &tls, &run::user_agent())?)
 }
 
 fn register_info(executor: &str, shell: &str) -> network::VersionInfo {

@@ -39,11 +39,15 @@ impl Worker {
         let provider = Provider::for_runner(&runner);
         let client = GitlabClient::new(
             &runner.url,
-            &TlsOptions {
-                ca_file: runner.tls_ca_file.clone(),
-                cert_file: runner.tls_cert_file.clone(),
-                key_file: runner.tls_key_file.clone(),
-            },
+            &network::tls::with_certificate_directory(
+                &runner.url,
+                TlsOptions {
+                    ca_file: runner.tls_ca_file.clone(),
+                    cert_file: runner.tls_cert_file.clone(),
+                    key_file: runner.tls_key_file.clone(),
+                },
+                network::tls::default_certificate_directory().as_deref(),
+            ),
             &user_agent(),
         )
         .with_context(|| format!("configuring the client of runner {:?}", runner.name))?;

@@ -198,7 +198,8 @@ pub enum VerifyResult {
 /// A client for one GitLab instance.
 #[derive(Debug)]
 pub struct GitlabClient {
-    http: reqwest::Client,
+    transport: Mutex<Transport>,
+    tls: TlsOptions,
     base: String,
     user_agent: String,
     last_update: Mutex<Option<String>>,
@@ -250,36 +251,75 @@ fn message_from_body(body: &str) -> String {
     }
 }
 
+/// The HTTP client and the TLS file stamps it was built from.
+#[derive(Debug)]
+struct Transport {
+    http: reqwest::Client,
+    stamps: [Option<std::time::SystemTime>; 3],
+}
+
+fn build_http(tls: &TlsOptions) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(60 * 60))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_keepalive(Duration::from_secs(30))
+        .min_tls_version(reqwest::tls::Version::TLS_1_2);
+    if let Some(ca_file) = &tls.ca_file {
+        let pem = read_file(ca_file)?;
+        for certificate in reqwest::Certificate::from_pem_bundle(&pem).map_err(ClientError::Tls)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    if let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) {
+        let mut pem = read_file(cert_file)?;
+        pem.push(b'\n');
+        pem.extend(read_file(key_file)?);
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(ClientError::Tls)?);
+    }
+    builder.build().map_err(ClientError::Tls)
+}
+
 impl GitlabClient {
     pub fn new(url: &str, tls: &TlsOptions, user_agent: &str) -> Result<Self, ClientError> {
         let base = api_base(url)?;
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(Duration::from_secs(60 * 60))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_keepalive(Duration::from_secs(30))
-            .min_tls_version(reqwest::tls::Version::TLS_1_2);
-        if let Some(ca_file) = &tls.ca_file {
-            let pem = read_file(ca_file)?;
-            for certificate in
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(ClientError::Tls)?
-            {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        if let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) {
-            let mut pem = read_file(cert_file)?;
-            pem.push(b'\n');
-            pem.extend(read_file(key_file)?);
-            builder =
-                builder.identity(reqwest::Identity::from_pem(&pem).map_err(ClientError::Tls)?);
-        }
+        let stamps = crate::tls::stamps(tls);
         Ok(Self {
-            http: builder.build().map_err(ClientError::Tls)?,
+            transport: Mutex::new(Transport {
+                http: build_http(tls)?,
+                stamps,
+            }),
+            tls: tls.clone(),
             base,
             user_agent: user_agent.to_string(),
             last_update: Mutex::new(None),
         })
+    }
+
+    /// The TLS files this client uses.
+    pub fn tls(&self) -> &TlsOptions {
+        &self.tls
+    }
+
+    /// The HTTP client, rebuilt first when a TLS file changed since it was built (as upstream
+    /// does, so renewed certificates apply without a restart). A file that no longer loads
+    /// keeps the previous client and is reported.
+    fn http(&self) -> reqwest::Client {
+        let mut transport = self.transport.lock().unwrap_or_else(|e| e.into_inner());
+        let stamps = crate::tls::stamps(&self.tls);
+        if stamps != transport.stamps {
+            transport.stamps = stamps;
+            match build_http(&self.tls) {
+                Ok(http) => {
+                    tracing::info!("TLS files changed; reloaded the GitLab connection settings");
+                    transport.http = http;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "TLS files changed but cannot be loaded; keeping the previous ones");
+                }
+            }
+        }
+        transport.http.clone()
     }
 
     fn url(&self, path: &str) -> String {
@@ -294,7 +334,7 @@ impl GitlabClient {
         url: &str,
         request_id: &str,
     ) -> reqwest::RequestBuilder {
-        self.http
+        self.http()
             .request(method, url)
             .header("User-Agent", &self.user_agent)
             .header("X-Request-Id", request_id)

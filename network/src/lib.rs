@@ -8,6 +8,7 @@
 pub mod client;
 pub mod error;
 pub mod retry;
+pub mod tls;
 pub mod trace;
 
 pub use client::{
@@ -15,6 +16,7 @@ pub use client::{
     TlsOptions, UpdateState, VerifyResult, VersionInfo,
 };
 pub use error::ClientError;
+pub use tls::job_tls_data;
 pub use trace::{FinalState, TraceTarget, TraceUploader};
 
 use runner_core::executor::FeaturesInfo;

@@ -92,6 +92,18 @@ pub struct RunnerSettings {
     pub feature_flags: BTreeMap<String, bool>,
     pub debug_trace_disabled: bool,
     pub version: RunnerVersion,
+    /// The GitLab connection's TLS material, given to the job as file variables.
+    pub server_tls: ServerTls,
+}
+
+/// What a job gets of the runner's TLS configuration (upstream's `TLSData`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerTls {
+    /// `CI_SERVER_TLS_CA_FILE`: the CA certificates trusted for GitLab.
+    pub ca_chain: Option<String>,
+    /// `CI_SERVER_TLS_CERT_FILE` and `CI_SERVER_TLS_KEY_FILE`: set together or not at all.
+    pub auth_cert: Option<String>,
+    pub auth_key: Option<String>,
 }
 
 impl RunnerSettings {
@@ -232,6 +244,17 @@ impl BuildContext {
             "CI_JOB_TIMEOUT",
             job.runner_info.timeout_seconds().to_string(),
         ));
+        let tls = &runner.server_tls;
+        if let Some(ca_chain) = &tls.ca_chain {
+            all.push(JobVariable::internal("CI_SERVER_TLS_CA_FILE", ca_chain.clone()).file());
+        }
+        if let (Some(cert), Some(key)) = (&tls.auth_cert, &tls.auth_key) {
+            all.push(JobVariable::internal("CI_SERVER_TLS_CERT_FILE", cert.clone()).file());
+            all.push(JobVariable {
+                public: false,
+                ..JobVariable::internal("CI_SERVER_TLS_KEY_FILE", key.clone()).file()
+            });
+        }
         all.extend(job_variables);
         if shared_environment {
             all.push(JobVariable::internal("CI_SHARED_ENVIRONMENT", "true"));

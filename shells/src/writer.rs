@@ -144,7 +144,11 @@ impl BashWriter {
             let tmp = go_quote(&self.temporary_path);
             self.line(&format!("mkdir -p {tmp}"));
             let escaped = self.escape(value);
-            self.line(&format!("printf '%s' {escaped} > {}", go_quote(&file_path)));
+            // Readable by the job's user only (upstream leaves them to the umask).
+            self.line(&format!(
+                "(umask 077; printf '%s' {escaped} > {})",
+                go_quote(&file_path)
+            ));
             let key = self.escape(key);
             self.line(&format!("export {key}={}", go_quote(&file_path)));
         } else {

@@ -4,12 +4,13 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::http::{reply, serve, Received, Reply};
+use crate::http::{reply, serve_with_tls, tls_config, Received, Reply};
 
 /// A job's state as GitLab sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,7 @@ struct State {
 /// The fake server; dropping it stops the server.
 pub struct FakeGitlab {
     address: SocketAddr,
+    scheme: &'static str,
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -246,6 +248,25 @@ fn handle(state: &Mutex<State>, received: Received) -> Reply {
 
 impl FakeGitlab {
     pub async fn start(runner_token: &str) -> Self {
+        Self::start_with_tls(runner_token, None).await
+    }
+
+    /// The fake over HTTPS with the certificate chain and key in these PEM files; with
+    /// `client_ca`, only clients presenting a certificate signed by it get through.
+    pub async fn start_https(
+        runner_token: &str,
+        cert_pem: &Path,
+        key_pem: &Path,
+        client_ca: Option<&Path>,
+    ) -> Self {
+        Self::start_with_tls(runner_token, Some(tls_config(cert_pem, key_pem, client_ca))).await
+    }
+
+    async fn start_with_tls(
+        runner_token: &str,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Arc::new(Mutex::new(State {
             runner_token: runner_token.to_string(),
             next_id: 1000,
@@ -256,20 +277,24 @@ impl FakeGitlab {
             update_interval: 1,
         }));
         let shared = state.clone();
-        let (address, task) = serve(move |received| {
-            let state = shared.clone();
-            async move { handle(&state, received) }
-        })
+        let (address, task) = serve_with_tls(
+            move |received| {
+                let state = shared.clone();
+                async move { handle(&state, received) }
+            },
+            tls,
+        )
         .await;
         Self {
             address,
+            scheme,
             state,
             task,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/", self.address)
+        format!("{}://{}/", self.scheme, self.address)
     }
 
     /// Queues a job; `payload` gets its `id` and `token` filled in, and `JOB_TOKEN` in

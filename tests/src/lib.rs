@@ -6,10 +6,12 @@
 //! crate: it talks to the runner only over HTTP and the command line, as GitLab and users do.
 
 pub mod binary;
+pub mod certs;
 pub mod fake_gitlab;
 pub mod git_server;
 mod http;
 
 pub use binary::{release_runner_binary, runner_binary};
+pub use certs::TestCertificates;
 pub use fake_gitlab::{job_payload, FakeGitlab, JobControl, JobStatus, JobTiming, RecordedUpdate};
 pub use git_server::GitServer;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use runner_tests::{job_payload, runner_binary, FakeGitlab, GitServer};
+use runner_tests::{job_payload, runner_binary, FakeGitlab, GitServer, TestCertificates};
 use serde_json::json;
 
 const RUNNER_TOKEN: &str = "glrt-t1_e2erunnertoken";
@@ -350,4 +350,109 @@ async fn the_trace_recovers_from_range_mismatches() {
         assert_eq!(log.matches(&format!("line-{i}\n")).count(), 1, "{log}");
     }
     assert_eq!(update.bytesize, Some(log.len() as u64));
+}
+
+fn tls_job() -> serde_json::Value {
+    job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &[
+            "head -n 1 \"$CI_SERVER_TLS_CA_FILE\"",
+            "echo \"client cert: $(head -n 1 \"${CI_SERVER_TLS_CERT_FILE:-/dev/null}\")\"",
+            "echo \"client key mode: $(stat -c %a \"${CI_SERVER_TLS_KEY_FILE:-/dev/null}\")\"",
+        ],
+        &[],
+        variables(json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}])),
+        60,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_configured_ca_is_trusted_and_handed_to_the_job() {
+    let certs = TestCertificates::generate();
+    let gitlab =
+        FakeGitlab::start_https(RUNNER_TOKEN, &certs.server_cert, &certs.server_key, None).await;
+    assert!(gitlab.url().starts_with("https://127.0.0.1:"));
+    let job = gitlab.enqueue(tls_job());
+    let _runner = Runner::start(
+        &gitlab,
+        &format!("tls-ca-file = \"{}\"", certs.ca.display()),
+    );
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("-----BEGIN CERTIFICATE-----"), "{log}");
+    // No client certificate configured: no CI_SERVER_TLS_CERT_FILE / KEY_FILE.
+    assert!(
+        log.contains("client cert: \n") || log.contains("client cert: \r"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_gitlab_certificate_is_refused() {
+    let certs = TestCertificates::generate();
+    let gitlab =
+        FakeGitlab::start_https(RUNNER_TOKEN, &certs.server_cert, &certs.server_key, None).await;
+    let job = gitlab.enqueue(tls_job());
+    let _runner = Runner::start(&gitlab, "");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The runner polled, but no request got past the TLS handshake.
+    assert_eq!(gitlab.job_requests(), 0);
+    assert_eq!(gitlab.status(job), runner_tests::JobStatus::Pending);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_authenticates_the_runner_and_reaches_the_job() {
+    let certs = TestCertificates::generate();
+    let gitlab = FakeGitlab::start_https(
+        RUNNER_TOKEN,
+        &certs.server_cert,
+        &certs.server_key,
+        Some(&certs.ca),
+    )
+    .await;
+    let job = gitlab.enqueue(tls_job());
+    let _runner = Runner::start(
+        &gitlab,
+        &format!(
+            "tls-ca-file = \"{}\"\n  tls-cert-file = \"{}\"\n  tls-key-file = \"{}\"",
+            certs.ca.display(),
+            certs.client_cert.display(),
+            certs.client_key.display()
+        ),
+    );
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(
+        log.contains("client cert: -----BEGIN CERTIFICATE-----"),
+        "{log}"
+    );
+    // File variables are written with mode 0600.
+    assert!(log.contains("client key mode: 600"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_ca_file_is_picked_up_without_a_restart() {
+    let certs = TestCertificates::generate();
+    let other = TestCertificates::generate();
+    let gitlab =
+        FakeGitlab::start_https(RUNNER_TOKEN, &certs.server_cert, &certs.server_key, None).await;
+    let ca_file = certs.dir.path().join("configured-ca.pem");
+    std::fs::copy(&other.ca, &ca_file).unwrap();
+    let job = gitlab.enqueue(tls_job());
+    let _runner = Runner::start(
+        &gitlab,
+        &format!(
+            "tls-ca-file = \"{}\"\n  unhealthy_requests_limit = 1000",
+            ca_file.display()
+        ),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gitlab.job_requests(), 0, "the wrong CA must not be trusted");
+    // Renewing the file (new contents, new mtime) applies to the next request.
+    std::fs::copy(&certs.ca, &ca_file).unwrap();
+    let update = gitlab.wait_final(job, WAIT).await;
+    assert_eq!(update.state, "success", "{}", gitlab.log(job));
 }
