@@ -112,6 +112,27 @@ impl RunnerSettings {
     }
 }
 
+/// Interpolates `inputs` unless `FF_ENABLE_JOB_INPUTS_INTERPOLATION` is off (in
+/// `[runners.feature_flags]`, else as a job variable).
+fn interpolate_inputs(input: &mut BuildInput) -> Result<(), crate::inputs::InputError> {
+    const FLAG: &str = "FF_ENABLE_JOB_INPUTS_INTERPOLATION";
+    let enabled = match input.runner.feature_flags.get(FLAG) {
+        Some(value) => *value,
+        None => input
+            .job
+            .variables
+            .iter()
+            .rev()
+            .find(|variable| variable.key == FLAG)
+            .map(|variable| crate::variables::parse_bool(&variable.value).unwrap_or(true))
+            .unwrap_or(true),
+    };
+    if !enabled {
+        return Ok(());
+    }
+    crate::inputs::expand_job(&mut input.job)
+}
+
 /// Everything the driver needs to start a build.
 #[derive(Debug, Clone)]
 pub struct BuildInput {
@@ -508,8 +529,17 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
     }
 
     /// Runs the build. Executor cleanup always runs; the outcome's final log line is written.
-    pub async fn run(mut self, input: BuildInput) -> BuildOutcome {
+    pub async fn run(mut self, mut input: BuildInput) -> BuildOutcome {
         let log = self.log;
+        if let Err(error) = interpolate_inputs(&mut input) {
+            self.cleanup().await;
+            let outcome = BuildOutcome::failed(BuildError::new(
+                FailureReason::RunnerConfigurationError,
+                error.to_string(),
+            ));
+            write_final_line(log, &outcome);
+            return outcome;
+        }
         let runner = &input.runner;
         log.println(&format!(
             "Running with {} {} ({})",

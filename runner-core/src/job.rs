@@ -261,8 +261,13 @@ pub const EXIT_CODE_UNSUPPORTED_OPTIONS: i32 = 3;
 
 impl JobResponse {
     /// Parses a payload, naming the problem when the JSON is malformed.
+    /// Invalid `inputs` make the payload malformed, as they fail upstream's decoding.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let job: Self = serde_json::from_slice(bytes)?;
+        if let Err(error) = crate::inputs::Inputs::new(&job.inputs) {
+            return Err(<serde_json::Error as serde::de::Error>::custom(error));
+        }
+        Ok(job)
     }
 
     /// The build stage name of a step: `step_` + lowercased step name.

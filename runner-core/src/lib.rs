@@ -17,6 +17,7 @@ pub mod dirs;
 pub mod executor;
 pub mod failure;
 pub mod feature_flags;
+pub mod inputs;
 pub mod job;
 pub mod log;
 pub mod process;

@@ -456,3 +456,52 @@ async fn a_replaced_ca_file_is_picked_up_without_a_restart() {
     let update = gitlab.wait_final(job, WAIT).await;
     assert_eq!(update.state, "success", "{}", gitlab.log(job));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_inputs_are_interpolated_and_sensitive_ones_refused() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let with_inputs = |script: &str| {
+        let mut payload = job_payload(
+            "https://gitlab.example/group/project.git",
+            "0123456789abcdef0123456789abcdef01234567",
+            &[script],
+            &[],
+            variables(json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}])),
+            60,
+        );
+        payload["inputs"] = json!([
+            {"key": "name", "value": {"type": "string", "content": "fred", "sensitive": false}},
+            {"key": "targets", "value": {"type": "array", "content": ["x86", "arm"]}},
+            {"key": "password", "value": {"type": "string", "content": "pw-value", "sensitive": true}}
+        ]);
+        payload["features"]["failure_reasons"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("runner_configuration_error"));
+        payload
+    };
+    let good = gitlab.enqueue(with_inputs(
+        "echo \"hello ${{ job.inputs.name }} on ${{ job.inputs.targets[1] }}\"",
+    ));
+    let sensitive = gitlab.enqueue(with_inputs("echo ${{ job.inputs.password }}"));
+    let _runner = Runner::start(&gitlab, "");
+    let update = gitlab.wait_final(good, WAIT).await;
+    let log = gitlab.log(good);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(
+        log.contains("\nhello fred on arm") || log.contains(" hello fred on arm"),
+        "{log}"
+    );
+    let update = gitlab.wait_final(sensitive, WAIT).await;
+    let log = gitlab.log(sensitive);
+    assert_eq!(update.state, "failed", "{log}");
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_configuration_error")
+    );
+    assert!(
+        log.contains("ERROR: Job failed: sensitive inputs are unsupported in interpolations yet"),
+        "{log}"
+    );
+    assert!(!log.contains("pw-value"), "{log}");
+}
