@@ -937,9 +937,20 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         context: &mut BuildContext,
         job_scope: &Scope,
     ) -> Result<Option<JobError>, JobError> {
+        let now = Instant::now();
+        let job_remaining = job_scope
+            .deadlines
+            .iter()
+            .find(|(_, limit)| *limit == Limit::Job)
+            .map(|(deadline, _)| deadline.saturating_duration_since(now));
+        let (script_timeout, after_script_timeout, warnings) =
+            crate::settings::stage_timeouts(&context.settings, job_remaining);
+        for warning in warnings {
+            self.log.warning(&warning);
+        }
         let mut script_scope = job_scope.clone();
-        if let Some(timeout) = context.settings.script_timeout {
-            script_scope = script_scope.limited(Instant::now() + timeout, Limit::Script);
+        if let Some(timeout) = script_timeout {
+            script_scope = script_scope.limited(now + timeout, Limit::Script);
         }
         let mut error: Option<StageError> = None;
         let steps: Vec<String> = context
@@ -979,14 +990,13 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
             Some(_) => RuntimeState::Failed,
         };
         context.set_job_status(status.as_str());
-        let after_scope = Scope {
+        let mut after_scope = Scope {
             deadlines: job_scope.deadlines.clone(),
             graceful: false,
+        };
+        if let Some(timeout) = after_script_timeout {
+            after_scope = after_scope.limited(Instant::now() + timeout, Limit::AfterScript);
         }
-        .limited(
-            Instant::now() + context.settings.after_script_timeout,
-            Limit::AfterScript,
-        );
         let after = self
             .execute_stage(context, Stage::AfterScript, &after_scope)
             .await;

@@ -60,8 +60,10 @@ pub struct BuildSettings {
     /// Minutes.
     pub cache_request_timeout: i64,
     pub docker_auth_config: String,
-    pub script_timeout: Option<Duration>,
-    pub after_script_timeout: Duration,
+    /// `RUNNER_SCRIPT_TIMEOUT` as given; read with [`stage_timeouts`] when the scripts start.
+    pub script_timeout_raw: String,
+    /// `RUNNER_AFTER_SCRIPT_TIMEOUT` as given.
+    pub after_script_timeout_raw: String,
     /// Problems found while reading the variables, printed as one `WARNING:` line.
     pub warnings: Vec<String>,
 }
@@ -111,6 +113,67 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         total += number * seconds;
     }
     Some(Duration::from_secs_f64(total))
+}
+
+/// Go's `time.ParseDuration` with its sign: `Some((negative, magnitude))`. Unlike
+/// [`parse_go_duration`] nothing is trimmed, as Go does not trim.
+pub fn parse_signed_go_duration(text: &str) -> Option<(bool, Duration)> {
+    if text.trim() != text || text.is_empty() {
+        return None;
+    }
+    let (negative, magnitude) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if magnitude.starts_with(['-', '+']) {
+        return None;
+    }
+    let duration = parse_go_duration(magnitude)?;
+    Some((negative && !duration.is_zero(), duration))
+}
+
+/// The script and after_script time limits, as upstream's `getStageTimeoutContexts` reads
+/// `RUNNER_SCRIPT_TIMEOUT` (default: none) and `RUNNER_AFTER_SCRIPT_TIMEOUT` (default 5m)
+/// when the user scripts start: malformed, negative and zero values keep the default, a value
+/// longer than the time the job has left keeps it too (the job timeout applies first anyway),
+/// each with upstream's warning. Returns `(script, after_script, warnings)`.
+pub fn stage_timeouts(
+    settings: &BuildSettings,
+    job_remaining: Option<Duration>,
+) -> (Option<Duration>, Option<Duration>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut read = |name: &str, raw: &str, default: Option<Duration>| -> Option<Duration> {
+        if raw.trim().is_empty() {
+            return default;
+        }
+        match parse_signed_go_duration(raw) {
+            None => {
+                warnings.push(format!("Ignoring malformed {name} timeout: {raw}"));
+                default
+            }
+            Some((true, _)) => {
+                warnings.push(format!("Ignoring relative {name} timeout: {raw}"));
+                default
+            }
+            Some((false, duration))
+                if job_remaining.is_some_and(|remaining| duration > remaining) =>
+            {
+                warnings.push(format!(
+                    "{name} timeout: {raw} is longer than job timeout. Setting to job timeout"
+                ));
+                default
+            }
+            Some((false, duration)) if duration.is_zero() => default,
+            Some((false, duration)) => Some(duration),
+        }
+    };
+    let script = read("RUNNER_SCRIPT_TIMEOUT", &settings.script_timeout_raw, None);
+    let after = read(
+        "RUNNER_AFTER_SCRIPT_TIMEOUT",
+        &settings.after_script_timeout_raw,
+        Some(DEFAULT_AFTER_SCRIPT_TIMEOUT),
+    );
+    (script, after, warnings)
 }
 
 /// Formats a duration like Go's `time.Duration.String()` (`1h0m0s`, `2m30s`, `1.5s`, `300ms`).
@@ -220,13 +283,8 @@ impl BuildSettings {
             ci_debug_services = false;
         }
 
-        let script_timeout = reader.timeout("RUNNER_SCRIPT_TIMEOUT", None);
-        let after_script_timeout = reader
-            .timeout(
-                "RUNNER_AFTER_SCRIPT_TIMEOUT",
-                Some(DEFAULT_AFTER_SCRIPT_TIMEOUT),
-            )
-            .unwrap_or(DEFAULT_AFTER_SCRIPT_TIMEOUT);
+        let script_timeout_raw = variables.value("RUNNER_SCRIPT_TIMEOUT");
+        let after_script_timeout_raw = variables.value("RUNNER_AFTER_SCRIPT_TIMEOUT");
 
         let none_or_empty = matches!(git_strategy, GitStrategy::None | GitStrategy::Empty);
         Self {
@@ -259,8 +317,8 @@ impl BuildSettings {
             after_script_ignore_errors,
             cache_request_timeout,
             docker_auth_config: variables.value("DOCKER_AUTH_CONFIG"),
-            script_timeout,
-            after_script_timeout,
+            script_timeout_raw,
+            after_script_timeout_raw,
             warnings: reader.warnings,
         }
     }
@@ -309,22 +367,6 @@ impl Reader<'_> {
         }
         clamped as u32
     }
-
-    fn timeout(&mut self, name: &str, default: Option<Duration>) -> Option<Duration> {
-        let raw = self.variables.value(name);
-        if raw.is_empty() {
-            return default;
-        }
-        match parse_go_duration(&raw) {
-            Some(duration) => Some(duration),
-            None => {
-                self.warnings.push(format!(
-                    "{name}: invalid duration {raw:?}, using the default"
-                ));
-                default
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -358,9 +400,42 @@ mod tests {
         assert_eq!(settings.git_strategy, GitStrategy::Fetch);
         assert!(settings.git_clean_flags.is_empty());
         assert_eq!(settings.git_fetch_extra_flags, vec!["--prune", "--quiet"]);
-        assert_eq!(settings.script_timeout, Some(Duration::from_secs(90)));
-        assert_eq!(settings.after_script_timeout, DEFAULT_AFTER_SCRIPT_TIMEOUT);
+        let (script, after, warnings) = stage_timeouts(&settings, None);
+        assert_eq!(script, Some(Duration::from_secs(90)));
+        assert_eq!(after, Some(DEFAULT_AFTER_SCRIPT_TIMEOUT));
+        assert!(warnings.is_empty());
         assert_eq!(settings.git_submodule_depth, 50);
         assert_eq!(settings.warnings.len(), 2);
+    }
+
+    #[test]
+    fn stage_timeouts_warn_like_upstream() {
+        let read = |script: &str, after: &str, remaining: Option<u64>| {
+            let variables = Variables::new(vec![
+                JobVariable::new("RUNNER_SCRIPT_TIMEOUT", script),
+                JobVariable::new("RUNNER_AFTER_SCRIPT_TIMEOUT", after),
+            ]);
+            let settings = BuildSettings::from_variables(&variables, true, 0, false);
+            stage_timeouts(&settings, remaining.map(Duration::from_secs))
+        };
+        let (script, after, warnings) = read("10", "-5m", None);
+        assert_eq!((script, after), (None, Some(DEFAULT_AFTER_SCRIPT_TIMEOUT)));
+        assert_eq!(
+            warnings,
+            vec![
+                "Ignoring malformed RUNNER_SCRIPT_TIMEOUT timeout: 10",
+                "Ignoring relative RUNNER_AFTER_SCRIPT_TIMEOUT timeout: -5m",
+            ]
+        );
+        let (script, after, warnings) = read("2h", "30s", Some(3600));
+        assert_eq!(script, None);
+        assert_eq!(after, Some(Duration::from_secs(30)));
+        assert_eq!(
+            warnings,
+            vec!["RUNNER_SCRIPT_TIMEOUT timeout: 2h is longer than job timeout. Setting to job timeout"]
+        );
+        let (script, after, warnings) = read("0", "0s", Some(3600));
+        assert_eq!((script, after), (None, Some(DEFAULT_AFTER_SCRIPT_TIMEOUT)));
+        assert!(warnings.is_empty());
     }
 }

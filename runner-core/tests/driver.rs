@@ -413,6 +413,23 @@ async fn the_script_timeout_still_runs_after_script() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn malformed_and_relative_stage_timeouts_are_ignored_with_upstreams_warnings() {
+    let mut harness = Harness::default();
+    harness.variables.push(("RUNNER_SCRIPT_TIMEOUT", "90"));
+    harness
+        .variables
+        .push(("RUNNER_AFTER_SCRIPT_TIMEOUT", "-1m"));
+    let result = harness.run().await;
+    assert_eq!(result.outcome.state, RuntimeState::Success);
+    assert!(result
+        .log
+        .contains("WARNING: Ignoring malformed RUNNER_SCRIPT_TIMEOUT timeout: 90"));
+    assert!(result
+        .log
+        .contains("WARNING: Ignoring relative RUNNER_AFTER_SCRIPT_TIMEOUT timeout: -1m"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_graceful_cancel_stops_the_script_but_not_after_script() {
     let cancel = JobCancel::new();
     let trigger = cancel.clone();
