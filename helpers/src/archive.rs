@@ -1,0 +1,328 @@
+//! Archives: zip creation (files, directories and symlinks with their modes and times), and
+//! extraction of zip and gzip archives (format detected from the magic bytes) that refuses any
+//! entry which would land outside the target directory.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
+
+use crate::files::FileSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("zip: {0}")]
+    Zip(#[from] zip::result::ZipError),
+    #[error("archive entry {0:?} would be written outside the extraction directory")]
+    Escapes(String),
+    #[error("archive entry {0:?} would be written through a symbolic link")]
+    ThroughSymlink(String),
+    #[error("unsupported archive format")]
+    UnknownFormat,
+}
+
+fn io_error(path: impl Into<String>) -> impl FnOnce(io::Error) -> ArchiveError {
+    let path = path.into();
+    move |source| ArchiveError::Io { path, source }
+}
+
+/// Compression levels upstream accepts (`fastest`, `fast`, `default`, `slow`, `slowest`).
+pub fn compression_level(name: &str) -> Option<i64> {
+    match name {
+        "fastest" => Some(1),
+        "fast" => Some(3),
+        "slow" => Some(7),
+        "slowest" => Some(9),
+        _ => None,
+    }
+}
+
+fn zip_time(time: SystemTime) -> DateTime {
+    let seconds = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(1980, 2107) as u16;
+    DateTime::from_date_and_time(
+        year,
+        month,
+        day,
+        (second_of_day / 3600) as u8,
+        ((second_of_day / 60) % 60) as u8,
+        (second_of_day % 60) as u8,
+    )
+    .unwrap_or_default()
+}
+
+/// Writes `files` (relative to `wd`) as a zip archive to `out`.
+pub fn write_zip<W: Write + Seek>(
+    out: W,
+    wd: &Path,
+    files: &FileSet,
+    level: Option<i64>,
+) -> Result<W, ArchiveError> {
+    let mut zip = ZipWriter::new(out);
+    for (name, metadata) in files {
+        let mode = metadata.mode() & 0o7777;
+        let mut options = SimpleFileOptions::default()
+            .compression_method(CompressionMethod::Deflated)
+            .compression_level(level)
+            .unix_permissions(mode)
+            .large_file(metadata.len() >= 0xFFFF_FFFF);
+        if let Ok(modified) = metadata.modified() {
+            options = options.last_modified_time(zip_time(modified));
+        }
+        let path = wd.join(name);
+        let kind = metadata.file_type();
+        if kind.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(io_error(name.clone()))?;
+            zip.add_symlink(name.clone(), target.to_string_lossy(), options)?;
+        } else if kind.is_dir() {
+            zip.add_directory(format!("{name}/"), options)?;
+        } else if kind.is_file() {
+            zip.start_file(name.clone(), options)?;
+            let mut file = File::open(&path).map_err(io_error(name.clone()))?;
+            io::copy(&mut file, &mut zip).map_err(io_error(name.clone()))?;
+        }
+    }
+    Ok(zip.finish()?)
+}
+
+/// The archive formats extraction recognises by their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Zip,
+    Gzip,
+    TarZstd,
+}
+
+pub fn detect(path: &Path) -> Result<Format, ArchiveError> {
+    let mut magic = [0u8; 4];
+    let mut file = File::open(path).map_err(io_error(path.display().to_string()))?;
+    let read = file
+        .read(&mut magic)
+        .map_err(io_error(path.display().to_string()))?;
+    Ok(match &magic[..read] {
+        [0x28, 0xB5, 0x2F, 0xFD] => Format::TarZstd,
+        [0x1F, 0x8B, ..] => Format::Gzip,
+        _ => Format::Zip,
+    })
+}
+
+/// The destination of an entry inside `root`, refusing absolute names, `..` and any existing
+/// symlink on the way (which could redirect the write elsewhere).
+fn destination(root: &Path, name: &str) -> Result<PathBuf, ArchiveError> {
+    let mut path = root.to_path_buf();
+    let relative = Path::new(name);
+    let components: Vec<Component> = relative.components().collect();
+    for (index, component) in components.iter().enumerate() {
+        match component {
+            Component::Normal(part) => {
+                path.push(part);
+                let last = index + 1 == components.len();
+                if !last {
+                    if let Ok(metadata) = path.symlink_metadata() {
+                        if metadata.file_type().is_symlink() {
+                            return Err(ArchiveError::ThroughSymlink(name.to_string()));
+                        }
+                    }
+                }
+            }
+            Component::CurDir => {}
+            _ => return Err(ArchiveError::Escapes(name.to_string())),
+        }
+    }
+    if path == root {
+        return Err(ArchiveError::Escapes(name.to_string()));
+    }
+    Ok(path)
+}
+
+fn remove_existing(path: &Path) {
+    if let Ok(metadata) = path.symlink_metadata() {
+        if !metadata.is_dir() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Extracts a zip archive into `root`; returns the number of entries written.
+pub fn extract_zip(archive: &Path, root: &Path) -> Result<usize, ArchiveError> {
+    let file = File::open(archive).map_err(io_error(archive.display().to_string()))?;
+    let mut zip = ZipArchive::new(BufReader::new(file))?;
+    let mut directories = Vec::new();
+    for index in 0..zip.len() {
+        let mut entry = zip.by_index(index)?;
+        let name = entry.name().to_string();
+        let target = destination(root, name.trim_end_matches('/'))?;
+        let mode = entry.unix_mode();
+        if entry.is_dir() {
+            std::fs::create_dir_all(&target).map_err(io_error(name.clone()))?;
+            directories.push((target, mode));
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error(name.clone()))?;
+        }
+        remove_existing(&target);
+        if entry.is_symlink() {
+            let mut link = String::new();
+            entry
+                .read_to_string(&mut link)
+                .map_err(io_error(name.clone()))?;
+            std::os::unix::fs::symlink(&link, &target).map_err(io_error(name.clone()))?;
+            continue;
+        }
+        let mut out = File::create(&target).map_err(io_error(name.clone()))?;
+        io::copy(&mut entry, &mut out).map_err(io_error(name.clone()))?;
+        if let Some(mode) = mode {
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o7777))
+                .map_err(io_error(name.clone()))?;
+        }
+    }
+    // Directory modes last, so a read-only directory does not block its own entries.
+    for (directory, mode) in directories.iter().rev() {
+        if let Some(mode) = mode {
+            let _ = std::fs::set_permissions(
+                directory,
+                std::fs::Permissions::from_mode((mode & 0o7777) | 0o700),
+            );
+        }
+    }
+    Ok(zip.len())
+}
+
+/// Extracts a gzip member into `root` under the name in its header.
+pub fn extract_gzip(archive: &Path, root: &Path) -> Result<usize, ArchiveError> {
+    let file = File::open(archive).map_err(io_error(archive.display().to_string()))?;
+    let mut decoder = flate2::read::GzDecoder::new(BufReader::new(file));
+    let name = decoder
+        .header()
+        .and_then(|header| header.filename())
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .unwrap_or_else(|| "artifacts".into());
+    let target = destination(root, &name)?;
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(io_error(name.clone()))?;
+    }
+    remove_existing(&target);
+    let mut out = File::create(&target).map_err(io_error(name.clone()))?;
+    io::copy(&mut decoder, &mut out).map_err(io_error(name))?;
+    Ok(1)
+}
+
+/// Extracts any recognised archive into `root`.
+pub fn extract(archive: &Path, root: &Path) -> Result<usize, ArchiveError> {
+    match detect(archive)? {
+        Format::Zip => extract_zip(archive, root),
+        Format::Gzip => extract_gzip(archive, root),
+        Format::TarZstd => Err(ArchiveError::UnknownFormat),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::{clean, FileSelection};
+
+    #[test]
+    fn round_trips_files_modes_directories_and_symlinks() {
+        let source = tempfile::tempdir().unwrap();
+        let wd = clean(source.path());
+        std::fs::create_dir_all(wd.join("bin/sub")).unwrap();
+        std::fs::write(wd.join("bin/tool"), b"#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(wd.join("bin/tool"), std::fs::Permissions::from_mode(0o750))
+            .unwrap();
+        std::fs::write(wd.join("bin/sub/data"), vec![7u8; 100_000]).unwrap();
+        std::os::unix::fs::symlink("tool", wd.join("bin/alias")).unwrap();
+        let files = FileSelection {
+            paths: vec!["bin".into()],
+            ..FileSelection::default()
+        }
+        .enumerate(&wd);
+        let archive = tempfile::NamedTempFile::new().unwrap();
+        write_zip(archive.reopen().unwrap(), &wd, &files, None).unwrap();
+
+        let target = tempfile::tempdir().unwrap();
+        extract(archive.path(), target.path()).unwrap();
+        let tool = target.path().join("bin/tool");
+        assert_eq!(std::fs::read(&tool).unwrap(), b"#!/bin/sh\necho hi\n");
+        assert_eq!(tool.metadata().unwrap().mode() & 0o777, 0o750);
+        assert_eq!(
+            std::fs::read(target.path().join("bin/sub/data")).unwrap(),
+            vec![7u8; 100_000]
+        );
+        assert_eq!(
+            std::fs::read_link(target.path().join("bin/alias")).unwrap(),
+            Path::new("tool")
+        );
+    }
+
+    fn zip_with(entries: &[(&str, Option<&str>)]) -> tempfile::NamedTempFile {
+        let archive = tempfile::NamedTempFile::new().unwrap();
+        let mut zip = ZipWriter::new(archive.reopen().unwrap());
+        for (name, link) in entries {
+            match link {
+                Some(target) => zip
+                    .add_symlink(*name, *target, SimpleFileOptions::default())
+                    .unwrap(),
+                None => {
+                    zip.start_file(*name, SimpleFileOptions::default()).unwrap();
+                    zip.write_all(b"payload").unwrap();
+                }
+            }
+        }
+        zip.finish().unwrap();
+        archive
+    }
+
+    #[test]
+    fn zip_slip_entries_are_refused_and_nothing_lands_outside() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("project");
+        std::fs::create_dir(&root).unwrap();
+        let archive = zip_with(&[("../escaped.txt", None)]);
+        let error = extract(archive.path(), &root).unwrap_err();
+        assert!(matches!(error, ArchiveError::Escapes(_)), "{error}");
+        assert!(!outer.path().join("escaped.txt").exists());
+
+        let archive = zip_with(&[("/abs.txt", None)]);
+        assert!(extract(archive.path(), &root).is_err());
+
+        // A symlink pointing outside, then a file written through it.
+        let archive = zip_with(&[("link", Some("..")), ("link/through.txt", None)]);
+        let error = extract(archive.path(), &root).unwrap_err();
+        assert!(matches!(error, ArchiveError::ThroughSymlink(_)), "{error}");
+        assert!(!outer.path().join("through.txt").exists());
+    }
+
+    #[test]
+    fn corrupt_archives_fail_clearly() {
+        let archive = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(archive.path(), b"PK\x03\x04 definitely not a zip").unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let error = extract(archive.path(), target.path()).unwrap_err();
+        assert!(error.to_string().starts_with("zip: "), "{error}");
+    }
+}

@@ -1,0 +1,12 @@
+//! The helper side of gitlab-runner-rs: what the generated job scripts run inside the job
+//! environment through the `gitlab-runner-rs` binary (`artifacts-uploader`,
+//! `artifacts-downloader`, `cache-archiver`, `cache-extractor`): choosing files, zip archives,
+//! and the HTTP transfers to GitLab and to the cache.
+//!
+//! May use `runner-core` for shared types; it must never depend on `network`, `shells`,
+//! executors or `commands` (the binary wires it up).
+
+pub mod archive;
+pub mod files;
+pub mod glob;
+pub mod log;

@@ -1,0 +1,78 @@
+//! Helper output in upstream's runner log format (`log.RunnerTextFormatter`): a level prefix
+//! (`WARNING: `, `ERROR: `, `FATAL: `) and colour, the message padded to 50 columns, then the
+//! fields sorted by name. Written to stderr, which the job log captures.
+
+const YELLOW: &str = "\x1b[0;33m";
+const BOLD_RED: &str = "\x1b[31;1m";
+const RESET: &str = "\x1b[0;m";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+    Fatal,
+}
+
+/// One formatted line, without its newline.
+pub fn format(level: Level, message: &str, fields: &[(&str, String)]) -> String {
+    let (color, prefix) = match level {
+        Level::Info => ("", ""),
+        Level::Warning => (YELLOW, "WARNING: "),
+        Level::Error => (BOLD_RED, "ERROR: "),
+        Level::Fatal => (BOLD_RED, "FATAL: "),
+    };
+    let width = 50 - prefix.len();
+    let padding = width.saturating_sub(message.chars().count());
+    let mut line = format!("{color}{prefix}{message}{}{RESET} ", " ".repeat(padding));
+    let mut sorted: Vec<&(&str, String)> = fields.iter().collect();
+    sorted.sort_by_key(|(key, _)| *key);
+    for (key, value) in sorted {
+        line.push_str(&format!(" {color}{key}{RESET}={value}"));
+    }
+    line
+}
+
+pub fn log(level: Level, message: &str, fields: &[(&str, String)]) {
+    eprintln!("{}", format(level, message, fields));
+}
+
+pub fn info(message: &str) {
+    log(Level::Info, message, &[]);
+}
+
+pub fn warning(message: &str) {
+    log(Level::Warning, message, &[]);
+}
+
+pub fn error(message: &str) {
+    log(Level::Error, message, &[]);
+}
+
+/// Logs at fatal level and exits 1, as logrus' `Fatalln`.
+pub fn fatal(message: &str) -> ! {
+    log(Level::Fatal, message, &[]);
+    std::process::exit(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_look_like_upstreams() {
+        assert_eq!(
+            format(Level::Warning, "No files to cache.", &[]),
+            format!("{YELLOW}WARNING: No files to cache.{}{RESET} ", " ".repeat(23))
+        );
+        let line = format(
+            Level::Info,
+            "Uploading artifacts to coordinator... 201 Created",
+            &[("token", "glcbt-ab".into()), ("id", "7".into())],
+        );
+        assert_eq!(
+            line,
+            format!("Uploading artifacts to coordinator... 201 Created {RESET}  id{RESET}=7 token{RESET}=glcbt-ab")
+        );
+    }
+}
