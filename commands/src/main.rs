@@ -3,6 +3,7 @@
 
 mod config;
 mod exec;
+mod helper_commands;
 mod job;
 mod run;
 mod system_id;
@@ -99,6 +100,10 @@ enum Commands {
         #[command(subcommand)]
         executor: ExecExecutor,
     },
+    /// Create and upload build artifacts (internal; called by job scripts).
+    ArtifactsUploader(helper_commands::UploaderArgs),
+    /// Download and extract build artifacts (internal; called by job scripts).
+    ArtifactsDownloader(helper_commands::DownloaderArgs),
 }
 
 #[derive(Subcommand)]
@@ -489,6 +494,12 @@ fn main() {
     };
     let result: anyhow::Result<i32> = runtime.block_on(async move {
         match cli.command {
+            Commands::ArtifactsUploader(args) => {
+                Ok(helper_commands::artifacts_uploader(args).await)
+            }
+            Commands::ArtifactsDownloader(args) => {
+                Ok(helper_commands::artifacts_downloader(args).await)
+            }
             Commands::Run {
                 config,
                 working_directory,

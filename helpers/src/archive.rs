@@ -109,6 +109,15 @@ pub fn write_zip<W: Write + Seek>(
     Ok(zip.finish()?)
 }
 
+pub use flate2::write::GzEncoder;
+
+/// Starts one gzip member named `name` (several members may follow in one file).
+pub fn gzip_member<W: Write>(out: W, name: &str) -> GzEncoder<W> {
+    flate2::GzBuilder::new()
+        .filename(name.as_bytes())
+        .write(out, flate2::Compression::default())
+}
+
 /// The archive formats extraction recognises by their first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

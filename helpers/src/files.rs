@@ -132,7 +132,9 @@ impl Collector<'_> {
             if matched == "." {
                 glob::walk(self.wd, "", &mut |path| visited.push(path.to_string()));
             } else {
-                glob::walk(self.wd, &matched, &mut |path| visited.push(path.to_string()));
+                glob::walk(self.wd, &matched, &mut |path| {
+                    visited.push(path.to_string())
+                });
             }
             for path in visited {
                 if self.process(&path) {
@@ -236,7 +238,14 @@ mod tests {
         let names: Vec<&str> = files.keys().map(String::as_str).collect();
         assert_eq!(
             names,
-            vec!["dist", "dist/a.bin", "dist/link", "dist/sub", "dist/sub/b.bin", "readme.md"]
+            vec![
+                "dist",
+                "dist/a.bin",
+                "dist/link",
+                "dist/sub",
+                "dist/sub/b.bin",
+                "readme.md"
+            ]
         );
         assert!(files["dist/link"].file_type().is_symlink());
     }

@@ -215,6 +215,9 @@ mod tests {
     fn splits_patterns_at_the_first_glob_segment() {
         assert_eq!(split_pattern("a/b/*.txt"), ("a/b".into(), "*.txt".into()));
         assert_eq!(split_pattern("**/x"), (".".into(), "**/x".into()));
-        assert_eq!(split_pattern("plain/path"), ("plain/path".into(), String::new()));
+        assert_eq!(
+            split_pattern("plain/path"),
+            ("plain/path".into(), String::new())
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! executors or `commands` (the binary wires it up).
 
 pub mod archive;
+pub mod artifacts;
 pub mod files;
 pub mod glob;
 pub mod log;

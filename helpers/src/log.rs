@@ -63,7 +63,10 @@ mod tests {
     fn lines_look_like_upstreams() {
         assert_eq!(
             format(Level::Warning, "No files to cache.", &[]),
-            format!("{YELLOW}WARNING: No files to cache.{}{RESET} ", " ".repeat(23))
+            format!(
+                "{YELLOW}WARNING: No files to cache.{}{RESET} ",
+                " ".repeat(23)
+            )
         );
         let line = format(
             Level::Info,

@@ -55,6 +55,51 @@ struct Job {
     /// Answer the next trace patches with 416 this many times (exercises offset recovery).
     range_mismatches: u32,
     timing: JobTiming,
+    artifacts: Vec<UploadedArtifact>,
+    /// Answer artifact uploads with this status instead of 201.
+    artifact_status: Option<u16>,
+}
+
+/// One artifacts archive a job uploaded.
+#[derive(Debug, Clone)]
+pub struct UploadedArtifact {
+    pub filename: String,
+    pub query: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The `file` part of a `multipart/form-data` body: its file name and contents.
+fn multipart_file(content_type: &str, body: &[u8]) -> Option<(String, Vec<u8>)> {
+    let boundary = content_type.split("boundary=").nth(1)?.trim_matches('"');
+    let delimiter = format!("--{boundary}");
+    let mut rest = body;
+    loop {
+        let start = find(rest, delimiter.as_bytes())? + delimiter.len();
+        rest = &rest[start..];
+        if rest.starts_with(b"--") {
+            return None;
+        }
+        let header_end = find(rest, b"\r\n\r\n")?;
+        let headers = String::from_utf8_lossy(&rest[..header_end]).to_string();
+        let content = &rest[header_end + 4..];
+        let end = find(content, format!("\r\n{delimiter}").as_bytes())?;
+        if headers.contains("name=\"file\"") {
+            let filename = headers
+                .split("filename=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("")
+                .to_string();
+            return Some((filename, content[..end].to_vec()));
+        }
+        rest = &content[end + 2..];
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 /// When the fake saw a job's milestones (for benchmarks).
@@ -204,6 +249,49 @@ fn handle(state: &Mutex<State>, received: Received) -> Reply {
                 }
             }
         }
+        ("POST", ["api", "v4", "jobs", id, "artifacts"]) => {
+            let Some(job) = id
+                .parse::<i64>()
+                .ok()
+                .and_then(|id| state.jobs.iter_mut().find(|job| job.id == id))
+            else {
+                return reply(404, "");
+            };
+            if header(&received, "JOB-TOKEN") != Some(job.token.as_str()) {
+                return reply(403, r#"{"message":"403 Forbidden"}"#);
+            }
+            if let Some(status) = job.artifact_status {
+                return reply(status, r#"{"message":"refused by the test"}"#);
+            }
+            let content_type = header(&received, "Content-Type").unwrap_or("").to_string();
+            let Some((filename, bytes)) = multipart_file(&content_type, &received.body) else {
+                return reply(400, r#"{"message":"400 Bad request - file is missing"}"#);
+            };
+            job.artifacts.push(UploadedArtifact {
+                filename,
+                query: received.query.clone(),
+                bytes,
+            });
+            reply(201, "{}")
+        }
+        ("GET", ["api", "v4", "jobs", id, "artifacts"]) => {
+            let Some(job) = id
+                .parse::<i64>()
+                .ok()
+                .and_then(|id| state.jobs.iter().find(|job| job.id == id))
+            else {
+                return reply(404, r#"{"message":"404 Not Found"}"#);
+            };
+            if header(&received, "JOB-TOKEN") != Some(job.token.as_str()) {
+                return reply(403, r#"{"message":"403 Forbidden"}"#);
+            }
+            match job.artifacts.iter().find(|artifact| {
+                artifact.query.is_empty() || artifact.query.contains("artifact_type=archive")
+            }) {
+                Some(artifact) => reply(200, artifact.bytes.clone()),
+                None => reply(404, r#"{"message":"404 Not Found"}"#),
+            }
+        }
         ("PATCH", ["api", "v4", "jobs", id, "trace"]) => {
             let interval = state.update_interval;
             let Ok(id) = id.parse::<i64>() else {
@@ -319,6 +407,8 @@ impl FakeGitlab {
             updates: Vec::new(),
             patches: 0,
             range_mismatches: 0,
+            artifacts: Vec::new(),
+            artifact_status: None,
             timing: JobTiming {
                 queued: Instant::now(),
                 picked_up: None,
@@ -358,6 +448,16 @@ impl FakeGitlab {
 
     pub fn final_update(&self, job: JobControl) -> Option<RecordedUpdate> {
         self.with_job(job, |job| job.final_update.clone())
+    }
+
+    /// The artifacts archives the job uploaded.
+    pub fn artifacts(&self, job: JobControl) -> Vec<UploadedArtifact> {
+        self.with_job(job, |job| job.artifacts.clone())
+    }
+
+    /// Answers the job's artifact uploads with `status` (e.g. 413).
+    pub fn refuse_artifacts(&self, job: JobControl, status: u16) {
+        self.with_job(job, |job| job.artifact_status = Some(status));
     }
 
     pub fn timing(&self, job: JobControl) -> JobTiming {

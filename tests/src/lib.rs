@@ -13,5 +13,7 @@ mod http;
 
 pub use binary::{release_runner_binary, runner_binary};
 pub use certs::TestCertificates;
-pub use fake_gitlab::{job_payload, FakeGitlab, JobControl, JobStatus, JobTiming, RecordedUpdate};
+pub use fake_gitlab::{
+    job_payload, FakeGitlab, JobControl, JobStatus, JobTiming, RecordedUpdate, UploadedArtifact,
+};
 pub use git_server::GitServer;

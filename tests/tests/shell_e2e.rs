@@ -505,3 +505,117 @@ async fn job_inputs_are_interpolated_and_sensitive_ones_refused() {
     );
     assert!(!log.contains("pw-value"), "{log}");
 }
+
+fn artifacts_job(script: &[&str], artifacts: serde_json::Value) -> serde_json::Value {
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        script,
+        &[],
+        variables(json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}])),
+        120,
+    );
+    payload["artifacts"] = artifacts;
+    payload
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_uploaded_by_one_job_are_downloaded_by_the_next() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let build = gitlab.enqueue(artifacts_job(
+        &[
+            "mkdir -p out/bin && printf 'binary-bytes' > out/bin/tool && chmod 750 out/bin/tool",
+            "ln -sf tool out/bin/alias && echo note > out/readme.txt && echo skip > out/debug.log",
+        ],
+        json!([{"name": "build-output", "untracked": false, "paths": ["out/"], "exclude": ["out/*.log"],
+                "when": "on_success", "artifact_type": "archive", "artifact_format": "zip", "expire_in": "1 day"}]),
+    ));
+    let _runner = Runner::start(&gitlab, "");
+    let update = gitlab.wait_final(build, WAIT).await;
+    let log = gitlab.log(build);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("Uploading artifacts..."), "{log}");
+    assert!(
+        log.contains("out/: found 5 matching artifact files and directories"),
+        "{log}"
+    );
+    assert!(log.contains("out/*.log: excluded 1 files"), "{log}");
+    assert!(
+        log.contains("Uploading artifacts as \"archive\" to coordinator... 201 Created"),
+        "{log}"
+    );
+    let uploaded = gitlab.artifacts(build);
+    assert_eq!(uploaded.len(), 1);
+    assert_eq!(uploaded[0].filename, "build-output.zip");
+    assert!(
+        uploaded[0].query.contains("expire_in=1+day")
+            || uploaded[0].query.contains("expire_in=1%20day"),
+        "{}",
+        uploaded[0].query
+    );
+    assert!(uploaded[0].query.contains("artifact_format=zip"));
+
+    let mut test = artifacts_job(
+        &[
+            "cat out/bin/tool; echo",
+            "echo \"mode=$(stat -c %a out/bin/tool) link=$(readlink out/bin/alias)\"",
+            "test ! -e out/debug.log && echo excluded-file-absent",
+        ],
+        json!([]),
+    );
+    // `empty` starts from an empty directory, so only the downloaded files are there.
+    test["variables"] =
+        variables(json!([{"key": "GIT_STRATEGY", "value": "empty", "public": true}]));
+    test["dependencies"] = json!([{
+        "id": build.id, "token": gitlab.token(build), "name": "build",
+        "artifacts_file": {"filename": "build-output.zip", "size": uploaded[0].bytes.len()}
+    }]);
+    let test = gitlab.enqueue(test);
+    let update = gitlab.wait_final(test, WAIT).await;
+    let log = gitlab.log(test);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(
+        log.contains(&format!(
+            "Downloading artifacts for build ({})...",
+            build.id
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("Downloading artifacts from coordinator... ok"),
+        "{log}"
+    );
+    assert!(
+        log.contains("\nbinary-bytes") || log.contains(" binary-bytes"),
+        "{log}"
+    );
+    assert!(log.contains("mode=750 link=tool"), "{log}");
+    assert!(log.contains("excluded-file-absent"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_artifact_upload_fails_the_job_and_missing_paths_do_not() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let artifacts = json!([{"name": "big", "paths": ["big.bin"], "when": "on_success",
+                            "artifact_type": "archive", "artifact_format": "zip"}]);
+    let too_large = gitlab.enqueue(artifacts_job(
+        &["head -c 1000 /dev/zero > big.bin"],
+        artifacts,
+    ));
+    gitlab.refuse_artifacts(too_large, 413);
+    let missing = gitlab.enqueue(artifacts_job(
+        &["echo nothing to keep"],
+        json!([{"name": "none", "paths": ["does-not-exist/"], "when": "on_success",
+                "artifact_type": "archive", "artifact_format": "zip"}]),
+    ));
+    let _runner = Runner::start(&gitlab, "");
+    let update = gitlab.wait_final(too_large, WAIT).await;
+    let log = gitlab.log(too_large);
+    assert_eq!(update.state, "failed", "{log}");
+    assert!(log.contains("FATAL: too large"), "{log}");
+    let update = gitlab.wait_final(missing, WAIT).await;
+    let log = gitlab.log(missing);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("does-not-exist/: no matching files"), "{log}");
+    assert!(log.contains("ERROR: No files to upload"), "{log}");
+}

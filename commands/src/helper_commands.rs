@@ -1,0 +1,255 @@
+//! The helper subcommands generated job scripts call (`artifacts-uploader`,
+//! `artifacts-downloader`), with upstream's flag names and environment variables.
+
+use std::path::{Path, PathBuf};
+
+use clap::{ArgAction, Args};
+use runner_helpers::archive;
+use runner_helpers::artifacts::{self, JobCredentials, UploadOptions};
+use runner_helpers::files::{clean, FileSelection};
+use runner_helpers::log;
+
+#[derive(Args, Debug, Clone)]
+pub struct CredentialArgs {
+    #[arg(long, env = "CI_SERVER_URL", default_value = "")]
+    url: String,
+    #[arg(long, env = "CI_JOB_TOKEN", default_value = "", hide_env_values = true)]
+    token: String,
+    #[arg(long, env = "CI_JOB_ID", default_value_t = 0)]
+    id: i64,
+    #[arg(long = "tls-ca-file", env = "CI_SERVER_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+    #[arg(long = "tls-cert-file", env = "CI_SERVER_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long = "tls-key-file", env = "CI_SERVER_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+}
+
+impl CredentialArgs {
+    fn credentials(&self) -> JobCredentials {
+        JobCredentials {
+            url: self.url.clone(),
+            token: self.token.clone(),
+            id: self.id,
+            tls_ca_file: self
+                .tls_ca_file
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
+            tls_cert_file: self
+                .tls_cert_file
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
+            tls_key_file: self
+                .tls_key_file
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FileArgs {
+    /// Add paths to archive (repeatable).
+    #[arg(long = "path")]
+    paths: Vec<String>,
+    /// Exclude paths from the archive (repeatable).
+    #[arg(long = "exclude")]
+    exclude: Vec<String>,
+    /// Add git untracked files.
+    #[arg(long, action = ArgAction::SetTrue)]
+    untracked: bool,
+    #[arg(long, action = ArgAction::SetTrue)]
+    verbose: bool,
+}
+
+impl FileArgs {
+    fn selection(&self) -> FileSelection {
+        FileSelection {
+            paths: self.paths.iter().map(|p| expand_env(p)).collect(),
+            exclude: self.exclude.iter().map(|p| expand_env(p)).collect(),
+            untracked: self.untracked,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UploaderArgs {
+    #[command(flatten)]
+    credentials: CredentialArgs,
+    #[command(flatten)]
+    files: FileArgs,
+    /// The name of the archive.
+    #[arg(long, default_value = "artifacts")]
+    name: String,
+    #[arg(long = "expire-in", default_value = "")]
+    expire_in: String,
+    #[arg(long = "artifact-format", default_value = "")]
+    artifact_format: String,
+    #[arg(long = "artifact-type", default_value = "")]
+    artifact_type: String,
+    #[arg(
+        long = "compression-level",
+        env = "ARTIFACT_COMPRESSION_LEVEL",
+        default_value = ""
+    )]
+    compression_level: String,
+    /// Timeout for the upload (Go duration).
+    #[arg(long, default_value = "1h")]
+    timeout: String,
+    #[arg(long = "response-header-timeout", default_value = "10m")]
+    response_header_timeout: String,
+    #[arg(long = "ci-debug-trace", env = "CI_DEBUG_TRACE", action = ArgAction::SetTrue)]
+    ci_debug_trace: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DownloaderArgs {
+    #[command(flatten)]
+    credentials: CredentialArgs,
+    #[arg(long = "direct-download", env = "FF_USE_DIRECT_DOWNLOAD", action = ArgAction::SetTrue)]
+    direct_download: bool,
+    #[arg(long = "archiver-staging-dir", env = "ARCHIVER_STAGING_DIR")]
+    archiver_staging_dir: Option<PathBuf>,
+}
+
+/// `$VAR` / `${VAR}` against the helper's environment, as upstream expands names and paths.
+fn expand_env(text: &str) -> String {
+    runner_core::variables::expand_with(text, |name| std::env::var(name).ok())
+}
+
+fn working_directory() -> PathBuf {
+    match std::env::current_dir() {
+        Ok(dir) => clean(&dir),
+        Err(_) => log::fatal("Unable to get working directory"),
+    }
+}
+
+/// Builds the archive file to upload; `None` when there is nothing to upload.
+fn build_archive(
+    args: &UploaderArgs,
+    wd: &Path,
+    files: &runner_helpers::files::FileSet,
+) -> Result<tempfile::NamedTempFile, String> {
+    let mut temp = tempfile::Builder::new()
+        .prefix("artifacts")
+        .tempfile()
+        .map_err(|error| error.to_string())?;
+    match args.artifact_format.as_str() {
+        "" | "zip" => {
+            let level = archive::compression_level(&args.compression_level);
+            archive::write_zip(temp.reopen().map_err(|e| e.to_string())?, wd, files, level)
+                .map_err(|error| error.to_string())?;
+        }
+        "gzip" => {
+            use std::io::Write;
+            for (name, metadata) in files {
+                if !metadata.is_file() {
+                    continue;
+                }
+                let mut encoder = flate2_gzip(temp.as_file_mut(), name);
+                let mut input =
+                    std::fs::File::open(wd.join(name)).map_err(|e| format!("{name}: {e}"))?;
+                std::io::copy(&mut input, &mut encoder).map_err(|e| format!("{name}: {e}"))?;
+                encoder
+                    .finish()
+                    .map_err(|e| e.to_string())?
+                    .flush()
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        "raw" => {
+            let regular: Vec<&String> = files
+                .iter()
+                .filter(|(_, metadata)| metadata.is_file())
+                .map(|(name, _)| name)
+                .collect();
+            if regular.len() != 1 {
+                return Err(format!(
+                    "only one file can be sent as raw, got {}",
+                    regular.len()
+                ));
+            }
+            std::fs::copy(wd.join(regular[0]), temp.path()).map_err(|e| e.to_string())?;
+        }
+        other => return Err(format!("unsupported archive type: {other}")),
+    }
+    Ok(temp)
+}
+
+fn flate2_gzip<'a>(
+    file: &'a mut std::fs::File,
+    name: &str,
+) -> runner_helpers::archive::GzEncoder<&'a mut std::fs::File> {
+    runner_helpers::archive::gzip_member(file, name)
+}
+
+pub async fn artifacts_uploader(args: UploaderArgs) -> i32 {
+    let credentials = args.credentials.credentials();
+    if credentials.url.is_empty() || credentials.token.is_empty() {
+        log::fatal("Missing runner credentials");
+    }
+    if credentials.id <= 0 {
+        log::fatal("Missing build ID");
+    }
+    let wd = working_directory();
+    let files = args.files.selection().enumerate(&wd);
+    if files.is_empty() {
+        log::error("No files to upload");
+        return 0;
+    }
+    let archive = match build_archive(&args, &wd, &files) {
+        Ok(archive) => archive,
+        Err(error) => log::fatal(&error),
+    };
+    let options = UploadOptions {
+        name: expand_env(&args.name),
+        expire_in: args.expire_in.clone(),
+        format: args.artifact_format.clone(),
+        artifact_type: args.artifact_type.clone(),
+        timeout: runner_core::settings::parse_go_duration(&args.timeout),
+    };
+    match artifacts::upload(credentials, &options, archive.path()).await {
+        Ok(()) => 0,
+        Err(error) => log::fatal(&error.to_string()),
+    }
+}
+
+pub async fn artifacts_downloader(args: DownloaderArgs) -> i32 {
+    let credentials = args.credentials.credentials();
+    let wd = working_directory();
+    let mut incomplete = false;
+    if credentials.url.is_empty() {
+        log::warning("Missing URL (--url)");
+        incomplete = true;
+    }
+    if credentials.token.is_empty() {
+        log::warning("Missing runner credentials (--token)");
+        incomplete = true;
+    }
+    if credentials.id <= 0 {
+        log::warning("Missing build ID (--id)");
+        incomplete = true;
+    }
+    if incomplete {
+        log::fatal("Incomplete arguments");
+    }
+    let staging = args
+        .archiver_staging_dir
+        .clone()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or_else(std::env::temp_dir);
+    let temp = match tempfile::Builder::new()
+        .prefix("artifacts")
+        .tempfile_in(&staging)
+    {
+        Ok(temp) => temp,
+        Err(error) => log::fatal(&format!("{}: {error}", staging.display())),
+    };
+    if let Err(error) = artifacts::download(&credentials, args.direct_download, temp.path()).await {
+        log::fatal(&error.to_string());
+    }
+    match archive::extract(temp.path(), &wd) {
+        Ok(_) => 0,
+        Err(error) => log::fatal(&error.to_string()),
+    }
+}

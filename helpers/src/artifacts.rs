@@ -1,0 +1,440 @@
+//! `artifacts-uploader` and `artifacts-downloader`: the job's artifacts archive to
+//! `POST /api/v4/jobs/:id/artifacts`, a dependency's archive from `GET .../artifacts`, with
+//! upstream's retries, redirects and messages.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::log::{self, Level};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("permission denied")]
+    Forbidden,
+    #[error("too large")]
+    TooLarge,
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Credentials of the job (or of the dependency, for downloads).
+#[derive(Debug, Clone)]
+pub struct JobCredentials {
+    pub url: String,
+    pub token: String,
+    pub id: i64,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl JobCredentials {
+    fn api(&self, path: &str) -> String {
+        let trimmed = self.url.trim_end_matches('/');
+        let trimmed = trimmed.strip_suffix("/ci").unwrap_or(trimmed);
+        format!("{trimmed}/api/v4/{path}")
+    }
+
+    fn short_token(&self) -> String {
+        runner_core::dirs::short_token(&self.token)
+    }
+
+    pub fn client(&self, timeout: Option<Duration>) -> Result<reqwest::Client, TransferError> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30));
+        if let Some(timeout) = timeout {
+            builder = builder.timeout(timeout);
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|error| TransferError::Other(format!("{}: {error}", path.display())))
+        };
+        if let Some(ca) = &self.tls_ca_file {
+            for certificate in reqwest::Certificate::from_pem_bundle(&read(ca)?)
+                .map_err(|error| TransferError::Other(error.to_string()))?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            builder = builder.identity(
+                reqwest::Identity::from_pem(&pem)
+                    .map_err(|error| TransferError::Other(error.to_string()))?,
+            );
+        }
+        builder
+            .build()
+            .map_err(|error| TransferError::Other(error.to_string()))
+    }
+}
+
+/// What to upload besides the archive.
+#[derive(Debug, Clone, Default)]
+pub struct UploadOptions {
+    /// `--name`: the archive's base name.
+    pub name: String,
+    pub expire_in: String,
+    /// `--artifact-format` as given (sent only when set).
+    pub format: String,
+    pub artifact_type: String,
+    pub timeout: Option<Duration>,
+}
+
+/// The uploaded file name: the base name of `--name` (`default` when empty) plus the
+/// extension of the format.
+pub fn artifact_filename(name: &str, format: &str) -> String {
+    let base = Path::new(name)
+        .file_name()
+        .map(|base| base.to_string_lossy().into_owned())
+        .filter(|base| !base.is_empty() && base != ".")
+        .unwrap_or_else(|| "default".into());
+    match format {
+        "" | "zip" | "zipzstd" => format!("{base}.zip"),
+        "gzip" => format!("{base}.gz"),
+        "tarzstd" => format!("{base}.tar.zst"),
+        _ => base,
+    }
+}
+
+fn status_text(status: reqwest::StatusCode, body: &str) -> String {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(body) {
+        if let Some(message) = value["message"].as_str() {
+            return message.to_string();
+        }
+    }
+    format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .trim_end()
+    .to_string()
+}
+
+enum Attempt {
+    Done,
+    Retry { service_unavailable: bool },
+    Redirect(String),
+    Fail(TransferError),
+}
+
+/// Uploads `archive` (a finished file) under the job's credentials, retrying as upstream:
+/// 3 tries, 6 for 503, 307 moves to the new host, 403 and 413 stop at once.
+pub async fn upload(
+    mut credentials: JobCredentials,
+    options: &UploadOptions,
+    archive: &Path,
+) -> Result<(), TransferError> {
+    let client = credentials.client(options.timeout)?;
+    let filename = artifact_filename(&options.name, &options.format);
+    let prefix = if options.artifact_type.is_empty() {
+        "Uploading artifacts to coordinator...".to_string()
+    } else {
+        format!(
+            "Uploading artifacts as {:?} to coordinator...",
+            options.artifact_type
+        )
+    };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let attempt =
+            upload_once(&client, &credentials, options, archive, &filename, &prefix).await;
+        let (retry, limit) = match attempt {
+            Attempt::Done => return Ok(()),
+            Attempt::Fail(error) => return Err(error),
+            Attempt::Redirect(location) => {
+                let new_url = origin_of(&location).ok_or_else(|| {
+                    TransferError::Other(format!("parsing new location URL: {location}"))
+                })?;
+                log::log(
+                    Level::Info,
+                    "Upload request redirected",
+                    &[("location", location.clone()), ("new-url", new_url.clone())],
+                );
+                credentials.url = new_url;
+                ("request redirected".to_string(), 3)
+            }
+            Attempt::Retry {
+                service_unavailable: true,
+            } => ("service unavailable".to_string(), 6),
+            Attempt::Retry { .. } => ("upload failed".to_string(), 3),
+        };
+        if tries >= limit {
+            return Err(TransferError::Other(retry));
+        }
+        let backoff = Duration::from_secs(1 << (tries - 1).min(2));
+        log::log(
+            Level::Warning,
+            "Retrying...",
+            &[("context", "artifacts-uploader".into()), ("error", retry)],
+        );
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(location: &str) -> Option<String> {
+    let (scheme, rest) = location.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    (!authority.is_empty()).then(|| format!("{scheme}://{authority}"))
+}
+
+async fn upload_once(
+    client: &reqwest::Client,
+    credentials: &JobCredentials,
+    options: &UploadOptions,
+    archive: &Path,
+    filename: &str,
+    prefix: &str,
+) -> Attempt {
+    let mut fields = vec![
+        ("id", credentials.id.to_string()),
+        ("token", credentials.short_token()),
+    ];
+    let file = match tokio::fs::File::open(archive).await {
+        Ok(file) => file,
+        Err(error) => {
+            return Attempt::Fail(TransferError::Other(format!(
+                "{}: {error}",
+                archive.display()
+            )))
+        }
+    };
+    let length = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+    let part =
+        reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), length)
+            .file_name(filename.to_string());
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let mut query = Vec::new();
+    for (key, value) in [
+        ("expire_in", &options.expire_in),
+        ("artifact_format", &options.format),
+        ("artifact_type", &options.artifact_type),
+    ] {
+        if !value.is_empty() {
+            query.push((key, value.clone()));
+        }
+    }
+    let request = client
+        .post(credentials.api(&format!("jobs/{}/artifacts", credentials.id)))
+        .query(&query)
+        .header("JOB-TOKEN", &credentials.token)
+        .multipart(form);
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => {
+            log::log(
+                Level::Error,
+                &format!("{prefix} error"),
+                &[fields.as_slice(), &[("error", error.to_string())]].concat(),
+            );
+            return Attempt::Retry {
+                service_unavailable: false,
+            };
+        }
+    };
+    let status = response.status();
+    if let Some(id) = response
+        .headers()
+        .get("X-Request-Id")
+        .and_then(|v| v.to_str().ok())
+    {
+        fields.push(("correlation_id", id.to_string()));
+    }
+    let location = response
+        .headers()
+        .get("Location")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let body = response.text().await.unwrap_or_default();
+    let text = status_text(status, &body);
+    fields.push(("status", status.as_u16().to_string()));
+    let message = format!("{prefix} {text}");
+    match status.as_u16() {
+        201 => {
+            log::log(Level::Info, &message, &fields);
+            Attempt::Done
+        }
+        307 => match location {
+            Some(location) if !location.is_empty() => Attempt::Redirect(location),
+            _ => {
+                log::log(Level::Error, &format!("{message} empty location"), &fields);
+                Attempt::Retry {
+                    service_unavailable: false,
+                }
+            }
+        },
+        403 => {
+            log::log(Level::Error, &message, &fields);
+            Attempt::Fail(TransferError::Forbidden)
+        }
+        413 => {
+            log::log(Level::Error, &message, &fields);
+            Attempt::Fail(TransferError::TooLarge)
+        }
+        503 => {
+            log::log(Level::Error, &message, &fields);
+            Attempt::Retry {
+                service_unavailable: true,
+            }
+        }
+        _ => {
+            log::log(Level::Warning, &message, &fields);
+            Attempt::Retry {
+                service_unavailable: false,
+            }
+        }
+    }
+}
+
+/// Downloads the job's artifacts archive into `destination` (a file), following redirects to
+/// object storage without the job token. 3 tries, 1 s apart, for errors that may pass.
+pub async fn download(
+    credentials: &JobCredentials,
+    direct_download: bool,
+    destination: &Path,
+) -> Result<(), TransferError> {
+    let client = credentials.client(None)?;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match download_once(&client, credentials, direct_download, destination).await {
+            Ok(()) => return Ok(()),
+            Err(TransferError::Other(error)) if tries < 3 => {
+                log::log(
+                    Level::Warning,
+                    "Retrying...",
+                    &[("context", "artifacts-downloader".into()), ("error", error)],
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+async fn download_once(
+    client: &reqwest::Client,
+    credentials: &JobCredentials,
+    direct_download: bool,
+    destination: &Path,
+) -> Result<(), TransferError> {
+    let fields = vec![
+        ("id", credentials.id.to_string()),
+        ("token", credentials.short_token()),
+    ];
+    let prefix = "Downloading artifacts from coordinator...";
+    let mut request = client
+        .get(credentials.api(&format!("jobs/{}/artifacts", credentials.id)))
+        .header("JOB-TOKEN", &credentials.token);
+    if direct_download {
+        request = request.query(&[("direct_download", "true")]);
+    }
+    let mut response = request.send().await.map_err(|error| {
+        log::log(
+            Level::Error,
+            &format!("{prefix} error"),
+            &[fields.as_slice(), &[("error", error.to_string())]].concat(),
+        );
+        TransferError::Other(error.to_string())
+    })?;
+    let mut redirects = 0;
+    while matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308) && redirects < 10 {
+        redirects += 1;
+        let Some(location) = response
+            .headers()
+            .get("Location")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+        else {
+            break;
+        };
+        if let Some(origin) = origin_of(&location) {
+            log::info(&format!("{prefix} redirected to {origin}"));
+        }
+        // Object storage gets a presigned URL, never the job token.
+        response = client
+            .get(&location)
+            .send()
+            .await
+            .map_err(|error| TransferError::Other(error.to_string()))?;
+    }
+    let status = response.status();
+    let mut fields = fields;
+    fields.push(("status", status.as_u16().to_string()));
+    match status.as_u16() {
+        200 => {
+            let mut file = tokio::fs::File::create(destination)
+                .await
+                .map_err(|error| {
+                    TransferError::Other(format!("{}: {error}", destination.display()))
+                })?;
+            use futures_util::StreamExt;
+            use tokio::io::AsyncWriteExt;
+            let mut stream = response.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|error| TransferError::Other(error.to_string()))?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|error| TransferError::Other(error.to_string()))?;
+            }
+            file.flush()
+                .await
+                .map_err(|error| TransferError::Other(error.to_string()))?;
+            log::log(Level::Info, &format!("{prefix} ok"), &fields);
+            Ok(())
+        }
+        401 => {
+            log::log(Level::Error, &format!("{prefix} unauthorized"), &fields);
+            Err(TransferError::Unauthorized)
+        }
+        403 => {
+            log::log(Level::Error, &format!("{prefix} forbidden"), &fields);
+            Err(TransferError::Forbidden)
+        }
+        404 => {
+            log::log(Level::Error, &format!("{prefix} not found"), &fields);
+            Err(TransferError::NotFound)
+        }
+        code => {
+            let body = response.text().await.unwrap_or_default();
+            let text = status_text(status, &body);
+            log::log(Level::Warning, &format!("{prefix} {text}"), &fields);
+            Err(TransferError::Other(format!(
+                "invalid argument (status {code})"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_follow_the_format() {
+        assert_eq!(artifact_filename("", ""), "default.zip");
+        assert_eq!(artifact_filename("my/report", "gzip"), "report.gz");
+        assert_eq!(artifact_filename(".", "raw"), "default");
+        assert_eq!(artifact_filename("bundle", "tarzstd"), "bundle.tar.zst");
+    }
+
+    #[test]
+    fn origins_drop_path_and_query() {
+        assert_eq!(
+            origin_of("https://other.example:8443/api/v4/jobs/1/artifacts?x=1").as_deref(),
+            Some("https://other.example:8443")
+        );
+        assert_eq!(origin_of("nonsense"), None);
+    }
+}
