@@ -52,22 +52,13 @@ fn zip_time(time: SystemTime) -> DateTime {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let days = seconds.div_euclid(86_400);
+    let (year, month, day) = runner_core::log::civil_from_days(seconds.div_euclid(86_400));
     let second_of_day = seconds.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(1980, 2107) as u16;
+    let year = year.clamp(1980, 2107) as u16;
     DateTime::from_date_and_time(
         year,
-        month,
-        day,
+        month as u8,
+        day as u8,
         (second_of_day / 3600) as u8,
         ((second_of_day / 60) % 60) as u8,
         (second_of_day % 60) as u8,
