@@ -124,7 +124,7 @@ fn working_directory() -> PathBuf {
     }
 }
 
-/// Builds the archive file to upload; `None` when there is nothing to upload.
+/// Builds the archive file to upload in the requested format.
 fn build_archive(
     args: &UploaderArgs,
     wd: &Path,
@@ -146,7 +146,7 @@ fn build_archive(
                 if !metadata.is_file() {
                     continue;
                 }
-                let mut encoder = flate2_gzip(temp.as_file_mut(), name);
+                let mut encoder = archive::gzip_member(temp.as_file_mut(), name);
                 let mut input =
                     std::fs::File::open(wd.join(name)).map_err(|e| format!("{name}: {e}"))?;
                 std::io::copy(&mut input, &mut encoder).map_err(|e| format!("{name}: {e}"))?;
@@ -174,13 +174,6 @@ fn build_archive(
         other => return Err(format!("unsupported archive type: {other}")),
     }
     Ok(temp)
-}
-
-fn flate2_gzip<'a>(
-    file: &'a mut std::fs::File,
-    name: &str,
-) -> runner_helpers::archive::GzEncoder<&'a mut std::fs::File> {
-    runner_helpers::archive::gzip_member(file, name)
 }
 
 pub async fn artifacts_uploader(args: UploaderArgs) -> i32 {

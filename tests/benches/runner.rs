@@ -6,17 +6,17 @@
 //! sequential trivial jobs (default 20).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runner_tests::{job_payload, release_runner_binary, FakeGitlab, JobControl};
+use runner_tests::{job_payload, release_runner_binary, FakeGitlab, JobControl, RunnerProcess};
 use serde_json::json;
 
 const RUNNER_TOKEN: &str = "glrt-t1_benchrunnertoken";
 const WAIT: Duration = Duration::from_secs(120);
 
 struct Runner {
-    child: Child,
+    process: RunnerProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -28,19 +28,8 @@ fn clean_home() -> &'static Path {
     HOME.get_or_init(|| tempfile::tempdir().unwrap()).path()
 }
 
-impl Drop for Runner {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child's process group.
-        unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
-
 impl Runner {
     fn start(gitlab: &FakeGitlab, concurrent: u32, check_interval: u32) -> Self {
-        use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             r#"concurrent = {concurrent}
@@ -60,22 +49,21 @@ check_interval = {check_interval}
         );
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
-        let child = Command::new(release_runner_binary())
-            .args(["run", "-c", config_path.to_str().unwrap()])
-            .current_dir(dir.path())
-            .env("RUST_LOG", "warn")
-            .env("HOME", clean_home())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .expect("start gitlab-runner-rs run");
-        Self { child, _dir: dir }
+        let process = RunnerProcess::spawn(
+            &release_runner_binary(),
+            &config_path,
+            dir.path(),
+            &[
+                ("RUST_LOG", "warn".as_ref()),
+                ("HOME", clean_home().as_os_str()),
+            ],
+        );
+        Self { process, _dir: dir }
     }
 
     /// `VmRSS` and `VmHWM` of the runner process itself (not its jobs' shells), in KiB.
     fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id()))
             .expect("runner is alive");
         let field = |name: &str| {
             status

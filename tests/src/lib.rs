@@ -10,6 +10,7 @@ pub mod certs;
 pub mod fake_gitlab;
 pub mod git_server;
 mod http;
+pub mod runner_process;
 
 pub use binary::{release_runner_binary, runner_binary};
 pub use certs::TestCertificates;
@@ -17,3 +18,4 @@ pub use fake_gitlab::{
     job_payload, FakeGitlab, JobControl, JobStatus, JobTiming, RecordedUpdate, UploadedArtifact,
 };
 pub use git_server::GitServer;
+pub use runner_process::RunnerProcess;

@@ -2,30 +2,21 @@
 //! with the shell executor that clone a real repository served over git smart HTTP.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use runner_tests::{job_payload, runner_binary, FakeGitlab, GitServer, TestCertificates};
+use runner_tests::{
+    job_payload, runner_binary, FakeGitlab, GitServer, RunnerProcess, TestCertificates,
+};
 use serde_json::json;
 
 const RUNNER_TOKEN: &str = "glrt-t1_e2erunnertoken";
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A runner process that is killed (with its process group) when dropped.
+/// A runner with its own config directory; the process dies with it.
 struct Runner {
-    child: Child,
+    process: RunnerProcess,
     _dir: tempfile::TempDir,
     builds: PathBuf,
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child's process group.
-        unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
 }
 
 impl Runner {
@@ -52,32 +43,21 @@ check_interval = 1
         );
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
-        let child = Self::spawn(&config_path, dir.path());
+        let process = RunnerProcess::spawn(
+            &runner_binary(),
+            &config_path,
+            dir.path(),
+            &[("RUST_LOG", "info".as_ref())],
+        );
         Self {
-            child,
+            process,
             _dir: dir,
             builds,
         }
     }
 
-    fn spawn(config: &Path, cwd: &Path) -> Child {
-        use std::os::unix::process::CommandExt;
-        Command::new(runner_binary())
-            .args(["run", "-c", config.to_str().unwrap()])
-            .current_dir(cwd)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .expect("start gitlab-runner-rs run")
-    }
-
     fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
+        self.process.signal(signal);
     }
 }
 
@@ -326,7 +306,7 @@ async fn sigterm_interrupts_running_jobs_and_reports_them() {
         "{}",
         gitlab.log(job)
     );
-    let status = runner.child.wait().unwrap();
+    let status = runner.process.wait().unwrap();
     assert!(status.success(), "runner exited with {status:?}");
 }
 

@@ -1,0 +1,57 @@
+//! A `gitlab-runner-rs run` process in its own process group, killed with the group when
+//! dropped, so no runner or job shell outlives a test.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+pub struct RunnerProcess {
+    child: Child,
+}
+
+impl RunnerProcess {
+    /// Starts `binary run -c <config>` in `cwd` with the extra environment `env`; its stdout is
+    /// dropped and its stderr (the runner's own log) goes to the test's.
+    pub fn spawn(binary: &Path, config: &Path, cwd: &Path, env: &[(&str, &OsStr)]) -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(binary);
+        command
+            .args(["run", "-c"])
+            .arg(config)
+            .current_dir(cwd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start gitlab-runner-rs run");
+        Self { child }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the runner itself (not its group).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait()
+    }
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child's process group.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
