@@ -8,6 +8,11 @@ command -v bash >/dev/null 2>&1 || need_apt+=(bash)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 # The TLS tests generate their certificates with the openssl command.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The SSH executor tests start a real sshd on loopback and add a throwaway user.
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v pkill >/dev/null 2>&1 || need_apt+=(procps)
+command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use executor_ssh::SshConfig;
 use runner_core::secret::Secret;
 use runner_core::settings::parse_go_duration;
 use serde::{Deserialize, Serialize};
@@ -213,6 +214,74 @@ fn invalid(key: impl Into<String>, value: impl ToString, reason: &str) -> Config
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecutorKind {
     Shell,
+    Ssh,
+}
+
+impl ExecutorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Shell => "shell",
+            ExecutorKind::Ssh => "ssh",
+        }
+    }
+}
+
+/// `[runners.ssh]` as written: upstream stores the port as a string; a number is taken too.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSsh {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    port: Option<toml::Value>,
+    #[serde(default)]
+    identity_file: Option<String>,
+    #[serde(default)]
+    disable_strict_host_key_checking: Option<bool>,
+    #[serde(default)]
+    known_hosts_file: Option<String>,
+}
+
+fn ssh_config(key: &dyn Fn(&str) -> String, raw: &toml::Value) -> Result<SshConfig, ConfigError> {
+    let raw: RawSsh = raw
+        .clone()
+        .try_into()
+        .map_err(|error: toml::de::Error| invalid(key("ssh"), "", error.message()))?;
+    let defaults = SshConfig::default();
+    let non_empty = |value: Option<String>| value.filter(|v| !v.is_empty());
+    let port = match &raw.port {
+        None => defaults.port,
+        Some(toml::Value::String(text)) if text.is_empty() => defaults.port,
+        Some(toml::Value::String(text)) => text
+            .parse()
+            .map_err(|_| invalid(key("ssh.port"), text, "expected a TCP port, 1-65535"))?,
+        Some(toml::Value::Integer(number)) => u16::try_from(*number)
+            .map_err(|_| invalid(key("ssh.port"), number, "expected a TCP port, 1-65535"))?,
+        Some(other) => {
+            return Err(invalid(
+                key("ssh.port"),
+                other,
+                "expected a TCP port, 1-65535",
+            ))
+        }
+    };
+    if port == 0 {
+        return Err(invalid(key("ssh.port"), 0, "expected a TCP port, 1-65535"));
+    }
+    Ok(SshConfig {
+        host: non_empty(raw.host).unwrap_or(defaults.host),
+        port,
+        user: non_empty(raw.user).unwrap_or(defaults.user),
+        password: Secret::new(raw.password.unwrap_or_default()),
+        identity_file: non_empty(raw.identity_file).map(PathBuf::from),
+        disable_strict_host_key_checking: raw.disable_strict_host_key_checking.unwrap_or(false),
+        known_hosts_file: non_empty(raw.known_hosts_file).map(PathBuf::from),
+        ..defaults
+    })
 }
 
 /// One validated `[[runners]]` entry.
@@ -233,6 +302,8 @@ pub struct RunnerConfig {
     pub unhealthy_interval: Duration,
     pub job_status_final_update_retry_limit: u32,
     pub executor: ExecutorKind,
+    /// `[runners.ssh]`; `None` when the section is missing.
+    pub ssh: Option<SshConfig>,
     /// `bash` or `sh`.
     pub shell: Option<String>,
     pub builds_dir: Option<String>,
@@ -305,12 +376,13 @@ impl RunnerConfig {
         }
         let executor = match raw.executor.as_str() {
             "shell" => ExecutorKind::Shell,
+            "ssh" => ExecutorKind::Ssh,
             "" => return Err(invalid(key("executor"), "", "an executor is required")),
             other => {
                 return Err(invalid(
                     key("executor"),
                     other,
-                    "not supported by this runner (supported: shell)",
+                    "not supported by this runner (supported: shell, ssh)",
                 ))
             }
         };
@@ -392,6 +464,11 @@ impl RunnerConfig {
                 v => v as u32,
             },
             executor,
+            ssh: raw
+                .ssh
+                .as_ref()
+                .map(|value| ssh_config(&key, value))
+                .transpose()?,
             shell: raw.shell.clone(),
             builds_dir: raw.builds_dir.clone().filter(|v| !v.is_empty()),
             cache_dir: raw.cache_dir.clone().filter(|v| !v.is_empty()),
@@ -589,5 +666,50 @@ shutdown_timeout = 0
         );
         let error = Config::parse(Path::new("c.toml"), "concurrent = \"x\"").unwrap_err();
         assert!(error.to_string().starts_with("parsing c.toml"), "{error}");
+    }
+
+    #[test]
+    fn the_ssh_section_takes_upstreams_keys_and_defaults() {
+        let ssh_runner = REAL.replace("executor = \"shell\"", "executor = \"ssh\"");
+        let with = |section: &str| format!("{ssh_runner}  [runners.ssh]\n{section}");
+        let config = Config::parse(
+            Path::new("c.toml"),
+            &with("    host = \"build-host\"\n    port = \"2222\"\n    user = \"ci\"\n    password = \"pw\"\n    identity_file = \"/k\"\n    disable_strict_host_key_checking = true\n    known_hosts_file = \"/kh\"\n"),
+        )
+        .unwrap();
+        let runner = &config.runners[0];
+        assert_eq!(runner.executor, ExecutorKind::Ssh);
+        let ssh = runner.ssh.as_ref().unwrap();
+        assert_eq!(
+            (ssh.host.as_str(), ssh.port, ssh.user.as_str()),
+            ("build-host", 2222, "ci")
+        );
+        assert_eq!(ssh.password.expose(), "pw");
+        assert_eq!(ssh.identity_file.as_deref(), Some(Path::new("/k")));
+        assert!(ssh.disable_strict_host_key_checking);
+        assert_eq!(ssh.known_hosts_file.as_deref(), Some(Path::new("/kh")));
+        // Empty values fall back to upstream's defaults; a number is taken for the port.
+        let config = Config::parse(
+            Path::new("c.toml"),
+            &with("    host = \"\"\n    port = 22\n"),
+        )
+        .unwrap();
+        let ssh = config.runners[0].ssh.as_ref().unwrap();
+        assert_eq!(
+            (ssh.host.as_str(), ssh.port, ssh.user.as_str()),
+            ("localhost", 22, "root")
+        );
+        assert!(!ssh.disable_strict_host_key_checking);
+        // No section: jobs fail in prepare, as upstream's "missing SSH configuration".
+        let config = Config::parse(Path::new("c.toml"), &ssh_runner).unwrap();
+        assert!(config.runners[0].ssh.is_none());
+
+        let error = Config::parse(Path::new("c.toml"), &with("    port = \"ssh\"\n")).unwrap_err();
+        assert!(
+            error.to_string().contains("runners[0].ssh.port: \"ssh\""),
+            "{error}"
+        );
+        let error = Config::parse(Path::new("c.toml"), &with("    hots = \"x\"\n")).unwrap_err();
+        assert!(error.to_string().contains("hots"), "{error}");
     }
 }

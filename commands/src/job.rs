@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use executor_shell::{ShellConfig, ShellProvider};
+use executor_ssh::SshProvider;
 use network::client::{JobState, JobUpdate, VersionInfo};
 use network::{FinalState, GitlabClient, TraceTarget, TraceUploader, UpdateState};
 use runner_core::build::{BuildDriver, BuildInput, BuildOutcome, RunnerSettings, RunnerVersion};
@@ -25,6 +26,7 @@ use crate::config::{ExecutorKind, RunnerConfig};
 #[derive(Debug, Clone)]
 pub enum Provider {
     Shell(ShellProvider),
+    Ssh(SshProvider),
 }
 
 impl Provider {
@@ -37,24 +39,28 @@ impl Provider {
                     force: runner.force_kill_timeout,
                 },
             })),
+            ExecutorKind::Ssh => Provider::Ssh(SshProvider::new(runner.ssh.clone())),
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Provider::Shell(provider) => provider.name(),
+            Provider::Ssh(provider) => provider.name(),
         }
     }
 
     pub fn features(&self) -> FeaturesInfo {
         match self {
             Provider::Shell(provider) => provider.features(),
+            Provider::Ssh(provider) => provider.features(),
         }
     }
 
     pub fn default_shell(&self) -> &'static str {
         match self {
             Provider::Shell(provider) => provider.default_shell(),
+            Provider::Ssh(provider) => provider.default_shell(),
         }
     }
 }
@@ -354,6 +360,18 @@ impl JobEnvironment {
                 )
                 .await
             }
+            Provider::Ssh(provider) => {
+                self.drive(
+                    provider,
+                    job,
+                    correlation_id,
+                    concurrent_id,
+                    concurrent_project_id,
+                    &log,
+                    &cancel,
+                )
+                .await
+            }
         };
         self.ids.release(self.runner.token.expose(), job_id);
         let state = final_state(&outcome, &supported);
@@ -384,7 +402,11 @@ impl JobEnvironment {
         let kind = ShellKind::from_name(&shell_name).unwrap_or(ShellKind::Bash);
         let generator = BashShell::new(kind);
         let defaults = provider.defaults();
-        let shell = generator.command(defaults.shell_type, self.user.as_deref());
+        // The global `user` (scripts run through `su`) is the shell executor's alone.
+        let user = (provider.name() == "shell")
+            .then_some(self.user.as_deref())
+            .flatten();
+        let shell = generator.command(defaults.shell_type, user);
         let reservation = match provider.acquire().await {
             Ok(reservation) => reservation,
             Err(error) => {

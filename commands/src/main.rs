@@ -429,9 +429,7 @@ fn list(config: ConfigArg) -> anyhow::Result<()> {
         println!(
             "{:<20} Executor={} Token={} URL={}",
             runner.name,
-            match runner.executor {
-                config::ExecutorKind::Shell => "shell",
-            },
+            runner.executor.as_str(),
             runner.short_token(),
             runner.url
         );

@@ -313,6 +313,7 @@ impl BuildContext {
         let safe_directory_checkout = runner
             .safe_directory_checkout
             .unwrap_or(defaults.safe_directory_checkout);
+        let defaults_show_hostname = defaults.show_hostname;
 
         Ok((
             Self {
@@ -328,7 +329,11 @@ impl BuildContext {
                 flags,
                 concurrent_id,
                 concurrent_project_id,
-                hostname: String::new(),
+                hostname: if defaults_show_hostname {
+                    crate::process::host_name()
+                } else {
+                    String::new()
+                },
                 safe_directory_checkout,
                 correlation_id,
             },

@@ -86,6 +86,8 @@ pub struct ExecutorDefaults {
     pub shell_type: ShellType,
     /// The helper binary the generated scripts call for cache and artifacts.
     pub runner_command: String,
+    /// Upstream's `ShowHostname`: the prepare script says `Running on … via <runner host>...`.
+    pub show_hostname: bool,
 }
 
 /// One stage to run: the generated script and where it belongs.

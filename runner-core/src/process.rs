@@ -143,3 +143,15 @@ pub async fn run_in_process_group(
         (None, None) => ProcessExit::Code(-1),
     })
 }
+
+/// This machine's host name (`os.Hostname()`), empty when it cannot be read.
+pub fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer outlives the call and its length is passed.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if result != 0 {
+        return String::new();
+    }
+    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).into_owned()
+}

@@ -80,6 +80,7 @@ impl ExecutorProvider for ShellProvider {
             custom_build_dir_enabled: false,
             safe_directory_checkout: false,
             shell_type: ShellType::Login,
+            show_hostname: false,
             runner_command: std::env::current_exe()
                 .map(|path| path.to_string_lossy().to_string())
                 .unwrap_or_else(|_| "gitlab-runner-rs".into()),

@@ -1,0 +1,672 @@
+//! The SSH executor: one SSH connection per job to `[runners.ssh]`, and one session per stage
+//! that runs the build shell's command line (`bash -l`) with the stage script on stdin, as
+//! upstream's `executors/ssh` does.
+//!
+//! Beyond upstream: host keys are checked with a `known_hosts` reader that takes everything
+//! OpenSSH writes ([`known_hosts`]); a refused host key or refused credentials fail the connect
+//! at once instead of being retried; on cancel or timeout the whole remote process group of the
+//! stage is killed (upstream only signals the shell, whose children live on).
+//!
+//! Main types: [`SshProvider`] (the `ExecutorProvider`), [`SshExecutor`], [`SshConfig`].
+//!
+//! Depends only on `runner-core` and russh; it must not depend on `shells`, `network`, other
+//! executors or `commands`.
+
+pub mod known_hosts;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runner_core::build::BuildContext;
+use runner_core::executor::{
+    Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ExecutorProvider, FeaturesInfo,
+    ScriptExit, ShellType,
+};
+use runner_core::log::JobLog;
+use runner_core::log::{StreamId, StreamKind};
+use runner_core::secret::Secret;
+use russh::client::{self, Handle};
+use russh::keys::{load_secret_key, PrivateKeyWithHashAlg, PublicKey};
+use russh::{ChannelMsg, Disconnect, Sig};
+use tokio_util::sync::CancellationToken;
+
+use known_hosts::{fingerprint, KnownHosts};
+
+/// `[runners.ssh]`, with upstream's defaults filled in.
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    /// Default `localhost`.
+    pub host: String,
+    /// Default 22.
+    pub port: u16,
+    /// Default `root`.
+    pub user: String,
+    pub password: Secret<String>,
+    pub identity_file: Option<PathBuf>,
+    pub disable_strict_host_key_checking: bool,
+    /// Default `~/.ssh/known_hosts` of the user the runner runs as.
+    pub known_hosts_file: Option<PathBuf>,
+    /// Connection attempts per prepare (upstream: 3).
+    pub connect_retries: u32,
+    /// Pause after a failed attempt (upstream: 3 s).
+    pub retry_interval: Duration,
+    /// How long one attempt may take to reach the server and finish the handshake.
+    pub connect_timeout: Duration,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 22,
+            user: "root".into(),
+            password: Secret::default(),
+            identity_file: None,
+            disable_strict_host_key_checking: false,
+            known_hosts_file: None,
+            connect_retries: 3,
+            retry_interval: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SshConfig {
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    fn known_hosts_path(&self) -> Result<PathBuf, String> {
+        if let Some(path) = &self.known_hosts_file {
+            return Ok(path.clone());
+        }
+        std::env::var_os("HOME")
+            .filter(|home| !home.is_empty())
+            .map(|home| PathBuf::from(home).join(".ssh").join("known_hosts"))
+            .ok_or_else(|| "user home directory: $HOME is not defined".to_string())
+    }
+}
+
+/// Creates SSH executors. `None` is a runner without `[runners.ssh]`: its jobs fail in prepare
+/// with upstream's "missing SSH configuration".
+#[derive(Debug, Clone)]
+pub struct SshProvider {
+    config: Option<SshConfig>,
+}
+
+impl SshProvider {
+    pub fn new(config: Option<SshConfig>) -> Self {
+        Self { config }
+    }
+}
+
+impl ExecutorProvider for SshProvider {
+    type Reservation = ();
+    type Executor = SshExecutor;
+
+    fn name(&self) -> &'static str {
+        "ssh"
+    }
+
+    fn features(&self) -> FeaturesInfo {
+        FeaturesInfo {
+            variables: true,
+            shared: true,
+            ..FeaturesInfo::default()
+        }
+    }
+
+    fn default_shell(&self) -> &'static str {
+        "bash"
+    }
+
+    fn defaults(&self) -> ExecutorDefaults {
+        ExecutorDefaults {
+            builds_dir: "builds".into(),
+            cache_dir: "cache".into(),
+            shared_builds_dir: true,
+            custom_build_dir_enabled: false,
+            safe_directory_checkout: false,
+            shell_type: ShellType::Login,
+            runner_command: "gitlab-runner".into(),
+            show_hostname: true,
+        }
+    }
+
+    async fn acquire(&self) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+
+    fn release(&self, _reservation: ()) {}
+
+    fn create(&self, _reservation: ()) -> SshExecutor {
+        SshExecutor {
+            config: self.config.clone(),
+            command_line: String::new(),
+            connection: None,
+        }
+    }
+}
+
+/// What the server's host key check found, kept for the error message.
+type Refusal = Arc<Mutex<Option<String>>>;
+
+struct ClientHandler {
+    known_hosts: Option<KnownHosts>,
+    host: String,
+    port: u16,
+    refusal: Refusal,
+}
+
+impl client::Handler for ClientHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let Some(known_hosts) = &self.known_hosts else {
+            return Ok(true);
+        };
+        let key: &PublicKey = match server_public_key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => {
+                *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some("knownhosts: host certificates are not supported".into());
+                return Ok(false);
+            }
+        };
+        match known_hosts.check(&self.host, self.port, key) {
+            Ok(()) => Ok(true),
+            Err(refusal) => {
+                let message = format!(
+                    "{} (host {}:{} offered {} {}; known hosts file {})",
+                    refusal.as_str(),
+                    self.host,
+                    self.port,
+                    key.algorithm(),
+                    fingerprint(key),
+                    known_hosts.path().display()
+                );
+                *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Why one connection attempt failed, and whether trying again can help.
+struct ConnectFailure {
+    message: String,
+    permanent: bool,
+}
+
+/// Runs the stages of one job on a remote host.
+pub struct SshExecutor {
+    config: Option<SshConfig>,
+    /// The build shell's command line (`bash -l`).
+    command_line: String,
+    connection: Option<Handle<ClientHandler>>,
+}
+
+impl std::fmt::Debug for SshExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshExecutor")
+            .field("config", &self.config)
+            .field("connected", &self.connection.is_some())
+            .finish()
+    }
+}
+
+/// The first stdout line of every stage: the remote shell's pid, which is also its process group
+/// (sshd starts each session's command with `setsid`).
+const PID_MARKER: &str = "gitlab-runner-rs-ssh-pid:";
+
+/// How long the session may take to end after it was killed.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+impl SshExecutor {
+    async fn connect_once(
+        config: &SshConfig,
+        known_hosts: Option<&KnownHosts>,
+        key: Option<&Arc<russh::keys::PrivateKey>>,
+    ) -> Result<Handle<ClientHandler>, ConnectFailure> {
+        let refusal: Refusal = Arc::default();
+        let mut client_config = client::Config {
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 3,
+            ..client::Config::default()
+        };
+        // Ask for the key types on file first, as OpenSSH does, so a host with several keys
+        // presents one that can be checked.
+        if let Some(known_hosts) = known_hosts {
+            let on_file = known_hosts.algorithms_for(&config.host, config.port);
+            if !on_file.is_empty() {
+                let mut preferred: Vec<_> = on_file.clone();
+                preferred.extend(
+                    client_config
+                        .preferred
+                        .key
+                        .iter()
+                        .filter(|algorithm| !on_file.contains(algorithm))
+                        .cloned(),
+                );
+                client_config.preferred.key = preferred.into();
+            }
+        }
+        let handler = ClientHandler {
+            known_hosts: known_hosts.cloned(),
+            host: config.host.clone(),
+            port: config.port,
+            refusal: refusal.clone(),
+        };
+        let address = (config.host.as_str(), config.port);
+        let connecting = client::connect(Arc::new(client_config), address, handler);
+        let mut handle = match tokio::time::timeout(config.connect_timeout, connecting).await {
+            Err(_) => {
+                return Err(ConnectFailure {
+                    message: format!(
+                        "dial tcp {}: i/o timeout after {}s",
+                        config.address(),
+                        config.connect_timeout.as_secs()
+                    ),
+                    permanent: false,
+                })
+            }
+            Ok(Err(russh::Error::UnknownKey)) => {
+                let reason = refusal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .unwrap_or_else(|| "host key refused".into());
+                return Err(ConnectFailure {
+                    message: format!("ssh: handshake failed: {reason}"),
+                    permanent: true,
+                });
+            }
+            Ok(Err(russh::Error::IO(error))) => {
+                return Err(ConnectFailure {
+                    message: format!("dial tcp {}: {error}", config.address()),
+                    permanent: false,
+                })
+            }
+            Ok(Err(error)) => {
+                return Err(ConnectFailure {
+                    message: format!("ssh: handshake failed: {error}"),
+                    permanent: false,
+                })
+            }
+            Ok(Ok(handle)) => handle,
+        };
+
+        let transport = |error: russh::Error| ConnectFailure {
+            message: format!("ssh: handshake failed: {error}"),
+            permanent: false,
+        };
+        let mut attempted = vec!["none"];
+        if !config.password.expose().is_empty() {
+            attempted.push("password");
+            let result = handle
+                .authenticate_password(&config.user, config.password.expose().as_str())
+                .await
+                .map_err(transport)?;
+            if result.success() {
+                return Ok(handle);
+            }
+        }
+        if let Some(key) = key {
+            attempted.push("publickey");
+            let hash = handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(transport)?
+                .flatten();
+            let result = handle
+                .authenticate_publickey(&config.user, PrivateKeyWithHashAlg::new(key.clone(), hash))
+                .await
+                .map_err(transport)?;
+            if result.success() {
+                return Ok(handle);
+            }
+        }
+        // Go's wording; refused credentials do not get better by retrying.
+        Err(ConnectFailure {
+            message: format!(
+                "ssh: handshake failed: ssh: unable to authenticate, attempted methods [{}], no supported methods remain (user {:?} on {})",
+                attempted.join(" "),
+                config.user,
+                config.address()
+            ),
+            permanent: true,
+        })
+    }
+
+    /// Upstream's `Connect`: up to `connect_retries` attempts, `retry_interval` apart.
+    async fn connect(
+        config: &SshConfig,
+        cancel: &CancellationToken,
+    ) -> Result<Handle<ClientHandler>, ExecutorError> {
+        let connect_error = |message: String| {
+            ExecutorError::system(format!("ssh command Connect() error: {message}"))
+        };
+        let key = match &config.identity_file {
+            None => None,
+            Some(path) => Some(Arc::new(load_secret_key(path, None).map_err(|error| {
+                connect_error(format!(
+                    "getting SSH authentication methods: reading {}: {error}",
+                    path.display()
+                ))
+            })?)),
+        };
+        let known_hosts = if config.disable_strict_host_key_checking {
+            None
+        } else {
+            let path = config.known_hosts_path().map_err(|message| {
+                connect_error(format!("getting host key callback: {message}"))
+            })?;
+            Some(KnownHosts::load(&path).map_err(|error| {
+                connect_error(format!(
+                    "getting host key callback: open {}: {error}",
+                    path.display()
+                ))
+            })?)
+        };
+        let attempts = config.connect_retries.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            match Self::connect_once(config, known_hosts.as_ref(), key.as_ref()).await {
+                Ok(handle) => return Ok(handle),
+                Err(failure) => {
+                    tracing::debug!(attempt, error = %failure.message, "ssh connect failed");
+                    last = failure.message;
+                    if failure.permanent {
+                        break;
+                    }
+                    if attempt < attempts {
+                        tokio::select! {
+                            _ = tokio::time::sleep(config.retry_interval) => {}
+                            _ = cancel.cancelled() => break,
+                        }
+                    }
+                }
+            }
+        }
+        Err(connect_error(format!("ssh Dial() error: {last}")))
+    }
+
+    /// Kills the stage's remote process group through a second session, then sends `KILL` on
+    /// the stage's own session, as upstream does. OpenSSH delivers that signal to the whole
+    /// group; the second session covers servers that ignore signal requests. The session is
+    /// left to end by itself, so its exit status still arrives.
+    async fn kill_remote(&self, pid: Option<u32>, channel: &russh::ChannelWriteHalf<client::Msg>) {
+        if let (Some(pid), Some(handle)) = (pid, &self.connection) {
+            let command = format!(
+                "kill -s KILL -- -{pid} 2>/dev/null || kill -s KILL {pid} 2>/dev/null; true"
+            );
+            match handle.channel_open_session().await {
+                Ok(mut killer) => {
+                    if killer.exec(true, command).await.is_ok() {
+                        let _ = tokio::time::timeout(KILL_WAIT, async {
+                            while killer.wait().await.is_some() {}
+                        })
+                        .await;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot open a session to kill the stage"),
+            }
+        }
+        let _ = channel.signal(Sig::KILL).await;
+    }
+}
+
+/// Takes the pid line off the front of a stage's stdout; everything else passes through.
+#[derive(Default)]
+struct PidLine {
+    pending: Vec<u8>,
+    pid: Option<u32>,
+    done: bool,
+}
+
+impl PidLine {
+    /// Returns what belongs in the job log.
+    fn feed(&mut self, data: &[u8]) -> Vec<u8> {
+        if self.done {
+            return data.to_vec();
+        }
+        self.pending.extend_from_slice(data);
+        let mut out = Vec::new();
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            if let Some(pid) = text.trim_end().strip_prefix(PID_MARKER) {
+                self.pid = pid.parse().ok();
+                self.done = true;
+                out.append(&mut self.pending);
+                return out;
+            }
+            // Something the login shell printed first.
+            out.extend_from_slice(&line);
+        }
+        out
+    }
+
+    fn flush(&mut self) -> Vec<u8> {
+        self.done = true;
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// A command line word, quoted for a POSIX shell when it needs it.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+".contains(&b))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Go's `ssh.Waitmsg` numbering for a remote signal: 128 + its number.
+fn signal_number(signal: &Sig) -> i32 {
+    match signal {
+        Sig::HUP => 1,
+        Sig::INT => 2,
+        Sig::QUIT => 3,
+        Sig::ILL => 4,
+        Sig::ABRT => 6,
+        Sig::FPE => 8,
+        Sig::KILL => 9,
+        Sig::SEGV => 11,
+        Sig::PIPE => 13,
+        Sig::ALRM => 14,
+        Sig::TERM => 15,
+        Sig::USR1 | Sig::Custom(_) => 0,
+    }
+}
+
+fn signal_name(signal: &Sig) -> String {
+    match signal {
+        Sig::Custom(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Executor for SshExecutor {
+    async fn prepare(
+        &mut self,
+        build: &BuildContext,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<(), ExecutorError> {
+        log.println("Using SSH executor...");
+        let Some(config) = self.config.clone() else {
+            return Err(ExecutorError::system("missing SSH configuration"));
+        };
+        if build.shell.program.is_empty() {
+            return Err(ExecutorError::with_reason(
+                runner_core::FailureReason::RunnerConfigurationError,
+                "no shell defined",
+            ));
+        }
+        self.command_line = std::iter::once(build.shell.program.as_str())
+            .chain(build.shell.args.iter().map(String::as_str))
+            .map(shell_word)
+            .collect::<Vec<_>>()
+            .join(" ");
+        tracing::debug!(host = %config.host, port = config.port, user = %config.user, "connecting to SSH server");
+        // A retried prepare starts from a fresh connection.
+        self.cleanup(log).await;
+        self.connection = Some(Self::connect(&config, cancel).await?);
+        Ok(())
+    }
+
+    async fn run(
+        &mut self,
+        command: ExecutorCommand<'_>,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<ScriptExit, ExecutorError> {
+        let address = self
+            .config
+            .as_ref()
+            .map(SshConfig::address)
+            .unwrap_or_default();
+        let Some(handle) = &self.connection else {
+            return Err(ExecutorError::system("not connected"));
+        };
+        let lost = |what: &str, error: russh::Error| {
+            ExecutorError::system(format!("ssh connection to {address}: {what}: {error}"))
+        };
+        let channel = handle
+            .channel_open_session()
+            .await
+            .map_err(|error| lost("opening a session", error))?;
+        let remote = format!("echo {PID_MARKER}$$; exec {}", self.command_line);
+        channel
+            .exec(true, remote)
+            .await
+            .map_err(|error| lost("starting the shell", error))?;
+        let (mut reader, writer) = channel.split();
+        let writer = Arc::new(writer);
+        let stdin = {
+            let writer = writer.clone();
+            let script = command.script.as_bytes().to_vec();
+            tokio::spawn(async move {
+                // A script that exits before reading all of its input ends the channel; fine.
+                let _ = writer.data(&script[..]).await;
+                let _ = writer.eof().await;
+            })
+        };
+
+        let mut stdout = log.stream(StreamId::SCRIPT, StreamKind::Stdout);
+        let mut stderr = log.stream(StreamId::SCRIPT, StreamKind::Stderr);
+        let mut pid_line = PidLine::default();
+        let mut exit_status: Option<u32> = None;
+        let mut exit_signal: Option<Sig> = None;
+        let mut killed = false;
+        loop {
+            let message = if killed {
+                match tokio::time::timeout(KILL_WAIT, reader.wait()).await {
+                    Ok(message) => message,
+                    Err(_) => {
+                        let _ = writer.close().await;
+                        break;
+                    }
+                }
+            } else {
+                tokio::select! {
+                    message = reader.wait() => message,
+                    _ = cancel.cancelled() => {
+                        killed = true;
+                        self.kill_remote(pid_line.pid, &writer).await;
+                        continue;
+                    }
+                }
+            };
+            match message {
+                None => break,
+                Some(ChannelMsg::Data { data }) => stdout.write(&pid_line.feed(&data)),
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => stderr.write(&data),
+                Some(ChannelMsg::ExitStatus { exit_status: code }) => exit_status = Some(code),
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => exit_signal = Some(signal_name),
+                Some(_) => {}
+            }
+        }
+        stdin.abort();
+        stdout.write(&pid_line.flush());
+        stdout.finish();
+        stderr.finish();
+
+        if let Some(signal) = exit_signal {
+            let code = 128 + signal_number(&signal);
+            return Ok(ScriptExit::Failed {
+                code,
+                message: format!(
+                    "Process exited with status {code} from signal {}",
+                    signal_name(&signal)
+                ),
+            });
+        }
+        match exit_status {
+            Some(0) => Ok(ScriptExit::Success),
+            Some(code) => Ok(ScriptExit::Failed {
+                code: code as i32,
+                message: format!("Process exited with status {code}"),
+            }),
+            None if killed => Ok(ScriptExit::Failed {
+                code: -1,
+                message: "Process exited with status 137 from signal KILL".into(),
+            }),
+            None => {
+                let closed = self.connection.as_ref().is_none_or(|h| h.is_closed());
+                let why = if closed {
+                    "the connection was lost"
+                } else {
+                    "the session ended"
+                };
+                Err(ExecutorError::system(format!(
+                    "ssh connection to {address}: {why}: wait: remote command exited without exit status or exit signal"
+                )))
+            }
+        }
+    }
+
+    async fn cleanup(&mut self, _log: &JobLog) {
+        if let Some(handle) = self.connection.take() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                handle.disconnect(Disconnect::ByApplication, "", "en"),
+            )
+            .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pid_line_is_taken_off_and_everything_else_kept() {
+        let mut filter = PidLine::default();
+        assert_eq!(filter.feed(b"motd\ngitlab-runner"), b"motd\n");
+        assert_eq!(filter.feed(b"-rs-ssh-pid:4242\nhello "), b"hello ");
+        assert_eq!(filter.pid, Some(4242));
+        assert_eq!(filter.feed(b"world\n"), b"world\n");
+        let mut unterminated = PidLine::default();
+        assert!(unterminated.feed(b"partial").is_empty());
+        assert_eq!(unterminated.flush(), b"partial");
+    }
+
+    #[test]
+    fn command_line_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("bash"), "bash");
+        assert_eq!(shell_word("-l"), "-l");
+        assert_eq!(shell_word("bash -l"), "'bash -l'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+    }
+}
