@@ -198,6 +198,58 @@ struct RegisterArgs {
     limit: Option<i64>,
     #[arg(long)]
     tls_ca_file: Option<String>,
+    #[command(flatten)]
+    ssh: SshRegisterArgs,
+}
+
+/// Upstream's `--ssh-*` registration flags; they fill `[runners.ssh]`.
+#[derive(Args)]
+struct SshRegisterArgs {
+    #[arg(long = "ssh-user", env = "SSH_USER")]
+    user: Option<String>,
+    #[arg(long = "ssh-password", env = "SSH_PASSWORD")]
+    password: Option<String>,
+    #[arg(long = "ssh-host", env = "SSH_HOST")]
+    host: Option<String>,
+    #[arg(long = "ssh-port", env = "SSH_PORT")]
+    port: Option<String>,
+    #[arg(long = "ssh-identity-file", env = "SSH_IDENTITY_FILE")]
+    identity_file: Option<String>,
+    #[arg(
+        long = "ssh-disable-strict-host-key-checking",
+        env = "DISABLE_STRICT_HOST_KEY_CHECKING"
+    )]
+    disable_strict_host_key_checking: Option<bool>,
+    #[arg(long = "ssh-known-hosts-file", env = "KNOWN_HOSTS_FILE")]
+    known_hosts_file: Option<String>,
+}
+
+impl SshRegisterArgs {
+    /// The `[runners.ssh]` table, when the executor is `ssh`.
+    fn section(&self, executor: &str) -> Option<toml::Value> {
+        if executor != "ssh" {
+            return None;
+        }
+        let mut table = toml::map::Map::new();
+        let mut put = |key: &str, value: &Option<String>| {
+            if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
+                table.insert(key.into(), toml::Value::String(value.clone()));
+            }
+        };
+        put("user", &self.user);
+        put("password", &self.password);
+        put("host", &self.host);
+        put("port", &self.port);
+        put("identity_file", &self.identity_file);
+        put("known_hosts_file", &self.known_hosts_file);
+        if let Some(disable) = self.disable_strict_host_key_checking {
+            table.insert(
+                "disable_strict_host_key_checking".into(),
+                toml::Value::Boolean(disable),
+            );
+        }
+        Some(toml::Value::Table(table))
+    }
 }
 
 fn init_logging(level: Option<&str>) {
@@ -311,6 +363,7 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir.clone(),
         limit: args.limit,
         tls_ca_file: args.tls_ca_file.clone(),
+        ssh: args.ssh.section(&args.executor),
         ..RawRunner::default()
     });
     // Validate before writing, so a bad value never lands in the file.

@@ -199,6 +199,21 @@ fn handle(state: &Mutex<State>, received: Received) -> Reply {
                 .insert("Content-Type", "application/json".parse().unwrap());
             with_headers(response, &[("X-Request-Id", format!("{id:032x}"))])
         }
+        ("POST", ["api", "v4", "runners", "verify"]) => {
+            let body: Value = serde_json::from_slice(&received.body).unwrap_or(Value::Null);
+            if body["token"].as_str() != Some(state.runner_token.as_str()) {
+                return reply(403, r#"{"message":"403 Forbidden"}"#);
+            }
+            let mut response = reply(
+                200,
+                json!({"id": 4242, "token": state.runner_token, "token_expires_at": null})
+                    .to_string(),
+            );
+            response
+                .headers_mut()
+                .insert("Content-Type", "application/json".parse().unwrap());
+            response
+        }
         ("PUT", ["api", "v4", "jobs", id]) => {
             let Ok(id) = id.parse::<i64>() else {
                 return reply(404, "");

@@ -480,3 +480,48 @@ async fn artifacts_upload_through_the_helper_on_the_remote_path() {
     assert_eq!(update.state, "success", "{log}");
     assert!(log.contains("got=remote-bytes"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_writes_the_ssh_section_from_upstreams_flags_and_the_runner_uses_it() {
+    let server = SshServer::start(SshdOptions::default());
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let known_hosts = server.known_hosts(false);
+    let output = std::process::Command::new(runner_binary())
+        .args(["register", "--non-interactive", "-c"])
+        .arg(&config)
+        .args(["--url", &gitlab.url(), "--token", RUNNER_TOKEN])
+        .args(["--name", "registered-ssh", "--executor", "ssh"])
+        .args([
+            "--ssh-host",
+            "127.0.0.1",
+            "--ssh-port",
+            &server.port().to_string(),
+        ])
+        .args(["--ssh-user", server.user()])
+        .arg("--ssh-identity-file")
+        .arg(server.identity_file())
+        .arg("--ssh-known-hosts-file")
+        .arg(&known_hosts)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(written.contains("[runners.ssh]"), "{written}");
+    assert!(
+        written.contains(&format!("port = \"{}\"", server.port())),
+        "{written}"
+    );
+
+    let job = gitlab.enqueue(no_git(60, &["echo registered-runner-ran"], &[]));
+    let _process = RunnerProcess::spawn(&runner_binary(), &config, dir.path(), &[]);
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("registered-runner-ran"), "{log}");
+}
