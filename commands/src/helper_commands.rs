@@ -1,11 +1,13 @@
 //! The helper subcommands generated job scripts call (`artifacts-uploader`,
-//! `artifacts-downloader`), with upstream's flag names and environment variables.
+//! `artifacts-downloader`, `cache-extractor`, `cache-archiver`), with upstream's flag names and
+//! environment variables.
 
 use std::path::{Path, PathBuf};
 
 use clap::{ArgAction, Args};
 use runner_helpers::archive;
 use runner_helpers::artifacts::{self, JobCredentials, UploadOptions};
+use runner_helpers::cache;
 use runner_helpers::files::{clean, FileSelection};
 use runner_helpers::log;
 
@@ -244,5 +246,153 @@ pub async fn artifacts_downloader(args: DownloaderArgs) -> i32 {
     match archive::extract(temp.path(), &wd) {
         Ok(_) => 0,
         Err(error) => log::fatal(&error.to_string()),
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CacheExtractorArgs {
+    /// The file containing the cache archive.
+    #[arg(long, default_value = "")]
+    file: String,
+    /// A presigned URL of the remote cache archive.
+    #[arg(long, default_value = "")]
+    url: String,
+    /// Accepted for compatibility: a presigned HEAD URL of the same object.
+    #[arg(long = "head-url", default_value = "")]
+    head_url: String,
+    #[arg(long = "gocloud-url", default_value = "")]
+    gocloud_url: String,
+    /// Overall timeout of the download, in minutes.
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+    #[arg(long = "env-file")]
+    env_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CacheArchiverArgs {
+    #[command(flatten)]
+    files: FileArgs,
+    #[arg(long, default_value = "")]
+    file: String,
+    /// Accepted for compatibility: the archive name with the other key hashing.
+    #[arg(long = "alternate-file", default_value = "")]
+    alternate_file: String,
+    /// A presigned PUT URL of the remote cache archive.
+    #[arg(long, default_value = "")]
+    url: String,
+    /// Accepted for compatibility: a presigned HEAD URL of the same object.
+    #[arg(long = "check-url", default_value = "")]
+    check_url: String,
+    #[arg(long = "gocloud-url", default_value = "")]
+    gocloud_url: String,
+    /// Overall timeout of the upload, in minutes.
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+    /// HTTP headers for the PUT request, `Name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    #[arg(
+        long = "compression-level",
+        env = "CACHE_COMPRESSION_LEVEL",
+        default_value = ""
+    )]
+    compression_level: String,
+    #[arg(
+        long = "max-uploaded-archive-size",
+        env = "CACHE_MAX_UPLOADED_ARCHIVE_SIZE",
+        default_value_t = 0
+    )]
+    max_uploaded_archive_size: u64,
+    #[arg(long = "env-file")]
+    env_file: Option<PathBuf>,
+}
+
+/// Upstream's `warningln`: a warning, then exit 1.
+fn warn_and_fail(message: &str) -> i32 {
+    log::warning(message);
+    1
+}
+
+fn gocloud_unsupported() -> i32 {
+    warn_and_fail("GoCloud cache URLs are not supported by gitlab-runner-rs; use a presigned-URL cache (Type = \"s3\")")
+}
+
+pub async fn cache_extractor(args: CacheExtractorArgs) -> i32 {
+    let wd = working_directory();
+    if args.file.is_empty() {
+        return warn_and_fail("Missing cache file");
+    }
+    let file = wd.join(&args.file);
+    if !args.gocloud_url.is_empty() {
+        return gocloud_unsupported();
+    }
+    if !args.url.is_empty() {
+        let client = match cache::client(args.timeout) {
+            Ok(client) => client,
+            Err(error) => return warn_and_fail(&error.message),
+        };
+        let result = cache::with_retries(|| cache::download(&client, &args.url, &file)).await;
+        if let Err(error) = result {
+            return warn_and_fail(&error.message);
+        }
+    } else {
+        log::info(
+            "No URL provided, cache will not be downloaded from shared cache server. \
+             Instead a local version of cache will be extracted.",
+        );
+    }
+    if !file.exists() {
+        return warn_and_fail("Cache file does not exist");
+    }
+    match archive::extract(&file, &wd) {
+        Ok(_) => 0,
+        Err(error) => log::fatal(&error.to_string()),
+    }
+}
+
+pub async fn cache_archiver(args: CacheArchiverArgs) -> i32 {
+    if args.file.is_empty() {
+        log::fatal("Missing --file");
+    }
+    let wd = working_directory();
+    let file = wd.join(&args.file);
+    let files = args.files.selection().enumerate(&wd);
+    if files.is_empty() {
+        log::warning("No files to cache.");
+    }
+    if !cache::archive_is_stale(&file, &files) {
+        log::info("Archive is up to date!");
+        return 0;
+    }
+    let level = archive::compression_level(&args.compression_level);
+    let size = match cache::create_archive(&file, &wd, &files, level) {
+        Ok(size) => size,
+        Err(error) => log::fatal(&error),
+    };
+    if !args.gocloud_url.is_empty() {
+        return gocloud_unsupported();
+    }
+    if args.url.is_empty() {
+        log::info(
+            "No URL provided, cache will not be uploaded to shared cache server. \
+             Cache will be stored only locally.",
+        );
+        return 0;
+    }
+    if args.max_uploaded_archive_size != 0 && size > args.max_uploaded_archive_size {
+        log::info(&format!(
+            "Cache archive size ({size}) is too big (Limit is set to {}). Cache will be stored only locally.",
+            args.max_uploaded_archive_size
+        ));
+        return 0;
+    }
+    let client = match cache::client(args.timeout) {
+        Ok(client) => client,
+        Err(error) => log::fatal(&error.message),
+    };
+    match cache::with_retries(|| cache::upload(&client, &args.url, &args.headers, &file)).await {
+        Ok(()) => 0,
+        Err(error) => log::fatal(&error.message),
     }
 }

@@ -104,6 +104,10 @@ enum Commands {
     ArtifactsUploader(helper_commands::UploaderArgs),
     /// Download and extract build artifacts (internal; called by job scripts).
     ArtifactsDownloader(helper_commands::DownloaderArgs),
+    /// Download and extract cache artifacts (internal).
+    CacheExtractor(helper_commands::CacheExtractorArgs),
+    /// Create and upload cache artifacts (internal).
+    CacheArchiver(helper_commands::CacheArchiverArgs),
 }
 
 #[derive(Subcommand)]
@@ -548,6 +552,8 @@ fn main() {
             Commands::ArtifactsUploader(args) => {
                 Ok(helper_commands::artifacts_uploader(args).await)
             }
+            Commands::CacheExtractor(args) => Ok(helper_commands::cache_extractor(args).await),
+            Commands::CacheArchiver(args) => Ok(helper_commands::cache_archiver(args).await),
             Commands::ArtifactsDownloader(args) => {
                 Ok(helper_commands::artifacts_downloader(args).await)
             }

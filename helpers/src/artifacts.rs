@@ -374,21 +374,7 @@ async fn download_once(
     fields.push(("status", status.as_u16().to_string()));
     match status.as_u16() {
         200 => {
-            let mut file = tokio::fs::File::create(destination)
-                .await
-                .map_err(|error| {
-                    TransferError::Other(format!("{}: {error}", destination.display()))
-                })?;
-            use futures_util::StreamExt;
-            use tokio::io::AsyncWriteExt;
-            let mut stream = response.bytes_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|error| TransferError::Other(error.to_string()))?;
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|error| TransferError::Other(error.to_string()))?;
-            }
-            file.flush()
+            copy_body(response, destination)
                 .await
                 .map_err(|error| TransferError::Other(error.to_string()))?;
             log::log(Level::Info, &format!("{prefix} ok"), &fields);
@@ -415,6 +401,23 @@ async fn download_once(
             )))
         }
     }
+}
+
+/// Streams a response body into the file at `destination` (created or truncated).
+pub async fn copy_body(response: reqwest::Response, destination: &Path) -> std::io::Result<()> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::create(destination)
+        .await
+        .map_err(|error| {
+            std::io::Error::new(error.kind(), format!("{}: {error}", destination.display()))
+        })?;
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await
 }
 
 #[cfg(test)]

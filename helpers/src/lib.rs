@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod artifacts;
+pub mod cache;
 pub mod files;
 pub mod glob;
 pub mod log;

@@ -599,3 +599,98 @@ async fn a_refused_artifact_upload_fails_the_job_and_missing_paths_do_not() {
     assert!(log.contains("does-not-exist/: no matching files"), "{log}");
     assert!(log.contains("ERROR: No files to upload"), "{log}");
 }
+
+fn cache_job(
+    script: &[&str],
+    cache: serde_json::Value,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut vars = vec![json!({"key": "GIT_STRATEGY", "value": "empty", "public": true})];
+    vars.extend(extra.as_array().cloned().unwrap_or_default());
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        script,
+        &[],
+        variables(serde_json::Value::Array(vars)),
+        120,
+    );
+    payload["cache"] = cache;
+    payload
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_saved_by_one_job_is_restored_by_the_next_and_a_fallback_key_is_used() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let save = gitlab.enqueue(cache_job(
+        &["mkdir -p vendor/lib && printf 'cached-bytes' > vendor/lib/dep.txt && chmod 640 vendor/lib/dep.txt"],
+        json!([{"key": "deps-main", "paths": ["vendor/"], "policy": "pull-push", "when": "on_success", "untracked": false}]),
+        json!([]),
+    ));
+    let runner = Runner::start(&gitlab, "");
+    let update = gitlab.wait_final(save, WAIT).await;
+    let log = gitlab.log(save);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("Checking cache for deps-main..."), "{log}");
+    assert!(log.contains("Cache file does not exist"), "{log}");
+    assert!(log.contains("Failed to extract cache"), "{log}");
+    assert!(log.contains("Creating cache deps-main..."), "{log}");
+    assert!(
+        log.contains("vendor/: found 3 matching artifact files and directories"),
+        "{log}"
+    );
+    assert!(log.contains("Created cache"), "{log}");
+    let archive = runner
+        ._dir
+        .path()
+        .join("cache/group/project-empty/deps-main/cache.zip");
+    assert!(
+        archive.exists(),
+        "{} missing; cache files: {:?}\n{log}",
+        archive.display(),
+        walk(&runner._dir.path().join("cache"))
+    );
+
+    // Same key: restored with its mode; the archive is not rebuilt when nothing changed.
+    let restore = gitlab.enqueue(cache_job(
+        &["echo \"got=$(cat vendor/lib/dep.txt) mode=$(stat -c %a vendor/lib/dep.txt)\""],
+        json!([{"key": "deps-main", "paths": ["vendor/"], "policy": "pull", "when": "on_success", "untracked": false}]),
+        json!([]),
+    ));
+    let update = gitlab.wait_final(restore, WAIT).await;
+    let log = gitlab.log(restore);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("Successfully extracted cache"), "{log}");
+    assert!(log.contains("got=cached-bytes mode=640"), "{log}");
+    assert!(
+        log.contains("Not uploading cache deps-main due to policy"),
+        "{log}"
+    );
+
+    // A key that misses falls back to `fallback_keys`, then to CACHE_FALLBACK_KEY.
+    let fallback = gitlab.enqueue(cache_job(
+        &["echo \"fallback-got=$(cat vendor/lib/dep.txt)\""],
+        json!([{"key": "deps-feature", "fallback_keys": ["deps-nothing"], "paths": ["vendor/"], "policy": "pull", "when": "on_success", "untracked": false}]),
+        json!([{"key": "CACHE_FALLBACK_KEY", "value": "deps-main", "public": true}]),
+    ));
+    let update = gitlab.wait_final(fallback, WAIT).await;
+    let log = gitlab.log(fallback);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("Checking cache for deps-feature..."), "{log}");
+    assert!(log.contains("Checking cache for deps-nothing..."), "{log}");
+    assert!(log.contains("Checking cache for deps-main..."), "{log}");
+    assert!(log.contains("fallback-got=cached-bytes"), "{log}");
+
+    // A corrupt archive is refused with a warning and the job goes on.
+    std::fs::write(&archive, b"PK\x03\x04 not really a zip").unwrap();
+    let corrupt = gitlab.enqueue(cache_job(
+        &["test ! -e vendor/lib/dep.txt && echo nothing-restored"],
+        json!([{"key": "deps-main", "paths": ["vendor/"], "policy": "pull", "when": "on_success", "untracked": false}]),
+        json!([]),
+    ));
+    let update = gitlab.wait_final(corrupt, WAIT).await;
+    let log = gitlab.log(corrupt);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("Failed to extract cache"), "{log}");
+    assert!(log.contains("nothing-restored"), "{log}");
+}
