@@ -240,8 +240,14 @@ pub async fn artifacts_downloader(args: DownloaderArgs) -> i32 {
         Ok(temp) => temp,
         Err(error) => log::fatal(&format!("{}: {error}", staging.display())),
     };
-    if let Err(error) = artifacts::download(&credentials, args.direct_download, temp.path()).await {
-        log::fatal(&error.to_string());
+    match artifacts::download(&credentials, args.direct_download, temp.path()).await {
+        Ok(()) => {}
+        // The dependency's archive is gone: a distinct exit, so the job can say so.
+        Err(artifacts::TransferError::NotFound) => {
+            log::log(log::Level::Fatal, "file does not exist", &[]);
+            return runner_core::failure::MISSING_DEPENDENCY_EXIT_CODE;
+        }
+        Err(error) => log::fatal(&error.to_string()),
     }
     match archive::extract(temp.path(), &wd) {
         Ok(_) => 0,

@@ -223,6 +223,7 @@ impl JobEnvironment {
             debug_trace_disabled: runner.debug_trace_disabled,
             version: RunnerVersion::default(),
             server_tls: network::job_tls_data(self.client.tls()),
+            remote_cache: runner.remote_cache.clone(),
         }
     }
 

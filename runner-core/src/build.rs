@@ -94,6 +94,8 @@ pub struct RunnerSettings {
     pub version: RunnerVersion,
     /// The GitLab connection's TLS material, given to the job as file variables.
     pub server_tls: ServerTls,
+    /// `[runners.cache]` with a presigned-URL adapter; `None` keeps the cache local.
+    pub remote_cache: Option<crate::remote_cache::RemoteCache>,
 }
 
 /// What a job gets of the runner's TLS configuration (upstream's `TLSData`).
@@ -871,6 +873,15 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                     false,
                 )
                 .await;
+            // The helper's "no such archive" exit: a dependency whose artifacts are gone.
+            if let Err(StageError::Exit { code, message }) = &result {
+                if *code == crate::failure::MISSING_DEPENDENCY_EXIT_CODE {
+                    let mut error =
+                        BuildError::new(FailureReason::MissingDependencyFailure, message.clone());
+                    error.exit_code = *code;
+                    return Err(JobError::Build(error));
+                }
+            }
         }
         let mut job_error: Option<JobError> = match result {
             Ok(()) => None,

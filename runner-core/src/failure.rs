@@ -55,6 +55,8 @@ impl FailureReason {
                 Self::ImagePullFailure => Self::RunnerSystemFailure,
                 Self::RunnerConfigurationError => Self::ScriptFailure,
                 Self::RunnerExternalDependencyFailure => Self::RunnerSystemFailure,
+                // Upstream reports a failed dependency download as a script failure.
+                Self::MissingDependencyFailure => Self::ScriptFailure,
                 _ => return "unknown_failure",
             };
         }
@@ -67,6 +69,10 @@ impl fmt::Display for FailureReason {
         f.write_str(self.as_str())
     }
 }
+
+/// How `artifacts-downloader` exits when a dependency's archive is not there (404), so the job
+/// can end as `missing_dependency_failure`; other failures exit 1, as upstream's helper does.
+pub const MISSING_DEPENDENCY_EXIT_CODE: i32 = 3;
 
 /// A job failure with the reason GitLab shows and, for scripts, the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,7 @@ pub mod inputs;
 pub mod job;
 pub mod log;
 pub mod process;
+pub mod remote_cache;
 pub mod script;
 pub mod secret;
 pub mod settings;

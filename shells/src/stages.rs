@@ -3,10 +3,12 @@
 use runner_core::build::BuildContext;
 use runner_core::dirs::{clean_path, join_path, split_url};
 use runner_core::job::{Artifact, Cache};
+use runner_core::remote_cache::RemoteCache;
 use runner_core::script::ScriptError;
 use runner_core::settings::{GitStrategy, SubmoduleStrategy};
 use runner_core::stage::Stage;
 use runner_core::variables::Variables;
+use std::time::{Duration, SystemTime};
 
 use crate::writer::BashWriter;
 
@@ -922,6 +924,22 @@ fn relative_path(from_dir: &str, to: &str) -> String {
     parts.join("/")
 }
 
+/// The shared cache and the object name of `key` in it, when `[runners.cache]` has one.
+fn remote_object<'a>(info: &'a Info<'_>, key: &str) -> Option<(&'a RemoteCache, String)> {
+    let remote = info.build.runner.remote_cache.as_ref()?;
+    let object = remote.object_name(
+        &info.build.runner.short_token(),
+        info.build.job.job_info.project_id,
+        key,
+    );
+    Some((remote, object))
+}
+
+/// Presigned URLs outlive the job: its timeout plus an hour.
+fn url_lifetime(info: &Info<'_>) -> Duration {
+    info.build.job_timeout() + Duration::from_secs(3600)
+}
+
 fn cache_paths(cache: &Cache) -> Vec<String> {
     let mut args = Vec::new();
     for path in &cache.paths {
@@ -1034,10 +1052,18 @@ fn write_extract_chain(w: &mut BashWriter, info: &Info<'_>, keys: &[String], tim
     };
     w.notice(&format!("Checking cache for {key}..."));
     let archive = cache_archive(info, key);
-    w.if_cmd_with_output(
-        info.runner_command,
-        &["cache-extractor", "--file", &archive, "--timeout", timeout],
-    );
+    let mut args: Vec<String> = vec![
+        "cache-extractor".into(),
+        "--file".into(),
+        archive,
+        "--timeout".into(),
+        timeout.into(),
+    ];
+    if let Some((remote, object)) = remote_object(info, key) {
+        args.push("--url".into());
+        args.push(remote.download_url(&object, SystemTime::now(), url_lifetime(info)));
+    }
+    w.if_cmd_with_output(info.runner_command, &as_refs(&args));
     w.notice("Successfully extracted cache");
     w.else_();
     w.warning("Failed to extract cache");
@@ -1097,7 +1123,23 @@ fn write_archive_cache(
                 "--timeout".into(),
                 timeout.clone(),
             ];
+            let remote = remote_object(info, &key);
+            if let Some((remote, _)) = &remote {
+                if remote.max_uploaded_archive_size > 0 {
+                    args.push("--max-uploaded-archive-size".into());
+                    args.push(remote.max_uploaded_archive_size.to_string());
+                }
+            }
             args.extend(paths.iter().cloned());
+            if let Some((remote, object)) = &remote {
+                let upload = remote.upload(object, SystemTime::now(), url_lifetime(info));
+                args.push("--url".into());
+                args.push(upload.url);
+                for (name, value) in upload.headers {
+                    args.push("--header".into());
+                    args.push(format!("{name}: {value}"));
+                }
+            }
             args.push("--env-file".into());
             args.push(env_file.clone());
             w.if_cmd_with_output(info.runner_command, &as_refs(&args));

@@ -694,3 +694,48 @@ async fn a_cache_saved_by_one_job_is_restored_by_the_next_and_a_fallback_key_is_
     assert!(log.contains("Failed to extract cache"), "{log}");
     assert!(log.contains("nothing-restored"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_without_artifacts_is_a_missing_dependency_failure() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    // Job 1001 uploads nothing, so its artifacts download is a 404.
+    let gone = gitlab.enqueue(artifacts_job(&["echo no artifacts here"], json!([])));
+    let _runner = Runner::start(&gitlab, "");
+    assert_eq!(gitlab.wait_final(gone, WAIT).await.state, "success");
+    let dependent = |reasons: serde_json::Value| {
+        let mut job = artifacts_job(&["echo must-not-run"], json!([]));
+        job["dependencies"] = json!([{
+            "id": gone.id, "token": gitlab.token(gone), "name": "build",
+            "artifacts_file": {"filename": "artifacts.zip", "size": 100}
+        }]);
+        job["features"]["failure_reasons"] = reasons;
+        job
+    };
+    let knows = gitlab.enqueue(dependent(json!([
+        "script_failure",
+        "missing_dependency_failure"
+    ])));
+    let update = gitlab.wait_final(knows, WAIT).await;
+    let log = gitlab.log(knows);
+    assert_eq!(update.state, "failed", "{log}");
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("missing_dependency_failure"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Downloading artifacts from coordinator... not found"),
+        "{log}"
+    );
+    assert!(log.contains("FATAL: file does not exist"), "{log}");
+    assert!(!log.contains("must-not-run"), "{log}");
+    // A GitLab that does not know the reason gets upstream's script_failure.
+    let old = gitlab.enqueue(dependent(json!(["script_failure"])));
+    let update = gitlab.wait_final(old, WAIT).await;
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("script_failure"),
+        "{}",
+        gitlab.log(old)
+    );
+}
