@@ -27,3 +27,7 @@ git http-backend </dev/null >/dev/null 2>&1 || true
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
+# The shared-cache tests run a real S3 server that checks signatures.
+if [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
+  cargo install s3s-fs --version 0.14.1 --features binary --locked
+fi

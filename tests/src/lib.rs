@@ -1,6 +1,6 @@
 //! Support for the end-to-end tests: a stateful fake GitLab ([`FakeGitlab`]) and a git
 //! smart-HTTP server ([`GitServer`]), both real HTTP servers on 127.0.0.1, a real OpenSSH server
-//! with a throwaway user ([`SshServer`]), and helpers to run
+//! with a throwaway user ([`SshServer`]), a real S3 server ([`S3Server`], s3s-fs), and helpers to run
 //! the `gitlab-runner-rs` binary.
 //!
 //! This crate is test-only; nothing in the product depends on it, and it depends on no product
@@ -12,6 +12,7 @@ pub mod fake_gitlab;
 pub mod git_server;
 mod http;
 pub mod runner_process;
+pub mod s3;
 pub mod sshd;
 
 pub use binary::{release_runner_binary, runner_binary};
@@ -21,4 +22,5 @@ pub use fake_gitlab::{
 };
 pub use git_server::GitServer;
 pub use runner_process::RunnerProcess;
+pub use s3::S3Server;
 pub use sshd::{SshServer, SshdOptions};

@@ -739,3 +739,97 @@ async fn a_dependency_without_artifacts_is_a_missing_dependency_failure() {
         gitlab.log(old)
     );
 }
+
+fn s3_cache_config(s3: &runner_tests::S3Server, secret: &str, extra: &str) -> String {
+    format!(
+        "[runners.cache]\n  Type = \"s3\"\n  Path = \"prefix\"\n  {extra}\n  [runners.cache.s3]\n    ServerAddress = \"{}\"\n    AccessKey = \"{}\"\n    SecretKey = \"{secret}\"\n    BucketName = \"runner-cache\"\n    Insecure = true\n",
+        s3.address(),
+        runner_tests::s3::ACCESS_KEY,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_s3_cache_round_trips_through_a_real_s3_server() {
+    let s3 = runner_tests::S3Server::start("runner-cache");
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let cache = json!([{"key": "s3-key", "paths": ["vendor/"], "policy": "pull-push", "when": "on_success", "untracked": false}]);
+    let save = gitlab.enqueue(cache_job(
+        &["mkdir -p vendor && printf 'from-s3' > vendor/dep.txt"],
+        cache.clone(),
+        json!([]),
+    ));
+    let runner = Runner::start(
+        &gitlab,
+        &s3_cache_config(&s3, runner_tests::s3::SECRET_KEY, ""),
+    );
+    let update = gitlab.wait_final(save, WAIT).await;
+    let log = gitlab.log(save);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("Uploading cache.zip to http://"), "{log}");
+    assert!(log.contains("Created cache"), "{log}");
+    // The presigned query never reaches the log.
+    assert!(!log.contains("X-Amz-Signature"), "{log}");
+    let objects = s3.objects("runner-cache");
+    assert!(
+        objects
+            .iter()
+            .any(|object| object.starts_with("prefix/runner/")
+                && object.ends_with("/project/77/s3-key")),
+        "{objects:?}"
+    );
+
+    // Only the shared copy is left: the next job gets it from S3.
+    std::fs::remove_dir_all(runner._dir.path().join("cache")).unwrap();
+    let restore = gitlab.enqueue(cache_job(
+        &["echo \"restored=$(cat vendor/dep.txt)\""],
+        cache.clone(),
+        json!([]),
+    ));
+    let update = gitlab.wait_final(restore, WAIT).await;
+    let log = gitlab.log(restore);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("Downloading cache from http://"), "{log}");
+    assert!(log.contains("Successfully extracted cache"), "{log}");
+    assert!(log.contains("restored=from-s3"), "{log}");
+    drop(runner);
+
+    // A wrong secret: S3 refuses the upload, the job still passes.
+    let refused = gitlab.enqueue(cache_job(
+        &["mkdir -p vendor && echo changed > vendor/dep.txt"],
+        json!([{"key": "other-key", "paths": ["vendor/"], "policy": "push", "when": "on_success", "untracked": false}]),
+        json!([]),
+    ));
+    let runner = Runner::start(&gitlab, &s3_cache_config(&s3, "not-the-secret", ""));
+    let update = gitlab.wait_final(refused, WAIT).await;
+    let log = gitlab.log(refused);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("received: 403 Forbidden"), "{log}");
+    assert!(log.contains("Failed to create cache"), "{log}");
+    drop(runner);
+
+    // An archive over MaxUploadedArchiveSize stays local.
+    let big = gitlab.enqueue(cache_job(
+        &["mkdir -p vendor && head -c 4096 /dev/urandom > vendor/blob"],
+        json!([{"key": "big-key", "paths": ["vendor/"], "policy": "push", "when": "on_success", "untracked": false}]),
+        json!([]),
+    ));
+    let _runner = Runner::start(
+        &gitlab,
+        &s3_cache_config(
+            &s3,
+            runner_tests::s3::SECRET_KEY,
+            "MaxUploadedArchiveSize = 100",
+        ),
+    );
+    let update = gitlab.wait_final(big, WAIT).await;
+    let log = gitlab.log(big);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("is too big (Limit is set to 100)"), "{log}");
+    assert!(
+        !s3.objects("runner-cache")
+            .iter()
+            .any(|object| object.ends_with("big-key")),
+        "{:?}",
+        s3.objects("runner-cache")
+    );
+}
