@@ -66,6 +66,30 @@ fn zip_time(time: SystemTime) -> DateTime {
     .unwrap_or_default()
 }
 
+/// The inverse of [`zip_time`]: zip times are written in UTC here, so they are read as UTC.
+fn system_time(time: DateTime) -> Option<SystemTime> {
+    let (year, month, day) = (
+        i64::from(time.year()),
+        i64::from(time.month()),
+        i64::from(time.day()),
+    );
+    // Days from the civil date (Howard Hinnant's algorithm), the inverse of civil_from_days.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400
+        + i64::from(time.hour()) * 3600
+        + i64::from(time.minute()) * 60
+        + i64::from(time.second());
+    u64::try_from(seconds)
+        .ok()
+        .map(|seconds| UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+}
+
 /// Writes `files` (relative to `wd`) as a zip archive to `out`.
 pub fn write_zip<W: Write + Seek>(
     out: W,
@@ -179,7 +203,8 @@ pub fn extract_zip(archive: &Path, root: &Path) -> Result<usize, ArchiveError> {
         let mode = entry.unix_mode();
         if entry.is_dir() {
             std::fs::create_dir_all(&target).map_err(io_error(name.clone()))?;
-            directories.push((target, mode));
+            let modified = entry.last_modified().and_then(system_time);
+            directories.push((target, mode, modified));
             continue;
         }
         if let Some(parent) = target.parent() {
@@ -196,13 +221,24 @@ pub fn extract_zip(archive: &Path, root: &Path) -> Result<usize, ArchiveError> {
         }
         let mut out = File::create(&target).map_err(io_error(name.clone()))?;
         io::copy(&mut entry, &mut out).map_err(io_error(name.clone()))?;
+        // The entry's time, as upstream restores it: a restored cache is then not newer than
+        // its archive and is not archived again.
+        if let Some(modified) = entry.last_modified().and_then(system_time) {
+            let _ = out.set_modified(modified);
+        }
         if let Some(mode) = mode {
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o7777))
                 .map_err(io_error(name.clone()))?;
         }
     }
     // Directory modes last, so a read-only directory does not block its own entries.
-    for (directory, mode) in directories.iter().rev() {
+    // Directory times last too: writing their entries changed them.
+    for (directory, mode, modified) in directories.iter().rev() {
+        if let Some(modified) = modified {
+            if let Ok(handle) = File::open(directory) {
+                let _ = handle.set_modified(*modified);
+            }
+        }
         if let Some(mode) = mode {
             let _ = std::fs::set_permissions(
                 directory,
@@ -244,6 +280,14 @@ pub fn extract(archive: &Path, root: &Path) -> Result<usize, ArchiveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zip_times_read_back_as_written() {
+        let when = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert_eq!(system_time(zip_time(when)), Some(when));
+        let leap = UNIX_EPOCH + std::time::Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(system_time(zip_time(leap)), Some(leap));
+    }
     use crate::files::{clean, FileSelection};
 
     #[test]
