@@ -119,6 +119,17 @@ fn expand_env(text: &str) -> String {
     runner_core::variables::expand_with(text, |name| std::env::var(name).ok())
 }
 
+/// Where archives are staged: the temporary directory, or the working directory in a minimal
+/// container that has no `/tmp` (an image holding only the static helper).
+fn staging_dir(wd: &Path) -> PathBuf {
+    let temp = std::env::temp_dir();
+    if temp.is_dir() {
+        temp
+    } else {
+        wd.to_path_buf()
+    }
+}
+
 fn working_directory() -> PathBuf {
     match std::env::current_dir() {
         Ok(dir) => clean(&dir),
@@ -134,7 +145,7 @@ fn build_archive(
 ) -> Result<tempfile::NamedTempFile, String> {
     let mut temp = tempfile::Builder::new()
         .prefix("artifacts")
-        .tempfile()
+        .tempfile_in(staging_dir(wd))
         .map_err(|error| error.to_string())?;
     match args.artifact_format.as_str() {
         "" | "zip" => {
@@ -232,7 +243,7 @@ pub async fn artifacts_downloader(args: DownloaderArgs) -> i32 {
         .archiver_staging_dir
         .clone()
         .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or_else(std::env::temp_dir);
+        .unwrap_or_else(|| staging_dir(&wd));
     let temp = match tempfile::Builder::new()
         .prefix("artifacts")
         .tempfile_in(&staging)
