@@ -518,6 +518,9 @@ pub struct BuildDriver<'a, E, G> {
     generator: &'a G,
     log: &'a JobLog,
     cancel: &'a JobCancel,
+    /// False right after a failed prepare attempt was cleaned up: upstream cleans up once per
+    /// failed attempt and not again at the end.
+    needs_cleanup: bool,
 }
 
 impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
@@ -532,6 +535,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
             generator,
             log,
             cancel,
+            needs_cleanup: true,
         }
     }
 
@@ -618,7 +622,9 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         };
         let outcome = outcome_of(result, self.cancel, job_timeout, prepare_timeout, context);
         self.executor.finish(outcome.error.as_ref());
-        self.cleanup().await;
+        if self.needs_cleanup {
+            self.cleanup().await;
+        }
         outcome
     }
 
@@ -678,6 +684,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                 }
             }
             let token = CancellationToken::new();
+            self.needs_cleanup = true;
             let result = {
                 let prepare = self.executor.prepare(context, self.log, &token);
                 run_until_stopped(prepare, scope, self.cancel, &token).await
@@ -687,6 +694,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                 (_, Some(stop)) => return Err(JobError::Stopped(stop)),
                 (Err(error), None) => {
                     self.cleanup().await;
+                    self.needs_cleanup = false;
                     if error.reason.is_some() {
                         return Err(JobError::Build(error.into_build_error()));
                     }

@@ -347,6 +347,20 @@ async fn get_sources_is_retried_with_clear_worktree_before_the_second_attempt() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_preparation_that_always_fails_is_cleaned_up_once_per_attempt() {
+    let harness = Harness {
+        prepare_failures: 3,
+        ..Harness::default()
+    };
+    let result = harness.run().await;
+    assert_eq!(result.outcome.state, RuntimeState::Failed);
+    let record = result.record.lock().unwrap();
+    assert_eq!(record.prepares, 3);
+    // As upstream: one cleanup after each failed attempt, none more at the end.
+    assert_eq!(record.cleanups, 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn preparation_is_retried_three_times_with_cleanup_between() {
     let harness = Harness {
         prepare_failures: 2,
