@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use executor_custom::CustomConfig;
 use executor_ssh::SshConfig;
 use runner_core::remote_cache::{RemoteCache, S3Settings};
 use runner_core::secret::Secret;
@@ -216,6 +217,7 @@ fn invalid(key: impl Into<String>, value: impl ToString, reason: &str) -> Config
 pub enum ExecutorKind {
     Shell,
     Ssh,
+    Custom,
 }
 
 impl ExecutorKind {
@@ -223,6 +225,7 @@ impl ExecutorKind {
         match self {
             ExecutorKind::Shell => "shell",
             ExecutorKind::Ssh => "ssh",
+            ExecutorKind::Custom => "custom",
         }
     }
 }
@@ -351,6 +354,69 @@ fn remote_cache(
     }))
 }
 
+/// `[runners.custom]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustom {
+    #[serde(default)]
+    config_exec: Option<String>,
+    #[serde(default)]
+    config_args: Vec<String>,
+    #[serde(default)]
+    config_exec_timeout: Option<i64>,
+    #[serde(default)]
+    prepare_exec: Option<String>,
+    #[serde(default)]
+    prepare_args: Vec<String>,
+    #[serde(default)]
+    prepare_exec_timeout: Option<i64>,
+    #[serde(default)]
+    run_exec: Option<String>,
+    #[serde(default)]
+    run_args: Vec<String>,
+    #[serde(default)]
+    cleanup_exec: Option<String>,
+    #[serde(default)]
+    cleanup_args: Vec<String>,
+    #[serde(default)]
+    cleanup_exec_timeout: Option<i64>,
+    #[serde(default)]
+    graceful_kill_timeout: Option<i64>,
+    #[serde(default)]
+    force_kill_timeout: Option<i64>,
+}
+
+/// Upstream's timeouts: integer seconds, unset or non-positive means the default.
+fn custom_config(
+    key: &dyn Fn(&str) -> String,
+    raw: &toml::Value,
+) -> Result<CustomConfig, ConfigError> {
+    let raw: RawCustom = raw
+        .clone()
+        .try_into()
+        .map_err(|error: toml::de::Error| invalid(key("custom"), "", error.message()))?;
+    let defaults = CustomConfig::default();
+    let seconds = |value: Option<i64>, default: Duration| match value {
+        Some(value) if value > 0 => Duration::from_secs(value as u64),
+        _ => default,
+    };
+    Ok(CustomConfig {
+        config_exec: raw.config_exec.unwrap_or_default(),
+        config_args: raw.config_args,
+        config_exec_timeout: seconds(raw.config_exec_timeout, defaults.config_exec_timeout),
+        prepare_exec: raw.prepare_exec.unwrap_or_default(),
+        prepare_args: raw.prepare_args,
+        prepare_exec_timeout: seconds(raw.prepare_exec_timeout, defaults.prepare_exec_timeout),
+        run_exec: raw.run_exec.unwrap_or_default(),
+        run_args: raw.run_args,
+        cleanup_exec: raw.cleanup_exec.unwrap_or_default(),
+        cleanup_args: raw.cleanup_args,
+        cleanup_exec_timeout: seconds(raw.cleanup_exec_timeout, defaults.cleanup_exec_timeout),
+        graceful_kill_timeout: seconds(raw.graceful_kill_timeout, defaults.graceful_kill_timeout),
+        force_kill_timeout: seconds(raw.force_kill_timeout, defaults.force_kill_timeout),
+    })
+}
+
 /// `[runners.ssh]` as written: upstream stores the port as a string; a number is taken too.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -431,6 +497,8 @@ pub struct RunnerConfig {
     pub ssh: Option<SshConfig>,
     /// The shared cache of `[runners.cache]`; `None` keeps the cache local.
     pub remote_cache: Option<RemoteCache>,
+    /// `[runners.custom]`; `None` when the section is missing (jobs then fail as upstream's).
+    pub custom: Option<CustomConfig>,
     /// `bash` or `sh`.
     pub shell: Option<String>,
     pub builds_dir: Option<String>,
@@ -509,12 +577,13 @@ impl RunnerConfig {
         let executor = match raw.executor.as_str() {
             "shell" => ExecutorKind::Shell,
             "ssh" => ExecutorKind::Ssh,
+            "custom" => ExecutorKind::Custom,
             "" => return Err(invalid(key("executor"), "", "an executor is required")),
             other => {
                 return Err(invalid(
                     key("executor"),
                     other,
-                    "not supported by this runner (supported: shell, ssh)",
+                    "not supported by this runner (supported: shell, ssh, custom)",
                 ))
             }
         };
@@ -600,6 +669,11 @@ impl RunnerConfig {
                 .ssh
                 .as_ref()
                 .map(|value| ssh_config(&key, value))
+                .transpose()?,
+            custom: raw
+                .custom
+                .as_ref()
+                .map(|value| custom_config(&key, value))
                 .transpose()?,
             remote_cache: match &raw.cache {
                 Some(value) => remote_cache(&key, value, warnings)?,

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use executor_custom::CustomProvider;
 use executor_shell::{ShellConfig, ShellProvider};
 use executor_ssh::SshProvider;
 use network::client::{JobState, JobUpdate, VersionInfo};
@@ -27,6 +28,7 @@ use crate::config::{ExecutorKind, RunnerConfig};
 pub enum Provider {
     Shell(ShellProvider),
     Ssh(SshProvider),
+    Custom(CustomProvider),
 }
 
 impl Provider {
@@ -40,6 +42,7 @@ impl Provider {
                 },
             })),
             ExecutorKind::Ssh => Provider::Ssh(SshProvider::new(runner.ssh.clone())),
+            ExecutorKind::Custom => Provider::Custom(CustomProvider::new(runner.custom.clone())),
         }
     }
 
@@ -47,6 +50,7 @@ impl Provider {
         match self {
             Provider::Shell(provider) => provider.name(),
             Provider::Ssh(provider) => provider.name(),
+            Provider::Custom(provider) => provider.name(),
         }
     }
 
@@ -54,6 +58,7 @@ impl Provider {
         match self {
             Provider::Shell(provider) => provider.features(),
             Provider::Ssh(provider) => provider.features(),
+            Provider::Custom(provider) => provider.features(),
         }
     }
 
@@ -61,6 +66,7 @@ impl Provider {
         match self {
             Provider::Shell(provider) => provider.default_shell(),
             Provider::Ssh(provider) => provider.default_shell(),
+            Provider::Custom(provider) => provider.default_shell(),
         }
     }
 }
@@ -362,6 +368,18 @@ impl JobEnvironment {
                 .await
             }
             Provider::Ssh(provider) => {
+                self.drive(
+                    provider,
+                    job,
+                    correlation_id,
+                    concurrent_id,
+                    concurrent_project_id,
+                    &log,
+                    &cancel,
+                )
+                .await
+            }
+            Provider::Custom(provider) => {
                 self.drive(
                     provider,
                     job,

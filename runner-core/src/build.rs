@@ -171,12 +171,52 @@ pub struct BuildContext {
     pub hostname: String,
     pub safe_directory_checkout: bool,
     pub correlation_id: String,
+    /// What the context was made from, for [`BuildContext::reconfigure`].
+    source: Box<BuildInput>,
 }
 
+/// What an executor's prepare may change (custom executor's `config_exec` output).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconfigure {
+    pub builds_dir: Option<String>,
+    pub cache_dir: Option<String>,
+    pub builds_dir_is_shared: Option<bool>,
+    pub hostname: Option<String>,
+}
+
+/// Stands for a directory prepare has not given yet; never used once prepare succeeded.
+const DIR_FROM_PREPARE: &str = "/builds-dir-from-prepare";
+
 impl BuildContext {
+    /// Recomputes directories and variables with `changes` applied, as upstream's custom
+    /// executor does after `config_exec`. Fails with a configuration error when a directory is
+    /// still missing.
+    pub fn reconfigure(&mut self, changes: Reconfigure) -> Result<(), BuildError> {
+        let mut input = (*self.source).clone();
+        if let Some(dir) = changes.builds_dir.filter(|dir| !dir.is_empty()) {
+            input.runner.builds_dir = Some(dir);
+        }
+        if let Some(dir) = changes.cache_dir.filter(|dir| !dir.is_empty()) {
+            input.runner.cache_dir = Some(dir);
+        }
+        if let Some(shared) = changes.builds_dir_is_shared {
+            input.defaults.shared_builds_dir = shared;
+        }
+        input.defaults.dirs_from_prepare = false;
+        let hostname = changes
+            .hostname
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| self.hostname.clone());
+        let (mut fresh, _warnings) = BuildContext::new(input)?;
+        fresh.hostname = hostname;
+        *self = fresh;
+        Ok(())
+    }
+
     /// Resolves flags, settings, directories and variables. Fails with a configuration error
     /// when the directories cannot be computed.
     pub fn new(input: BuildInput) -> Result<(Self, Vec<String>), BuildError> {
+        let source = Box::new(input.clone());
         let BuildInput {
             job,
             runner,
@@ -207,15 +247,26 @@ impl BuildContext {
         warnings.extend(settings.warnings.iter().cloned());
 
         let short = runner.short_token();
+        let pending = |dir: String| {
+            if dir.is_empty() && defaults.dirs_from_prepare {
+                DIR_FROM_PREPARE.to_string()
+            } else {
+                dir
+            }
+        };
         let dir_options = DirOptions {
-            builds_dir: runner
-                .builds_dir
-                .clone()
-                .unwrap_or_else(|| defaults.builds_dir.clone()),
-            cache_dir: runner
-                .cache_dir
-                .clone()
-                .unwrap_or_else(|| defaults.cache_dir.clone()),
+            builds_dir: pending(
+                runner
+                    .builds_dir
+                    .clone()
+                    .unwrap_or_else(|| defaults.builds_dir.clone()),
+            ),
+            cache_dir: pending(
+                runner
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| defaults.cache_dir.clone()),
+            ),
             shared_builds_dir: defaults.shared_builds_dir,
             custom_build_dir_enabled: runner
                 .custom_build_dir_enabled
@@ -338,6 +389,7 @@ impl BuildContext {
                 },
                 safe_directory_checkout,
                 correlation_id,
+                source,
             },
             warnings,
         ))
@@ -653,7 +705,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
 
     async fn prepare_executor(
         &mut self,
-        context: &BuildContext,
+        context: &mut BuildContext,
         scope: &Scope,
     ) -> Result<(), JobError> {
         let log = self.log;
@@ -670,7 +722,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
 
     async fn prepare_attempts(
         &mut self,
-        context: &BuildContext,
+        context: &mut BuildContext,
         scope: &Scope,
     ) -> Result<(), JobError> {
         let mut last_error = None;

@@ -88,6 +88,10 @@ pub struct ExecutorDefaults {
     pub runner_command: String,
     /// Upstream's `ShowHostname`: the prepare script says `Running on … via <runner host>...`.
     pub show_hostname: bool,
+    /// The directories may come from the executor's prepare (custom executor's `config_exec`):
+    /// a build may start without `builds_dir` / `cache_dir`, and prepare must call
+    /// [`BuildContext::reconfigure`], which fails when they are still missing.
+    pub dirs_from_prepare: bool,
 }
 
 /// One stage to run: the generated script and where it belongs.
@@ -163,10 +167,11 @@ impl ExecutorError {
 
 /// Runs the stages of one job on one backend.
 pub trait Executor: Send {
-    /// Sets the environment up (create a container, connect, ...). Logs what it does.
+    /// Sets the environment up (create a container, connect, ...). Logs what it does. May
+    /// change the build's directories and host name through [`BuildContext::reconfigure`].
     fn prepare(
         &mut self,
-        build: &BuildContext,
+        build: &mut BuildContext,
         log: &JobLog,
         cancel: &CancellationToken,
     ) -> impl Future<Output = Result<(), ExecutorError>> + Send;

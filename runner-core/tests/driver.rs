@@ -47,7 +47,7 @@ struct FakeExecutor {
 impl Executor for FakeExecutor {
     async fn prepare(
         &mut self,
-        _build: &BuildContext,
+        _build: &mut BuildContext,
         _log: &JobLog,
         _cancel: &CancellationToken,
     ) -> Result<(), ExecutorError> {

@@ -98,25 +98,51 @@ async fn main() {
 
     let (upload, upload_rss) = measure(
         Command::new(&binary)
-            .args(["artifacts-uploader", "--url", &url, "--token", &token, "--id", &id])
+            .args([
+                "artifacts-uploader",
+                "--url",
+                &url,
+                "--token",
+                &token,
+                "--id",
+                &id,
+            ])
             .args(["--path", "big.bin", "--name", "big"])
             .current_dir(source.path()),
     );
     let target = tempfile::tempdir().unwrap();
     let (download, download_rss) = measure(
         Command::new(&binary)
-            .args(["artifacts-downloader", "--url", &url, "--token", &token, "--id", &id])
+            .args([
+                "artifacts-downloader",
+                "--url",
+                &url,
+                "--token",
+                &token,
+                "--id",
+                &id,
+            ])
             .current_dir(target.path()),
     );
     assert_eq!(
-        std::fs::metadata(target.path().join("big.bin")).unwrap().len(),
+        std::fs::metadata(target.path().join("big.bin"))
+            .unwrap()
+            .len(),
         mib << 20
     );
     let artifacts_url = format!("{}api/v4/jobs/{id}/artifacts", url);
     let header = format!("JOB-TOKEN: {token}");
     let (curl_up, curl_up_rss) = measure(
         Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", "-H", &header, "-F", "file=@big.bin"])
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                "-H",
+                &header,
+                "-F",
+                "file=@big.bin",
+            ])
             .arg(&artifacts_url)
             .current_dir(source.path()),
     );
@@ -131,7 +157,11 @@ async fn main() {
     println!("| --- | --- | --- | --- |");
     for (name, time, rss) in [
         ("artifacts-uploader (zip, deflate)", upload, upload_rss),
-        ("artifacts-downloader (download + extract)", download, download_rss),
+        (
+            "artifacts-downloader (download + extract)",
+            download,
+            download_rss,
+        ),
         ("baseline: curl multipart upload", curl_up, curl_up_rss),
         ("baseline: curl download", curl_down, curl_down_rss),
     ] {

@@ -400,8 +400,9 @@ impl FakeGitlab {
         format!("{}://{}/", self.scheme, self.address)
     }
 
-    /// Queues a job; `payload` gets its `id` and `token` filled in, and `JOB_TOKEN` in
-    /// `git_info.repo_url` is replaced by the job token, as GitLab embeds it.
+    /// Queues a job; `payload` gets its `id` and `token` filled in, `CI_JOB_ID` among its
+    /// variables, and `JOB_TOKEN` in `git_info.repo_url` is replaced by the job token, as GitLab
+    /// embeds it.
     pub fn enqueue(&self, mut payload: Value) -> JobControl {
         let mut state = self.state.lock().unwrap();
         state.next_id += 1;
@@ -411,6 +412,13 @@ impl FakeGitlab {
         payload["token"] = json!(token);
         if let Some(url) = payload["git_info"]["repo_url"].as_str() {
             payload["git_info"]["repo_url"] = json!(url.replace("JOB_TOKEN", &token));
+        }
+        // GitLab always sends the job's own id among the variables.
+        if let Some(variables) = payload["variables"].as_array_mut() {
+            if !variables.iter().any(|v| v["key"] == "CI_JOB_ID") {
+                variables
+                    .push(json!({"key": "CI_JOB_ID", "value": id.to_string(), "public": true}));
+            }
         }
         state.jobs.push(Job {
             id,

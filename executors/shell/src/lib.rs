@@ -81,6 +81,7 @@ impl ExecutorProvider for ShellProvider {
             safe_directory_checkout: false,
             shell_type: ShellType::Login,
             show_hostname: false,
+            dirs_from_prepare: false,
             runner_command: std::env::current_exe()
                 .map(|path| path.to_string_lossy().to_string())
                 .unwrap_or_else(|_| "gitlab-runner-rs".into()),
@@ -118,7 +119,7 @@ impl ShellExecutor {
 impl Executor for ShellExecutor {
     async fn prepare(
         &mut self,
-        build: &BuildContext,
+        build: &mut BuildContext,
         log: &JobLog,
         _cancel: &CancellationToken,
     ) -> Result<(), ExecutorError> {

@@ -131,6 +131,7 @@ impl ExecutorProvider for SshProvider {
             shell_type: ShellType::Login,
             runner_command: "gitlab-runner".into(),
             show_hostname: true,
+            dirs_from_prepare: false,
         }
     }
 
@@ -498,7 +499,7 @@ fn signal_name(signal: &Sig) -> String {
 impl Executor for SshExecutor {
     async fn prepare(
         &mut self,
-        build: &BuildContext,
+        build: &mut BuildContext,
         log: &JobLog,
         cancel: &CancellationToken,
     ) -> Result<(), ExecutorError> {

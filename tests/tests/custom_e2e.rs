@@ -1,0 +1,348 @@
+//! End to end: the `gitlab-runner-rs` binary with the custom executor against the fake GitLab
+//! over real HTTP, driving real driver scripts: the `local` example driver and small broken
+//! drivers written by each test.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use runner_tests::{job_payload, runner_binary, FakeGitlab, RunnerProcess};
+use serde_json::json;
+
+const RUNNER_TOKEN: &str = "glrt-t1_customrunnertoken";
+const WAIT: Duration = Duration::from_secs(120);
+
+fn example_driver() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/custom-drivers/local")
+}
+
+/// A runner with `[runners.custom]` = `custom`; drivers find their root in LOCAL_DRIVER_ROOT.
+struct Runner {
+    _process: RunnerProcess,
+    dir: tempfile::TempDir,
+}
+
+impl Runner {
+    fn start(gitlab: &FakeGitlab, custom: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("driver-root");
+        std::fs::create_dir_all(&root).unwrap();
+        let config = format!(
+            "concurrent = 2\ncheck_interval = 1\n\n[[runners]]\n  name = \"custom-e2e\"\n  url = \"{}\"\n  token = \"{RUNNER_TOKEN}\"\n  executor = \"custom\"\n  [runners.custom]\n{custom}\n",
+            gitlab.url()
+        );
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let process = RunnerProcess::spawn(
+            &runner_binary(),
+            &path,
+            dir.path(),
+            &[
+                ("RUST_LOG", "info".as_ref()),
+                ("LOCAL_DRIVER_ROOT", root.as_os_str()),
+            ],
+        );
+        Self {
+            _process: process,
+            dir,
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("driver-root")
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.root().join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/usr/bin/env bash\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn example_section(overrides: &[(&str, String)]) -> String {
+    let driver = example_driver();
+    let mut keys: Vec<(String, String)> = ["config", "prepare", "run", "cleanup"]
+        .iter()
+        .map(|name| {
+            (
+                format!("{name}_exec"),
+                format!("\"{}\"", driver.join(format!("{name}.sh")).display()),
+            )
+        })
+        .collect();
+    for (key, value) in overrides {
+        keys.retain(|(k, _)| k != key);
+        keys.push((key.to_string(), value.clone()));
+    }
+    keys.iter()
+        .map(|(key, value)| format!("    {key} = {value}\n"))
+        .collect()
+}
+
+fn job(script: &[&str], after: &[&str], timeout: i64) -> serde_json::Value {
+    job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        script,
+        after,
+        json!([
+            {"key": "CI_PROJECT_PATH", "value": "group/project", "public": true},
+            {"key": "GIT_STRATEGY", "value": "none", "public": true},
+            {"key": "MY_FILE", "value": "file-contents-here", "public": true, "file": true}
+        ]),
+        timeout,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_driver_runs_every_stage_in_order_with_upstreams_environment() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let mut payload = job(
+        &[
+            "echo \"in job: $(cat $MY_FILE) pwd=$PWD\"",
+            "echo \"job env reaches run_exec: ${LOCAL_DRIVER_JOB_DIR:-absent}\"",
+        ],
+        &["echo after $CI_JOB_STATUS"],
+        120,
+    );
+    payload["services"] = json!([{"name": "postgres:16", "alias": "db,pg", "command": ["-c", "x=1"],
+        "variables": [{"key": "POSTGRES_DB", "value": "$CI_PROJECT_PATH"}]}]);
+    let job = gitlab.enqueue(payload);
+    // prepare_exec also prints what the contract gives it, so the test can check it.
+    let scripts = tempfile::tempdir().unwrap();
+    let prepare = write_script(
+        scripts.path(),
+        "prepare.sh",
+        &format!(
+            "{}\necho \"services=$CUSTOM_ENV_CI_JOB_SERVICES\"\necho \"file-var=$CUSTOM_ENV_MY_FILE\"\n\
+             echo \"response-mode=$(stat -c %a \"$JOB_RESPONSE_FILE\") id=$(grep -o '\"id\":[0-9]*' \"$JOB_RESPONSE_FILE\" | head -1)\"\n\
+             echo \"codes=$BUILD_FAILURE_EXIT_CODE/$SYSTEM_FAILURE_EXIT_CODE tmp=$TMPDIR pwd=$PWD\"",
+            std::fs::read_to_string(example_driver().join("prepare.sh")).unwrap()
+        ),
+    );
+    let runner = Runner::start(
+        &gitlab,
+        &example_section(&[("prepare_exec", format!("\"{}\"", prepare.display()))]),
+    );
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(
+        log.contains("Using Custom executor with driver local v1..."),
+        "{log}"
+    );
+    assert!(log.contains("Prepared "), "{log}");
+    assert!(
+        log.contains(r#"services=[{"name":"postgres:16","alias":"db","entrypoint":null,"command":["-c","x=1"],"variables":{"POSTGRES_DB":"group/project"}}]"#),
+        "{log}"
+    );
+    assert!(log.contains("file-var=file-contents-here"), "{log}");
+    assert!(log.contains("response-mode=600 id=\"id\":1001"), "{log}");
+    assert!(log.contains("codes=1/2 tmp=/"), "{log}");
+    assert!(log.contains("in job: file-contents-here pwd="), "{log}");
+    assert!(
+        log.contains(&format!("pwd={}/builds/", runner.root().display())),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "job env reaches run_exec: {}/jobs/1001",
+            runner.root().display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("Running on $(hostname)") || log.contains("Running on"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Starting with version 17.0 the 'build_script' stage will be replaced with 'step_script'"),
+        "{log}"
+    );
+    assert!(log.contains("after success"), "{log}");
+    assert_eq!(
+        runner.calls(),
+        [
+            "config",
+            "prepare",
+            "run prepare_script",
+            "run get_sources",
+            "run build_script",
+            "run after_script",
+            "run cleanup_file_variables",
+            "cleanup"
+        ],
+        "{log}"
+    );
+    // cleanup_exec removed the job dir; the runner removed its temp dir.
+    assert!(!runner.root().join("jobs/1001").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_map_to_upstreams_failure_classes() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    // The user's exit code arrives through BUILD_EXIT_CODE_FILE.
+    let failing = gitlab.enqueue(job(
+        &["echo failing", "exit 42"],
+        &["echo after $CI_JOB_STATUS"],
+        60,
+    ));
+    let runner = Runner::start(&gitlab, &example_section(&[]));
+    let update = gitlab.wait_final(failing, WAIT).await;
+    let log = gitlab.log(failing);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("script_failure"),
+        "{log}"
+    );
+    assert_eq!(update.exit_code, Some(42), "{log}");
+    assert!(log.contains("ERROR: Job failed: exit status 42"), "{log}");
+    assert!(log.contains("after failed"), "{log}");
+    drop(runner);
+
+    // SYSTEM_FAILURE_EXIT_CODE from run_exec: a system failure.
+    let system = gitlab.enqueue(job(&["echo never"], &[], 60));
+    let scripts = tempfile::tempdir().unwrap();
+    let run = write_script(
+        scripts.path(),
+        "run.sh",
+        "if [ \"$2\" = build_script ]; then echo backend-lost >&2; exit \"$SYSTEM_FAILURE_EXIT_CODE\"; fi\nbash \"$1\"",
+    );
+    let runner = Runner::start(
+        &gitlab,
+        &example_section(&[("run_exec", format!("\"{}\"", run.display()))]),
+    );
+    let update = gitlab.wait_final(system, WAIT).await;
+    let log = gitlab.log(system);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{log}"
+    );
+    assert!(log.contains("backend-lost"), "{log}");
+    assert!(
+        log.contains("ERROR: Job failed (system failure): exit status 2"),
+        "{log}"
+    );
+    drop(runner);
+
+    // Any other code in prepare: an unknown failure, retried 3 times, cleaned up after each.
+    let unknown = gitlab.enqueue(job(&["echo never"], &[], 60));
+    let prepare = write_script(
+        scripts.path(),
+        "prepare.sh",
+        "echo prepare >> \"$LOCAL_DRIVER_ROOT/calls.log\"; exit 7",
+    );
+    let runner = Runner::start(
+        &gitlab,
+        &example_section(&[("prepare_exec", format!("\"{}\"", prepare.display()))]),
+    );
+    let update = gitlab.wait_final(unknown, WAIT).await;
+    let log = gitlab.log(unknown);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("ERROR: Preparation failed: unknown Custom executor executable exit code 7; executable execution terminated with: exit status 7").count(),
+        3,
+        "{log}"
+    );
+    let calls = runner.calls();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "cleanup").count(),
+        3,
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("run ")), "{calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_ignoring_sigterm_is_killed_with_its_children_at_the_job_timeout() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job(&["echo started", "sleep 300"], &[], 4));
+    let scripts = tempfile::tempdir().unwrap();
+    let marker = format!("sleep 2{}", std::process::id() % 1000);
+    let run = write_script(
+        scripts.path(),
+        "run.sh",
+        &format!(
+            "trap 'echo got-term' TERM\nif [ \"$2\" = build_script ]; then (exec {marker}) & bash \"$1\"; wait; wait; exit 0; fi\nbash \"$1\""
+        ),
+    );
+    let runner = Runner::start(
+        &gitlab,
+        &example_section(&[
+            ("run_exec", format!("\"{}\"", run.display())),
+            ("graceful_kill_timeout", "2".into()),
+            ("force_kill_timeout", "2".into()),
+        ]),
+    );
+    let started = Instant::now();
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("job_execution_timeout"),
+        "{log}"
+    );
+    assert!(log.contains("got-term"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{log}");
+    // SIGKILL went to the driver's whole process group.
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .filter(|command| command.trim() == marker)
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(runner.calls().last().map(String::as_str), Some("cleanup"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_configurations_fail_with_upstreams_messages() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    // config_exec printing something that is not JSON: a retried system failure.
+    let bad_json = gitlab.enqueue(job(&["echo never"], &[], 60));
+    let scripts = tempfile::tempdir().unwrap();
+    let config = write_script(scripts.path(), "config.sh", "echo 'builds_dir: /tmp'");
+    let runner = Runner::start(
+        &gitlab,
+        &example_section(&[("config_exec", format!("\"{}\"", config.display()))]),
+    );
+    let update = gitlab.wait_final(bad_json, WAIT).await;
+    let log = gitlab.log(bad_json);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{log}"
+    );
+    assert!(log.contains("error while parsing JSON output"), "{log}");
+    drop(runner);
+
+    // No run_exec: a configuration error, not retried.
+    let no_run = gitlab.enqueue(job(&["echo never"], &[], 60));
+    let _runner = Runner::start(
+        &gitlab,
+        &format!(
+            "    config_exec = \"{}\"\n",
+            example_driver().join("config.sh").display()
+        ),
+    );
+    let update = gitlab.wait_final(no_run, WAIT).await;
+    let log = gitlab.log(no_run);
+    assert_eq!(update.state, "failed", "{log}");
+    assert!(log.contains("custom executor is missing RunExec"), "{log}");
+    assert_eq!(log.matches("Preparation failed").count(), 0, "{log}");
+}
