@@ -2,6 +2,7 @@
 //! (`register`, `verify`, `unregister`, `list`) and local mode (`exec`).
 
 mod config;
+mod driver_check;
 mod exec;
 mod helper_commands;
 mod job;
@@ -57,6 +58,9 @@ impl ConfigArg {
 
 #[derive(Subcommand)]
 enum Commands {
+    /// Tools for custom executor driver authors.
+    #[command(subcommand)]
+    CustomDriver(CustomDriverCommand),
     /// Run the multi-runner service: poll GitLab for jobs of every configured runner.
     Run {
         #[command(flatten)]
@@ -135,6 +139,26 @@ struct ExecArgs {
     timeout: Option<i64>,
     #[arg(long, default_value = "bash")]
     shell: String,
+}
+
+#[derive(Subcommand)]
+enum CustomDriverCommand {
+    /// Run the driver of a `[runners.custom]` section through the whole job lifecycle with
+    /// synthetic jobs (no GitLab needed); report each call and diagnose contract breaks.
+    /// Exits 1 when the driver breaks the contract.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The runner (by name) whose driver to check; default: the first custom runner.
+        #[arg(long)]
+        runner: Option<String>,
+        /// The job timeout of the synthetic jobs, in seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+        /// Print every scenario's job log, not only the failing ones'.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Args)]
@@ -551,6 +575,37 @@ fn main() {
         match cli.command {
             Commands::ArtifactsUploader(args) => {
                 Ok(helper_commands::artifacts_uploader(args).await)
+            }
+            Commands::CustomDriver(CustomDriverCommand::Check {
+                config,
+                runner,
+                timeout,
+                verbose,
+            }) => {
+                let path = config.path();
+                let config = Config::load(&path)?;
+                let chosen = config.runners.iter().find(|candidate| match &runner {
+                    Some(name) => &candidate.name == name,
+                    None => candidate.executor == config::ExecutorKind::Custom,
+                });
+                match chosen {
+                    Some(chosen) => Ok(driver_check::check(
+                        chosen,
+                        std::time::Duration::from_secs(timeout.max(1)),
+                        verbose,
+                    )
+                    .await),
+                    None => {
+                        eprintln!(
+                            "no custom executor runner{} in {}",
+                            runner
+                                .map(|name| format!(" named {name:?}"))
+                                .unwrap_or_default(),
+                            path.display()
+                        );
+                        Ok(2)
+                    }
+                }
             }
             Commands::CacheExtractor(args) => Ok(helper_commands::cache_extractor(args).await),
             Commands::CacheArchiver(args) => Ok(helper_commands::cache_archiver(args).await),

@@ -346,3 +346,102 @@ async fn broken_configurations_fail_with_upstreams_messages() {
     assert!(log.contains("custom executor is missing RunExec"), "{log}");
     assert_eq!(log.matches("Preparation failed").count(), 0, "{log}");
 }
+
+/// `custom-driver check` on the example driver with some of its scripts replaced.
+fn check_driver(replace: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let example = example_driver();
+    let mut section = String::new();
+    for name in ["config", "prepare", "run", "cleanup"] {
+        let path = match replace.iter().find(|(which, _)| *which == name) {
+            Some((_, body)) => write_script(dir.path(), &format!("{name}.sh"), body),
+            None => example.join(format!("{name}.sh")),
+        };
+        section.push_str(&format!("    {name}_exec = \"{}\"\n", path.display()));
+    }
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[[runners]]\n  name = \"checked\"\n  url = \"http://127.0.0.1:9\"\n  token = \"glrt-check\"\n  executor = \"custom\"\n  [runners.custom]\n{section}"),
+    )
+    .unwrap();
+    let root = dir.path().join("root");
+    let output = std::process::Command::new(runner_binary())
+        .args(["custom-driver", "check", "--timeout", "2", "-c"])
+        .arg(&config)
+        .env("LOCAL_DRIVER_ROOT", &root)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn driver_check_passes_the_example_driver() {
+    let (code, report) = check_driver(&[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("== success"), "{report}");
+    assert!(report.contains("run_exec build_script"), "{report}");
+    assert!(report.contains("cleanup_exec (again)"), "{report}");
+    assert_eq!(report.matches("   PASS").count(), 5, "{report}");
+    assert!(!report.contains("BROKEN"), "{report}");
+}
+
+#[test]
+fn driver_check_diagnoses_broken_drivers() {
+    // No BUILD_EXIT_CODE_FILE: every failure is exit status 1.
+    let (code, report) =
+        check_driver(&[("run", "bash \"$1\" || exit \"$BUILD_FAILURE_EXIT_CODE\"")]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains("does not write the script's code to BUILD_EXIT_CODE_FILE"),
+        "{report}"
+    );
+
+    // A user's failure reported as a system failure.
+    let (code, report) =
+        check_driver(&[("run", "bash \"$1\" || exit \"$SYSTEM_FAILURE_EXIT_CODE\"")]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains("was reported as a system failure"),
+        "{report}"
+    );
+
+    // A child outside the driver's process group outlives the job.
+    let (code, report) = check_driver(&[(
+        "run",
+        "if [ \"$2\" = build_script ]; then setsid sleep 3017 </dev/null >/dev/null 2>&1 & fi\nbash \"$1\" || { echo $? > \"$BUILD_EXIT_CODE_FILE\"; exit 1; }",
+    )]);
+    assert_eq!(code, 1, "{report}");
+    assert!(report.contains("processes left behind"), "{report}");
+    assert!(report.contains("sleep 3017"), "{report}");
+
+    // Cleanup that fails when there is nothing left to clean.
+    let (code, report) = check_driver(&[(
+        "cleanup",
+        "rm -r \"$LOCAL_DRIVER_JOB_DIR\" || exit \"$SYSTEM_FAILURE_EXIT_CODE\"",
+    )]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains("cleanup_exec is not idempotent"),
+        "{report}"
+    );
+
+    // config_exec chatter on stdout.
+    let (code, report) = check_driver(&[("config", "echo 'starting the driver'; echo '{}'")]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains("config_exec printed something that is not JSON"),
+        "{report}"
+    );
+
+    // A driver that ignores SIGTERM is killed after graceful_kill_timeout.
+    let (code, report) = check_driver(&[(
+        "run",
+        "trap '' TERM\nbash \"$1\" || { echo $? > \"$BUILD_EXIT_CODE_FILE\"; exit 1; }",
+    )]);
+    assert_eq!(code, 1, "{report}");
+    assert!(report.contains("run_exec ignored SIGTERM"), "{report}");
+    assert!(report.contains("graceful_kill_timeout"), "{report}");
+}

@@ -3,6 +3,6 @@
 # because something is already gone.
 set -u
 root="${LOCAL_DRIVER_ROOT:-/tmp/gitlab-runner-local-driver}"
-echo "cleanup" >> "$root/calls.log"
+echo "cleanup" 2>/dev/null >> "$root/calls.log" || true
 rm -rf "${LOCAL_DRIVER_JOB_DIR:-/nonexistent}"
 exit 0

@@ -205,6 +205,21 @@ fn services_json(build: &BuildContext) -> String {
     serde_json::to_string(&services).unwrap_or_default()
 }
 
+/// Go's names for the signals a driver dies of (`signal: killed`).
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGKILL => "killed".into(),
+        libc::SIGTERM => "terminated".into(),
+        libc::SIGINT => "interrupt".into(),
+        libc::SIGHUP => "hangup".into(),
+        libc::SIGQUIT => "quit".into(),
+        libc::SIGSEGV => "segmentation fault".into(),
+        libc::SIGABRT => "aborted".into(),
+        libc::SIGPIPE => "broken pipe".into(),
+        other => format!("signal {other}"),
+    }
+}
+
 fn config_error(message: &str) -> ExecutorError {
     ExecutorError::with_reason(FailureReason::RunnerConfigurationError, message)
 }
@@ -325,9 +340,10 @@ impl CustomExecutor {
             DriverExit::Code(code) => Err(ExecutorError::system(format!(
                 "unknown Custom executor executable exit code {code}; executable execution terminated with: exit status {code}"
             ))),
-            DriverExit::Signal(_) => Err(ExecutorError::system(
-                "unknown Custom executor executable exit code -1; executable execution terminated with: signal: killed",
-            )),
+            DriverExit::Signal(signal) => Err(ExecutorError::system(format!(
+                "unknown Custom executor executable exit code -1; executable execution terminated with: signal: {}",
+                signal_name(signal)
+            ))),
         }
     }
 
@@ -495,46 +511,54 @@ impl Executor for CustomExecutor {
     }
 
     async fn cleanup(&mut self, log: &JobLog) {
-        let Ok(config) = self.config().cloned() else {
-            if let Err(error) = self.config() {
-                log.warning(&error.message);
-            }
+        if let Err(error) = self.config() {
+            log.warning(&error.message);
             return;
-        };
-        let Some(temp) = self.temp_dir.take() else {
+        }
+        if self.temp_dir.is_none() {
             return;
-        };
-        self.temp_dir = Some(temp);
-        if !config.cleanup_exec.is_empty() {
-            // Its own deadline, never the job's cancellation.
-            let never = CancellationToken::new();
-            let deadline = driver_process::Deadline::new(&never, config.cleanup_exec_timeout);
-            match self
-                .call(
-                    &config.cleanup_exec,
-                    &config.cleanup_args,
-                    Output::RunnerLog,
-                    deadline.token(),
-                    true,
-                )
-                .await
-            {
-                Ok(DriverExit::Code(0)) => {}
-                Ok(exit) => {
-                    let why = match self.classify(exit) {
-                        Ok(ScriptExit::Failed { message, .. }) => message,
-                        Ok(ScriptExit::Success) => String::new(),
-                        Err(error) => error.full_message(),
-                    };
-                    tracing::warn!(error = %why, "Cleanup script failed");
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error.full_message(), "Cleanup script failed")
-                }
+        }
+        match self.run_cleanup_exec().await {
+            Ok(None | Some(DriverExit::Code(0))) => {}
+            Ok(Some(exit)) => {
+                let why = match self.classify(exit) {
+                    Ok(ScriptExit::Failed { message, .. }) => message,
+                    Ok(ScriptExit::Success) => String::new(),
+                    Err(error) => error.full_message(),
+                };
+                tracing::warn!(error = %why, "Cleanup script failed");
             }
+            Err(error) => tracing::warn!(error = %error.full_message(), "Cleanup script failed"),
         }
         // Removes the temp dir.
         self.temp_dir = None;
+    }
+}
+
+impl CustomExecutor {
+    /// Removes the per-job temp dir without calling the driver.
+    pub fn discard_temp_dir(&mut self) {
+        self.temp_dir = None;
+    }
+
+    /// Calls cleanup_exec (when configured) with its own deadline, never the job's
+    /// cancellation; its output goes to the runner's log. `None` when there is none.
+    pub async fn run_cleanup_exec(&self) -> Result<Option<DriverExit>, ExecutorError> {
+        let config = self.config()?.clone();
+        if config.cleanup_exec.is_empty() {
+            return Ok(None);
+        }
+        let never = CancellationToken::new();
+        let deadline = driver_process::Deadline::new(&never, config.cleanup_exec_timeout);
+        self.call(
+            &config.cleanup_exec,
+            &config.cleanup_args,
+            Output::RunnerLog,
+            deadline.token(),
+            true,
+        )
+        .await
+        .map(Some)
     }
 }
 
