@@ -13,6 +13,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v pkill >/dev/null 2>&1 || need_apt+=(procps)
 command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
+# The reference docker-vm driver's image is a debootstrap rootfs (scripts/build-sshd-image.sh).
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update

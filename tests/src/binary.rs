@@ -27,19 +27,31 @@ pub fn release_runner_binary() -> PathBuf {
 }
 
 fn build(profile: &str, extra: &[&str]) -> PathBuf {
+    build_package("gitlab-runner-rs", "gitlab-runner-rs", profile, extra)
+}
+
+/// The debug build of the reference `docker-vm-driver` (examples/docker-vm-driver).
+pub fn docker_vm_driver_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| build_package("docker-vm-driver", "docker-vm-driver", "debug", &[]))
+        .clone()
+}
+
+fn build_package(package: &str, binary: &str, profile: &str, extra: &[&str]) -> PathBuf {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&workspace)
-        .args(["build", "-q", "-p", "gitlab-runner-rs"])
+        .args(["build", "-q", "-p", package])
         .args(extra)
         .status()
         .expect("run cargo build");
-    assert!(status.success(), "building gitlab-runner-rs failed");
+    assert!(status.success(), "building {package} failed");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
-    let binary = target.join(profile).join("gitlab-runner-rs");
-    assert!(binary.exists(), "{} was not built", binary.display());
-    binary
+    let path = target.join(profile).join(binary);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
 }

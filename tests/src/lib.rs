@@ -15,7 +15,7 @@ pub mod runner_process;
 pub mod s3;
 pub mod sshd;
 
-pub use binary::{release_runner_binary, runner_binary};
+pub use binary::{docker_vm_driver_binary, release_runner_binary, runner_binary};
 pub use certs::TestCertificates;
 pub use fake_gitlab::{
     job_payload, FakeGitlab, JobControl, JobStatus, JobTiming, RecordedUpdate, UploadedArtifact,
