@@ -525,3 +525,62 @@ async fn register_writes_the_ssh_section_from_upstreams_flags_and_the_runner_use
     assert_eq!(update.state, "success", "{log}");
     assert!(log.contains("registered-runner-ran"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssh_host_example_driver_runs_jobs_through_the_custom_executor() {
+    let server = SshServer::start(SshdOptions::default());
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let ok = gitlab.enqueue(no_git(60, &["echo \"driver-user=$(id -un)\""], &[]));
+    let failing = gitlab.enqueue(no_git(60, &["exit 5"], &[]));
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/custom-drivers/ssh-host");
+    let dir = tempfile::tempdir().unwrap();
+    let mut section = String::new();
+    for stage in ["config", "prepare", "run", "cleanup"] {
+        section.push_str(&format!(
+            "    {stage}_exec = \"{}\"\n",
+            driver.join(format!("{stage}.sh")).display()
+        ));
+    }
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 1\ncheck_interval = 1\n\n[[runners]]\n  name = \"ssh-host\"\n  url = \"{}\"\n  token = \"{RUNNER_TOKEN}\"\n  executor = \"custom\"\n  [runners.custom]\n{section}",
+            gitlab.url()
+        ),
+    )
+    .unwrap();
+    let known_hosts = server.known_hosts(false);
+    let port = server.port().to_string();
+    let identity = server.identity_file();
+    let _runner = RunnerProcess::spawn(
+        &runner_binary(),
+        &config,
+        dir.path(),
+        &[
+            ("SSH_HOST_DRIVER_HOST", "127.0.0.1".as_ref()),
+            ("SSH_HOST_DRIVER_PORT", port.as_ref()),
+            ("SSH_HOST_DRIVER_USER", server.user().as_ref()),
+            ("SSH_HOST_DRIVER_KEY", identity.as_os_str()),
+            ("SSH_HOST_DRIVER_KNOWN_HOSTS", known_hosts.as_os_str()),
+        ],
+    );
+    let update = gitlab.wait_final(ok, WAIT).await;
+    let log = gitlab.log(ok);
+    assert_eq!(update.state, "success", "{log}\n{}", server.log());
+    assert!(
+        log.contains("Using Custom executor with driver ssh-host v1..."),
+        "{log}"
+    );
+    assert!(log.contains("Connected to 127.0.0.1"), "{log}");
+    assert!(
+        log.contains(&format!("driver-user={}", server.user())),
+        "{log}"
+    );
+    let update = gitlab.wait_final(failing, WAIT).await;
+    assert_eq!(update.failure_reason.as_deref(), Some("script_failure"));
+    assert_eq!(update.exit_code, Some(5), "{}", gitlab.log(failing));
+    // The relative builds dir is on the remote user's side.
+    assert!(server.home().join("builds").is_dir());
+    assert_no_user_processes(&server).await;
+}
