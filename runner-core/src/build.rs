@@ -182,6 +182,8 @@ pub struct Reconfigure {
     pub cache_dir: Option<String>,
     pub builds_dir_is_shared: Option<bool>,
     pub hostname: Option<String>,
+    /// Another script shell (custom executor's config_exec `shell`).
+    pub shell: Option<ShellCommand>,
 }
 
 /// Stands for a directory prepare has not given yet; never used once prepare succeeded.
@@ -203,6 +205,9 @@ impl BuildContext {
             input.defaults.shared_builds_dir = shared;
         }
         input.defaults.dirs_from_prepare = false;
+        if let Some(shell) = changes.shell {
+            input.shell = shell;
+        }
         let hostname = changes
             .hostname
             .filter(|name| !name.is_empty())

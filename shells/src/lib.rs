@@ -114,13 +114,15 @@ impl BashShell {
 impl ScriptGenerator for BashShell {
     fn generate(&self, stage: &Stage, build: &BuildContext) -> Result<Option<String>, ScriptError> {
         let info = stages::Info::new(build);
-        let mut writer = writer::BashWriter::new(self.kind.name(), &build.dirs.tmp_dir());
+        // An executor may have switched the shell in prepare (custom executor's config_exec).
+        let kind = ShellKind::from_name(&build.shell.name).unwrap_or(self.kind);
+        let mut writer = writer::BashWriter::new(kind.name(), &build.dirs.tmp_dir());
         writer.check_for_errors = build.flags.enabled("FF_ENABLE_BASH_EXIT_CODE_CHECK");
         writer.legacy_eval = build.flags.enabled("FF_USE_LEGACY_BASH_EVAL");
         // ANSI-C `$'...'` quoting is a bash (and busybox) extension that dash, Debian's `sh`,
         // cannot parse, so `sh` scripts always use POSIX double quotes.
         writer.posix_escape =
-            self.kind == ShellKind::Sh || build.flags.enabled("FF_POSIXLY_CORRECT_ESCAPES");
+            kind == ShellKind::Sh || build.flags.enabled("FF_POSIXLY_CORRECT_ESCAPES");
         if !stages::write_stage(&mut writer, stage, &info)? {
             return Ok(None);
         }

@@ -445,3 +445,53 @@ fn driver_check_diagnoses_broken_drivers() {
     assert!(report.contains("run_exec ignored SIGTERM"), "{report}");
     assert!(report.contains("graceful_kill_timeout"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_exec_can_switch_the_script_shell_to_sh() {
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let scripts = tempfile::tempdir().unwrap();
+    let builds = scripts.path().join("builds");
+    let config = write_script(
+        scripts.path(),
+        "config.sh",
+        &format!(
+            "echo '{{\"builds_dir\": \"{b}\", \"cache_dir\": \"{b}/../cache\", \"shell\": \"sh\"}}'",
+            b = builds.display()
+        ),
+    );
+    let run = write_script(
+        scripts.path(),
+        "run.sh",
+        "sh \"$1\" || { echo $? > \"$BUILD_EXIT_CODE_FILE\"; exit 1; }",
+    );
+    let switched = gitlab.enqueue(job(&["echo \"bash=${BASH_VERSION:-none}\""], &[], 60));
+    let _runner = Runner::start(
+        &gitlab,
+        &format!(
+            "    config_exec = \"{}\"\n    run_exec = \"{}\"\n",
+            config.display(),
+            run.display()
+        ),
+    );
+    let update = gitlab.wait_final(switched, WAIT).await;
+    let log = gitlab.log(switched);
+    assert_eq!(update.state, "success", "{log}");
+    // The generated scripts are POSIX sh scripts now, and run under dash.
+    assert!(log.contains("bash=none"), "{log}");
+
+    let pwsh = write_script(scripts.path(), "pwsh.sh", "echo '{\"shell\": \"pwsh\"}'");
+    let refused = gitlab.enqueue(job(&["echo never"], &[], 60));
+    drop(_runner);
+    let _runner = Runner::start(
+        &gitlab,
+        &format!(
+            "    config_exec = \"{}\"\n    run_exec = \"{}\"\n",
+            pwsh.display(),
+            run.display()
+        ),
+    );
+    let update = gitlab.wait_final(refused, WAIT).await;
+    let log = gitlab.log(refused);
+    assert_eq!(update.state, "failed", "{log}");
+    assert!(log.contains("this runner supports bash and sh"), "{log}");
+}

@@ -22,6 +22,7 @@ use runner_core::executor::{
 };
 use runner_core::failure::FailureReason;
 use runner_core::log::JobLog;
+use runner_core::script::ShellCommand;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -387,20 +388,28 @@ impl CustomExecutor {
                 let output: ConfigOutput = serde_json::from_slice(&stdout).map_err(|error| {
                     ExecutorError::system(format!("error while parsing JSON output: {error}"))
                 })?;
+                let shell = match output.shell.filter(|shell| !shell.is_empty()) {
+                    None => None,
+                    Some(shell) if shell == "bash" || shell == "sh" => Some(ShellCommand {
+                        name: shell.clone(),
+                        program: shell,
+                        args: Vec::new(),
+                    }),
+                    Some(other) => {
+                        return Err(config_error(&format!(
+                            "config_exec asked for the {other:?} shell; this runner supports bash and sh"
+                        )))
+                    }
+                };
                 reconfigure = Reconfigure {
                     builds_dir: output.builds_dir,
                     cache_dir: output.cache_dir,
                     builds_dir_is_shared: output.builds_dir_is_shared,
                     hostname: output.hostname,
+                    shell,
                 };
                 if let Some(job_env) = output.job_env {
                     self.job_env = job_env.into_iter().collect();
-                }
-                if let Some(shell) = output.shell.filter(|shell| *shell != build.shell.name) {
-                    log.warning(&format!(
-                        "config_exec asked for the {shell:?} shell; gitlab-runner-rs keeps {:?} (the shell is chosen by [[runners]] shell)",
-                        build.shell.name
-                    ));
                 }
                 driver = output.driver;
             }
