@@ -23,6 +23,25 @@ use shells::{BashShell, ShellKind};
 
 use crate::config::{ExecutorKind, RunnerConfig};
 
+/// Evaluates `$body` with `$name` bound to the provider inside `$provider`, whatever its type.
+macro_rules! with_provider {
+    ($provider:expr, $name:ident => $body:expr) => {
+        match $provider {
+            Provider::Shell($name) => $body,
+            Provider::Ssh($name) => $body,
+            Provider::Custom($name) => $body,
+        }
+    };
+}
+
+/// What `drive` needs of a received job besides the log and the cancel handle.
+struct JobStart {
+    job: JobResponse,
+    correlation_id: String,
+    concurrent_id: usize,
+    concurrent_project_id: usize,
+}
+
 /// The executor providers this binary has: an explicit enum, no registry.
 #[derive(Debug, Clone)]
 pub enum Provider {
@@ -47,27 +66,15 @@ impl Provider {
     }
 
     pub fn name(&self) -> &'static str {
-        match self {
-            Provider::Shell(provider) => provider.name(),
-            Provider::Ssh(provider) => provider.name(),
-            Provider::Custom(provider) => provider.name(),
-        }
+        with_provider!(self, provider => provider.name())
     }
 
     pub fn features(&self) -> FeaturesInfo {
-        match self {
-            Provider::Shell(provider) => provider.features(),
-            Provider::Ssh(provider) => provider.features(),
-            Provider::Custom(provider) => provider.features(),
-        }
+        with_provider!(self, provider => provider.features())
     }
 
     pub fn default_shell(&self) -> &'static str {
-        match self {
-            Provider::Shell(provider) => provider.default_shell(),
-            Provider::Ssh(provider) => provider.default_shell(),
-            Provider::Custom(provider) => provider.default_shell(),
-        }
+        with_provider!(self, provider => provider.default_shell())
     }
 }
 
@@ -354,44 +361,15 @@ impl JobEnvironment {
         let (concurrent_id, concurrent_project_id) =
             self.ids
                 .allocate(self.runner.token.expose(), job_id, job.job_info.project_id);
-        let outcome = match &self.provider {
-            Provider::Shell(provider) => {
-                self.drive(
-                    provider,
-                    job,
-                    correlation_id,
-                    concurrent_id,
-                    concurrent_project_id,
-                    &log,
-                    &cancel,
-                )
-                .await
-            }
-            Provider::Ssh(provider) => {
-                self.drive(
-                    provider,
-                    job,
-                    correlation_id,
-                    concurrent_id,
-                    concurrent_project_id,
-                    &log,
-                    &cancel,
-                )
-                .await
-            }
-            Provider::Custom(provider) => {
-                self.drive(
-                    provider,
-                    job,
-                    correlation_id,
-                    concurrent_id,
-                    concurrent_project_id,
-                    &log,
-                    &cancel,
-                )
-                .await
-            }
+        let start = JobStart {
+            job,
+            correlation_id,
+            concurrent_id,
+            concurrent_project_id,
         };
+        let outcome = with_provider!(&self.provider, provider => {
+            self.drive(provider, start, &log, &cancel).await
+        });
         self.ids.release(self.runner.token.expose(), job_id);
         let state = final_state(&outcome, &supported);
         tracing::info!(state = outcome.state.as_str(), reason = ?state.failure_reason, "job finished");
@@ -402,17 +380,19 @@ impl JobEnvironment {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn drive<P: ExecutorProvider>(
         &self,
         provider: &P,
-        job: JobResponse,
-        correlation_id: String,
-        concurrent_id: usize,
-        concurrent_project_id: usize,
+        start: JobStart,
         log: &JobLog,
         cancel: &JobCancel,
     ) -> BuildOutcome {
+        let JobStart {
+            job,
+            correlation_id,
+            concurrent_id,
+            concurrent_project_id,
+        } = start;
         let shell_name = self
             .runner
             .shell

@@ -58,7 +58,8 @@ fn signal_group(pgid: i32, signal: i32) {
     }
 }
 
-async fn pump(mut reader: impl AsyncRead + Unpin, log: JobLog, kind: StreamKind) {
+/// Copies a process's output stream into the job log as the script stream, until it ends.
+pub async fn pump(mut reader: impl AsyncRead + Unpin, log: JobLog, kind: StreamKind) {
     let mut writer = log.stream(StreamId::SCRIPT, kind);
     let mut buffer = vec![0u8; 16 * 1024];
     loop {

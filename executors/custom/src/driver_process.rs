@@ -10,7 +10,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use runner_core::executor::ExecutorError;
-use runner_core::log::{JobLog, StreamId, StreamKind};
+use runner_core::log::{JobLog, StreamKind};
+use runner_core::process::pump;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -95,18 +96,6 @@ async fn read_all(mut reader: impl AsyncRead + Unpin) -> Vec<u8> {
     out
 }
 
-async fn pump_to_log(mut reader: impl AsyncRead + Unpin, log: JobLog, kind: StreamKind) {
-    let mut writer = log.stream(StreamId::SCRIPT, kind);
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => writer.write(&buffer[..read]),
-        }
-    }
-    writer.finish();
-}
-
 async fn pump_to_runner_log(mut reader: impl AsyncRead + Unpin, stderr: bool) {
     let mut text = Vec::new();
     let _ = reader.read_to_end(&mut text).await;
@@ -154,17 +143,13 @@ pub async fn run(
         Output::Log(log) => (
             None,
             vec![
-                tokio::spawn(pump_to_log(stdout, log.clone(), StreamKind::Stdout)),
-                tokio::spawn(pump_to_log(stderr, log.clone(), StreamKind::Stderr)),
+                tokio::spawn(pump(stdout, log.clone(), StreamKind::Stdout)),
+                tokio::spawn(pump(stderr, log.clone(), StreamKind::Stderr)),
             ],
         ),
         Output::Capture { log, stdout: sink } => (
             Some((tokio::spawn(read_all(stdout)), sink)),
-            vec![tokio::spawn(pump_to_log(
-                stderr,
-                log.clone(),
-                StreamKind::Stderr,
-            ))],
+            vec![tokio::spawn(pump(stderr, log.clone(), StreamKind::Stderr))],
         ),
         Output::RunnerLog => (
             None,
