@@ -51,6 +51,17 @@ check_interval = 1
     }
 }
 
+impl Runner {
+    /// A runner that knows `server`'s host keys and logs in with the accepted key.
+    fn with_key(gitlab: &FakeGitlab, server: &SshServer) -> Self {
+        let known_hosts = server.known_hosts(false);
+        Self::start(
+            gitlab,
+            &ssh_section(server, &known_hosts, Some(&server.identity_file())),
+        )
+    }
+}
+
 /// `[runners.ssh]` for `server` with its key and a known_hosts file.
 fn ssh_section(server: &SshServer, known_hosts: &Path, identity: Option<&Path>) -> String {
     let mut text = format!(
@@ -136,11 +147,7 @@ async fn a_job_clones_over_http_on_the_remote_host_and_succeeds() {
         variables(json!([])),
         120,
     ));
-    let known_hosts = server.known_hosts(false);
-    let _runner = Runner::start(
-        &gitlab,
-        &ssh_section(&server, &known_hosts, Some(&server.identity_file())),
-    );
+    let _runner = Runner::with_key(&gitlab, &server);
     let update = gitlab.wait_final(job, WAIT).await;
     let log = gitlab.log(job);
     assert_eq!(update.state, "success", "{log}\n{}", server.log());
@@ -177,11 +184,7 @@ async fn a_failing_script_reports_the_remote_exit_status_and_after_script_runs()
         &["echo before failing", "exit 42", "echo never printed"],
         &["echo \"after_script sees $CI_JOB_STATUS\""],
     ));
-    let known_hosts = server.known_hosts(false);
-    let _runner = Runner::start(
-        &gitlab,
-        &ssh_section(&server, &known_hosts, Some(&server.identity_file())),
-    );
+    let _runner = Runner::with_key(&gitlab, &server);
     let update = gitlab.wait_final(job, WAIT).await;
     let log = gitlab.log(job);
     assert_eq!(update.state, "failed", "{log}");
@@ -315,11 +318,7 @@ async fn a_timeout_kills_every_remote_process_of_the_stage() {
         &["sleep 3001 &", "echo started", "sleep 3002"],
         &[],
     ));
-    let known_hosts = server.known_hosts(false);
-    let _runner = Runner::start(
-        &gitlab,
-        &ssh_section(&server, &known_hosts, Some(&server.identity_file())),
-    );
+    let _runner = Runner::with_key(&gitlab, &server);
     gitlab.wait_log(job, "started", WAIT).await;
     assert!(
         server
@@ -348,11 +347,7 @@ async fn a_remote_cancel_stops_the_remote_script_and_after_script_runs() {
         &["echo running; while true; do echo tick; sleep 0.5; done"],
         &["echo \"after_script status=$CI_JOB_STATUS\""],
     ));
-    let known_hosts = server.known_hosts(false);
-    let _runner = Runner::start(
-        &gitlab,
-        &ssh_section(&server, &known_hosts, Some(&server.identity_file())),
-    );
+    let _runner = Runner::with_key(&gitlab, &server);
     gitlab.wait_log(job, "running", WAIT).await;
     gitlab.cancel(job);
     let update = gitlab.wait_final(job, WAIT).await;
@@ -375,11 +370,7 @@ async fn sshd_killed_mid_job_is_a_system_failure_without_a_hang() {
         &["echo running; while true; do echo tick; sleep 0.5; done"],
         &[],
     ));
-    let known_hosts = server.known_hosts(false);
-    let _runner = Runner::start(
-        &gitlab,
-        &ssh_section(&server, &known_hosts, Some(&server.identity_file())),
-    );
+    let _runner = Runner::with_key(&gitlab, &server);
     gitlab.wait_log(job, "running", WAIT).await;
     let killed_at = Instant::now();
     server.kill_sshd();
@@ -445,11 +436,7 @@ async fn artifacts_upload_through_the_helper_on_the_remote_path() {
     payload["artifacts"] = json!([{"name": "remote", "untracked": false, "paths": ["out/"],
         "when": "on_success", "artifact_type": "archive", "artifact_format": "zip"}]);
     let job = gitlab.enqueue(payload);
-    let known_hosts = server.known_hosts(false);
-    let _runner = Runner::start(
-        &gitlab,
-        &ssh_section(&server, &known_hosts, Some(&server.identity_file())),
-    );
+    let _runner = Runner::with_key(&gitlab, &server);
     let update = gitlab.wait_final(job, WAIT).await;
     let log = gitlab.log(job);
     assert_eq!(update.state, "success", "{log}");
