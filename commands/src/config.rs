@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use executor_custom::CustomConfig;
+use executor_docker::{DockerConfig, PullPolicy};
 use executor_ssh::SshConfig;
 use runner_core::remote_cache::{RemoteCache, S3Settings};
 use runner_core::secret::Secret;
@@ -218,6 +219,7 @@ pub enum ExecutorKind {
     Shell,
     Ssh,
     Custom,
+    Docker,
 }
 
 impl ExecutorKind {
@@ -226,6 +228,7 @@ impl ExecutorKind {
             ExecutorKind::Shell => "shell",
             ExecutorKind::Ssh => "ssh",
             ExecutorKind::Custom => "custom",
+            ExecutorKind::Docker => "docker",
         }
     }
 }
@@ -352,6 +355,196 @@ fn remote_cache(
             server_side_encryption_key_id: text(s3.server_side_encryption_key_id),
         },
     }))
+}
+
+/// `[runners.docker]` as written; keys of upstream's that this runner does not use yet are
+/// warned about, not refused, so registered files load.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct RawDocker {
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    helper_image: Option<String>,
+    #[serde(default)]
+    pull_policy: Option<toml::Value>,
+    #[serde(default)]
+    allowed_pull_policies: Vec<String>,
+    #[serde(default)]
+    allowed_images: Vec<String>,
+    #[serde(default)]
+    privileged: Option<bool>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    memory: Option<String>,
+    #[serde(default)]
+    cpus: Option<String>,
+    #[serde(default)]
+    network_mode: Option<String>,
+    #[serde(default)]
+    extra_hosts: Vec<String>,
+    #[serde(default)]
+    dns: Vec<String>,
+    #[serde(default)]
+    shm_size: Option<i64>,
+    #[serde(default)]
+    cap_add: Vec<String>,
+    #[serde(default)]
+    cap_drop: Vec<String>,
+    #[serde(default)]
+    security_opt: Vec<String>,
+    #[serde(default)]
+    devices: Vec<String>,
+    #[serde(default)]
+    volumes: Vec<String>,
+    #[serde(default)]
+    disable_cache: Option<bool>,
+}
+
+const DOCKER_KEYS: &[&str] = &[
+    "host",
+    "image",
+    "helper_image",
+    "pull_policy",
+    "allowed_pull_policies",
+    "allowed_images",
+    "privileged",
+    "user",
+    "memory",
+    "cpus",
+    "network_mode",
+    "extra_hosts",
+    "dns",
+    "shm_size",
+    "cap_add",
+    "cap_drop",
+    "security_opt",
+    "devices",
+    "volumes",
+    "disable_cache",
+];
+
+/// `512m`, `1g`, `1048576`: bytes, as docker's units.
+fn docker_bytes(text: &str) -> Option<i64> {
+    let text = text.trim().to_ascii_lowercase();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(index) => text.split_at(index),
+        None => (text.as_str(), ""),
+    };
+    let value: f64 = number.parse().ok()?;
+    let scale: f64 = match unit.trim_end_matches('b') {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((value * scale) as i64)
+}
+
+fn pull_policies(key: &str, values: &[String]) -> Result<Vec<PullPolicy>, ConfigError> {
+    values
+        .iter()
+        .map(|value| {
+            PullPolicy::parse(value)
+                .ok_or_else(|| invalid(key, value, "expected always, if-not-present or never"))
+        })
+        .collect()
+}
+
+fn docker_config(
+    key: &dyn Fn(&str) -> String,
+    raw: &toml::Value,
+    warnings: &mut Vec<String>,
+) -> Result<DockerConfig, ConfigError> {
+    if let Some(table) = raw.as_table() {
+        for name in table.keys() {
+            if !DOCKER_KEYS.contains(&name.as_str()) {
+                warnings.push(format!(
+                    "{}: not supported by gitlab-runner-rs yet, ignored",
+                    key(&format!("docker.{name}"))
+                ));
+            }
+        }
+    }
+    let raw: RawDocker = raw
+        .clone()
+        .try_into()
+        .map_err(|error: toml::de::Error| invalid(key("docker"), "", error.message()))?;
+    let defaults = DockerConfig::default();
+    let pull_policy = match &raw.pull_policy {
+        None => defaults.pull_policy.clone(),
+        Some(toml::Value::String(one)) => {
+            pull_policies(&key("docker.pull_policy"), std::slice::from_ref(one))?
+        }
+        Some(toml::Value::Array(list)) => pull_policies(
+            &key("docker.pull_policy"),
+            &list
+                .iter()
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>(),
+        )?,
+        Some(other) => {
+            return Err(invalid(
+                key("docker.pull_policy"),
+                other,
+                "expected a policy or a list of policies",
+            ))
+        }
+    };
+    let pull_policy = if pull_policy.is_empty() {
+        defaults.pull_policy.clone()
+    } else {
+        pull_policy
+    };
+    let memory = match raw.memory.as_deref().filter(|m| !m.is_empty()) {
+        None => None,
+        Some(text) => Some(docker_bytes(text).ok_or_else(|| {
+            invalid(
+                key("docker.memory"),
+                text,
+                "expected a size such as 512m or 2g",
+            )
+        })?),
+    };
+    let nano_cpus = match raw.cpus.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(text) => Some(
+            text.parse::<f64>()
+                .map(|cpus| (cpus * 1e9) as i64)
+                .map_err(|_| invalid(key("docker.cpus"), text, "expected a number such as 1.5"))?,
+        ),
+    };
+    Ok(DockerConfig {
+        host: raw.host.filter(|h| !h.is_empty()),
+        image: raw.image.unwrap_or_default(),
+        helper_image: raw
+            .helper_image
+            .filter(|h| !h.is_empty())
+            .unwrap_or(defaults.helper_image),
+        pull_policy,
+        allowed_pull_policies: pull_policies(
+            &key("docker.allowed_pull_policies"),
+            &raw.allowed_pull_policies,
+        )?,
+        allowed_images: raw.allowed_images,
+        privileged: raw.privileged.unwrap_or(false),
+        user: raw.user.unwrap_or_default(),
+        memory,
+        nano_cpus,
+        network_mode: raw.network_mode.unwrap_or_default(),
+        extra_hosts: raw.extra_hosts,
+        dns: raw.dns,
+        shm_size: raw.shm_size.filter(|size| *size > 0),
+        cap_add: raw.cap_add,
+        cap_drop: raw.cap_drop,
+        security_opt: raw.security_opt,
+        devices: raw.devices,
+        volumes: raw.volumes,
+        disable_cache: raw.disable_cache.unwrap_or(false),
+    })
 }
 
 /// `[runners.custom]` as written.
@@ -499,6 +692,8 @@ pub struct RunnerConfig {
     pub remote_cache: Option<RemoteCache>,
     /// `[runners.custom]`; `None` when the section is missing (jobs then fail as upstream's).
     pub custom: Option<CustomConfig>,
+    /// `[runners.docker]`; `None` when the section is missing.
+    pub docker: Option<DockerConfig>,
     /// `bash` or `sh`.
     pub shell: Option<String>,
     pub builds_dir: Option<String>,
@@ -578,12 +773,13 @@ impl RunnerConfig {
             "shell" => ExecutorKind::Shell,
             "ssh" => ExecutorKind::Ssh,
             "custom" => ExecutorKind::Custom,
+            "docker" => ExecutorKind::Docker,
             "" => return Err(invalid(key("executor"), "", "an executor is required")),
             other => {
                 return Err(invalid(
                     key("executor"),
                     other,
-                    "not supported by this runner (supported: shell, ssh, custom)",
+                    "not supported by this runner (supported: shell, ssh, custom, docker)",
                 ))
             }
         };
@@ -675,6 +871,10 @@ impl RunnerConfig {
                 .as_ref()
                 .map(|value| custom_config(&key, value))
                 .transpose()?,
+            docker: match &raw.docker {
+                Some(value) => Some(docker_config(&key, value, warnings)?),
+                None => None,
+            },
             remote_cache: match &raw.cache {
                 Some(value) => remote_cache(&key, value, warnings)?,
                 None => None,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use executor_custom::CustomProvider;
+use executor_docker::DockerProvider;
 use executor_shell::{ShellConfig, ShellProvider};
 use executor_ssh::SshProvider;
 use network::client::{JobState, JobUpdate, VersionInfo};
@@ -30,6 +31,7 @@ macro_rules! with_provider {
             Provider::Shell($name) => $body,
             Provider::Ssh($name) => $body,
             Provider::Custom($name) => $body,
+            Provider::Docker($name) => $body,
         }
     };
 }
@@ -48,6 +50,7 @@ pub enum Provider {
     Shell(ShellProvider),
     Ssh(SshProvider),
     Custom(CustomProvider),
+    Docker(DockerProvider),
 }
 
 impl Provider {
@@ -62,6 +65,7 @@ impl Provider {
             })),
             ExecutorKind::Ssh => Provider::Ssh(SshProvider::new(runner.ssh.clone())),
             ExecutorKind::Custom => Provider::Custom(CustomProvider::new(runner.custom.clone())),
+            ExecutorKind::Docker => Provider::Docker(DockerProvider::new(runner.docker.clone())),
         }
     }
 

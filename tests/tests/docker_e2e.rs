@@ -1,0 +1,224 @@
+//! End to end: the `gitlab-runner-rs` binary with the Docker executor on the real Docker
+//! engine, against the fake GitLab and a git server over HTTP on the host (the containers use
+//! the host's network to reach them). Images are built locally: the build image is the
+//! debootstrap image of `scripts/build-sshd-image.sh`, the helper image adds the static helper.
+//! After every job the test lists Docker objects by the job's label and asserts none is left.
+//!
+//! Needs the Docker engine; never skipped.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use runner_tests::{job_payload, runner_binary, FakeGitlab, GitServer, RunnerProcess};
+use serde_json::json;
+
+const BUILD_IMAGE: &str = "gitlab-runner-rs-test/debian-sshd:bookworm-1";
+const RUNNER_TOKEN: &str = "glrt-t1_dockerexecutor";
+const WAIT: Duration = Duration::from_secs(180);
+
+fn run(command: &mut Command) -> String {
+    let output = command.output().expect("run a command");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The helper image (build image + static helper), removed on drop.
+struct HelperImage(String);
+
+impl HelperImage {
+    fn build() -> Self {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        run(Command::new("bash")
+            .arg(workspace.join("scripts/build-sshd-image.sh"))
+            .arg(BUILD_IMAGE));
+        let helper = run(Command::new("bash")
+            .arg(workspace.join("scripts/build-helper.sh"))
+            .env("PROFILE", "dev"));
+        let helper = helper.lines().last().unwrap().trim().to_string();
+        let context = tempfile::tempdir().unwrap();
+        std::fs::copy(&helper, context.path().join("gitlab-runner-helper")).unwrap();
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            format!(
+                "FROM {BUILD_IMAGE}\nCOPY gitlab-runner-helper /usr/bin/gitlab-runner-helper\n"
+            ),
+        )
+        .unwrap();
+        let tag = format!("gitlab-runner-rs-test/helper:e2e-{}", std::process::id());
+        run(Command::new("docker")
+            .args(["build", "-q", "-t", &tag])
+            .arg(context.path()));
+        Self(tag)
+    }
+}
+
+impl Drop for HelperImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
+/// Containers and volumes labelled with `job_id`.
+fn objects_of_job(job_id: i64) -> Vec<String> {
+    let label = format!("label=com.gitlab.gitlab-runner.job.id={job_id}");
+    let mut out = Vec::new();
+    for kind in [["ps", "-a"], ["volume", "ls"]] {
+        let listed = run(Command::new("docker")
+            .args(kind)
+            .args(["-q", "--filter", &label]));
+        out.extend(listed.lines().map(str::to_string));
+    }
+    out
+}
+
+struct Runner {
+    _process: RunnerProcess,
+    _dir: tempfile::TempDir,
+}
+
+fn start_runner(gitlab: &FakeGitlab, helper: &HelperImage, extra: &str) -> Runner {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 2\ncheck_interval = 1\n\n[[runners]]\n  name = \"docker\"\n  url = \"{}\"\n  token = \"{RUNNER_TOKEN}\"\n  executor = \"docker\"\n  [runners.docker]\n    image = \"{BUILD_IMAGE}\"\n    helper_image = \"{}\"\n    pull_policy = [\"if-not-present\"]\n    network_mode = \"host\"\n{extra}",
+            gitlab.url(),
+            helper.0
+        ),
+    )
+    .unwrap();
+    Runner {
+        _process: RunnerProcess::spawn(&runner_binary(), &config, dir.path(), &[]),
+        _dir: dir,
+    }
+}
+
+fn reasons(payload: &mut serde_json::Value) {
+    payload["features"]["failure_reasons"] = json!([
+        "script_failure",
+        "runner_system_failure",
+        "job_execution_timeout",
+        "image_pull_failure",
+        "runner_configuration_error"
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_clones_runs_in_its_image_uploads_an_artifact_and_leaves_nothing() {
+    let helper = HelperImage::build();
+    let git = GitServer::start(&[("README.md", "hello from docker\n")], true).await;
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let mut payload = job_payload(
+        &git.url_with_token("JOB_TOKEN"),
+        &git.head(),
+        &[
+            "cat README.md",
+            "echo \"os=$(. /etc/os-release; echo $ID) pwd=$PWD shell=$0\"",
+            "mkdir -p out && echo made-in-docker > out/result.txt",
+        ],
+        &["echo after $CI_JOB_STATUS"],
+        json!([{"key": "CI_PROJECT_PATH", "value": "group/project", "public": true}]),
+        120,
+    );
+    payload["artifacts"] = json!([{"name": "docker-out", "paths": ["out/"], "when": "on_success",
+        "artifact_type": "archive", "artifact_format": "zip"}]);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(&gitlab, &helper, "");
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(
+        log.contains(&format!(
+            "Using Docker executor with image {BUILD_IMAGE} ..."
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("Using effective pull policy of [if-not-present]"),
+        "{log}"
+    );
+    assert!(log.contains("hello from docker"), "{log}");
+    assert!(log.contains("os=debian pwd=/builds/"), "{log}");
+    assert!(log.contains("after success"), "{log}");
+    assert!(
+        log.contains("Uploading artifacts as \"archive\" to coordinator... 201 Created"),
+        "{log}"
+    );
+    assert_eq!(gitlab.artifacts(job).len(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        objects_of_job(job.id).is_empty(),
+        "{:?}",
+        objects_of_job(job.id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_keep_upstreams_reasons_and_clean_up() {
+    let helper = HelperImage::build();
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let no_git = json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]);
+    let payload = |script: &[&str], timeout: i64| {
+        let mut payload = job_payload(
+            "https://gitlab.example/group/project.git",
+            "0123456789abcdef0123456789abcdef01234567",
+            script,
+            &[],
+            no_git.clone(),
+            timeout,
+        );
+        reasons(&mut payload);
+        payload
+    };
+    let failing = gitlab.enqueue(payload(&["echo failing", "exit 42"], 120));
+    let mut missing = payload(&["echo never"], 120);
+    missing["image"] = json!({"name": "gitlab-runner-rs-test/no-such-image:1"});
+    let missing = gitlab.enqueue(missing);
+    let slow = gitlab.enqueue(payload(&["echo started", "sleep 300"], 5));
+    let _runner = start_runner(&gitlab, &helper, "");
+
+    let update = gitlab.wait_final(failing, WAIT).await;
+    let log = gitlab.log(failing);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("script_failure"),
+        "{log}"
+    );
+    assert_eq!(update.exit_code, Some(42), "{log}");
+    assert!(log.contains("ERROR: Job failed: exit code 42"), "{log}");
+
+    let update = gitlab.wait_final(missing, WAIT).await;
+    let log = gitlab.log(missing);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("image_pull_failure"),
+        "{log}"
+    );
+    assert!(
+        log.contains("failed to pull image \"gitlab-runner-rs-test/no-such-image:1\""),
+        "{log}"
+    );
+
+    let update = gitlab.wait_final(slow, WAIT).await;
+    let log = gitlab.log(slow);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("job_execution_timeout"),
+        "{log}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for job in [failing, missing, slow] {
+        assert!(
+            objects_of_job(job.id).is_empty(),
+            "{:?}",
+            objects_of_job(job.id)
+        );
+    }
+}
