@@ -401,6 +401,8 @@ struct RawDocker {
     volumes: Vec<String>,
     #[serde(default)]
     disable_cache: Option<bool>,
+    #[serde(default)]
+    wait_for_services_timeout: Option<i64>,
 }
 
 const DOCKER_KEYS: &[&str] = &[
@@ -544,6 +546,9 @@ fn docker_config(
         devices: raw.devices,
         volumes: raw.volumes,
         disable_cache: raw.disable_cache.unwrap_or(false),
+        wait_for_services_timeout: raw
+            .wait_for_services_timeout
+            .unwrap_or(defaults.wait_for_services_timeout),
     })
 }
 

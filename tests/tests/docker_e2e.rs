@@ -14,8 +14,14 @@ use runner_tests::{job_payload, runner_binary, FakeGitlab, GitServer, RunnerProc
 use serde_json::json;
 
 const BUILD_IMAGE: &str = "gitlab-runner-rs-test/debian-sshd:bookworm-1";
-const RUNNER_TOKEN: &str = "glrt-t1_dockerexecutor";
+/// Each test has its own runner token, so its objects are told apart by the runner.id label
+/// (job ids repeat across the fake GitLabs of tests running at once).
+const TOKEN_BASIC: &str = "glrt-t1_dkrbasic1";
+const TOKEN_FAIL: &str = "glrt-t1_dkrfail01";
+const TOKEN_SERVICES: &str = "glrt-t1_dkrsvc001";
 const WAIT: Duration = Duration::from_secs(180);
+/// The containers reach the fake GitLab and the git server on the host's loopback.
+const HOST_NETWORK: &str = "    network_mode = \"host\"\n";
 
 fn run(command: &mut Command) -> String {
     let output = command.output().expect("run a command");
@@ -63,14 +69,21 @@ impl Drop for HelperImage {
     }
 }
 
-/// Containers and volumes labelled with `job_id`.
-fn objects_of_job(job_id: i64) -> Vec<String> {
-    let label = format!("label=com.gitlab.gitlab-runner.job.id={job_id}");
+/// Containers, volumes and networks labelled with the runner (its short token: the 9
+/// characters after `glrt-t1_`) and `job_id`.
+fn objects_of_job(token: &str, job_id: i64) -> Vec<String> {
+    let short: String = token
+        .trim_start_matches("glrt-t1_")
+        .chars()
+        .take(9)
+        .collect();
+    let runner = format!("label=com.gitlab.gitlab-runner.runner.id={short}");
+    let job = format!("label=com.gitlab.gitlab-runner.job.id={job_id}");
     let mut out = Vec::new();
-    for kind in [["ps", "-a"], ["volume", "ls"]] {
+    for kind in [["ps", "-a"], ["volume", "ls"], ["network", "ls"]] {
         let listed = run(Command::new("docker")
             .args(kind)
-            .args(["-q", "--filter", &label]));
+            .args(["-q", "--filter", &runner, "--filter", &job]));
         out.extend(listed.lines().map(str::to_string));
     }
     out
@@ -81,13 +94,13 @@ struct Runner {
     _dir: tempfile::TempDir,
 }
 
-fn start_runner(gitlab: &FakeGitlab, helper: &HelperImage, extra: &str) -> Runner {
+fn start_runner(gitlab: &FakeGitlab, token: &str, helper: &HelperImage, extra: &str) -> Runner {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "concurrent = 2\ncheck_interval = 1\n\n[[runners]]\n  name = \"docker\"\n  url = \"{}\"\n  token = \"{RUNNER_TOKEN}\"\n  executor = \"docker\"\n  [runners.docker]\n    image = \"{BUILD_IMAGE}\"\n    helper_image = \"{}\"\n    pull_policy = [\"if-not-present\"]\n    network_mode = \"host\"\n{extra}",
+            "concurrent = 2\ncheck_interval = 1\n\n[[runners]]\n  name = \"docker\"\n  url = \"{}\"\n  token = \"{token}\"\n  executor = \"docker\"\n  [runners.docker]\n    image = \"{BUILD_IMAGE}\"\n    helper_image = \"{}\"\n    pull_policy = [\"if-not-present\"]\n{extra}",
             gitlab.url(),
             helper.0
         ),
@@ -113,7 +126,7 @@ fn reasons(payload: &mut serde_json::Value) {
 async fn a_job_clones_runs_in_its_image_uploads_an_artifact_and_leaves_nothing() {
     let helper = HelperImage::build();
     let git = GitServer::start(&[("README.md", "hello from docker\n")], true).await;
-    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let gitlab = FakeGitlab::start(TOKEN_BASIC).await;
     let mut payload = job_payload(
         &git.url_with_token("JOB_TOKEN"),
         &git.head(),
@@ -129,7 +142,7 @@ async fn a_job_clones_runs_in_its_image_uploads_an_artifact_and_leaves_nothing()
     payload["artifacts"] = json!([{"name": "docker-out", "paths": ["out/"], "when": "on_success",
         "artifact_type": "archive", "artifact_format": "zip"}]);
     let job = gitlab.enqueue(payload);
-    let _runner = start_runner(&gitlab, &helper, "");
+    let _runner = start_runner(&gitlab, TOKEN_BASIC, &helper, HOST_NETWORK);
     let update = gitlab.wait_final(job, WAIT).await;
     let log = gitlab.log(job);
     assert_eq!(update.state, "success", "{log}");
@@ -153,16 +166,16 @@ async fn a_job_clones_runs_in_its_image_uploads_an_artifact_and_leaves_nothing()
     assert_eq!(gitlab.artifacts(job).len(), 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        objects_of_job(job.id).is_empty(),
+        objects_of_job(TOKEN_BASIC, job.id).is_empty(),
         "{:?}",
-        objects_of_job(job.id)
+        objects_of_job(TOKEN_BASIC, job.id)
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_keep_upstreams_reasons_and_clean_up() {
     let helper = HelperImage::build();
-    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let gitlab = FakeGitlab::start(TOKEN_FAIL).await;
     let no_git = json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]);
     let payload = |script: &[&str], timeout: i64| {
         let mut payload = job_payload(
@@ -181,7 +194,7 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
     missing["image"] = json!({"name": "gitlab-runner-rs-test/no-such-image:1"});
     let missing = gitlab.enqueue(missing);
     let slow = gitlab.enqueue(payload(&["echo started", "sleep 300"], 5));
-    let _runner = start_runner(&gitlab, &helper, "");
+    let _runner = start_runner(&gitlab, TOKEN_FAIL, &helper, HOST_NETWORK);
 
     let update = gitlab.wait_final(failing, WAIT).await;
     let log = gitlab.log(failing);
@@ -216,9 +229,55 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     for job in [failing, missing, slow] {
         assert!(
-            objects_of_job(job.id).is_empty(),
+            objects_of_job(TOKEN_FAIL, job.id).is_empty(),
             "{:?}",
-            objects_of_job(job.id)
+            objects_of_job(TOKEN_FAIL, job.id)
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_reported() {
+    let helper = HelperImage::build();
+    let gitlab = FakeGitlab::start(TOKEN_SERVICES).await;
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &[
+            "exec 3<>/dev/tcp/sshd-svc/22; head -c 7 <&3; echo",
+            "exec 4<>/dev/tcp/gitlab-runner-rs-test__debian-sshd/22; head -c 7 <&4; echo",
+        ],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        120,
+    );
+    payload["services"] = json!([
+        {"name": BUILD_IMAGE, "alias": "sshd-svc,other-name", "variables": [{"key": "AUTHORIZED_KEY", "value": "ssh-ed25519 AAAA"}]},
+        {"name": BUILD_IMAGE, "alias": "broken-svc", "command": ["sh", "-c", "echo service-broke-on-purpose; exit 1"]}
+    ]);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(
+        &gitlab,
+        TOKEN_SERVICES,
+        &helper,
+        "    wait_for_services_timeout = 10\n",
+    );
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(
+        log.contains("Starting service gitlab-runner-rs-test/debian-sshd:bookworm-1 ..."),
+        "{log}"
+    );
+    assert_eq!(log.matches("SSH-2.0").count(), 2, "{log}");
+    // The second service shares the default alias: a warning, and it is reached by its own.
+    assert!(log.contains("duplicate alias"), "{log}");
+    assert!(log.contains("probably didn't start properly"), "{log}");
+    assert!(log.contains("service-broke-on-purpose"), "{log}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        objects_of_job(TOKEN_SERVICES, job.id).is_empty(),
+        "{:?}",
+        objects_of_job(TOKEN_SERVICES, job.id)
+    );
 }

@@ -4,7 +4,10 @@
 //! every stage, the stage script on its stdin; the shell is found by upstream's detection script.
 //! Pull policies, `allowed_images`, labels on everything created, and cleanup on every path.
 //!
-//! Not yet: services, per-build networks, registry credentials.
+//! Services start before the job on a per-job network (upstream's `FF_NETWORK_PER_BUILD`
+//! semantics) under their aliases, and are waited for on their exposed ports.
+//!
+//! Not yet: registry credentials, cache volumes.
 //!
 //! Main types: [`DockerProvider`], [`DockerExecutor`], [`DockerConfig`].
 //!
@@ -92,6 +95,8 @@ pub struct DockerConfig {
     /// `host:container[:mode]` binds; a bare path is a cache volume.
     pub volumes: Vec<String>,
     pub disable_cache: bool,
+    /// How long to wait for services' exposed ports; zero or negative does not wait.
+    pub wait_for_services_timeout: i64,
 }
 
 impl Default for DockerConfig {
@@ -117,6 +122,7 @@ impl Default for DockerConfig {
             devices: Vec::new(),
             volumes: Vec::new(),
             disable_cache: false,
+            wait_for_services_timeout: 30,
         }
     }
 }
@@ -144,6 +150,9 @@ impl ExecutorProvider for DockerProvider {
         FeaturesInfo {
             variables: true,
             image: true,
+            services: true,
+            service_variables: true,
+            service_multiple_aliases: true,
             ..FeaturesInfo::default()
         }
     }
@@ -193,6 +202,10 @@ struct Job {
     /// Container ids by kind (`predefined`, `build`), created on first use.
     containers: HashMap<&'static str, String>,
     hostname: String,
+    /// The per-job network, when `network_mode` is not set.
+    network: Option<String>,
+    /// Service container ids.
+    services: Vec<String>,
 }
 
 pub struct DockerExecutor {
@@ -230,6 +243,44 @@ fn image_allowed(patterns: &[String], image: &str) -> bool {
         || patterns
             .iter()
             .any(|pattern| matches(pattern.as_bytes(), image.as_bytes()))
+}
+
+fn networking(network: &str, aliases: Vec<String>) -> bollard::models::NetworkingConfig {
+    let mut endpoints = HashMap::new();
+    endpoints.insert(
+        network.to_string(),
+        bollard::models::EndpointSettings {
+            aliases: Some(aliases),
+            ..Default::default()
+        },
+    );
+    bollard::models::NetworkingConfig {
+        endpoints_config: Some(endpoints),
+    }
+}
+
+/// Upstream's default aliases of a service image: its path without registry host port or tag,
+/// with `/` as `__`, and with `/` as `-` when that differs.
+pub fn service_aliases(image: &str) -> Vec<String> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last_colon = without_digest.rfind(':');
+    let last_slash = without_digest.rfind('/');
+    let path = match (last_colon, last_slash) {
+        (Some(colon), Some(slash)) if colon > slash => &without_digest[..colon],
+        (Some(colon), None) => &without_digest[..colon],
+        _ => without_digest,
+    };
+    // A registry host (with a dot or a port) is not part of the alias.
+    let path = match path.split_once('/') {
+        Some((host, rest)) if host.contains('.') || host.contains(':') => rest,
+        _ => path,
+    };
+    let mut aliases = vec![path.replace('/', "__")];
+    let dashed = path.replace('/', "-");
+    if dashed != aliases[0] {
+        aliases.push(dashed);
+    }
+    aliases
 }
 
 impl DockerExecutor {
@@ -384,7 +435,11 @@ impl DockerExecutor {
             privileged: Some(config.privileged),
             memory: config.memory,
             nano_cpus: config.nano_cpus,
-            network_mode: (!config.network_mode.is_empty()).then(|| config.network_mode.clone()),
+            network_mode: if config.network_mode.is_empty() {
+                job.network.clone()
+            } else {
+                Some(config.network_mode.clone())
+            },
             extra_hosts: list(&config.extra_hosts),
             dns: list(&config.dns),
             shm_size: config.shm_size,
@@ -456,6 +511,10 @@ impl DockerExecutor {
             stdin_once: Some(true),
             tty: Some(false),
             host_config: Some(self.host_config(job)),
+            networking_config: job
+                .network
+                .as_ref()
+                .map(|network| networking(network, vec!["build".into(), name.clone()])),
             ..ContainerCreateBody::default()
         };
         let created = docker
@@ -478,6 +537,205 @@ impl DockerExecutor {
             job.containers.insert(kind, created.id.clone());
         }
         Ok(created.id)
+    }
+}
+
+impl DockerExecutor {
+    /// Starts the job's services under their aliases, then waits for their exposed ports.
+    async fn start_services(
+        &mut self,
+        build: &BuildContext,
+        log: &JobLog,
+        policies: &[PullPolicy],
+    ) -> Result<(), ExecutorError> {
+        let mut started: Vec<(String, String, Vec<String>)> = Vec::new();
+        let mut taken: Vec<String> = Vec::new();
+        for (index, service) in build.job.services.iter().enumerate() {
+            let image = build.variables.expand(&service.name);
+            let (name_part, version) = match image.rsplit_once(':') {
+                Some((name, tag)) if !tag.contains('/') => (name.to_string(), tag.to_string()),
+                _ => (image.clone(), "latest".into()),
+            };
+            log.println(&format!("Starting service {name_part}:{version} ..."));
+            self.ensure_image(&image, policies, log).await?;
+            let mut aliases = Vec::new();
+            for alias in service_aliases(&image)
+                .into_iter()
+                .chain(service.aliases().into_iter().map(str::to_string))
+            {
+                if taken.contains(&alias) {
+                    log.warning(&format!(
+                        "Service {image} has a duplicate alias {alias:?}; skipped"
+                    ));
+                    continue;
+                }
+                taken.push(alias.clone());
+                aliases.push(alias);
+            }
+            let job = self
+                .job
+                .as_ref()
+                .ok_or_else(|| system("the job was not prepared"))?;
+            let name = format!(
+                "{}-{}-{index}",
+                job.prefix,
+                name_part.replace('/', "__").replace(':', "_")
+            );
+            let mut labels = job.labels.clone();
+            labels.insert(format!("{LABEL_PREFIX}.type"), "service".into());
+            labels.insert(format!("{LABEL_PREFIX}.service"), name_part.clone());
+            let env: Vec<String> = service
+                .variables
+                .iter()
+                .map(|variable| {
+                    format!(
+                        "{}={}",
+                        variable.key,
+                        build.variables.expand(&variable.value)
+                    )
+                })
+                .collect();
+            let list = |items: &Vec<String>| (!items.is_empty()).then(|| items.clone());
+            let body = ContainerCreateBody {
+                image: Some(image.clone()),
+                env: Some(env),
+                cmd: list(&service.command),
+                entrypoint: list(&service.entrypoint),
+                labels: Some(labels),
+                host_config: Some(HostConfig {
+                    network_mode: job.network.clone().or_else(|| {
+                        (!self.config.network_mode.is_empty())
+                            .then(|| self.config.network_mode.clone())
+                    }),
+                    privileged: Some(false),
+                    ..HostConfig::default()
+                }),
+                networking_config: job
+                    .network
+                    .as_ref()
+                    .map(|network| networking(network, aliases.clone())),
+                ..ContainerCreateBody::default()
+            };
+            let docker = self.docker()?.clone();
+            let created = docker
+                .create_container(
+                    Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                    body,
+                )
+                .await
+                .map_err(|error| system(format!("creating service {image}: {error}")))?;
+            if let Some(job) = self.job.as_mut() {
+                job.services.push(created.id.clone());
+            }
+            docker
+                .start_container(
+                    &created.id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+                .map_err(|error| system(format!("starting service {image}: {error}")))?;
+            started.push((created.id, image, aliases));
+        }
+        if self.config.wait_for_services_timeout <= 0 {
+            return Ok(());
+        }
+        let timeout = std::time::Duration::from_secs(self.config.wait_for_services_timeout as u64);
+        for (id, image, _aliases) in &started {
+            if let Err(error) = self.wait_for_service(id, timeout).await {
+                let logs = self.service_logs(id).await;
+                let mut stderr = log.stream(StreamId::SCRIPT, StreamKind::Stderr);
+                stderr.write(
+                    format!(
+                        "\x1b[0;33m*** WARNING:\x1b[0m Service {image} probably didn't start properly.\n\n\
+                         Health check error:\n{error}\n\nService container logs:\n{logs}\n\n\
+                         \x1b[0;33m*********\x1b[0m\n\n"
+                    )
+                    .as_bytes(),
+                );
+                stderr.finish();
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects to every exposed TCP port of the service until it answers or `timeout` passes.
+    async fn wait_for_service(&self, id: &str, timeout: std::time::Duration) -> Result<(), String> {
+        let docker = self.docker().map_err(|error| error.message)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let inspect = docker
+                .inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .map_err(|error| error.to_string())?;
+            let running = inspect
+                .state
+                .as_ref()
+                .and_then(|state| state.running)
+                .unwrap_or(false);
+            let ports: Vec<u16> = inspect
+                .config
+                .as_ref()
+                .and_then(|config| config.exposed_ports.clone())
+                .unwrap_or_default()
+                .iter()
+                .filter(|port| port.ends_with("/tcp"))
+                .filter_map(|port| port.trim_end_matches("/tcp").parse().ok())
+                .collect();
+            let address = inspect
+                .network_settings
+                .as_ref()
+                .and_then(|settings| settings.networks.as_ref())
+                .and_then(|networks| networks.values().find_map(|n| n.ip_address.clone()))
+                .filter(|ip| !ip.is_empty());
+            if ports.is_empty() {
+                return Ok(());
+            }
+            if !running {
+                return Err("service container is not running".into());
+            }
+            if let Some(address) = &address {
+                let mut all = true;
+                for port in &ports {
+                    let probe = tokio::net::TcpStream::connect((address.as_str(), *port));
+                    if !matches!(
+                        tokio::time::timeout(std::time::Duration::from_secs(1), probe).await,
+                        Ok(Ok(_))
+                    ) {
+                        all = false;
+                    }
+                }
+                if all {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "service ports {ports:?} did not answer within {}s",
+                    timeout.as_secs()
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn service_logs(&self, id: &str) -> String {
+        let Ok(docker) = self.docker() else {
+            return String::new();
+        };
+        let options = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("100")
+            .build();
+        let mut stream = docker.logs(id, Some(options));
+        let mut text = String::new();
+        while let Some(Ok(item)) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&item.into_bytes()));
+        }
+        text
     }
 }
 
@@ -553,6 +811,23 @@ impl Executor for DockerExecutor {
                 binds.push(volume.clone());
             }
         }
+        let network = if self.config.network_mode.is_empty() {
+            let name = format!("{prefix}-network");
+            let mut network_labels = labels.clone();
+            network_labels.insert(format!("{LABEL_PREFIX}.type"), "network".into());
+            self.docker()?
+                .create_network(bollard::models::NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".into()),
+                    labels: Some(network_labels),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|error| system(format!("creating the job network: {error}")))?;
+            Some(name)
+        } else {
+            None
+        };
         self.job = Some(Job {
             image,
             prefix,
@@ -562,8 +837,10 @@ impl Executor for DockerExecutor {
             builds_dir: build.dirs.builds_dir.clone(),
             containers: HashMap::new(),
             hostname: unique,
+            network,
+            services: Vec::new(),
         });
-        Ok(())
+        self.start_services(build, log, &policies).await
     }
 
     async fn run(
@@ -678,6 +955,24 @@ impl Executor for DockerExecutor {
                 tracing::warn!(container = %id, %error, "removing a job container");
             }
         }
+        for id in &job.services {
+            let _ = docker
+                .remove_container(
+                    id,
+                    Some(
+                        RemoveContainerOptionsBuilder::default()
+                            .force(true)
+                            .v(true)
+                            .build(),
+                    ),
+                )
+                .await;
+        }
+        if let Some(network) = &job.network {
+            if let Err(error) = docker.remove_network(network).await {
+                tracing::warn!(%network, %error, "removing the job network");
+            }
+        }
         if let Err(error) = docker
             .remove_volume(
                 &job.builds_volume,
@@ -701,6 +996,19 @@ mod tests {
         assert!(image_allowed(&patterns, "registry.local/group/app:1"));
         assert!(!image_allowed(&patterns, "alpine:3"));
         assert!(image_allowed(&[], "anything"));
+    }
+
+    #[test]
+    fn service_aliases_follow_upstream() {
+        assert_eq!(service_aliases("postgres:16"), vec!["postgres"]);
+        assert_eq!(
+            service_aliases("registry.local:5000/group/redis:7"),
+            vec!["group__redis", "group-redis"]
+        );
+        assert_eq!(
+            service_aliases("tutum/wordpress"),
+            vec!["tutum__wordpress", "tutum-wordpress"]
+        );
     }
 
     #[test]
