@@ -281,3 +281,57 @@ async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_re
         objects_of_job(TOKEN_SERVICES, job.id)
     );
 }
+
+const TOKEN_STOP: &str = "glrt-t1_dkrstop01";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_cancel_and_a_runner_sigterm_leave_no_container() {
+    let helper = HelperImage::build();
+    let gitlab = FakeGitlab::start(TOKEN_STOP).await;
+    let ticking = |marker: &str| {
+        job_payload(
+            "https://gitlab.example/group/project.git",
+            "0123456789abcdef0123456789abcdef01234567",
+            &[&format!(
+                "echo {marker}; while true; do echo tick; sleep 0.5; done"
+            )],
+            &[],
+            json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+            600,
+        )
+    };
+    let canceled = gitlab.enqueue(ticking("cancel-me"));
+    let mut runner = start_runner(&gitlab, TOKEN_STOP, &helper, "");
+    gitlab.wait_log(canceled, "cancel-me", WAIT).await;
+    gitlab.cancel(canceled);
+    let update = gitlab.wait_final(canceled, WAIT).await;
+    assert_eq!(update.state, "failed", "{}", gitlab.log(canceled));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        objects_of_job(TOKEN_STOP, canceled.id).is_empty(),
+        "{:?}",
+        objects_of_job(TOKEN_STOP, canceled.id)
+    );
+
+    let interrupted = gitlab.enqueue(ticking("interrupt-me"));
+    gitlab.wait_log(interrupted, "interrupt-me", WAIT).await;
+    runner._process.signal(libc::SIGTERM);
+    let update = gitlab.wait_final(interrupted, WAIT).await;
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_interrupted"),
+        "{}",
+        gitlab.log(interrupted)
+    );
+    // The runner exits once its cleanup is done.
+    tokio::task::spawn_blocking(move || {
+        let _ = runner._process.wait();
+    })
+    .await
+    .unwrap();
+    assert!(
+        objects_of_job(TOKEN_STOP, interrupted.id).is_empty(),
+        "{:?}",
+        objects_of_job(TOKEN_STOP, interrupted.id)
+    );
+}
