@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use runner_tests::bench_support::{mean, median, time_in_stage_shells};
 use runner_tests::{job_payload, release_runner_binary, FakeGitlab, JobControl, RunnerProcess};
 use serde_json::json;
 
@@ -110,49 +111,6 @@ fn raw_bash(args: &[&str], home: &Path, script: &str, runs: u32) -> Duration {
         total += start.elapsed();
     }
     total / runs
-}
-
-/// Seconds of the day of a log line's `YYYY-MM-DDTHH:MM:SS.ffffffZ` timestamp.
-fn line_seconds(line: &str) -> Option<f64> {
-    let time = line.get(11..26)?;
-    let hours: f64 = time.get(0..2)?.parse().ok()?;
-    let minutes: f64 = time.get(3..5)?.parse().ok()?;
-    let seconds: f64 = time.get(6..)?.parse().ok()?;
-    Some(hours * 3600.0 + minutes * 60.0 + seconds)
-}
-
-/// Total time between the `section_start` and `section_end` markers of the stages that run a
-/// shell (every stage but `prepare_executor`), from the job log's per-line timestamps.
-fn time_in_stage_shells(log: &str) -> Duration {
-    let mut open: Option<f64> = None;
-    let mut total = 0.0;
-    for line in log.lines() {
-        let Some(at) = line_seconds(line) else {
-            continue;
-        };
-        if line.contains("section_start:") && !line.ends_with("prepare_executor\x1b[0K") {
-            open = Some(at);
-        } else if line.contains("section_end:") {
-            if let Some(start) = open.take() {
-                let mut elapsed = at - start;
-                if elapsed < 0.0 {
-                    elapsed += 86_400.0;
-                }
-                total += elapsed;
-            }
-        }
-    }
-    Duration::from_secs_f64(total)
-}
-
-fn mean(values: &[Duration]) -> Duration {
-    values.iter().sum::<Duration>() / values.len().max(1) as u32
-}
-
-fn median(values: &[Duration]) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort();
-    sorted[sorted.len() / 2]
 }
 
 fn ms(duration: Duration) -> String {

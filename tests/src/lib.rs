@@ -6,11 +6,13 @@
 //! This crate is test-only; nothing in the product depends on it, and it depends on no product
 //! crate: it talks to the runner only over HTTP and the command line, as GitLab and users do.
 
+pub mod bench_support;
 pub mod binary;
 pub mod certs;
 pub mod fake_gitlab;
 pub mod git_server;
 mod http;
+pub mod images;
 pub mod runner_process;
 pub mod s3;
 pub mod sshd;
@@ -21,6 +23,7 @@ pub use fake_gitlab::{
     job_payload, FakeGitlab, JobControl, JobStatus, JobTiming, RecordedUpdate, UploadedArtifact,
 };
 pub use git_server::GitServer;
+pub use images::{debian_image, HelperImage, DEBIAN_IMAGE};
 pub use runner_process::RunnerProcess;
 pub use s3::S3Server;
 pub use sshd::{SshServer, SshdOptions};

@@ -6,14 +6,15 @@
 //!
 //! Needs the Docker engine; never skipped.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use runner_tests::{job_payload, runner_binary, FakeGitlab, GitServer, RunnerProcess};
+use runner_tests::{
+    job_payload, runner_binary, FakeGitlab, GitServer, HelperImage, RunnerProcess, DEBIAN_IMAGE,
+};
 use serde_json::json;
 
-const BUILD_IMAGE: &str = "gitlab-runner-rs-test/debian-sshd:bookworm-1";
+const BUILD_IMAGE: &str = DEBIAN_IMAGE;
 /// Each test has its own runner token, so its objects are told apart by the runner.id label
 /// (job ids repeat across the fake GitLabs of tests running at once).
 const TOKEN_BASIC: &str = "glrt-t1_dkrbasic1";
@@ -31,42 +32,6 @@ fn run(command: &mut Command) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The helper image (build image + static helper), removed on drop.
-struct HelperImage(String);
-
-impl HelperImage {
-    fn build() -> Self {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        run(Command::new("bash")
-            .arg(workspace.join("scripts/build-sshd-image.sh"))
-            .arg(BUILD_IMAGE));
-        let helper = run(Command::new("bash")
-            .arg(workspace.join("scripts/build-helper.sh"))
-            .env("PROFILE", "dev"));
-        let helper = helper.lines().last().unwrap().trim().to_string();
-        let context = tempfile::tempdir().unwrap();
-        std::fs::copy(&helper, context.path().join("gitlab-runner-helper")).unwrap();
-        std::fs::write(
-            context.path().join("Dockerfile"),
-            format!(
-                "FROM {BUILD_IMAGE}\nCOPY gitlab-runner-helper /usr/bin/gitlab-runner-helper\n"
-            ),
-        )
-        .unwrap();
-        let tag = format!("gitlab-runner-rs-test/helper:e2e-{}", std::process::id());
-        run(Command::new("docker")
-            .args(["build", "-q", "-t", &tag])
-            .arg(context.path()));
-        Self(tag)
-    }
-}
-
-impl Drop for HelperImage {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
-    }
 }
 
 /// Containers, volumes and networks labelled with the runner (its short token: the 9
@@ -124,7 +89,7 @@ fn reasons(payload: &mut serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_clones_runs_in_its_image_uploads_an_artifact_and_leaves_nothing() {
-    let helper = HelperImage::build();
+    let helper = HelperImage::build("dev");
     let git = GitServer::start(&[("README.md", "hello from docker\n")], true).await;
     let gitlab = FakeGitlab::start(TOKEN_BASIC).await;
     let mut payload = job_payload(
@@ -174,7 +139,7 @@ async fn a_job_clones_runs_in_its_image_uploads_an_artifact_and_leaves_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_keep_upstreams_reasons_and_clean_up() {
-    let helper = HelperImage::build();
+    let helper = HelperImage::build("dev");
     let gitlab = FakeGitlab::start(TOKEN_FAIL).await;
     let no_git = json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]);
     let payload = |script: &[&str], timeout: i64| {
@@ -238,7 +203,7 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_reported() {
-    let helper = HelperImage::build();
+    let helper = HelperImage::build("dev");
     let gitlab = FakeGitlab::start(TOKEN_SERVICES).await;
     let mut payload = job_payload(
         "https://gitlab.example/group/project.git",
@@ -286,7 +251,7 @@ const TOKEN_STOP: &str = "glrt-t1_dkrstop01";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_cancel_and_a_runner_sigterm_leave_no_container() {
-    let helper = HelperImage::build();
+    let helper = HelperImage::build("dev");
     let gitlab = FakeGitlab::start(TOKEN_STOP).await;
     let ticking = |marker: &str| {
         job_payload(

@@ -6,7 +6,7 @@
 //!
 //! Needs the Docker engine and debootstrap (installed on demand); never skipped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,19 +15,9 @@ use runner_tests::{
 };
 use serde_json::json;
 
-const BASE_IMAGE: &str = "gitlab-runner-rs-test/debian-sshd:bookworm-1";
+const BASE_IMAGE: &str = runner_tests::DEBIAN_IMAGE;
 const RUNNER_TOKEN: &str = "glrt-t1_dockervmdriver";
 const WAIT: Duration = Duration::from_secs(180);
-
-fn base_image() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-sshd-image.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .arg(BASE_IMAGE)
-        .status()
-        .unwrap();
-    assert!(status.success(), "building {BASE_IMAGE} failed");
-}
 
 /// One test's driver world: its own state dir, container prefix and image tag, all removed
 /// (containers and image included) when dropped.
@@ -40,7 +30,7 @@ struct World {
 
 impl World {
     fn new(name: &str, max_jobs: usize) -> Self {
-        base_image();
+        runner_tests::debian_image();
         let id = format!("{name}{}", std::process::id());
         Self {
             dir: tempfile::tempdir().unwrap(),

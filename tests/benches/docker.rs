@@ -1,0 +1,120 @@
+//! Docker executor benchmark: the release binary's docker executor against the fake GitLab, on
+//! the real engine, with locally built images; compared in the same run with raw `docker run`
+//! of the same image.
+//!
+//! - per stage: the time inside one stage (section start to end in the job log: start the
+//!   job's container again, feed the script, read the output, wait) against one raw
+//!   `docker run --rm -i <image> sh` reading the same kind of script from stdin;
+//! - per job: handed out → final state, for a job whose script is `echo hello`.
+//!
+//! `cargo bench -p runner-tests --bench docker`; `RUNNER_BENCH_JOBS=N` (default 10).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use runner_tests::bench_support::{mean, median, stage_count, time_in_stage_shells};
+use runner_tests::{
+    debian_image, job_payload, release_runner_binary, FakeGitlab, HelperImage, RunnerProcess,
+};
+use serde_json::json;
+
+const RUNNER_TOKEN: &str = "glrt-t1_benchdocker";
+
+/// One raw `docker run --rm -i <image> sh` with a one-line script on stdin.
+fn raw_docker_run(image: &str) -> Duration {
+    let start = Instant::now();
+    let mut child = Command::new("docker")
+        .args(["run", "--rm", "-i", image, "sh"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker run");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo hello\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    start.elapsed()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let jobs: usize = std::env::var("RUNNER_BENCH_JOBS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(10);
+    let image = debian_image();
+    let helper = HelperImage::build("release");
+    let binary = release_runner_binary();
+
+    let raw: Vec<Duration> = (0..jobs.max(5)).map(|_| raw_docker_run(image)).collect();
+
+    let gitlab = FakeGitlab::start(RUNNER_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 1\ncheck_interval = 1\n\n[[runners]]\n  name = \"bench\"\n  url = \"{}\"\n  token = \"{RUNNER_TOKEN}\"\n  executor = \"docker\"\n  [runners.docker]\n    image = \"{image}\"\n    helper_image = \"{}\"\n    pull_policy = \"if-not-present\"\n",
+            gitlab.url(),
+            helper.0
+        ),
+    )
+    .unwrap();
+    let _runner = RunnerProcess::spawn(
+        &binary,
+        &config,
+        dir.path(),
+        &[("RUST_LOG", "warn".as_ref())],
+    );
+    let mut per_job = Vec::new();
+    let mut per_stage = Vec::new();
+    for _ in 0..jobs {
+        let job = gitlab.enqueue(job_payload(
+            "https://gitlab.example/group/project.git",
+            "0123456789abcdef0123456789abcdef01234567",
+            &["echo hello"],
+            &[],
+            json!([
+                {"key": "GIT_STRATEGY", "value": "none", "public": true},
+                {"key": "FF_TIMESTAMPS", "value": "true", "public": true}
+            ]),
+            120,
+        ));
+        let update = gitlab.wait_final(job, Duration::from_secs(120)).await;
+        assert_eq!(update.state, "success", "{}", gitlab.log(job));
+        let timing = gitlab.timing(job);
+        if let (Some(start), Some(end)) = (timing.picked_up, timing.finished) {
+            per_job.push(end - start);
+        }
+        let log = gitlab.log(job);
+        let stages = stage_count(&log).max(1) as u32;
+        per_stage.push(time_in_stage_shells(&log) / stages);
+    }
+    let raw_mean = mean(&raw);
+    let stage_mean = mean(&per_stage);
+    println!("docker executor, {jobs} jobs (`echo hello`, GIT_STRATEGY none), image {image}\n");
+    println!("| measure | result |");
+    println!("| --- | --- |");
+    println!(
+        "| baseline: raw `docker run --rm -i` + script on stdin (mean of {}) | {:.0} ms |",
+        raw.len(),
+        raw_mean.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| per stage: restart the job's container, script on stdin, wait (mean) | {:.0} ms |",
+        stage_mean.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| per stage / raw docker run | {:.2}× (target ≤ 1.5×) |",
+        stage_mean.as_secs_f64() / raw_mean.as_secs_f64()
+    );
+    println!(
+        "| per job: handed out → final state (median) | {:.0} ms |",
+        median(&per_job).as_secs_f64() * 1000.0
+    );
+}
