@@ -161,7 +161,9 @@ pub async fn run(
     };
 
     let status = tokio::select! {
+        // The driver ended by itself.
         status = child.wait() => status,
+        // The call's context ended: SIGTERM the group, then SIGKILL after the grace period.
         _ = cancel.cancelled() => {
             signal_group(pgid, libc::SIGTERM);
             match tokio::time::timeout(graceful, child.wait()).await {

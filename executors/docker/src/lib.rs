@@ -889,12 +889,14 @@ impl Executor for DockerExecutor {
         let mut killed = false;
         loop {
             tokio::select! {
+                // The container's output, until the attach stream ends with it.
                 item = output.next() => match item {
                     Some(Ok(bollard::container::LogOutput::StdOut { message })) => stdout.write(&message),
                     Some(Ok(bollard::container::LogOutput::StdErr { message })) => stderr.write(&message),
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => break,
                 },
+                // Stopped: kill the container once; the output stream then ends.
                 _ = cancel.cancelled(), if !killed => {
                     killed = true;
                     let _ = docker

@@ -386,7 +386,9 @@ impl SshExecutor {
                     }
                     if attempt < attempts {
                         tokio::select! {
+                            // Upstream's pause between attempts.
                             _ = tokio::time::sleep(config.retry_interval) => {}
+                            // A stopped job does not wait for the next attempt.
                             _ = cancel.cancelled() => break,
                         }
                     }
@@ -580,7 +582,9 @@ impl Executor for SshExecutor {
                 }
             } else {
                 tokio::select! {
+                    // The session's next output, exit status or end.
                     message = reader.wait() => message,
+                    // Stopped: kill the remote group once, then keep reading until it ends.
                     _ = cancel.cancelled() => {
                         killed = true;
                         self.kill_remote(pid_line.pid, &writer).await;
