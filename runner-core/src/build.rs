@@ -171,6 +171,9 @@ pub struct BuildContext {
     pub hostname: String,
     pub safe_directory_checkout: bool,
     pub correlation_id: String,
+    /// The script shell an executor switched to in prepare (custom executor's config_exec);
+    /// the script generator uses it instead of its own.
+    pub shell_override: Option<String>,
     /// What the context was made from, for [`BuildContext::reconfigure`].
     source: Box<BuildInput>,
 }
@@ -205,15 +208,21 @@ impl BuildContext {
             input.defaults.shared_builds_dir = shared;
         }
         input.defaults.dirs_from_prepare = false;
-        if let Some(shell) = changes.shell {
-            input.shell = shell;
-        }
+        let shell_override = match changes.shell {
+            Some(shell) => {
+                let name = shell.name.clone();
+                input.shell = shell;
+                Some(name)
+            }
+            None => self.shell_override.clone(),
+        };
         let hostname = changes
             .hostname
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| self.hostname.clone());
         let (mut fresh, _warnings) = BuildContext::new(input)?;
         fresh.hostname = hostname;
+        fresh.shell_override = shell_override;
         *self = fresh;
         Ok(())
     }
@@ -394,6 +403,7 @@ impl BuildContext {
                 },
                 safe_directory_checkout,
                 correlation_id,
+                shell_override: None,
                 source,
             },
             warnings,

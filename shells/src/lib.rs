@@ -92,7 +92,11 @@ impl ScriptGenerator for BashShell {
     fn generate(&self, stage: &Stage, build: &BuildContext) -> Result<Option<String>, ScriptError> {
         let info = stages::Info::new(build);
         // An executor may have switched the shell in prepare (custom executor's config_exec).
-        let kind = ShellKind::from_name(&build.shell.name).unwrap_or(self.kind);
+        let kind = build
+            .shell_override
+            .as_deref()
+            .and_then(ShellKind::from_name)
+            .unwrap_or(self.kind);
         let mut writer = writer::BashWriter::new(kind.name(), &build.dirs.tmp_dir());
         writer.check_for_errors = build.flags.enabled("FF_ENABLE_BASH_EXIT_CODE_CHECK");
         writer.legacy_eval = build.flags.enabled("FF_USE_LEGACY_BASH_EVAL");
