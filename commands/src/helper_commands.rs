@@ -214,7 +214,10 @@ pub async fn artifacts_uploader(args: UploaderArgs) -> i32 {
         artifact_type: args.artifact_type.clone(),
         timeout: runner_core::settings::parse_go_duration(&args.timeout),
     };
-    match artifacts::upload(credentials, &options, archive.path()).await {
+    let result = artifacts::upload(credentials, &options, archive.path()).await;
+    // Removed before a fatal exit, which skips destructors.
+    drop(archive);
+    match result {
         Ok(()) => 0,
         Err(error) => log::fatal(&error.to_string()),
     }
@@ -251,7 +254,12 @@ pub async fn artifacts_downloader(args: DownloaderArgs) -> i32 {
         Ok(temp) => temp,
         Err(error) => log::fatal(&format!("{}: {error}", staging.display())),
     };
-    match artifacts::download(&credentials, args.direct_download, temp.path()).await {
+    let downloaded = artifacts::download(&credentials, args.direct_download, temp.path()).await;
+    if downloaded.is_err() {
+        // Removed before a fatal exit, which skips destructors.
+        let _ = std::fs::remove_file(temp.path());
+    }
+    match downloaded {
         Ok(()) => {}
         // The dependency's archive is gone: a distinct exit, so the job can say so.
         Err(artifacts::TransferError::NotFound) => {
@@ -260,7 +268,10 @@ pub async fn artifacts_downloader(args: DownloaderArgs) -> i32 {
         }
         Err(error) => log::fatal(&error.to_string()),
     }
-    match archive::extract(temp.path(), &wd) {
+    let result = archive::extract(temp.path(), &wd);
+    // Removed before a fatal exit, which skips destructors.
+    drop(temp);
+    match result {
         Ok(_) => 0,
         Err(error) => log::fatal(&error.to_string()),
     }
