@@ -1,6 +1,7 @@
 //! Container images the engine tests and benchmarks build locally (no registry is reachable):
 //! the debootstrap image of `scripts/build-sshd-image.sh` (bash, git, sshd), and a helper image
-//! that adds the statically linked `gitlab-runner-rs` as `/usr/bin/gitlab-runner-helper`.
+//! that adds the statically linked `gitlab-runner-rs` as `/usr/bin/gitlab-runner-helper`
+//! (`scripts/build-helper-image.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,31 +36,15 @@ pub fn debian_image() -> &'static str {
 pub struct HelperImage(pub String);
 
 impl HelperImage {
+    /// Built by `scripts/build-helper-image.sh`, the script operators use.
     pub fn build(profile: &str) -> Self {
-        let base = debian_image();
-        let helper = run(Command::new("bash")
-            .arg(workspace().join("scripts/build-helper.sh"))
-            .env("PROFILE", profile));
-        let helper = helper
-            .lines()
-            .last()
-            .expect("the helper's path")
-            .trim()
-            .to_string();
-        let context = tempfile::tempdir().unwrap();
-        std::fs::copy(&helper, context.path().join("gitlab-runner-helper")).unwrap();
-        std::fs::write(
-            context.path().join("Dockerfile"),
-            format!("FROM {base}\nCOPY gitlab-runner-helper /usr/bin/gitlab-runner-helper\n"),
-        )
-        .unwrap();
         let tag = format!(
             "gitlab-runner-rs-test/helper:{profile}-{}",
             std::process::id()
         );
-        run(Command::new("docker")
-            .args(["build", "-q", "-t", &tag])
-            .arg(context.path()));
+        run(Command::new("bash")
+            .arg(workspace().join("scripts/build-helper-image.sh"))
+            .args([&tag, profile]));
         Self(tag)
     }
 }
