@@ -51,10 +51,34 @@ pub enum ProcessError {
     Dormant { pid: u32 },
 }
 
-fn signal_group(pgid: i32, signal: i32) {
+/// Sends `signal` to the process group `pgid`. A `pgid` of 0 (a child whose id is gone) is
+/// ignored: kill(2) would take it for the caller's own group.
+pub fn signal_group(pgid: i32, signal: i32) {
+    if pgid <= 0 {
+        return;
+    }
     // SAFETY: kill(2) with a negative pid signals the process group; no memory is touched.
     unsafe {
         libc::kill(-pgid, signal);
+    }
+}
+
+/// Stops `child`, the leader of its own process group: SIGTERM to the group, `timeouts.graceful`
+/// for it to end, SIGKILL to the group, `timeouts.force` more; then gives up as dormant.
+pub async fn stop_group(
+    child: &mut tokio::process::Child,
+    timeouts: KillTimeouts,
+) -> Result<std::process::ExitStatus, ProcessError> {
+    let pid = child.id().unwrap_or_default();
+    let pgid = pid as i32;
+    signal_group(pgid, libc::SIGTERM);
+    if let Ok(status) = tokio::time::timeout(timeouts.graceful, child.wait()).await {
+        return status.map_err(ProcessError::Wait);
+    }
+    signal_group(pgid, libc::SIGKILL);
+    match tokio::time::timeout(timeouts.force, child.wait()).await {
+        Ok(status) => status.map_err(ProcessError::Wait),
+        Err(_) => Err(ProcessError::Dormant { pid }),
     }
 }
 
@@ -118,19 +142,7 @@ pub async fn run_in_process_group(
         // The process ended by itself.
         status = child.wait() => status.map_err(ProcessError::Wait)?,
         // Asked to stop: SIGTERM the group, give it the grace period, then SIGKILL.
-        _ = cancel.cancelled() => {
-            signal_group(pgid, libc::SIGTERM);
-            match tokio::time::timeout(timeouts.graceful, child.wait()).await {
-                Ok(status) => status.map_err(ProcessError::Wait)?,
-                Err(_) => {
-                    signal_group(pgid, libc::SIGKILL);
-                    match tokio::time::timeout(timeouts.force, child.wait()).await {
-                        Ok(status) => status.map_err(ProcessError::Wait)?,
-                        Err(_) => return Err(ProcessError::Dormant { pid }),
-                    }
-                }
-            }
-        }
+        _ = cancel.cancelled() => stop_group(&mut child, timeouts).await?,
     };
     // Anything still in the group is an orphan of this stage (a backgrounded child, say).
     signal_group(pgid, libc::SIGKILL);

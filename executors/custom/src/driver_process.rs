@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use runner_core::executor::ExecutorError;
 use runner_core::log::{JobLog, StreamKind};
-use runner_core::process::pump;
+use runner_core::process::{pump, stop_group, KillTimeouts, ProcessError};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -78,15 +78,6 @@ impl Drop for Deadline {
     }
 }
 
-fn signal_group(pgid: i32, signal: i32) {
-    if pgid > 0 {
-        // SAFETY: signalling a process group this module created.
-        unsafe {
-            libc::kill(-pgid, signal);
-        }
-    }
-}
-
 /// config_exec's stdout being collected, and where it goes when the call ends.
 type Capture<'a> = Option<(tokio::task::JoinHandle<Vec<u8>>, &'a mut Vec<u8>)>;
 
@@ -136,7 +127,6 @@ pub async fn run(
     let mut child = command.spawn().map_err(|error| {
         ExecutorError::system(format!("failed to start command: {error}")).with_source(error)
     })?;
-    let pgid = child.id().unwrap_or_default() as i32;
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let (capture, mut pumps): (Capture<'_>, Vec<_>) = match output {
@@ -164,26 +154,20 @@ pub async fn run(
         // The driver ended by itself.
         status = child.wait() => status,
         // The call's context ended: SIGTERM the group, then SIGKILL after the grace period.
-        _ = cancel.cancelled() => {
-            signal_group(pgid, libc::SIGTERM);
-            match tokio::time::timeout(graceful, child.wait()).await {
-                Ok(status) => status,
-                Err(_) => {
-                    signal_group(pgid, libc::SIGKILL);
-                    match tokio::time::timeout(force, child.wait()).await {
-                        Ok(status) => status,
-                        Err(_) => {
-                            for pump in &pumps {
-                                pump.abort();
-                            }
-                            return Err(ExecutorError::system(
-                                "failed to kill process, likely process is dormant",
-                            ));
-                        }
-                    }
+        _ = cancel.cancelled() => match stop_group(&mut child, KillTimeouts { graceful, force }).await {
+            Ok(status) => Ok(status),
+            Err(ProcessError::Dormant { .. }) => {
+                for pump in &pumps {
+                    pump.abort();
                 }
+                return Err(ExecutorError::system(
+                    "failed to kill process, likely process is dormant",
+                ));
             }
-        }
+            Err(other) => {
+                return Err(ExecutorError::system("waiting for the driver").with_source(other))
+            }
+        },
     }
     .map_err(|error| ExecutorError::system("waiting for the driver").with_source(error))?;
 
