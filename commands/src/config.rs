@@ -400,8 +400,6 @@ struct RawDocker {
     #[serde(default)]
     volumes: Vec<String>,
     #[serde(default)]
-    disable_cache: Option<bool>,
-    #[serde(default)]
     wait_for_services_timeout: Option<i64>,
 }
 
@@ -425,7 +423,7 @@ const DOCKER_KEYS: &[&str] = &[
     "security_opt",
     "devices",
     "volumes",
-    "disable_cache",
+    "wait_for_services_timeout",
 ];
 
 /// `512m`, `1g`, `1048576`: bytes, as docker's units.
@@ -475,6 +473,12 @@ fn docker_config(
         .clone()
         .try_into()
         .map_err(|error: toml::de::Error| invalid(key("docker"), "", error.message()))?;
+    for volume in raw.volumes.iter().filter(|volume| !volume.contains(':')) {
+        warnings.push(format!(
+            "{}: {volume:?} is a cache volume, not supported by gitlab-runner-rs yet, ignored (host:container binds work)",
+            key("docker.volumes")
+        ));
+    }
     let defaults = DockerConfig::default();
     let pull_policy = match &raw.pull_policy {
         None => defaults.pull_policy.clone(),
@@ -545,7 +549,6 @@ fn docker_config(
         security_opt: raw.security_opt,
         devices: raw.devices,
         volumes: raw.volumes,
-        disable_cache: raw.disable_cache.unwrap_or(false),
         wait_for_services_timeout: raw
             .wait_for_services_timeout
             .unwrap_or(defaults.wait_for_services_timeout),
@@ -1126,5 +1129,39 @@ shutdown_timeout = 0
         );
         let error = Config::parse(Path::new("c.toml"), &with("    hots = \"x\"\n")).unwrap_err();
         assert!(error.to_string().contains("hots"), "{error}");
+    }
+
+    #[test]
+    fn a_registered_docker_section_loads_with_warnings_for_what_is_not_used_yet() {
+        let docker = REAL.replace("executor = \"shell\"", "executor = \"docker\"")
+            + "  [runners.docker]\n    image = \"debian:bookworm\"\n    tls_verify = false\n    disable_cache = false\n    volumes = [\"/cache\", \"/srv/data:/data:ro\"]\n    pull_policy = \"if-not-present\"\n    memory = \"512m\"\n    wait_for_services_timeout = 5\n";
+        let config = Config::parse(Path::new("c.toml"), &docker).unwrap();
+        let runner = &config.runners[0];
+        let settings = runner.docker.as_ref().unwrap();
+        assert_eq!(settings.image, "debian:bookworm");
+        assert_eq!(settings.pull_policy, vec![PullPolicy::IfNotPresent]);
+        assert_eq!(settings.memory, Some(512 * 1024 * 1024));
+        let warnings = config.warnings.join("\n");
+        for expected in [
+            "docker.tls_verify",
+            "docker.disable_cache",
+            "\"/cache\" is a cache volume",
+        ] {
+            assert!(warnings.contains(expected), "{warnings}");
+        }
+        assert!(!warnings.contains("/srv/data"), "{warnings}");
+        assert!(
+            !warnings.contains("wait_for_services_timeout"),
+            "{warnings}"
+        );
+        assert_eq!(settings.wait_for_services_timeout, 5);
+        let bad = docker.replace("\"if-not-present\"", "\"sometimes\"");
+        let error = Config::parse(Path::new("c.toml"), &bad).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("docker.pull_policy: \"sometimes\""),
+            "{error}"
+        );
     }
 }

@@ -92,9 +92,8 @@ pub struct DockerConfig {
     pub cap_drop: Vec<String>,
     pub security_opt: Vec<String>,
     pub devices: Vec<String>,
-    /// `host:container[:mode]` binds; a bare path is a cache volume.
+    /// `host:container[:mode]` binds.
     pub volumes: Vec<String>,
-    pub disable_cache: bool,
     /// How long to wait for services' exposed ports; zero or negative does not wait.
     pub wait_for_services_timeout: i64,
 }
@@ -121,7 +120,6 @@ impl Default for DockerConfig {
             security_opt: Vec::new(),
             devices: Vec::new(),
             volumes: Vec::new(),
-            disable_cache: false,
             wait_for_services_timeout: 30,
         }
     }
