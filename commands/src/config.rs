@@ -401,6 +401,34 @@ struct RawDocker {
     volumes: Vec<String>,
     #[serde(default)]
     wait_for_services_timeout: Option<i64>,
+    #[serde(default)]
+    cache_dir: Option<String>,
+    #[serde(default)]
+    disable_cache: Option<bool>,
+    #[serde(default)]
+    services: Vec<RawDockerService>,
+    #[serde(default)]
+    services_limit: Option<i64>,
+    #[serde(default)]
+    allowed_services: Vec<String>,
+    #[serde(default)]
+    disable_entrypoint_overwrite: Option<bool>,
+}
+
+/// `[[runners.docker.services]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDockerService {
+    name: String,
+    #[serde(default)]
+    alias: String,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    entrypoint: Vec<String>,
+    /// `KEY=VALUE` entries.
+    #[serde(default)]
+    environment: Vec<String>,
 }
 
 const DOCKER_KEYS: &[&str] = &[
@@ -424,6 +452,12 @@ const DOCKER_KEYS: &[&str] = &[
     "devices",
     "volumes",
     "wait_for_services_timeout",
+    "cache_dir",
+    "disable_cache",
+    "services",
+    "services_limit",
+    "allowed_services",
+    "disable_entrypoint_overwrite",
 ];
 
 /// `512m`, `1g`, `1048576`: bytes, as docker's units.
@@ -473,12 +507,6 @@ fn docker_config(
         .clone()
         .try_into()
         .map_err(|error: toml::de::Error| invalid(key("docker"), "", error.message()))?;
-    for volume in raw.volumes.iter().filter(|volume| !volume.contains(':')) {
-        warnings.push(format!(
-            "{}: {volume:?} is a cache volume, not supported by gitlab-runner-rs yet, ignored (host:container binds work)",
-            key("docker.volumes")
-        ));
-    }
     let defaults = DockerConfig::default();
     let pull_policy = match &raw.pull_policy {
         None => defaults.pull_policy.clone(),
@@ -549,9 +577,36 @@ fn docker_config(
         security_opt: raw.security_opt,
         devices: raw.devices,
         volumes: raw.volumes,
+        cache_dir: raw.cache_dir.unwrap_or_default(),
+        disable_cache: raw.disable_cache.unwrap_or(false),
         wait_for_services_timeout: raw
             .wait_for_services_timeout
             .unwrap_or(defaults.wait_for_services_timeout),
+        services: raw
+            .services
+            .into_iter()
+            .map(|service| runner_core::job::Image {
+                name: service.name,
+                alias: service.alias,
+                command: service.command,
+                entrypoint: service.entrypoint,
+                variables: service
+                    .environment
+                    .iter()
+                    .map(|entry| {
+                        let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
+                        runner_core::variables::JobVariable::new(name, value)
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        // Upstream: a negative limit (the default -1) is no limit.
+        services_limit: raw
+            .services_limit
+            .and_then(|limit| usize::try_from(limit).ok()),
+        allowed_services: raw.allowed_services,
+        disable_entrypoint_overwrite: raw.disable_entrypoint_overwrite.unwrap_or(false),
     })
 }
 
@@ -1132,9 +1187,9 @@ shutdown_timeout = 0
     }
 
     #[test]
-    fn a_registered_docker_section_loads_with_warnings_for_what_is_not_used_yet() {
+    fn a_registered_docker_section_loads_with_warnings_for_what_is_not_used() {
         let docker = REAL.replace("executor = \"shell\"", "executor = \"docker\"")
-            + "  [runners.docker]\n    image = \"debian:bookworm\"\n    tls_verify = false\n    disable_cache = false\n    volumes = [\"/cache\", \"/srv/data:/data:ro\"]\n    pull_policy = \"if-not-present\"\n    memory = \"512m\"\n    wait_for_services_timeout = 5\n";
+            + "  [runners.docker]\n    image = \"debian:bookworm\"\n    tls_verify = false\n    disable_cache = false\n    volumes = [\"/cache\", \"/srv/data:/data:ro\"]\n    pull_policy = \"if-not-present\"\n    memory = \"512m\"\n    wait_for_services_timeout = 5\n    services_limit = 2\n    [[runners.docker.services]]\n      name = \"postgres:16\"\n      alias = \"db\"\n      environment = [\"POSTGRES_PASSWORD=pw\"]\n";
         let config = Config::parse(Path::new("c.toml"), &docker).unwrap();
         let runner = &config.runners[0];
         let settings = runner.docker.as_ref().unwrap();
@@ -1142,14 +1197,16 @@ shutdown_timeout = 0
         assert_eq!(settings.pull_policy, vec![PullPolicy::IfNotPresent]);
         assert_eq!(settings.memory, Some(512 * 1024 * 1024));
         let warnings = config.warnings.join("\n");
-        for expected in [
-            "docker.tls_verify",
-            "docker.disable_cache",
-            "\"/cache\" is a cache volume",
-        ] {
-            assert!(warnings.contains(expected), "{warnings}");
+        assert!(warnings.contains("docker.tls_verify"), "{warnings}");
+        for used in ["disable_cache", "/cache", "services"] {
+            assert!(!warnings.contains(used), "{warnings}");
         }
-        assert!(!warnings.contains("/srv/data"), "{warnings}");
+        assert_eq!(settings.volumes, vec!["/cache", "/srv/data:/data:ro"]);
+        assert_eq!(settings.services_limit, Some(2));
+        assert_eq!(settings.services[0].name, "postgres:16");
+        assert_eq!(settings.services[0].aliases(), vec!["db"]);
+        assert_eq!(settings.services[0].variables[0].key, "POSTGRES_PASSWORD");
+        assert_eq!(settings.services[0].variables[0].value, "pw");
         assert!(
             !warnings.contains("wait_for_services_timeout"),
             "{warnings}"

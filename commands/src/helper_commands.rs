@@ -424,3 +424,25 @@ pub async fn cache_archiver(args: CacheArchiverArgs) -> i32 {
         Err(error) => log::fatal(&error.message),
     }
 }
+
+#[derive(Args, Debug, Clone)]
+pub struct CacheInitArgs {
+    /// The paths to make world-writable.
+    pub paths: Vec<PathBuf>,
+}
+
+/// `cache-init`: what upstream's helper does for the Docker executor's new volumes, so a build
+/// container running as a user other than root can write them. A path that cannot be changed
+/// is an error line; the command still exits 0, as upstream's.
+pub fn cache_init(args: CacheInitArgs) -> i32 {
+    use std::os::unix::fs::PermissionsExt;
+    if args.paths.is_empty() {
+        log::fatal("No arguments passed, at least 1 path is required.");
+    }
+    for path in &args.paths {
+        if let Err(error) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)) {
+            log::error(&format!("failed to chmod path {}: {error}", path.display()));
+        }
+    }
+    0
+}

@@ -112,6 +112,8 @@ enum Commands {
     CacheExtractor(helper_commands::CacheExtractorArgs),
     /// Create and upload cache artifacts (internal).
     CacheArchiver(helper_commands::CacheArchiverArgs),
+    /// Make the Docker executor's new volumes writable for any user (internal).
+    CacheInit(helper_commands::CacheInitArgs),
 }
 
 #[derive(Subcommand)]
@@ -609,6 +611,7 @@ fn main() {
             }
             Commands::CacheExtractor(args) => Ok(helper_commands::cache_extractor(args).await),
             Commands::CacheArchiver(args) => Ok(helper_commands::cache_archiver(args).await),
+            Commands::CacheInit(args) => Ok(helper_commands::cache_init(args)),
             Commands::ArtifactsDownloader(args) => {
                 Ok(helper_commands::artifacts_downloader(args).await)
             }
