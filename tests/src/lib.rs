@@ -13,6 +13,7 @@ pub mod fake_gitlab;
 pub mod git_server;
 mod http;
 pub mod images;
+pub mod registry;
 pub mod runner_process;
 pub mod s3;
 pub mod sshd;
@@ -24,6 +25,7 @@ pub use fake_gitlab::{
 };
 pub use git_server::GitServer;
 pub use images::{debian_image, HelperImage, DEBIAN_IMAGE};
+pub use registry::FakeRegistry;
 pub use runner_process::RunnerProcess;
 pub use s3::S3Server;
 pub use sshd::{SshServer, SshdOptions};

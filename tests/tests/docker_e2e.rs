@@ -34,24 +34,50 @@ fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Containers, volumes and networks labelled with the runner (its short token: the 9
-/// characters after `glrt-t1_`) and `job_id`.
-fn objects_of_job(token: &str, job_id: i64) -> Vec<String> {
+fn runner_label(token: &str) -> String {
     let short: String = token
         .trim_start_matches("glrt-t1_")
         .chars()
         .take(9)
         .collect();
-    let runner = format!("label=com.gitlab.gitlab-runner.runner.id={short}");
+    format!("label=com.gitlab.gitlab-runner.runner.id={short}")
+}
+
+/// Containers, volumes and networks labelled with the runner (its short token: the 9
+/// characters after `glrt-t1_`) and `job_id`, but for the cache volumes kept for later jobs.
+fn objects_of_job(token: &str, job_id: i64) -> Vec<String> {
+    let runner = runner_label(token);
     let job = format!("label=com.gitlab.gitlab-runner.job.id={job_id}");
+    let kept = reusable_volumes(token);
     let mut out = Vec::new();
     for kind in [["ps", "-a"], ["volume", "ls"], ["network", "ls"]] {
         let listed = run(Command::new("docker")
             .args(kind)
             .args(["-q", "--filter", &runner, "--filter", &job]));
-        out.extend(listed.lines().map(str::to_string));
+        out.extend(
+            listed
+                .lines()
+                .filter(|name| !kept.iter().any(|kept| kept == name))
+                .map(str::to_string),
+        );
     }
     out
+}
+
+/// The runner's volumes labelled reusable (caches, and the builds directory of fetch jobs).
+fn reusable_volumes(token: &str) -> Vec<String> {
+    run(Command::new("docker").args([
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &runner_label(token),
+        "--filter",
+        "label=com.gitlab.gitlab-runner.reusable=true",
+    ]))
+    .lines()
+    .map(str::to_string)
+    .collect()
 }
 
 struct Runner {
@@ -159,7 +185,19 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
     missing["image"] = json!({"name": "gitlab-runner-rs-test/no-such-image:1"});
     let missing = gitlab.enqueue(missing);
     let slow = gitlab.enqueue(payload(&["echo started", "sleep 300"], 5));
-    let _runner = start_runner(&gitlab, TOKEN_FAIL, &helper, HOST_NETWORK);
+    let mut refused = payload(&["echo never"], 120);
+    refused["image"] = json!({"name": "elsewhere/image:1"});
+    let refused = gitlab.enqueue(refused);
+    let mut crowded = payload(&["echo never"], 120);
+    crowded["services"] =
+        json!([{"name": BUILD_IMAGE, "alias": "one"}, {"name": BUILD_IMAGE, "alias": "two"}]);
+    let crowded = gitlab.enqueue(crowded);
+    let _runner = start_runner(
+        &gitlab,
+        TOKEN_FAIL,
+        &helper,
+        &format!("{HOST_NETWORK}    allowed_images = [\"gitlab-runner-rs-test/*\"]\n    services_limit = 1\n"),
+    );
 
     let update = gitlab.wait_final(failing, WAIT).await;
     let log = gitlab.log(failing);
@@ -191,8 +229,38 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
         "{log}"
     );
 
+    // Upstream's words; both are system errors, so prepare is attempted three times.
+    let update = gitlab.wait_final(refused, WAIT).await;
+    let log = gitlab.log(refused);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{log}"
+    );
+    assert!(
+        log.contains("The \"elsewhere/image:1\" image is not present on list of allowed images:"),
+        "{log}"
+    );
+    assert!(log.contains("- gitlab-runner-rs-test/*"), "{log}");
+    assert_eq!(
+        log.matches("Preparation failed: disallowed image").count(),
+        3,
+        "{log}"
+    );
+    let update = gitlab.wait_final(crowded, WAIT).await;
+    let log = gitlab.log(crowded);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{log}"
+    );
+    assert!(
+        log.contains("too many services requested: 2, only 1 allowed"),
+        "{log}"
+    );
+
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for job in [failing, missing, slow] {
+    for job in [failing, missing, slow, refused, crowded] {
         assert!(
             objects_of_job(TOKEN_FAIL, job.id).is_empty(),
             "{:?}",
@@ -265,12 +333,19 @@ async fn a_remote_cancel_and_a_runner_sigterm_leave_no_container() {
             600,
         )
     };
-    let canceled = gitlab.enqueue(ticking("cancel-me"));
+    // A process that handles SIGTERM gets it before the container is killed.
+    let mut trapping = ticking("unused");
+    trapping["steps"][0]["script"] = json!([
+        "bash -c 'trap \"echo got-sigterm; exit 0\" TERM; echo cancel-me; while true; do sleep 0.2; done'"
+    ]);
+    let canceled = gitlab.enqueue(trapping);
     let mut runner = start_runner(&gitlab, TOKEN_STOP, &helper, "");
     gitlab.wait_log(canceled, "cancel-me", WAIT).await;
     gitlab.cancel(canceled);
     let update = gitlab.wait_final(canceled, WAIT).await;
-    assert_eq!(update.state, "failed", "{}", gitlab.log(canceled));
+    let log = gitlab.log(canceled);
+    assert_eq!(update.state, "failed", "{log}");
+    assert!(log.contains("got-sigterm"), "{log}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         objects_of_job(TOKEN_STOP, canceled.id).is_empty(),
@@ -299,4 +374,176 @@ async fn a_remote_cancel_and_a_runner_sigterm_leave_no_container() {
         "{:?}",
         objects_of_job(TOKEN_STOP, interrupted.id)
     );
+}
+
+const TOKEN_VOLUMES: &str = "glrt-t1_dkrvol001";
+
+/// Cache volumes and the builds directory of fetch jobs outlive the job; the build container
+/// runs as another user than root and still writes them; the job's entrypoint runs with the
+/// job's variables in its environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_and_fetch_volumes_are_kept_for_the_next_job_and_written_by_a_non_root_user() {
+    let helper = HelperImage::build("dev");
+    // What an earlier, failed run of this test kept.
+    for volume in reusable_volumes(TOKEN_VOLUMES) {
+        run(Command::new("docker").args(["volume", "rm", "-f", &volume]));
+    }
+    let git = GitServer::start(&[("README.md", "volumes\n")], true).await;
+    let gitlab = FakeGitlab::start(TOKEN_VOLUMES).await;
+    let job = |script: &[&str]| {
+        let mut payload = job_payload(
+            &git.url_with_token("JOB_TOKEN"),
+            &git.head(),
+            script,
+            &[],
+            json!([{"key": "GIT_STRATEGY", "value": "fetch", "public": true}]),
+            120,
+        );
+        payload["image"] = json!({"name": BUILD_IMAGE,
+            "entrypoint": ["/bin/sh", "-c", "echo entrypoint-sees-job-$CI_JOB_ID; exec \"$@\"", "--"]});
+        payload["cache"] = json!([{"key": "volume-key", "paths": ["cached/"], "policy": "pull-push",
+            "when": "on_success", "untracked": false}]);
+        payload
+    };
+    let first = gitlab.enqueue(job(&[
+        "id -un",
+        "mkdir -p cached && echo from-the-first-job > cached/file",
+        "echo kept-in-the-builds-volume > /builds/kept",
+    ]));
+    let _runner = start_runner(
+        &gitlab,
+        TOKEN_VOLUMES,
+        &helper,
+        &format!("{HOST_NETWORK}    user = \"nobody\"\n    volumes = [\"/cache\"]\n"),
+    );
+    let update = gitlab.wait_final(first, WAIT).await;
+    let log = gitlab.log(first);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(
+        log.contains("\nnobody") || log.contains(" nobody\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("entrypoint-sees-job-{}", first.id)),
+        "{log}"
+    );
+    assert!(log.contains("Created cache"), "{log}");
+    let kept = reusable_volumes(TOKEN_VOLUMES);
+    assert_eq!(kept.len(), 2, "the /cache and /builds volumes: {kept:?}");
+
+    let second = gitlab.enqueue(job(&["cat cached/file", "cat /builds/kept"]));
+    let update = gitlab.wait_final(second, WAIT).await;
+    let log = gitlab.log(second);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("from-the-first-job"), "{log}");
+    assert!(log.contains("kept-in-the-builds-volume"), "{log}");
+    assert_eq!(reusable_volumes(TOKEN_VOLUMES), kept);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for job in [first, second] {
+        assert!(
+            objects_of_job(TOKEN_VOLUMES, job.id).is_empty(),
+            "{:?}",
+            objects_of_job(TOKEN_VOLUMES, job.id)
+        );
+    }
+    for volume in kept {
+        run(Command::new("docker").args(["volume", "rm", &volume]));
+    }
+}
+
+const TOKEN_REGISTRY: &str = "glrt-t1_dkrreg001";
+
+/// A private image on a registry (the fake, on loopback) is pulled with the credentials of
+/// `DOCKER_AUTH_CONFIG`, then of the job payload; wrong ones are an image pull failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_image_is_pulled_with_the_jobs_registry_credentials() {
+    use base64::Engine;
+    let helper = HelperImage::build("dev");
+    let registry = runner_tests::FakeRegistry::start(
+        BUILD_IMAGE,
+        "private/debian",
+        "1",
+        "puller",
+        "pull-secret-42",
+    )
+    .await;
+    let gitlab = FakeGitlab::start(TOKEN_REGISTRY).await;
+    let job = |variables: serde_json::Value, credentials: serde_json::Value| {
+        let mut payload = job_payload(
+            "https://gitlab.example/group/project.git",
+            "0123456789abcdef0123456789abcdef01234567",
+            &["echo running-in-the-private-image"],
+            &[],
+            variables,
+            120,
+        );
+        payload["image"] = json!({"name": registry.image(), "pull_policy": ["always"]});
+        payload["credentials"] = credentials;
+        reasons(&mut payload);
+        payload
+    };
+    let no_git = json!({"key": "GIT_STRATEGY", "value": "none", "public": true});
+    let auth = base64::engine::general_purpose::STANDARD.encode("puller:pull-secret-42");
+    let auth_config = json!({"auths": {registry.host(): {"auth": auth}}}).to_string();
+    let from_variable = gitlab.enqueue(job(
+        json!([no_git, {"key": "DOCKER_AUTH_CONFIG", "value": auth_config, "public": false, "masked": false}]),
+        json!([]),
+    ));
+    let _runner = start_runner(
+        &gitlab,
+        TOKEN_REGISTRY,
+        &helper,
+        "    allowed_pull_policies = [\"always\", \"if-not-present\"]\n",
+    );
+    let update = gitlab.wait_final(from_variable, WAIT).await;
+    let log = gitlab.log(from_variable);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(
+        log.contains("Authenticating with credentials from $DOCKER_AUTH_CONFIG"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("Pulling docker image {} ...", registry.image())),
+        "{log}"
+    );
+    assert!(
+        log.contains("Pull complete") || log.contains("Already exists"),
+        "{log}"
+    );
+    assert!(log.contains("with digest"), "{log}");
+    assert!(log.contains("running-in-the-private-image"), "{log}");
+    assert!(!log.contains("pull-secret-42"), "{log}");
+    assert!(registry.allowed() > 0 && registry.refused() > 0);
+
+    let payload_credentials = |password: &str| json!([{"type": "registry", "url": registry.host(), "username": "puller", "password": password}]);
+    let from_payload = gitlab.enqueue(job(json!([no_git]), payload_credentials("pull-secret-42")));
+    let update = gitlab.wait_final(from_payload, WAIT).await;
+    let log = gitlab.log(from_payload);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(
+        log.contains("Authenticating with credentials from job payload (GitLab Registry)"),
+        "{log}"
+    );
+
+    let allowed_before = registry.allowed();
+    let wrong = gitlab.enqueue(job(json!([no_git]), payload_credentials("wrong")));
+    let update = gitlab.wait_final(wrong, WAIT).await;
+    let log = gitlab.log(wrong);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("image_pull_failure"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("failed to pull image \"{}\"", registry.image())),
+        "{log}"
+    );
+    assert_eq!(registry.allowed(), allowed_before);
+    for job in [from_variable, from_payload, wrong] {
+        assert!(
+            objects_of_job(TOKEN_REGISTRY, job.id).is_empty(),
+            "{:?}",
+            objects_of_job(TOKEN_REGISTRY, job.id)
+        );
+    }
 }
