@@ -2,7 +2,7 @@
 //! become warnings naming the key), then a validated layer with typed values. Bad values are
 //! rejected at load time naming the key and the value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -413,6 +413,88 @@ struct RawDocker {
     allowed_services: Vec<String>,
     #[serde(default)]
     disable_entrypoint_overwrite: Option<bool>,
+    #[serde(default)]
+    allowed_users: Vec<String>,
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default)]
+    memory_swap: Option<String>,
+    #[serde(default)]
+    memory_reservation: Option<String>,
+    #[serde(default)]
+    cpuset_cpus: Option<String>,
+    #[serde(default)]
+    cpuset_mems: Option<String>,
+    #[serde(default)]
+    cpu_shares: Option<i64>,
+    #[serde(default)]
+    cgroup_parent: Option<String>,
+    #[serde(default)]
+    oom_kill_disable: Option<bool>,
+    #[serde(default)]
+    oom_score_adjust: Option<i64>,
+    #[serde(default)]
+    dns_search: Vec<String>,
+    #[serde(default)]
+    group_add: Vec<String>,
+    #[serde(default)]
+    userns_mode: Option<String>,
+    #[serde(default)]
+    pid_mode: Option<String>,
+    #[serde(default)]
+    ipcmode: Option<String>,
+    #[serde(default)]
+    runtime: Option<String>,
+    #[serde(default)]
+    device_cgroup_rules: Vec<String>,
+    #[serde(default)]
+    ulimit: HashMap<String, String>,
+    #[serde(default)]
+    tmpfs: HashMap<String, String>,
+    #[serde(default)]
+    services_tmpfs: HashMap<String, String>,
+    #[serde(default)]
+    sysctls: HashMap<String, String>,
+    #[serde(default)]
+    links: Vec<String>,
+    #[serde(default)]
+    volumes_from: Vec<String>,
+    #[serde(default)]
+    volume_driver: Option<String>,
+    #[serde(default)]
+    volume_driver_ops: HashMap<String, String>,
+    #[serde(default)]
+    volume_keep: Option<bool>,
+    #[serde(default)]
+    mac_address: Option<String>,
+    #[serde(default)]
+    container_labels: HashMap<String, String>,
+    #[serde(default)]
+    services_privileged: Option<bool>,
+    #[serde(default)]
+    allowed_privileged_images: Vec<String>,
+    #[serde(default)]
+    allowed_privileged_services: Vec<String>,
+    #[serde(default)]
+    services_security_opt: Vec<String>,
+    #[serde(default)]
+    service_memory: Option<String>,
+    #[serde(default)]
+    service_memory_swap: Option<String>,
+    #[serde(default)]
+    service_memory_reservation: Option<String>,
+    #[serde(default)]
+    service_cpuset_cpus: Option<String>,
+    #[serde(default)]
+    service_cpu_shares: Option<i64>,
+    #[serde(default)]
+    service_cpus: Option<String>,
+    #[serde(default)]
+    service_cgroup_parent: Option<String>,
+    #[serde(default)]
+    network_mtu: Option<i64>,
+    #[serde(default)]
+    enable_ipv6: Option<bool>,
 }
 
 /// `[[runners.docker.services]]`.
@@ -458,6 +540,47 @@ const DOCKER_KEYS: &[&str] = &[
     "services_limit",
     "allowed_services",
     "disable_entrypoint_overwrite",
+    "allowed_users",
+    "hostname",
+    "memory_swap",
+    "memory_reservation",
+    "cpuset_cpus",
+    "cpuset_mems",
+    "cpu_shares",
+    "cgroup_parent",
+    "oom_kill_disable",
+    "oom_score_adjust",
+    "dns_search",
+    "group_add",
+    "userns_mode",
+    "pid_mode",
+    "ipcmode",
+    "runtime",
+    "device_cgroup_rules",
+    "ulimit",
+    "tmpfs",
+    "services_tmpfs",
+    "sysctls",
+    "links",
+    "volumes_from",
+    "volume_driver",
+    "volume_driver_ops",
+    "volume_keep",
+    "mac_address",
+    "container_labels",
+    "services_privileged",
+    "allowed_privileged_images",
+    "allowed_privileged_services",
+    "services_security_opt",
+    "service_memory",
+    "service_memory_swap",
+    "service_memory_reservation",
+    "service_cpuset_cpus",
+    "service_cpu_shares",
+    "service_cpus",
+    "service_cgroup_parent",
+    "network_mtu",
+    "enable_ipv6",
 ];
 
 /// `512m`, `1g`, `1048576`: bytes, as docker's units.
@@ -533,24 +656,69 @@ fn docker_config(
     } else {
         pull_policy
     };
-    let memory = match raw.memory.as_deref().filter(|m| !m.is_empty()) {
-        None => None,
-        Some(text) => Some(docker_bytes(text).ok_or_else(|| {
-            invalid(
-                key("docker.memory"),
-                text,
-                "expected a size such as 512m or 2g",
-            )
-        })?),
+    let bytes = |name: &str, value: &Option<String>| -> Result<Option<i64>, ConfigError> {
+        match value.as_deref().filter(|text| !text.is_empty()) {
+            None => Ok(None),
+            Some(text) => docker_bytes(text).map(Some).ok_or_else(|| {
+                invalid(
+                    key(&format!("docker.{name}")),
+                    text,
+                    "expected a size such as 512m or 2g",
+                )
+            }),
+        }
     };
-    let nano_cpus = match raw.cpus.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(text) => Some(
-            text.parse::<f64>()
-                .map(|cpus| (cpus * 1e9) as i64)
-                .map_err(|_| invalid(key("docker.cpus"), text, "expected a number such as 1.5"))?,
-        ),
+    let cpus = |name: &str, value: &Option<String>| -> Result<Option<i64>, ConfigError> {
+        match value.as_deref().filter(|text| !text.is_empty()) {
+            None => Ok(None),
+            Some(text) => text
+                .parse::<f64>()
+                .map(|cpus| Some((cpus * 1e9) as i64))
+                .map_err(|_| {
+                    invalid(
+                        key(&format!("docker.{name}")),
+                        text,
+                        "expected a number such as 1.5",
+                    )
+                }),
+        }
     };
+    let resources = executor_docker::Resources {
+        memory: bytes("memory", &raw.memory)?,
+        memory_swap: bytes("memory_swap", &raw.memory_swap)?,
+        memory_reservation: bytes("memory_reservation", &raw.memory_reservation)?,
+        nano_cpus: cpus("cpus", &raw.cpus)?,
+        cpuset_cpus: raw.cpuset_cpus.clone().unwrap_or_default(),
+        cpu_shares: raw.cpu_shares.filter(|shares| *shares > 0),
+        cgroup_parent: raw.cgroup_parent.clone().unwrap_or_default(),
+    };
+    let service_resources = executor_docker::Resources {
+        memory: bytes("service_memory", &raw.service_memory)?,
+        memory_swap: bytes("service_memory_swap", &raw.service_memory_swap)?,
+        memory_reservation: bytes(
+            "service_memory_reservation",
+            &raw.service_memory_reservation,
+        )?,
+        nano_cpus: cpus("service_cpus", &raw.service_cpus)?,
+        cpuset_cpus: raw.service_cpuset_cpus.clone().unwrap_or_default(),
+        cpu_shares: raw.service_cpu_shares.filter(|shares| *shares > 0),
+        cgroup_parent: raw.service_cgroup_parent.clone().unwrap_or_default(),
+    };
+    let mut ulimits = Vec::new();
+    for (name, limits) in &raw.ulimit {
+        let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
+        let parse = |text: &str| {
+            text.trim().parse::<i64>().map_err(|_| {
+                invalid(
+                    key(&format!("docker.ulimit.{name}")),
+                    limits,
+                    "expected <soft>[:<hard>] numbers",
+                )
+            })
+        };
+        ulimits.push((name.clone(), parse(soft)?, parse(hard)?));
+    }
+    ulimits.sort();
     Ok(DockerConfig {
         host: raw.host.filter(|h| !h.is_empty()),
         image: raw.image.unwrap_or_default(),
@@ -566,8 +734,37 @@ fn docker_config(
         allowed_images: raw.allowed_images,
         privileged: raw.privileged.unwrap_or(false),
         user: raw.user.unwrap_or_default(),
-        memory,
-        nano_cpus,
+        allowed_users: raw.allowed_users,
+        hostname: raw.hostname.unwrap_or_default(),
+        resources,
+        service_resources,
+        cpuset_mems: raw.cpuset_mems.unwrap_or_default(),
+        oom_kill_disable: raw.oom_kill_disable.unwrap_or(false),
+        oom_score_adjust: raw.oom_score_adjust.filter(|adjust| *adjust != 0),
+        dns_search: raw.dns_search,
+        group_add: raw.group_add,
+        userns_mode: raw.userns_mode.unwrap_or_default(),
+        pid_mode: raw.pid_mode.unwrap_or_default(),
+        ipc_mode: raw.ipcmode.unwrap_or_default(),
+        runtime: raw.runtime.unwrap_or_default(),
+        device_cgroup_rules: raw.device_cgroup_rules,
+        ulimits,
+        tmpfs: raw.tmpfs,
+        services_tmpfs: raw.services_tmpfs,
+        sysctls: raw.sysctls,
+        links: raw.links,
+        volumes_from: raw.volumes_from,
+        volume_driver: raw.volume_driver.unwrap_or_default(),
+        volume_driver_ops: raw.volume_driver_ops,
+        volume_keep: raw.volume_keep.unwrap_or(false),
+        mac_address: raw.mac_address.unwrap_or_default(),
+        container_labels: raw.container_labels,
+        services_privileged: raw.services_privileged,
+        allowed_privileged_images: raw.allowed_privileged_images,
+        allowed_privileged_services: raw.allowed_privileged_services,
+        services_security_opt: raw.services_security_opt,
+        network_mtu: raw.network_mtu.filter(|mtu| *mtu > 0),
+        enable_ipv6: raw.enable_ipv6.unwrap_or(false),
         network_mode: raw.network_mode.unwrap_or_default(),
         extra_hosts: raw.extra_hosts,
         dns: raw.dns,
@@ -1189,13 +1386,13 @@ shutdown_timeout = 0
     #[test]
     fn a_registered_docker_section_loads_with_warnings_for_what_is_not_used() {
         let docker = REAL.replace("executor = \"shell\"", "executor = \"docker\"")
-            + "  [runners.docker]\n    image = \"debian:bookworm\"\n    tls_verify = false\n    disable_cache = false\n    volumes = [\"/cache\", \"/srv/data:/data:ro\"]\n    pull_policy = \"if-not-present\"\n    memory = \"512m\"\n    wait_for_services_timeout = 5\n    services_limit = 2\n    [[runners.docker.services]]\n      name = \"postgres:16\"\n      alias = \"db\"\n      environment = [\"POSTGRES_PASSWORD=pw\"]\n";
+            + "  [runners.docker]\n    image = \"debian:bookworm\"\n    tls_verify = false\n    disable_cache = false\n    volumes = [\"/cache\", \"/srv/data:/data:ro\"]\n    pull_policy = \"if-not-present\"\n    memory = \"512m\"\n    wait_for_services_timeout = 5\n    services_limit = 2\n    service_memory = \"128m\"\n    oom_kill_disable = false\n    network_mtu = 0\n    ulimit = { nofile = \"1024:2048\", core = \"0\" }\n    container_labels = { team = \"ci\" }\n    [[runners.docker.services]]\n      name = \"postgres:16\"\n      alias = \"db\"\n      environment = [\"POSTGRES_PASSWORD=pw\"]\n";
         let config = Config::parse(Path::new("c.toml"), &docker).unwrap();
         let runner = &config.runners[0];
         let settings = runner.docker.as_ref().unwrap();
         assert_eq!(settings.image, "debian:bookworm");
         assert_eq!(settings.pull_policy, vec![PullPolicy::IfNotPresent]);
-        assert_eq!(settings.memory, Some(512 * 1024 * 1024));
+        assert_eq!(settings.resources.memory, Some(512 * 1024 * 1024));
         let warnings = config.warnings.join("\n");
         assert!(warnings.contains("docker.tls_verify"), "{warnings}");
         for used in ["disable_cache", "/cache", "services"] {
@@ -1203,6 +1400,21 @@ shutdown_timeout = 0
         }
         assert_eq!(settings.volumes, vec!["/cache", "/srv/data:/data:ro"]);
         assert_eq!(settings.services_limit, Some(2));
+        assert_eq!(settings.service_resources.memory, Some(128 * 1024 * 1024));
+        assert_eq!(
+            settings.ulimits,
+            vec![("core".into(), 0, 0), ("nofile".into(), 1024, 2048)]
+        );
+        assert_eq!(settings.network_mtu, None);
+        assert_eq!(settings.container_labels["team"], "ci");
+        for key in [
+            "ulimit",
+            "container_labels",
+            "service_memory",
+            "network_mtu",
+        ] {
+            assert!(!warnings.contains(key), "{warnings}");
+        }
         assert_eq!(settings.services[0].name, "postgres:16");
         assert_eq!(settings.services[0].aliases(), vec!["db"]);
         assert_eq!(settings.services[0].variables[0].key, "POSTGRES_PASSWORD");
@@ -1212,6 +1424,12 @@ shutdown_timeout = 0
             "{warnings}"
         );
         assert_eq!(settings.wait_for_services_timeout, 5);
+        let bad_limit = docker.replace("\"1024:2048\"", "\"lots\"");
+        let error = Config::parse(Path::new("c.toml"), &bad_limit).unwrap_err();
+        assert!(
+            error.to_string().contains("docker.ulimit.nofile: \"lots\""),
+            "{error}"
+        );
         let bad = docker.replace("\"if-not-present\"", "\"sometimes\"");
         let error = Config::parse(Path::new("c.toml"), &bad).unwrap_err();
         assert!(

@@ -547,3 +547,71 @@ async fn a_private_image_is_pulled_with_the_jobs_registry_credentials() {
         );
     }
 }
+
+const TOKEN_HOST: &str = "glrt-t1_dkrhost01";
+
+/// Keys of `[runners.docker]` and the job's `executor_opts` as seen from inside the build
+/// container; a user outside `allowed_users` is refused as upstream refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_host_keys_and_the_jobs_user_reach_the_build_container() {
+    let helper = HelperImage::build("dev");
+    let gitlab = FakeGitlab::start(TOKEN_HOST).await;
+    let job = |user: &str| {
+        let mut payload = job_payload(
+            "https://gitlab.example/group/project.git",
+            "0123456789abcdef0123456789abcdef01234567",
+            &[
+                "echo \"host=$(hostname) user=$(id -un) groups=$(id -G)\"",
+                "echo \"nofile=$(ulimit -Sn)/$(ulimit -Hn) init=$(cat /proc/1/comm)\"",
+                "grep ' /scratch ' /proc/mounts",
+                "grep '^search' /etc/resolv.conf",
+            ],
+            &[],
+            json!([
+                {"key": "GIT_STRATEGY", "value": "none", "public": true},
+                {"key": "FF_USE_INIT_WITH_DOCKER_EXECUTOR", "value": "true", "public": true}
+            ]),
+            120,
+        );
+        payload["image"] =
+            json!({"name": BUILD_IMAGE, "executor_opts": {"docker": {"user": user}}});
+        reasons(&mut payload);
+        payload
+    };
+    let allowed = gitlab.enqueue(job("nobody"));
+    let refused = gitlab.enqueue(job("root"));
+    let _runner = start_runner(
+        &gitlab,
+        TOKEN_HOST,
+        &helper,
+        "    hostname = \"ci-box\"\n    allowed_users = [\"nobody\"]\n    group_add = [\"4321\"]\n    dns_search = [\"ci.example\"]\n    ulimit = { nofile = \"1024:2048\" }\n    tmpfs = { \"/scratch\" = \"rw,size=1m\" }\n",
+    );
+    let update = gitlab.wait_final(allowed, WAIT).await;
+    let log = gitlab.log(allowed);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("host=ci-box user=nobody groups="), "{log}");
+    assert!(log.contains(" 4321"), "{log}");
+    assert!(log.contains("nofile=1024/2048 init=docker-init"), "{log}");
+    assert!(log.contains("tmpfs /scratch tmpfs"), "{log}");
+    assert!(log.contains("search ci.example"), "{log}");
+
+    let update = gitlab.wait_final(refused, WAIT).await;
+    let log = gitlab.log(refused);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{log}"
+    );
+    assert!(
+        log.contains("user \"root\" is not an allowed user: [nobody]"),
+        "{log}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for job in [allowed, refused] {
+        assert!(
+            objects_of_job(TOKEN_HOST, job.id).is_empty(),
+            "{:?}",
+            objects_of_job(TOKEN_HOST, job.id)
+        );
+    }
+}

@@ -76,7 +76,21 @@ impl PullPolicy {
     }
 }
 
-/// `[runners.docker]`, the keys this executor implements so far.
+/// Resource limits of a container: `memory`, `cpus`, ... for the build and helper containers,
+/// `service_memory`, `service_cpus`, ... for services.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    /// Bytes.
+    pub memory: Option<i64>,
+    pub memory_swap: Option<i64>,
+    pub memory_reservation: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub cpuset_cpus: String,
+    pub cpu_shares: Option<i64>,
+    pub cgroup_parent: String,
+}
+
+/// `[runners.docker]`, the keys this executor implements.
 #[derive(Debug, Clone)]
 pub struct DockerConfig {
     /// `host`, else `DOCKER_HOST`, else the local socket.
@@ -89,10 +103,48 @@ pub struct DockerConfig {
     pub allowed_pull_policies: Vec<PullPolicy>,
     pub allowed_images: Vec<String>,
     pub privileged: bool,
+    /// The build container's user; the job's `executor_opts` user only when this is empty.
     pub user: String,
-    /// Bytes.
-    pub memory: Option<i64>,
-    pub nano_cpus: Option<i64>,
+    /// Users a job may ask for; empty: only `user` (or anyone when `user` is empty too).
+    pub allowed_users: Vec<String>,
+    /// Container host name instead of the project's unique name.
+    pub hostname: String,
+    pub resources: Resources,
+    pub service_resources: Resources,
+    pub cpuset_mems: String,
+    pub oom_kill_disable: bool,
+    pub oom_score_adjust: Option<i64>,
+    pub dns_search: Vec<String>,
+    pub group_add: Vec<String>,
+    pub userns_mode: String,
+    /// Build container only.
+    pub pid_mode: String,
+    pub ipc_mode: String,
+    pub runtime: String,
+    pub device_cgroup_rules: Vec<String>,
+    /// (name, soft, hard).
+    pub ulimits: Vec<(String, i64, i64)>,
+    pub tmpfs: HashMap<String, String>,
+    pub services_tmpfs: HashMap<String, String>,
+    pub sysctls: HashMap<String, String>,
+    pub links: Vec<String>,
+    pub volumes_from: Vec<String>,
+    pub volume_driver: String,
+    pub volume_driver_ops: HashMap<String, String>,
+    /// Keep containers' anonymous volumes at cleanup.
+    pub volume_keep: bool,
+    pub mac_address: String,
+    /// Extra labels for every container (values expanded with the job's variables).
+    pub container_labels: HashMap<String, String>,
+    /// `None`: as `privileged`.
+    pub services_privileged: Option<bool>,
+    /// Images that may run privileged; empty: all.
+    pub allowed_privileged_images: Vec<String>,
+    pub allowed_privileged_services: Vec<String>,
+    pub services_security_opt: Vec<String>,
+    /// MTU of the per-job network.
+    pub network_mtu: Option<i64>,
+    pub enable_ipv6: bool,
     pub network_mode: String,
     pub extra_hosts: Vec<String>,
     pub dns: Vec<String>,
@@ -129,8 +181,37 @@ impl Default for DockerConfig {
             allowed_images: Vec::new(),
             privileged: false,
             user: String::new(),
-            memory: None,
-            nano_cpus: None,
+            allowed_users: Vec::new(),
+            hostname: String::new(),
+            resources: Resources::default(),
+            service_resources: Resources::default(),
+            cpuset_mems: String::new(),
+            oom_kill_disable: false,
+            oom_score_adjust: None,
+            dns_search: Vec::new(),
+            group_add: Vec::new(),
+            userns_mode: String::new(),
+            pid_mode: String::new(),
+            ipc_mode: String::new(),
+            runtime: String::new(),
+            device_cgroup_rules: Vec::new(),
+            ulimits: Vec::new(),
+            tmpfs: HashMap::new(),
+            services_tmpfs: HashMap::new(),
+            sysctls: HashMap::new(),
+            links: Vec::new(),
+            volumes_from: Vec::new(),
+            volume_driver: String::new(),
+            volume_driver_ops: HashMap::new(),
+            volume_keep: false,
+            mac_address: String::new(),
+            container_labels: HashMap::new(),
+            services_privileged: None,
+            allowed_privileged_images: Vec::new(),
+            allowed_privileged_services: Vec::new(),
+            services_security_opt: Vec::new(),
+            network_mtu: None,
+            enable_ipv6: false,
             network_mode: String::new(),
             extra_hosts: Vec::new(),
             dns: Vec::new(),
@@ -231,6 +312,14 @@ struct Job {
     /// Volumes removed at cleanup.
     temporary_volumes: Vec<String>,
     binds: Vec<String>,
+    /// The build container's user (config, else the job's `executor_opts`), checked.
+    user: String,
+    /// The job's `executor_opts` platform.
+    platform: String,
+    /// The build image may run privileged (`allowed_privileged_images`).
+    privileged_image: bool,
+    /// `FF_USE_INIT_WITH_DOCKER_EXECUTOR`.
+    init: bool,
     /// Container ids by kind (`predefined`, `build`), created on first use.
     containers: HashMap<&'static str, String>,
     hostname: String,
@@ -258,6 +347,86 @@ impl std::fmt::Debug for DockerExecutor {
 
 fn system(message: impl Into<String>) -> ExecutorError {
     ExecutorError::system(message)
+}
+
+fn list(items: &[String]) -> Option<Vec<String>> {
+    (!items.is_empty()).then(|| items.to_vec())
+}
+
+fn text(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+fn map(items: &HashMap<String, String>) -> Option<HashMap<String, String>> {
+    (!items.is_empty()).then(|| items.clone())
+}
+
+/// Upstream's labeler: what every container, volume and network of the job carries.
+fn job_labels(build: &BuildContext) -> HashMap<String, String> {
+    let job = &build.job;
+    let pipeline = if job.job_info.pipeline_id > 0 {
+        job.job_info.pipeline_id.to_string()
+    } else {
+        build.variables.value("CI_PIPELINE_ID")
+    };
+    // The repository URL without credentials or `.git`, as upstream's JobURL.
+    let repo = job.git_info.repo_url.expose();
+    let clean = match repo.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.split_once('@').map_or(rest, |(_, host)| host);
+            format!(
+                "{scheme}://{}",
+                rest.split(['?', '#']).next().unwrap_or(rest)
+            )
+        }
+        None => repo.clone(),
+    };
+    let url = format!(
+        "{}/-/jobs/{}",
+        clean.strip_suffix(".git").unwrap_or(&clean),
+        job.id
+    );
+    [
+        ("job.id", job.id.to_string()),
+        ("job.url", url),
+        ("job.sha", job.git_info.sha.clone()),
+        ("job.before_sha", job.git_info.before_sha.clone()),
+        ("job.ref", job.git_info.git_ref.clone()),
+        (
+            "job.timeout",
+            runner_core::settings::format_go_duration(build.job_timeout()),
+        ),
+        ("project.id", job.job_info.project_id.to_string()),
+        ("project.runner_id", build.concurrent_project_id.to_string()),
+        ("pipeline.id", pipeline),
+        ("runner.id", build.runner.short_token()),
+        ("runner.local_id", build.concurrent_id.to_string()),
+        ("runner.system_id", build.runner.system_id.clone()),
+        ("managed", "true".to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (format!("{LABEL_PREFIX}.{key}"), value))
+    .collect()
+}
+
+/// Upstream's `IsUserAllowed`: the image's own user always; with neither `user` nor
+/// `allowed_users` anyone; else `allowed_users`, which defaults to `user`.
+fn user_allowed(config: &DockerConfig, user: &str) -> bool {
+    if user.is_empty() || (config.allowed_users.is_empty() && config.user.is_empty()) {
+        return true;
+    }
+    if config.allowed_users.is_empty() {
+        return config.user == user;
+    }
+    config.allowed_users.iter().any(|allowed| allowed == user)
+}
+
+/// Upstream's `isInAllowedPrivilegedImages`: no patterns allow every image.
+fn privileged_allowed(patterns: &[String], image: &str) -> bool {
+    patterns.is_empty()
+        || patterns
+            .iter()
+            .any(|pattern| pattern_matches(pattern.as_bytes(), image.as_bytes()))
 }
 
 /// A doublestar pattern of `allowed_images` / `allowed_services`: `**` matches anything, `*`
@@ -365,7 +534,7 @@ impl DockerExecutor {
     /// Pulls `image` (`:latest` when it names no tag or digest) with the credentials of its
     /// registry, printing the layers' progress: each layer's start, a download line at most
     /// every 2 seconds, completion, and the daemon's digest and status lines.
-    async fn pull(&self, image: &str, log: &JobLog) -> Result<(), String> {
+    async fn pull(&self, image: &str, platform: &str, log: &JobLog) -> Result<(), String> {
         let mut warnings = Vec::new();
         let sources = self.auth.clone();
         let name = image.to_string();
@@ -392,16 +561,24 @@ impl DockerExecutor {
                 ..Default::default()
             }
         });
-        log.println(&format!("Pulling docker image {image} ..."));
+        if platform.is_empty() {
+            log.println(&format!("Pulling docker image {image} ..."));
+        } else {
+            log.println(&format!(
+                "Pulling docker image {image} for platform {platform} ..."
+            ));
+        }
         let last_segment = image.rsplit('/').next().unwrap_or(image);
         let reference = if last_segment.contains(':') || image.contains('@') {
             image.to_string()
         } else {
             format!("{image}:latest")
         };
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(&reference)
-            .build();
+        let mut options = CreateImageOptionsBuilder::default().from_image(&reference);
+        if !platform.is_empty() {
+            options = options.platform(platform);
+        }
+        let options = options.build();
         let mut stream =
             self.docker()
                 .map_err(|e| e.message)?
@@ -461,6 +638,7 @@ impl DockerExecutor {
     async fn ensure_image(
         &self,
         image: &str,
+        platform: &str,
         policies: &[PullPolicy],
         log: &JobLog,
     ) -> Result<bollard::models::ImageInspect, ExecutorError> {
@@ -489,7 +667,7 @@ impl DockerExecutor {
                 }
                 PullPolicy::Always => {}
             }
-            match self.pull(image, log).await {
+            match self.pull(image, platform, log).await {
                 Ok(()) => {
                     if let Some(found) = self.image_present(image).await? {
                         return Ok(found);
@@ -544,25 +722,27 @@ impl DockerExecutor {
         Ok(job)
     }
 
-    fn host_config(&self, job: &Job) -> HostConfig {
+    /// Upstream's `createHostConfig`: the build container's (`build`), which alone gets
+    /// `pid_mode` and `--init`, or the helper's.
+    fn host_config(&self, job: &Job, build: bool) -> HostConfig {
         let config = &self.config;
-        let list = |items: &Vec<String>| (!items.is_empty()).then(|| items.clone());
         HostConfig {
-            binds: Some(job.binds.clone()),
-            privileged: Some(config.privileged),
-            memory: config.memory,
-            nano_cpus: config.nano_cpus,
-            network_mode: if config.network_mode.is_empty() {
-                job.network.clone()
-            } else {
-                Some(config.network_mode.clone())
-            },
-            extra_hosts: list(&config.extra_hosts),
-            dns: list(&config.dns),
-            shm_size: config.shm_size,
-            cap_add: list(&config.cap_add),
-            cap_drop: list(&config.cap_drop),
-            security_opt: list(&config.security_opt),
+            privileged: Some(config.privileged && (!build || job.privileged_image)),
+            cpuset_mems: text(&config.cpuset_mems),
+            oom_kill_disable: config.oom_kill_disable.then_some(true),
+            oom_score_adj: config.oom_score_adjust,
+            device_cgroup_rules: list(&config.device_cgroup_rules),
+            ulimits: (!config.ulimits.is_empty()).then(|| {
+                config
+                    .ulimits
+                    .iter()
+                    .map(|(name, soft, hard)| bollard::models::ResourcesUlimits {
+                        name: Some(name.clone()),
+                        soft: Some(*soft),
+                        hard: Some(*hard),
+                    })
+                    .collect()
+            }),
             devices: (!config.devices.is_empty()).then(|| {
                 config
                     .devices
@@ -580,7 +760,66 @@ impl DockerExecutor {
                     })
                     .collect()
             }),
+            group_add: list(&config.group_add),
+            cap_add: list(&config.cap_add),
+            cap_drop: list(&config.cap_drop),
+            security_opt: list(&config.security_opt),
+            extra_hosts: list(&config.extra_hosts),
+            pid_mode: build.then(|| text(&config.pid_mode)).flatten(),
+            init: (build && job.init).then_some(true),
+            ipc_mode: text(&config.ipc_mode),
+            links: list(&config.links),
+            shm_size: config.shm_size,
+            volume_driver: text(&config.volume_driver),
+            volumes_from: list(&config.volumes_from),
+            tmpfs: map(&config.tmpfs),
+            sysctls: map(&config.sysctls),
+            ..self.common_host_config(job, &config.resources)
+        }
+    }
+
+    /// What build, helper and service containers share: resources, network, DNS, binds.
+    fn common_host_config(&self, job: &Job, resources: &Resources) -> HostConfig {
+        let config = &self.config;
+        HostConfig {
+            binds: Some(job.binds.clone()),
+            memory: resources.memory,
+            memory_swap: resources.memory_swap,
+            memory_reservation: resources.memory_reservation,
+            nano_cpus: resources.nano_cpus,
+            cpuset_cpus: text(&resources.cpuset_cpus),
+            cpu_shares: resources.cpu_shares,
+            cgroup_parent: text(&resources.cgroup_parent),
+            network_mode: if config.network_mode.is_empty() {
+                job.network.clone()
+            } else {
+                Some(config.network_mode.clone())
+            },
+            dns: list(&config.dns),
+            dns_search: list(&config.dns_search),
+            runtime: text(&config.runtime),
+            userns_mode: text(&config.userns_mode),
+            restart_policy: Some(bollard::models::RestartPolicy {
+                name: Some(bollard::models::RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
             ..HostConfig::default()
+        }
+    }
+
+    /// Upstream's `createHostConfigForService`.
+    fn service_host_config(&self, job: &Job, image: &str) -> HostConfig {
+        let config = &self.config;
+        let privileged = config.services_privileged.unwrap_or(config.privileged)
+            && privileged_allowed(&config.allowed_privileged_services, image);
+        HostConfig {
+            privileged: Some(privileged),
+            security_opt: list(&config.services_security_opt),
+            extra_hosts: list(&config.extra_hosts),
+            shm_size: config.shm_size,
+            tmpfs: map(&config.services_tmpfs),
+            init: job.init.then_some(true),
+            ..self.common_host_config(job, &config.service_resources)
         }
     }
 
@@ -614,6 +853,8 @@ impl DockerExecutor {
                 .create_volume(bollard::models::VolumeCreateRequest {
                     name: Some(volume.name.clone()),
                     labels: Some(volume_labels),
+                    driver: text(&self.config.volume_driver),
+                    driver_opts: map(&self.config.volume_driver_ops),
                     ..Default::default()
                 })
                 .await
@@ -732,8 +973,7 @@ impl DockerExecutor {
             },
             env: Some(job.env.clone()),
             hostname: Some(job.hostname.clone()),
-            user: (kind == "build" && !self.config.user.is_empty())
-                .then(|| self.config.user.clone()),
+            user: (kind == "build").then(|| text(&job.user)).flatten(),
             labels: Some(labels),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
@@ -741,18 +981,26 @@ impl DockerExecutor {
             open_stdin: Some(true),
             stdin_once: Some(true),
             tty: Some(false),
-            host_config: Some(self.host_config(job)),
-            networking_config: job
-                .network
-                .as_ref()
-                .map(|network| networking(network, vec!["build".into(), name.clone()])),
+            host_config: Some(self.host_config(job, kind == "build")),
+            networking_config: job.network.as_ref().map(|network| {
+                let mut config = networking(network, vec!["build".into(), name.clone()]);
+                if let Some(endpoint) = config
+                    .endpoints_config
+                    .as_mut()
+                    .and_then(|endpoints| endpoints.get_mut(network))
+                {
+                    endpoint.mac_address = text(&self.config.mac_address);
+                }
+                config
+            }),
             ..ContainerCreateBody::default()
         };
+        let mut options = CreateContainerOptionsBuilder::default().name(&name);
+        if kind == "build" && !job.platform.is_empty() {
+            options = options.platform(&job.platform);
+        }
         let created = docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                body,
-            )
+            .create_container(Some(options.build()), body)
             .await
             .map_err(|error| match error {
                 bollard::errors::Error::DockerResponseServerError {
@@ -820,7 +1068,35 @@ impl Executor for DockerExecutor {
                 .collect(),
         };
         let policies = self.policies(build)?;
-        let found = self.ensure_image(&image, &policies, log).await?;
+        let docker_opts = &build.job.image.executor_opts.get("docker");
+        let option = |name: &str| {
+            let value = docker_opts.and_then(|opts| opts.get(name));
+            let text = match value {
+                Some(serde_json::Value::String(text)) => text.clone(),
+                Some(serde_json::Value::Number(number)) => number.to_string(),
+                _ => String::new(),
+            };
+            build.variables.expand(&text)
+        };
+        let platform = option("platform");
+        // Upstream's getBuildContainerUser: the configured user wins; a job's must be allowed.
+        let user = if self.config.user.is_empty() {
+            option("user")
+        } else {
+            self.config.user.clone()
+        };
+        if !user_allowed(&self.config, &user) {
+            let allowed = if self.config.allowed_users.is_empty() {
+                vec![self.config.user.clone()]
+            } else {
+                self.config.allowed_users.clone()
+            };
+            return Err(system(format!(
+                "user {user:?} is not an allowed user: [{}]",
+                allowed.join(" ")
+            )));
+        }
+        let found = self.ensure_image(&image, &platform, &policies, log).await?;
         let id = found.id.clone().unwrap_or_default();
         match found
             .repo_digests
@@ -833,7 +1109,7 @@ impl Executor for DockerExecutor {
             None => log.println(&format!("Using docker image {id} for {image} ...")),
         }
         let helper = self.config.helper_image.clone();
-        self.ensure_image(&helper, &[PullPolicy::IfNotPresent], log)
+        self.ensure_image(&helper, "", &[PullPolicy::IfNotPresent], log)
             .await?;
 
         let short = build.runner.short_token();
@@ -842,17 +1118,7 @@ impl Executor for DockerExecutor {
             runner_core::dirs::project_unique_name(&short, project_id, build.concurrent_project_id);
         let random: u64 = rand::random();
         let prefix = format!("{unique}-{random:016x}");
-        let mut labels = HashMap::new();
-        for (key, value) in [
-            ("job.id", build.job.id.to_string()),
-            ("job.sha", build.job.git_info.sha.clone()),
-            ("job.ref", build.job.git_info.git_ref.clone()),
-            ("project.id", project_id.to_string()),
-            ("runner.id", short.clone()),
-            ("managed", "true".into()),
-        ] {
-            labels.insert(format!("{LABEL_PREFIX}.{key}"), value);
-        }
+        let labels = job_labels(build);
         let protected = build.job.git_info.protected.unwrap_or(false)
             || build.job.cache.iter().any(|cache| {
                 cache.key.ends_with("-protected") && !cache.key.ends_with("-non_protected")
@@ -876,9 +1142,7 @@ impl Executor for DockerExecutor {
             &build.dirs.builds_dir,
             build.settings.git_strategy == runner_core::settings::GitStrategy::Fetch,
         )
-        .map_err(|error| {
-            ExecutorError::with_reason(FailureReason::RunnerConfigurationError, error)
-        })?;
+        .map_err(system)?;
         let entrypoint = match (
             build.job.image.entrypoint.is_empty(),
             self.config.disable_entrypoint_overwrite,
@@ -899,21 +1163,32 @@ impl Executor for DockerExecutor {
                 _ => format!("{}={}", variable.key, build.variables.value(&variable.key)),
             })
             .collect();
+        let mut container_labels = labels.clone();
+        for (key, value) in &self.config.container_labels {
+            container_labels.insert(key.clone(), build.variables.expand(value));
+        }
         // Registered before anything is created, so cleanup finds what a failure left.
         self.job = Some(Job {
+            privileged_image: privileged_allowed(&self.config.allowed_privileged_images, &image),
             image,
             entrypoint,
             env,
             prefix: prefix.clone(),
-            labels: labels.clone(),
+            labels: container_labels,
             temporary_volumes: plan.temporary().map(|volume| volume.name.clone()).collect(),
             binds: plan.binds.clone(),
+            user: user.clone(),
+            platform,
+            init: build.flags.enabled("FF_USE_INIT_WITH_DOCKER_EXECUTOR"),
             containers: HashMap::new(),
-            hostname: unique,
+            hostname: if self.config.hostname.is_empty() {
+                unique
+            } else {
+                self.config.hostname.clone()
+            },
             network: None,
             services: Vec::new(),
         });
-        let user = self.config.user.clone();
         let image_user = found
             .config
             .as_ref()
@@ -925,11 +1200,16 @@ impl Executor for DockerExecutor {
             let name = format!("{prefix}-network");
             let mut network_labels = labels.clone();
             network_labels.insert(format!("{LABEL_PREFIX}.type"), "network".into());
+            let options = self.config.network_mtu.map(|mtu| {
+                HashMap::from([("com.docker.network.driver.mtu".to_string(), mtu.to_string())])
+            });
             self.docker()?
                 .create_network(bollard::models::NetworkCreateRequest {
                     name: name.clone(),
                     driver: Some("bridge".into()),
                     labels: Some(network_labels),
+                    enable_ipv6: self.config.enable_ipv6.then_some(true),
+                    options,
                     ..Default::default()
                 })
                 .await
@@ -1048,7 +1328,7 @@ impl Executor for DockerExecutor {
                     Some(
                         RemoveContainerOptionsBuilder::default()
                             .force(true)
-                            .v(true)
+                            .v(!self.config.volume_keep)
                             .build(),
                     ),
                 )
@@ -1064,7 +1344,7 @@ impl Executor for DockerExecutor {
                     Some(
                         RemoveContainerOptionsBuilder::default()
                             .force(true)
-                            .v(true)
+                            .v(!self.config.volume_keep)
                             .build(),
                     ),
                 )
@@ -1180,6 +1460,132 @@ mod tests {
             "registry.local/group/app:1"
         ));
         assert!(!matches("debian:*", "alpine:3"));
+    }
+
+    fn job() -> Job {
+        Job {
+            image: "debian:12".into(),
+            entrypoint: None,
+            env: Vec::new(),
+            prefix: "runner-x-project-1-concurrent-0-00".into(),
+            labels: HashMap::new(),
+            temporary_volumes: Vec::new(),
+            binds: vec!["v:/builds".into()],
+            user: String::new(),
+            platform: String::new(),
+            privileged_image: false,
+            init: true,
+            containers: HashMap::new(),
+            hostname: "h".into(),
+            network: Some("net".into()),
+            services: Vec::new(),
+        }
+    }
+
+    fn executor(config: DockerConfig) -> DockerExecutor {
+        DockerProvider::new(Some(config)).create(())
+    }
+
+    #[test]
+    fn build_helper_and_service_containers_get_upstreams_host_config() {
+        let config = DockerConfig {
+            privileged: true,
+            allowed_privileged_services: vec!["postgres:*".into()],
+            pid_mode: "host".into(),
+            resources: Resources {
+                memory: Some(1 << 30),
+                ..Resources::default()
+            },
+            service_resources: Resources {
+                memory: Some(1 << 20),
+                ..Resources::default()
+            },
+            ulimits: vec![("nofile".into(), 10, 20)],
+            network_mode: String::new(),
+            ..DockerConfig::default()
+        };
+        let executor = executor(config);
+        let job = job();
+        let build = executor.host_config(&job, true);
+        // The build image is not among allowed_privileged_images here.
+        assert_eq!(build.privileged, Some(false));
+        assert_eq!(build.pid_mode.as_deref(), Some("host"));
+        assert_eq!(build.init, Some(true));
+        assert_eq!(build.memory, Some(1 << 30));
+        assert_eq!(build.network_mode.as_deref(), Some("net"));
+        assert_eq!(build.ulimits.as_ref().unwrap()[0].hard, Some(20));
+        let helper = executor.host_config(&job, false);
+        assert_eq!(helper.privileged, Some(true));
+        assert_eq!(helper.pid_mode, None);
+        assert_eq!(helper.init, None);
+        let service = executor.service_host_config(&job, "postgres:16");
+        assert_eq!(service.privileged, Some(true));
+        assert_eq!(service.memory, Some(1 << 20));
+        assert_eq!(service.binds, Some(vec!["v:/builds".to_string()]));
+        let other = executor.service_host_config(&job, "redis:7");
+        assert_eq!(other.privileged, Some(false));
+    }
+
+    #[test]
+    fn labels_are_upstreams() {
+        let json = r#"{"id": 42, "token": "job-token",
+            "job_info": {"project_id": 7, "pipeline_id": 99, "name": "j", "stage": "s"},
+            "git_info": {"repo_url": "https://gitlab-ci-token:secret@gitlab.example/group/app.git",
+                "sha": "abc", "before_sha": "000", "ref": "main"},
+            "runner_info": {"timeout": 3600},
+            "steps": [{"name": "script", "script": ["true"], "timeout": 3600, "when": "on_success"}]}"#;
+        let input = runner_core::build::BuildInput {
+            job: runner_core::job::JobResponse::from_json(json.as_bytes()).unwrap(),
+            runner: runner_core::build::RunnerSettings {
+                token: "glrt-abcdefghijklmnop".to_string().into(),
+                system_id: "s_0123456789ab".into(),
+                ..Default::default()
+            },
+            executor_name: "docker".into(),
+            defaults: DockerProvider::new(None).defaults(),
+            shared_environment: false,
+            shell: runner_core::script::ShellCommand {
+                name: "bash".into(),
+                program: "bash".into(),
+                args: Vec::new(),
+            },
+            concurrent_id: 3,
+            concurrent_project_id: 1,
+            correlation_id: String::new(),
+        };
+        let build = BuildContext::new(input).unwrap().0;
+        let labels = job_labels(&build);
+        let label = |key: &str| labels[&format!("{LABEL_PREFIX}.{key}")].as_str();
+        assert_eq!(
+            label("job.url"),
+            "https://gitlab.example/group/app/-/jobs/42"
+        );
+        assert_eq!(label("job.timeout"), "1h0m0s");
+        assert_eq!(label("pipeline.id"), "99");
+        assert_eq!(label("project.runner_id"), "1");
+        assert_eq!(label("runner.local_id"), "3");
+        assert_eq!(label("runner.id"), "abcdefghi");
+        assert_eq!(label("runner.system_id"), "s_0123456789ab");
+        assert_eq!(labels.len(), 13);
+    }
+
+    #[test]
+    fn users_are_allowed_as_upstream_allows_them() {
+        let open = DockerConfig::default();
+        assert!(user_allowed(&open, "anyone"));
+        let fixed = DockerConfig {
+            user: "ci".into(),
+            ..DockerConfig::default()
+        };
+        assert!(user_allowed(&fixed, "ci"));
+        assert!(user_allowed(&fixed, ""));
+        assert!(!user_allowed(&fixed, "root"));
+        let listed = DockerConfig {
+            allowed_users: vec!["a".into(), "b".into()],
+            ..DockerConfig::default()
+        };
+        assert!(user_allowed(&listed, "b"));
+        assert!(!user_allowed(&listed, "c"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! public variables and its own; then their exposed TCP ports are waited for, and a service
 //! that does not answer gets a warning block with its logs (the job goes on).
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use futures_util::StreamExt;
 use runner_core::build::BuildContext;
@@ -95,7 +95,14 @@ impl DockerExecutor {
                 _ => (image.clone(), "latest".into()),
             };
             log.println(&format!("Starting service {name_part}:{version} ..."));
-            self.ensure_image(&image, policies, log).await?;
+            let platform = service
+                .executor_opts
+                .get("docker")
+                .and_then(|opts| opts.get("platform"))
+                .and_then(|platform| platform.as_str())
+                .unwrap_or("")
+                .to_string();
+            self.ensure_image(&image, &platform, policies, log).await?;
             let mut aliases = Vec::new();
             for alias in service_aliases(&image)
                 .into_iter()
@@ -136,21 +143,21 @@ impl DockerExecutor {
                 )
                 .map(|(variable, value)| format!("{}={value}", variable.key))
                 .collect();
-            let list = |items: &Vec<String>| (!items.is_empty()).then(|| items.clone());
+            let entrypoint = if service.entrypoint.is_empty() {
+                None
+            } else if self.config.disable_entrypoint_overwrite {
+                log.warning("Entrypoint override disabled");
+                None
+            } else {
+                Some(service.entrypoint.clone())
+            };
             let body = ContainerCreateBody {
                 image: Some(image.clone()),
                 env: Some(env),
-                cmd: list(&service.command),
-                entrypoint: list(&service.entrypoint),
+                cmd: (!service.command.is_empty()).then(|| service.command.clone()),
+                entrypoint,
                 labels: Some(labels),
-                host_config: Some(HostConfig {
-                    network_mode: job.network.clone().or_else(|| {
-                        (!self.config.network_mode.is_empty())
-                            .then(|| self.config.network_mode.clone())
-                    }),
-                    privileged: Some(false),
-                    ..HostConfig::default()
-                }),
+                host_config: Some(self.service_host_config(job, &image)),
                 networking_config: job
                     .network
                     .as_ref()
