@@ -109,7 +109,8 @@ fn reasons(payload: &mut serde_json::Value) {
         "runner_system_failure",
         "job_execution_timeout",
         "image_pull_failure",
-        "runner_configuration_error"
+        "runner_configuration_error",
+        "runner_external_dependency_failure"
     ]);
 }
 
@@ -209,11 +210,19 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
     assert_eq!(update.exit_code, Some(42), "{log}");
     assert!(log.contains("ERROR: Job failed: exit code 42"), "{log}");
 
+    // No registry is reachable from here: upstream's classification makes that the
+    // registry's failure, tried three times.
     let update = gitlab.wait_final(missing, WAIT).await;
     let log = gitlab.log(missing);
     assert_eq!(
         update.failure_reason.as_deref(),
-        Some("image_pull_failure"),
+        Some("runner_external_dependency_failure"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "Failed to pull image \"gitlab-runner-rs-test/no-such-image:1\" (attempt #2), retrying"
+        ),
         "{log}"
     );
     assert!(
@@ -281,7 +290,10 @@ async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_re
             "exec 4<>/dev/tcp/gitlab-runner-rs-test__debian-sshd/22; head -c 7 <&4; echo",
         ],
         &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        json!([
+            {"key": "GIT_STRATEGY", "value": "none", "public": true},
+            {"key": "CI_DEBUG_SERVICES", "value": "true", "public": true}
+        ]),
         120,
     );
     payload["services"] = json!([
@@ -307,6 +319,13 @@ async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_re
     assert!(log.contains("duplicate alias"), "{log}");
     assert!(log.contains("probably didn't start properly"), "{log}");
     assert!(log.contains("service-broke-on-purpose"), "{log}");
+    // CI_DEBUG_SERVICES: the service's own output, under its alias.
+    assert!(
+        log.lines()
+            .any(|line| line.contains("[service:broken-svc] ")
+                && line.contains("service-broke-on-purpose")),
+        "{log}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         objects_of_job(TOKEN_SERVICES, job.id).is_empty(),
@@ -525,13 +544,14 @@ async fn a_private_image_is_pulled_with_the_jobs_registry_credentials() {
         "{log}"
     );
 
+    // Refused credentials are the configuration's fault, as upstream classifies them.
     let allowed_before = registry.allowed();
     let wrong = gitlab.enqueue(job(json!([no_git]), payload_credentials("wrong")));
     let update = gitlab.wait_final(wrong, WAIT).await;
     let log = gitlab.log(wrong);
     assert_eq!(
         update.failure_reason.as_deref(),
-        Some("image_pull_failure"),
+        Some("runner_configuration_error"),
         "{log}"
     );
     assert!(

@@ -44,6 +44,8 @@ pub mod volumes;
 
 pub use services::service_aliases;
 
+/// Pull attempts when the registry cannot be reached (upstream's `defaultPullMaxAttempts`).
+const PULL_ATTEMPTS: u32 = 3;
 /// Where upstream's helper image keeps the helper, and where scripts call it.
 pub const HELPER_PATH: &str = "/usr/bin/gitlab-runner-helper";
 /// Labels on everything the executor creates.
@@ -327,6 +329,8 @@ struct Job {
     network: Option<String>,
     /// Service container ids.
     services: Vec<String>,
+    /// `CI_DEBUG_SERVICES` log followers, stopped at cleanup.
+    log_followers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 pub struct DockerExecutor {
@@ -532,9 +536,15 @@ impl DockerExecutor {
     }
 
     /// Pulls `image` (`:latest` when it names no tag or digest) with the credentials of its
-    /// registry, printing the layers' progress: each layer's start, a download line at most
-    /// every 2 seconds, completion, and the daemon's digest and status lines.
-    async fn pull(&self, image: &str, platform: &str, log: &JobLog) -> Result<(), String> {
+    /// registry, with upstream's retries: a failure that is the registry's (network) is tried
+    /// again, 3 attempts in all, 2 then 4 seconds apart; the error comes with its classified
+    /// reason.
+    async fn pull(
+        &self,
+        image: &str,
+        platform: &str,
+        log: &JobLog,
+    ) -> Result<(), (String, FailureReason)> {
         let mut warnings = Vec::new();
         let sources = self.auth.clone();
         let name = image.to_string();
@@ -543,7 +553,7 @@ impl DockerExecutor {
             (found, warnings)
         })
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| (error.to_string(), FailureReason::RunnerSystemFailure))?;
         let (found, warnings) = credentials;
         for warning in warnings {
             log.warning(&warning);
@@ -574,7 +584,43 @@ impl DockerExecutor {
         } else {
             format!("{image}:latest")
         };
-        let mut options = CreateImageOptionsBuilder::default().from_image(&reference);
+        let mut attempt = 1;
+        loop {
+            match self
+                .pull_once(&reference, platform, credentials.clone(), log)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(message) => {
+                    let reason = runner_core::failure::classify_image_pull_failure(&message);
+                    if attempt >= PULL_ATTEMPTS
+                        || reason != FailureReason::RunnerExternalDependencyFailure
+                    {
+                        return Err((message, reason));
+                    }
+                    log.warning(&format!(
+                        "Failed to pull image {image:?} (attempt #{attempt}), retrying: {message}"
+                    ));
+                    let backoff = std::time::Duration::from_secs(2 << (attempt - 1).min(2));
+                    let jitter = std::time::Duration::from_millis(rand::random::<u64>() % 500);
+                    tokio::time::sleep(backoff.min(std::time::Duration::from_secs(10)) + jitter)
+                        .await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// One pull, printing the layers' progress: each layer's start, a download line at most
+    /// every 2 seconds, completion, and the daemon's digest and status lines.
+    async fn pull_once(
+        &self,
+        reference: &str,
+        platform: &str,
+        credentials: Option<bollard::auth::DockerCredentials>,
+        log: &JobLog,
+    ) -> Result<(), String> {
+        let mut options = CreateImageOptionsBuilder::default().from_image(reference);
         if !platform.is_empty() {
             options = options.platform(platform);
         }
@@ -586,7 +632,9 @@ impl DockerExecutor {
         let mut last_progress: HashMap<String, tokio::time::Instant> = HashMap::new();
         while let Some(item) = stream.next().await {
             let info = item.map_err(|error| match error {
-                bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+                bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                    format!("Error response from daemon: {message}")
+                }
                 bollard::errors::Error::DockerStreamError { error } => error,
                 other => other.to_string(),
             })?;
@@ -634,7 +682,9 @@ impl DockerExecutor {
         Ok(())
     }
 
-    /// Upstream's pull manager: the policies in order, each failure logged and the next tried.
+    /// Upstream's pull manager: the policies in order, each failure logged and the next tried;
+    /// the last failure's reason is the job's (none, a system failure, for `never` without the
+    /// image, as upstream).
     async fn ensure_image(
         &self,
         image: &str,
@@ -647,49 +697,61 @@ impl DockerExecutor {
             "Using effective pull policy of [{}] for container {image}",
             names.join(" ")
         ));
-        let mut last = String::new();
-        for policy in policies {
-            match policy {
-                PullPolicy::Never | PullPolicy::IfNotPresent => {
-                    if let Some(found) = self.image_present(image).await? {
-                        log.println(&format!(
-                            "Using locally found image version due to \"{}\" pull policy",
-                            policy.as_str()
-                        ));
-                        return Ok(found);
-                    }
-                    if *policy == PullPolicy::Never {
-                        last = format!(
-                            "image {image:?} not found locally and the pull policy is \"never\""
-                        );
-                        continue;
-                    }
-                }
-                PullPolicy::Always => {}
+        let mut last = (String::new(), None);
+        for (index, policy) in policies.iter().enumerate() {
+            if index > 0 {
+                log.info(&format!(
+                    "Attempt #{}: Trying \"{}\" pull policy",
+                    index + 1,
+                    policy.as_str()
+                ));
             }
-            match self.pull(image, platform, log).await {
-                Ok(()) => {
-                    if let Some(found) = self.image_present(image).await? {
-                        return Ok(found);
-                    }
-                    last = format!("image {image:?} is not present after the pull");
-                }
-                Err(error) => {
-                    log.warning(&format!(
-                        "Failed to pull image with policy \"{}\": {error}",
+            let present = self.image_present(image).await?;
+            let outcome = match (policy, present) {
+                (PullPolicy::Never, Some(found)) => Ok(found),
+                (PullPolicy::Never, None) => Err((
+                    format!("Error response from daemon: No such image: {image}"),
+                    None,
+                )),
+                (PullPolicy::IfNotPresent, Some(found)) => {
+                    log.println(&format!(
+                        "Using locally found image version due to \"{}\" pull policy",
                         policy.as_str()
                     ));
-                    last = error;
+                    Ok(found)
+                }
+                _ => match self.pull(image, platform, log).await {
+                    Ok(()) => match self.image_present(image).await? {
+                        Some(found) => Ok(found),
+                        None => Err((
+                            format!("inspecting image {image:?} after pull: not found"),
+                            Some(FailureReason::ImagePullFailure),
+                        )),
+                    },
+                    Err((message, reason)) => Err((message, Some(reason))),
+                },
+            };
+            match outcome {
+                Ok(found) => return Ok(found),
+                Err(failure) => {
+                    log.warning(&format!(
+                        "Failed to pull image with policy \"{}\": {}",
+                        policy.as_str(),
+                        failure.0
+                    ));
+                    last = failure;
                 }
             }
         }
-        Err(ExecutorError::with_reason(
-            FailureReason::ImagePullFailure,
-            format!(
-                "failed to pull image {image:?} with specified policies [{}]: {last}",
-                names.join(" ")
-            ),
-        ))
+        let message = format!(
+            "failed to pull image {image:?} with specified policies [{}]: {}",
+            names.join(" "),
+            last.0
+        );
+        Err(match last.1 {
+            Some(reason) => ExecutorError::with_reason(reason, message),
+            None => system(message),
+        })
     }
 
     fn policies(&self, build: &BuildContext) -> Result<Vec<PullPolicy>, ExecutorError> {
@@ -1188,6 +1250,7 @@ impl Executor for DockerExecutor {
             },
             network: None,
             services: Vec::new(),
+            log_followers: Vec::new(),
         });
         let image_user = found
             .config
@@ -1318,6 +1381,9 @@ impl Executor for DockerExecutor {
         let Some(job) = self.job.take() else {
             return;
         };
+        for follower in &job.log_followers {
+            follower.abort();
+        }
         let Ok(docker) = self.docker() else {
             return;
         };
@@ -1479,6 +1545,7 @@ mod tests {
             hostname: "h".into(),
             network: Some("net".into()),
             services: Vec::new(),
+            log_followers: Vec::new(),
         }
     }
 

@@ -184,6 +184,23 @@ impl DockerExecutor {
                 .map_err(|error| system(format!("starting service {image}: {error}")))?;
             started.push((created.id, image, aliases));
         }
+        if build.settings.ci_debug_services {
+            let docker = self.docker()?.clone();
+            let tasks: Vec<_> = started
+                .iter()
+                .map(|(id, _, aliases)| {
+                    tokio::spawn(follow_service_logs(
+                        docker.clone(),
+                        id.clone(),
+                        aliases.join("-"),
+                        log.clone(),
+                    ))
+                })
+                .collect();
+            if let Some(job) = self.job.as_mut() {
+                job.log_followers.extend(tasks);
+            }
+        }
         if self.config.wait_for_services_timeout <= 0 {
             return Ok(());
         }
@@ -285,6 +302,37 @@ impl DockerExecutor {
         }
         text
     }
+}
+
+/// `CI_DEBUG_SERVICES`: a service's output in the job log as it comes, each line as upstream's
+/// `[service:<aliases>] ` in grey, until the container goes.
+async fn follow_service_logs(docker: bollard::Docker, id: String, name: String, log: JobLog) {
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .timestamps(true)
+        .follow(true)
+        .build();
+    let mut stream = docker.logs(&id, Some(options));
+    let mut writer = log.stream(StreamId::FIRST_SERVICE, StreamKind::Stdout);
+    let mut pending: Vec<u8> = Vec::new();
+    let emit = |line: &[u8], writer: &mut runner_core::log::LogWriter| {
+        let mut framed = format!("\x1b[0;37m[service:{name}] ").into_bytes();
+        framed.extend_from_slice(line);
+        framed.extend_from_slice(b"\x1b[0;m\n");
+        writer.write(&framed);
+    };
+    while let Some(Ok(item)) = stream.next().await {
+        pending.extend_from_slice(&item.into_bytes());
+        while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            emit(&line[..line.len() - 1], &mut writer);
+        }
+    }
+    if !pending.is_empty() {
+        emit(&pending, &mut writer);
+    }
+    writer.finish();
 }
 
 #[cfg(test)]
