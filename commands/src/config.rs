@@ -651,11 +651,6 @@ fn docker_config(
             ))
         }
     };
-    let pull_policy = if pull_policy.is_empty() {
-        defaults.pull_policy.clone()
-    } else {
-        pull_policy
-    };
     let bytes = |name: &str, value: &Option<String>| -> Result<Option<i64>, ConfigError> {
         match value.as_deref().filter(|text| !text.is_empty()) {
             None => Ok(None),

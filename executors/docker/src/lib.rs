@@ -100,7 +100,7 @@ pub struct DockerConfig {
     pub image: String,
     /// The image with git and the helper at [`HELPER_PATH`].
     pub helper_image: String,
-    /// Tried in order; default `always`.
+    /// Tried in order; empty: `always`.
     pub pull_policy: Vec<PullPolicy>,
     pub allowed_pull_policies: Vec<PullPolicy>,
     pub allowed_images: Vec<String>,
@@ -178,7 +178,7 @@ impl Default for DockerConfig {
             host: None,
             image: String::new(),
             helper_image: format!("gitlab-runner-rs/helper:{}", env!("CARGO_PKG_VERSION")),
-            pull_policy: vec![PullPolicy::Always],
+            pull_policy: Vec::new(),
             allowed_pull_policies: Vec::new(),
             allowed_images: Vec::new(),
             privileged: false,
@@ -363,6 +363,57 @@ fn text(value: &str) -> Option<String> {
 
 fn map(items: &HashMap<String, String>) -> Option<HashMap<String, String>> {
     (!items.is_empty()).then(|| items.clone())
+}
+
+/// Where pull credentials come from for this job.
+fn auth_sources(build: &BuildContext) -> auth::AuthSources {
+    auth::AuthSources {
+        docker_auth_config: build.variables.value("DOCKER_AUTH_CONFIG"),
+        home: auth::home_dir(),
+        payload: build
+            .job
+            .credentials
+            .iter()
+            .filter(|credential| credential.kind == "registry")
+            .map(|credential| {
+                (
+                    credential.url.clone(),
+                    credential.username.clone(),
+                    credential.password.expose().clone(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The job image's `executor_opts.docker.<name>` (a string or a number), expanded.
+fn executor_option(build: &BuildContext, name: &str) -> String {
+    let value = build
+        .job
+        .image
+        .executor_opts
+        .get("docker")
+        .and_then(|opts| opts.get(name));
+    let text = match value {
+        Some(serde_json::Value::String(text)) => text.clone(),
+        Some(serde_json::Value::Number(number)) => number.to_string(),
+        _ => String::new(),
+    };
+    build.variables.expand(&text)
+}
+
+/// `KEY=VALUE` for every job variable, expanded, file variables as their path (upstream sets
+/// them as the containers' environment).
+fn container_env(build: &BuildContext) -> Vec<String> {
+    let file_dir = build.variables.file_dir();
+    build
+        .variables
+        .iter()
+        .map(|variable| match (file_dir, variable.file) {
+            (Some(dir), true) => format!("{}={dir}/{}", variable.key, variable.key),
+            _ => format!("{}={}", variable.key, build.variables.value(&variable.key)),
+        })
+        .collect()
 }
 
 /// Upstream's labeler: what every container, volume and network of the job carries.
@@ -754,34 +805,63 @@ impl DockerExecutor {
         })
     }
 
-    fn policies(&self, build: &BuildContext) -> Result<Vec<PullPolicy>, ExecutorError> {
-        let job: Vec<PullPolicy> = build
-            .job
-            .image
-            .pull_policy
+    /// Upstream's `ComputeEffectivePullPolicies` for one image: the job's policies (else the
+    /// configured ones, else `always`) that `allowed_pull_policies` (else the configured
+    /// policies) allows, in order; none left is a configuration error.
+    fn effective_policies(
+        &self,
+        image: &str,
+        job_policies: &[String],
+    ) -> Result<Vec<PullPolicy>, ExecutorError> {
+        let job: Vec<PullPolicy> = job_policies
             .iter()
             .filter_map(|name| PullPolicy::parse(name))
             .collect();
-        if job.is_empty() {
-            return Ok(self.config.pull_policy.clone());
-        }
-        let allowed = if self.config.allowed_pull_policies.is_empty() {
-            &self.config.pull_policy
+        let configured = if self.config.pull_policy.is_empty() {
+            vec![PullPolicy::Always]
         } else {
-            &self.config.allowed_pull_policies
+            self.config.pull_policy.clone()
         };
-        if let Some(refused) = job.iter().find(|policy| !allowed.contains(policy)) {
-            let names: Vec<&str> = allowed.iter().map(|policy| policy.as_str()).collect();
-            return Err(ExecutorError::with_reason(
-                FailureReason::RunnerConfigurationError,
-                format!(
-                    "the pull policy \"{}\" of the job is not one of the allowed_pull_policies [{}]",
-                    refused.as_str(),
-                    names.join(" ")
-                ),
-            ));
+        let wanted = if job.is_empty() {
+            configured.clone()
+        } else {
+            job.clone()
+        };
+        let allowed = if self.config.allowed_pull_policies.is_empty() {
+            configured
+        } else {
+            self.config.allowed_pull_policies.clone()
+        };
+        let effective: Vec<PullPolicy> = wanted
+            .iter()
+            .copied()
+            .filter(|policy| allowed.contains(policy))
+            .collect();
+        if !effective.is_empty() {
+            return Ok(effective);
         }
-        Ok(job)
+        let source = if !job.is_empty() {
+            "GitLab pipeline config"
+        } else if !self.config.pull_policy.is_empty() {
+            "Runner config"
+        } else {
+            "Runner config (default)"
+        };
+        let names = |policies: &[PullPolicy]| {
+            policies
+                .iter()
+                .map(|policy| policy.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        Err(ExecutorError::with_reason(
+            FailureReason::RunnerConfigurationError,
+            format!(
+                "invalid pull policy for image {image:?}: pull_policy ([{}]) defined in {source} is not one of the allowed_pull_policies ([{}])",
+                names(&wanted),
+                names(&allowed)
+            ),
+        ))
     }
 
     /// Upstream's `createHostConfig`: the build container's (`build`), which alone gets
@@ -883,6 +963,92 @@ impl DockerExecutor {
             init: job.init.then_some(true),
             ..self.common_host_config(job, &config.service_resources)
         }
+    }
+
+    /// Upstream's `getBuildContainerUser`: the configured user wins; else the job's
+    /// `executor_opts` user, which `allowed_users` must allow.
+    fn build_user(&self, build: &BuildContext) -> Result<String, ExecutorError> {
+        let user = if self.config.user.is_empty() {
+            executor_option(build, "user")
+        } else {
+            self.config.user.clone()
+        };
+        if user_allowed(&self.config, &user) {
+            return Ok(user);
+        }
+        let allowed = if self.config.allowed_users.is_empty() {
+            vec![self.config.user.clone()]
+        } else {
+            self.config.allowed_users.clone()
+        };
+        Err(system(format!(
+            "user {user:?} is not an allowed user: [{}]",
+            allowed.join(" ")
+        )))
+    }
+
+    /// What the volume plan is made from; protected when the ref is, or when a cache key ends
+    /// in `-protected` (upstream's rule).
+    fn volume_settings(&self, build: &BuildContext, prefix: &str) -> volumes::VolumeSettings {
+        let protected = build.job.git_info.protected.unwrap_or(false)
+            || build.job.cache.iter().any(|cache| {
+                cache.key.ends_with("-protected") && !cache.key.ends_with("-non_protected")
+            });
+        volumes::VolumeSettings {
+            cache_dir: self.config.cache_dir.clone(),
+            base_path: build.dirs.project_dir.clone(),
+            unique_name: runner_core::dirs::project_real_unique_name(
+                build.runner.token.expose(),
+                &build.runner.system_id,
+                build.job.job_info.project_id,
+                build.concurrent_project_id,
+            ),
+            temporary_name: prefix.to_string(),
+            disable_cache: self.config.disable_cache,
+            protected,
+        }
+    }
+
+    /// A job's `entrypoint`, unless `disable_entrypoint_overwrite` (then a warning).
+    fn entrypoint(&self, entrypoint: &[String], log: &JobLog) -> Option<Vec<String>> {
+        if entrypoint.is_empty() {
+            None
+        } else if self.config.disable_entrypoint_overwrite {
+            log.warning("Entrypoint override disabled");
+            None
+        } else {
+            Some(entrypoint.to_vec())
+        }
+    }
+
+    /// The per-job network (upstream's `FF_NETWORK_PER_BUILD`), with `network_mtu` and
+    /// `enable_ipv6`.
+    async fn create_network(
+        &mut self,
+        prefix: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), ExecutorError> {
+        let name = format!("{prefix}-network");
+        let mut network_labels = labels.clone();
+        network_labels.insert(format!("{LABEL_PREFIX}.type"), "network".into());
+        let options = self.config.network_mtu.map(|mtu| {
+            HashMap::from([("com.docker.network.driver.mtu".to_string(), mtu.to_string())])
+        });
+        self.docker()?
+            .create_network(bollard::models::NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(network_labels),
+                enable_ipv6: self.config.enable_ipv6.then_some(true),
+                options,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| system(format!("creating the job network: {error}")))?;
+        if let Some(job) = self.job.as_mut() {
+            job.network = Some(name);
+        }
+        Ok(())
     }
 
     /// Creates the plan's named volumes that do not exist yet, labelled as upstream's cache
@@ -1112,52 +1278,10 @@ impl Executor for DockerExecutor {
         }
         self.cleanup(log).await;
         self.connect()?;
-        self.auth = auth::AuthSources {
-            docker_auth_config: build.variables.value("DOCKER_AUTH_CONFIG"),
-            home: auth::home_dir(),
-            payload: build
-                .job
-                .credentials
-                .iter()
-                .filter(|credential| credential.kind == "registry")
-                .map(|credential| {
-                    (
-                        credential.url.clone(),
-                        credential.username.clone(),
-                        credential.password.expose().clone(),
-                    )
-                })
-                .collect(),
-        };
-        let policies = self.policies(build)?;
-        let docker_opts = &build.job.image.executor_opts.get("docker");
-        let option = |name: &str| {
-            let value = docker_opts.and_then(|opts| opts.get(name));
-            let text = match value {
-                Some(serde_json::Value::String(text)) => text.clone(),
-                Some(serde_json::Value::Number(number)) => number.to_string(),
-                _ => String::new(),
-            };
-            build.variables.expand(&text)
-        };
-        let platform = option("platform");
-        // Upstream's getBuildContainerUser: the configured user wins; a job's must be allowed.
-        let user = if self.config.user.is_empty() {
-            option("user")
-        } else {
-            self.config.user.clone()
-        };
-        if !user_allowed(&self.config, &user) {
-            let allowed = if self.config.allowed_users.is_empty() {
-                vec![self.config.user.clone()]
-            } else {
-                self.config.allowed_users.clone()
-            };
-            return Err(system(format!(
-                "user {user:?} is not an allowed user: [{}]",
-                allowed.join(" ")
-            )));
-        }
+        self.auth = auth_sources(build);
+        let policies = self.effective_policies(&image, &build.job.image.pull_policy)?;
+        let platform = executor_option(build, "platform");
+        let user = self.build_user(build)?;
         let found = self.ensure_image(&image, &platform, &policies, log).await?;
         let id = found.id.clone().unwrap_or_default();
         match found
@@ -1181,23 +1305,7 @@ impl Executor for DockerExecutor {
         let random: u64 = rand::random();
         let prefix = format!("{unique}-{random:016x}");
         let labels = job_labels(build);
-        let protected = build.job.git_info.protected.unwrap_or(false)
-            || build.job.cache.iter().any(|cache| {
-                cache.key.ends_with("-protected") && !cache.key.ends_with("-non_protected")
-            });
-        let settings = volumes::VolumeSettings {
-            cache_dir: self.config.cache_dir.clone(),
-            base_path: build.dirs.project_dir.clone(),
-            unique_name: runner_core::dirs::project_real_unique_name(
-                build.runner.token.expose(),
-                &build.runner.system_id,
-                project_id,
-                build.concurrent_project_id,
-            ),
-            temporary_name: prefix.clone(),
-            disable_cache: self.config.disable_cache,
-            protected,
-        };
+        let settings = self.volume_settings(build, &prefix);
         let plan = volumes::plan(
             &settings,
             &self.config.volumes,
@@ -1205,26 +1313,8 @@ impl Executor for DockerExecutor {
             build.settings.git_strategy == runner_core::settings::GitStrategy::Fetch,
         )
         .map_err(system)?;
-        let entrypoint = match (
-            build.job.image.entrypoint.is_empty(),
-            self.config.disable_entrypoint_overwrite,
-        ) {
-            (true, _) => None,
-            (false, false) => Some(build.job.image.entrypoint.clone()),
-            (false, true) => {
-                log.warning("Entrypoint override disabled");
-                None
-            }
-        };
-        let file_dir = build.variables.file_dir().map(str::to_string);
-        let env = build
-            .variables
-            .iter()
-            .map(|variable| match (&file_dir, variable.file) {
-                (Some(dir), true) => format!("{}={dir}/{}", variable.key, variable.key),
-                _ => format!("{}={}", variable.key, build.variables.value(&variable.key)),
-            })
-            .collect();
+        let entrypoint = self.entrypoint(&build.job.image.entrypoint, log);
+        let env = container_env(build);
         let mut container_labels = labels.clone();
         for (key, value) in &self.config.container_labels {
             container_labels.insert(key.clone(), build.variables.expand(value));
@@ -1260,28 +1350,9 @@ impl Executor for DockerExecutor {
         self.create_volumes(&plan, &labels, settings.protected, &user, &image_user)
             .await?;
         if self.config.network_mode.is_empty() {
-            let name = format!("{prefix}-network");
-            let mut network_labels = labels.clone();
-            network_labels.insert(format!("{LABEL_PREFIX}.type"), "network".into());
-            let options = self.config.network_mtu.map(|mtu| {
-                HashMap::from([("com.docker.network.driver.mtu".to_string(), mtu.to_string())])
-            });
-            self.docker()?
-                .create_network(bollard::models::NetworkCreateRequest {
-                    name: name.clone(),
-                    driver: Some("bridge".into()),
-                    labels: Some(network_labels),
-                    enable_ipv6: self.config.enable_ipv6.then_some(true),
-                    options,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|error| system(format!("creating the job network: {error}")))?;
-            if let Some(job) = self.job.as_mut() {
-                job.network = Some(name);
-            }
+            self.create_network(&prefix, &labels).await?;
         }
-        self.start_services(build, log, &policies).await
+        self.start_services(build, log).await
     }
 
     async fn run(
@@ -1653,6 +1724,47 @@ mod tests {
         };
         assert!(user_allowed(&listed, "b"));
         assert!(!user_allowed(&listed, "c"));
+    }
+
+    #[test]
+    fn effective_pull_policies_are_upstreams() {
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let default = executor(DockerConfig::default());
+        assert_eq!(
+            default.effective_policies("a", &[]).unwrap(),
+            vec![PullPolicy::Always]
+        );
+        // Without allowed_pull_policies, the configured policies are the allowed ones.
+        let error = default
+            .effective_policies("a", &names(&["never"]))
+            .unwrap_err();
+        assert_eq!(error.reason, Some(FailureReason::RunnerConfigurationError));
+        assert_eq!(
+            error.message,
+            "invalid pull policy for image \"a\": pull_policy ([never]) defined in GitLab pipeline config is not one of the allowed_pull_policies ([always])"
+        );
+        let allowing = executor(DockerConfig {
+            pull_policy: vec![PullPolicy::IfNotPresent],
+            allowed_pull_policies: vec![PullPolicy::IfNotPresent, PullPolicy::Never],
+            ..DockerConfig::default()
+        });
+        // The job's list is filtered, not refused, when some of it is allowed.
+        assert_eq!(
+            allowing
+                .effective_policies("a", &names(&["always", "never"]))
+                .unwrap(),
+            vec![PullPolicy::Never]
+        );
+        let strict = executor(DockerConfig {
+            allowed_pull_policies: vec![PullPolicy::Never],
+            ..DockerConfig::default()
+        });
+        let error = strict.effective_policies("a", &[]).unwrap_err();
+        assert!(
+            error.message.contains("defined in Runner config (default)"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

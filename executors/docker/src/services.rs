@@ -12,7 +12,7 @@ use runner_core::executor::ExecutorError;
 use runner_core::job::Image;
 use runner_core::log::{JobLog, StreamId, StreamKind};
 
-use crate::{networking, system, verify_allowed, DockerExecutor, PullPolicy, LABEL_PREFIX};
+use crate::{networking, system, verify_allowed, DockerExecutor, LABEL_PREFIX};
 
 /// Upstream's default aliases of a service image: its path without registry host port or tag,
 /// with `/` as `__`, and with `/` as `-` when that differs.
@@ -83,7 +83,6 @@ impl DockerExecutor {
         &mut self,
         build: &BuildContext,
         log: &JobLog,
-        policies: &[PullPolicy],
     ) -> Result<(), ExecutorError> {
         let definitions = self.service_definitions(build, log)?;
         let mut started: Vec<(String, String, Vec<String>)> = Vec::new();
@@ -102,7 +101,8 @@ impl DockerExecutor {
                 .and_then(|platform| platform.as_str())
                 .unwrap_or("")
                 .to_string();
-            self.ensure_image(&image, &platform, policies, log).await?;
+            let policies = self.effective_policies(&image, &service.pull_policy)?;
+            self.ensure_image(&image, &platform, &policies, log).await?;
             let mut aliases = Vec::new();
             for alias in service_aliases(&image)
                 .into_iter()
@@ -143,14 +143,7 @@ impl DockerExecutor {
                 )
                 .map(|(variable, value)| format!("{}={value}", variable.key))
                 .collect();
-            let entrypoint = if service.entrypoint.is_empty() {
-                None
-            } else if self.config.disable_entrypoint_overwrite {
-                log.warning("Entrypoint override disabled");
-                None
-            } else {
-                Some(service.entrypoint.clone())
-            };
+            let entrypoint = self.entrypoint(&service.entrypoint, log);
             let body = ContainerCreateBody {
                 image: Some(image.clone()),
                 env: Some(env),
