@@ -446,3 +446,62 @@ pub fn cache_init(args: CacheInitArgs) -> i32 {
     }
     0
 }
+
+#[derive(Args, Debug, Clone)]
+pub struct HealthCheckArgs {
+    /// A port on localhost to wait for (repeatable; all must answer). Without it, the address
+    /// and ports come from `*_TCP_ADDR` and `*_TCP_PORT` variables, and one answer is enough.
+    #[arg(short = 'p', long = "port")]
+    pub ports: Vec<String>,
+}
+
+/// `health-check`: what the Docker executor runs in a helper container next to a service,
+/// as upstream's helper: dial the service's TCP ports once a second until one answers (or,
+/// with `--port`, all of them), then exit 0. The runner bounds how long it waits.
+pub async fn health_check(args: HealthCheckArgs) -> i32 {
+    let (address, ports, wait_all) = if args.ports.is_empty() {
+        let mut address = String::new();
+        let mut ports = Vec::new();
+        for (name, value) in std::env::vars() {
+            if name.ends_with("_TCP_ADDR") {
+                address = value;
+            } else if name.ends_with("_TCP_PORT") {
+                ports.push(value);
+            }
+        }
+        (address, ports, false)
+    } else {
+        ("localhost".to_string(), args.ports, true)
+    };
+    if address.is_empty() || ports.is_empty() {
+        log::fatal("No HOST or PORT found");
+    }
+    println!(
+        "waiting for TCP connection to {address} on [{}]...",
+        ports.join(" ")
+    );
+    let mut dials = tokio::task::JoinSet::new();
+    for port in ports {
+        let address = address.clone();
+        dials.spawn(async move {
+            loop {
+                println!("dialing {address}:{port}...");
+                if tokio::net::TcpStream::connect(format!("{address}:{port}"))
+                    .await
+                    .is_ok()
+                {
+                    println!("dial succeeded on {address}:{port}. Exiting...");
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+    if wait_all {
+        while dials.join_next().await.is_some() {}
+    } else {
+        let _ = dials.join_next().await;
+        dials.abort_all();
+    }
+    0
+}

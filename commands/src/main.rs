@@ -114,6 +114,8 @@ enum Commands {
     CacheArchiver(helper_commands::CacheArchiverArgs),
     /// Make the Docker executor's new volumes writable for any user (internal).
     CacheInit(helper_commands::CacheInitArgs),
+    /// Wait until a service answers on its TCP ports (internal; Docker executor services).
+    HealthCheck(helper_commands::HealthCheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -612,6 +614,7 @@ fn main() {
             Commands::CacheExtractor(args) => Ok(helper_commands::cache_extractor(args).await),
             Commands::CacheArchiver(args) => Ok(helper_commands::cache_archiver(args).await),
             Commands::CacheInit(args) => Ok(helper_commands::cache_init(args)),
+            Commands::HealthCheck(args) => Ok(helper_commands::health_check(args).await),
             Commands::ArtifactsDownloader(args) => {
                 Ok(helper_commands::artifacts_downloader(args).await)
             }

@@ -311,13 +311,28 @@ async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_re
     let log = gitlab.log(job);
     assert_eq!(update.state, "success", "{log}");
     assert!(
-        log.contains("Starting service gitlab-runner-rs-test/debian-sshd:bookworm-1 ..."),
+        log.contains("Starting service gitlab-runner-rs-test/debian-sshd:bookworm-1..."),
         "{log}"
     );
     assert_eq!(log.matches("SSH-2.0").count(), 2, "{log}");
     // The second service shares the default alias: a warning, and it is reached by its own.
-    assert!(log.contains("duplicate alias"), "{log}");
-    assert!(log.contains("probably didn't start properly"), "{log}");
+    assert!(
+        log.contains("Skipping alias \"gitlab-runner-rs-test__debian-sshd\" for service \"gitlab-runner-rs-test/debian-sshd:bookworm-1\" (services[1]): alias is already in use by another service."),
+        "{log}"
+    );
+    assert!(
+        log.contains("Waiting for services to be up and running (timeout 10 seconds)..."),
+        "{log}"
+    );
+    // Only the broken one is reported, with the health check's words and logs.
+    assert_eq!(
+        log.matches("probably didn't start properly").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("-wait-for-service\" timeout"), "{log}");
+    assert!(log.contains("Health check container logs:"), "{log}");
+    assert!(log.contains("waiting for TCP connection to "), "{log}");
     assert!(log.contains("service-broke-on-purpose"), "{log}");
     // CI_DEBUG_SERVICES: the service's own output, under its alias.
     assert!(

@@ -42,7 +42,7 @@ pub mod auth;
 mod services;
 pub mod volumes;
 
-pub use services::service_aliases;
+pub use services::{split_name_and_version, ServiceName};
 
 /// Pull attempts when the registry cannot be reached (upstream's `defaultPullMaxAttempts`).
 const PULL_ATTEMPTS: u32 = 3;
@@ -965,6 +965,36 @@ impl DockerExecutor {
         }
     }
 
+    /// Containers labelled with this job and runner that cleanup would not know by id.
+    async fn leftover_containers(&self, job: &Job) -> Vec<String> {
+        let Ok(docker) = self.docker() else {
+            return Vec::new();
+        };
+        let label = |key: &str| {
+            let key = format!("{LABEL_PREFIX}.{key}");
+            format!("{key}={}", job.labels.get(&key).map_or("", String::as_str))
+        };
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                label("job.id"),
+                label("runner.id"),
+                label("runner.system_id"),
+            ],
+        )]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        match docker.list_containers(Some(options)).await {
+            Ok(listed) => listed.into_iter().filter_map(|c| c.id).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "listing the job's containers");
+                Vec::new()
+            }
+        }
+    }
+
     /// Upstream's `getBuildContainerUser`: the configured user wins; else the job's
     /// `executor_opts` user, which `allowed_users` must allow.
     fn build_user(&self, build: &BuildContext) -> Result<String, ExecutorError> {
@@ -1458,34 +1488,28 @@ impl Executor for DockerExecutor {
         let Ok(docker) = self.docker() else {
             return;
         };
-        for id in job.containers.values() {
-            if let Err(error) = docker
-                .remove_container(
-                    id,
-                    Some(
-                        RemoveContainerOptionsBuilder::default()
-                            .force(true)
-                            .v(!self.config.volume_keep)
-                            .build(),
-                    ),
-                )
-                .await
-            {
-                tracing::warn!(container = %id, %error, "removing a job container");
+        let remove = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(!self.config.volume_keep)
+            .build();
+        let mut ids: Vec<String> = job
+            .containers
+            .values()
+            .chain(&job.services)
+            .cloned()
+            .collect();
+        // What a canceled prepare may have left: health checks, the permission container.
+        ids.extend(self.leftover_containers(&job).await);
+        ids.sort();
+        ids.dedup();
+        for id in &ids {
+            match docker.remove_container(id, Some(remove.clone())).await {
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(error) => tracing::warn!(container = %id, %error, "removing a job container"),
             }
-        }
-        for id in &job.services {
-            let _ = docker
-                .remove_container(
-                    id,
-                    Some(
-                        RemoveContainerOptionsBuilder::default()
-                            .force(true)
-                            .v(!self.config.volume_keep)
-                            .build(),
-                    ),
-                )
-                .await;
         }
         if let Some(network) = &job.network {
             if let Err(error) = docker.remove_network(network).await {

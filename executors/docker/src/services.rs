@@ -1,11 +1,17 @@
 //! Services: upstream's `executors/docker/services.go`. The definitions are the configured
 //! `[[runners.docker.services]]` then the job's (checked against `allowed_services`), at most
-//! `services_limit` of them. Each starts on the job network under its aliases, with the job's
-//! public variables and its own; then their exposed TCP ports are waited for, and a service
-//! that does not answer gets a warning block with its logs (the job goes on).
+//! `services_limit` of them. Each starts on the job network under its aliases (upstream's
+//! default aliases from the image name, then the job's), with the job's public variables and
+//! its own. Then all are waited for at once, each by a helper container running
+//! `gitlab-runner-helper health-check` against its exposed TCP ports; one that does not answer
+//! gets upstream's warning block with the health check's and the service's logs, and the job
+//! goes on.
 
-use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::CreateContainerOptionsBuilder;
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::Docker;
 use futures_util::StreamExt;
 use runner_core::build::BuildContext;
 use runner_core::executor::ExecutorError;
@@ -14,28 +20,67 @@ use runner_core::log::{JobLog, StreamId, StreamKind};
 
 use crate::{networking, system, verify_allowed, DockerExecutor, LABEL_PREFIX};
 
-/// Upstream's default aliases of a service image: its path without registry host port or tag,
-/// with `/` as `__`, and with `/` as `-` when that differs.
-pub fn service_aliases(image: &str) -> Vec<String> {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let last_colon = without_digest.rfind(':');
-    let last_slash = without_digest.rfind('/');
-    let path = match (last_colon, last_slash) {
-        (Some(colon), Some(slash)) if colon > slash => &without_digest[..colon],
-        (Some(colon), None) => &without_digest[..colon],
-        _ => without_digest,
+/// A service image name split as upstream's `SplitNameAndVersion`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceName {
+    /// The image path with its registry host but without the registry's port.
+    pub service: String,
+    /// The tag, else the digest (`@sha256:...`), else `latest`.
+    pub version: String,
+    /// What is pulled: the name as given, `:latest` added when it has no tag or digest.
+    pub image_name: String,
+    /// `service` with `/` as `__`, and with `/` as `-` when that differs.
+    pub aliases: Vec<String>,
+}
+
+/// Upstream's `SplitNameAndVersion`.
+pub fn split_name_and_version(description: &str) -> ServiceName {
+    let (name, digest) = match description.split_once('@') {
+        Some((name, digest)) => (name, Some(format!("@{digest}"))),
+        None => (description, None),
     };
-    // A registry host (with a dot or a port) is not part of the alias.
-    let path = match path.split_once('/') {
-        Some((host, rest)) if host.contains('.') || host.contains(':') => rest,
-        _ => path,
+    let (without_version, tag) = match (name.rfind(':'), name.rfind('/')) {
+        (Some(colon), slash) if slash.is_none_or(|slash| colon > slash) => {
+            (&name[..colon], Some(&name[colon + 1..]))
+        }
+        _ => (name, None),
     };
-    let mut aliases = vec![path.replace('/', "__")];
-    let dashed = path.replace('/', "-");
+    // A registry port (`host:5000/...`) is not part of the service name.
+    let service = match without_version.split_once('/') {
+        Some((host, path)) => match host.rsplit_once(':') {
+            Some((bare, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("{bare}/{path}")
+            }
+            _ => without_version.to_string(),
+        },
+        None => without_version.to_string(),
+    };
+    let (version, image_name) = match (tag, &digest) {
+        (Some(tag), _) if !tag.is_empty() => (tag.to_string(), description.to_string()),
+        (_, Some(digest)) => (digest.clone(), description.to_string()),
+        _ => ("latest".to_string(), format!("{without_version}:latest")),
+    };
+    let mut aliases = vec![service.replace('/', "__")];
+    let dashed = service.replace('/', "-");
     if dashed != aliases[0] {
         aliases.push(dashed);
     }
-    aliases
+    ServiceName {
+        service,
+        version,
+        image_name,
+        aliases,
+    }
+}
+
+/// A started service, for the wait.
+struct Started {
+    id: String,
+    /// Its container name.
+    name: String,
+    /// The aliases it got (not those another service had first), for `CI_DEBUG_SERVICES`
+    /// line prefixes.
+    aliases: Vec<String>,
 }
 
 impl DockerExecutor {
@@ -78,114 +123,52 @@ impl DockerExecutor {
         Ok(definitions)
     }
 
-    /// Starts the job's services under their aliases, then waits for their exposed ports.
+    /// Starts the services under their aliases (an alias another service has is skipped with
+    /// a warning; a service left with none is not started, as upstream), then waits for them.
     pub(crate) async fn start_services(
         &mut self,
         build: &BuildContext,
         log: &JobLog,
     ) -> Result<(), ExecutorError> {
         let definitions = self.service_definitions(build, log)?;
-        let mut started: Vec<(String, String, Vec<String>)> = Vec::new();
+        let mut started: Vec<Started> = Vec::new();
         let mut taken: Vec<String> = Vec::new();
-        for (index, service) in definitions.iter().enumerate() {
-            let image = build.variables.expand(&service.name);
-            let (name_part, version) = match image.rsplit_once(':') {
-                Some((name, tag)) if !tag.contains('/') => (name.to_string(), tag.to_string()),
-                _ => (image.clone(), "latest".into()),
-            };
-            log.println(&format!("Starting service {name_part}:{version} ..."));
-            let platform = service
-                .executor_opts
-                .get("docker")
-                .and_then(|opts| opts.get("platform"))
-                .and_then(|platform| platform.as_str())
-                .unwrap_or("")
-                .to_string();
-            let policies = self.effective_policies(&image, &service.pull_policy)?;
-            self.ensure_image(&image, &platform, &policies, log).await?;
-            let mut aliases = Vec::new();
-            for alias in service_aliases(&image)
-                .into_iter()
-                .chain(service.aliases().into_iter().map(str::to_string))
-            {
-                if taken.contains(&alias) {
+        for (index, definition) in definitions.iter().enumerate() {
+            let image = build.variables.expand(&definition.name);
+            let mut meta = split_name_and_version(&image);
+            meta.aliases
+                .extend(definition.aliases().into_iter().map(str::to_string));
+            let mut service: Option<Started> = None;
+            for alias in &meta.aliases {
+                if taken.contains(alias) {
                     log.warning(&format!(
-                        "Service {image} has a duplicate alias {alias:?}; skipped"
+                        "Skipping alias {alias:?} for service {:?} (services[{index}]): alias is already in use by another service.",
+                        definition.name
                     ));
                     continue;
                 }
                 taken.push(alias.clone());
-                aliases.push(alias);
+                if service.is_none() {
+                    service = Some(
+                        self.create_service(build, log, index, &meta, definition)
+                            .await?,
+                    );
+                }
+                if let Some(service) = service.as_mut() {
+                    service.aliases.push(alias.clone());
+                }
             }
-            let job = self
-                .job
-                .as_ref()
-                .ok_or_else(|| system("the job was not prepared"))?;
-            let name = format!(
-                "{}-{}-{index}",
-                job.prefix,
-                name_part.replace('/', "__").replace(':', "_")
-            );
-            let mut labels = job.labels.clone();
-            labels.insert(format!("{LABEL_PREFIX}.type"), "service".into());
-            labels.insert(format!("{LABEL_PREFIX}.service"), name_part.clone());
-            // The job's public and internal variables, then the service's own.
-            let env: Vec<String> = build
-                .variables
-                .iter()
-                .filter(|variable| (variable.public || variable.internal) && !variable.file)
-                .map(|variable| (variable, build.variables.value(&variable.key)))
-                .chain(
-                    service
-                        .variables
-                        .iter()
-                        .map(|variable| (variable, build.variables.expand(&variable.value))),
-                )
-                .map(|(variable, value)| format!("{}={value}", variable.key))
-                .collect();
-            let entrypoint = self.entrypoint(&service.entrypoint, log);
-            let body = ContainerCreateBody {
-                image: Some(image.clone()),
-                env: Some(env),
-                cmd: (!service.command.is_empty()).then(|| service.command.clone()),
-                entrypoint,
-                labels: Some(labels),
-                host_config: Some(self.service_host_config(job, &image)),
-                networking_config: job
-                    .network
-                    .as_ref()
-                    .map(|network| networking(network, aliases.clone())),
-                ..ContainerCreateBody::default()
-            };
-            let docker = self.docker()?.clone();
-            let created = docker
-                .create_container(
-                    Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                    body,
-                )
-                .await
-                .map_err(|error| system(format!("creating service {image}: {error}")))?;
-            if let Some(job) = self.job.as_mut() {
-                job.services.push(created.id.clone());
-            }
-            docker
-                .start_container(
-                    &created.id,
-                    None::<bollard::query_parameters::StartContainerOptions>,
-                )
-                .await
-                .map_err(|error| system(format!("starting service {image}: {error}")))?;
-            started.push((created.id, image, aliases));
+            started.extend(service);
         }
         if build.settings.ci_debug_services {
             let docker = self.docker()?.clone();
             let tasks: Vec<_> = started
                 .iter()
-                .map(|(id, _, aliases)| {
+                .map(|service| {
                     tokio::spawn(follow_service_logs(
                         docker.clone(),
-                        id.clone(),
-                        aliases.join("-"),
+                        service.id.clone(),
+                        service.aliases.join("-"),
                         log.clone(),
                     ))
                 })
@@ -194,106 +177,315 @@ impl DockerExecutor {
                 job.log_followers.extend(tasks);
             }
         }
-        if self.config.wait_for_services_timeout <= 0 {
+        // Upstream: 0 is the default, 30 seconds; a negative timeout does not wait.
+        let timeout = match self.config.wait_for_services_timeout {
+            0 => 30,
+            seconds => seconds,
+        };
+        if timeout <= 0 || started.is_empty() {
             return Ok(());
         }
-        let timeout = std::time::Duration::from_secs(self.config.wait_for_services_timeout as u64);
-        for (id, image, _aliases) in &started {
-            if let Err(error) = self.wait_for_service(id, timeout).await {
-                let logs = self.service_logs(id).await;
-                let mut stderr = log.stream(StreamId::SCRIPT, StreamKind::Stderr);
-                stderr.write(
-                    format!(
-                        "\x1b[0;33m*** WARNING:\x1b[0m Service {image} probably didn't start properly.\n\n\
-                         Health check error:\n{error}\n\nService container logs:\n{logs}\n\n\
-                         \x1b[0;33m*********\x1b[0m\n\n"
-                    )
-                    .as_bytes(),
-                );
-                stderr.finish();
-            }
-        }
+        log.println(&format!(
+            "Waiting for services to be up and running (timeout {timeout} seconds)..."
+        ));
+        let job = self
+            .job
+            .as_ref()
+            .ok_or_else(|| system("the job was not prepared"))?;
+        let check = HealthCheck {
+            docker: self.docker()?.clone(),
+            helper_image: self.config.helper_image.clone(),
+            network_mode: self
+                .common_host_config(job, &self.config.resources)
+                .network_mode,
+            per_job_network: job.network.is_some(),
+            labels: job.labels.clone(),
+            timeout: Duration::from_secs(timeout as u64),
+        };
+        let waits = started.iter().map(|service| check.wait(service, log));
+        futures_util::future::join_all(waits).await;
         Ok(())
     }
 
-    /// Connects to every exposed TCP port of the service until it answers or `timeout` passes.
-    async fn wait_for_service(&self, id: &str, timeout: std::time::Duration) -> Result<(), String> {
-        let docker = self.docker().map_err(|error| error.message)?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let inspect = docker
-                .inspect_container(
-                    id,
-                    None::<bollard::query_parameters::InspectContainerOptions>,
-                )
-                .await
-                .map_err(|error| error.to_string())?;
-            let running = inspect
-                .state
+    /// Upstream's `createService`: pulled with the service's own pull policies, created under
+    /// `<prefix>-<service with / as __>-<index>` (a leftover of that name removed), started.
+    async fn create_service(
+        &mut self,
+        build: &BuildContext,
+        log: &JobLog,
+        index: usize,
+        meta: &ServiceName,
+        definition: &Image,
+    ) -> Result<Started, ExecutorError> {
+        if meta.version.starts_with('@') {
+            log.println(&format!(
+                "Starting service {}{}...",
+                meta.service, meta.version
+            ));
+        } else {
+            log.println(&format!(
+                "Starting service {}:{}...",
+                meta.service, meta.version
+            ));
+        }
+        let platform = definition
+            .executor_opts
+            .get("docker")
+            .and_then(|opts| opts.get("platform"))
+            .and_then(|platform| platform.as_str())
+            .map(|platform| build.variables.expand(platform))
+            .unwrap_or_default();
+        let policies = self.effective_policies(&meta.image_name, &definition.pull_policy)?;
+        self.ensure_image(&meta.image_name, &platform, &policies, log)
+            .await?;
+        let job = self
+            .job
+            .as_ref()
+            .ok_or_else(|| system("the job was not prepared"))?;
+        let name = format!("{}-{}-{index}", job.prefix, meta.service.replace('/', "__"));
+        let mut labels = job.labels.clone();
+        for (key, value) in [
+            ("type", "service"),
+            ("service", meta.service.as_str()),
+            ("service.version", meta.version.as_str()),
+        ] {
+            labels.insert(format!("{LABEL_PREFIX}.{key}"), value.to_string());
+        }
+        // The job's public and internal variables, then the service's own.
+        let env: Vec<String> = build
+            .variables
+            .iter()
+            .filter(|variable| (variable.public || variable.internal) && !variable.file)
+            .map(|variable| (variable, build.variables.value(&variable.key)))
+            .chain(
+                definition
+                    .variables
+                    .iter()
+                    .map(|variable| (variable, build.variables.expand(&variable.value))),
+            )
+            .map(|(variable, value)| format!("{}={value}", variable.key))
+            .collect();
+        let body = ContainerCreateBody {
+            image: Some(meta.image_name.clone()),
+            env: Some(env),
+            cmd: (!definition.command.is_empty()).then(|| definition.command.clone()),
+            entrypoint: self.entrypoint(&definition.entrypoint, log),
+            labels: Some(labels),
+            host_config: Some(self.service_host_config(job, &meta.image_name)),
+            networking_config: job
+                .network
                 .as_ref()
-                .and_then(|state| state.running)
-                .unwrap_or(false);
-            let ports: Vec<u16> = inspect
-                .config
-                .as_ref()
-                .and_then(|config| config.exposed_ports.clone())
-                .unwrap_or_default()
+                .map(|network| networking(network, meta.aliases.clone())),
+            ..ContainerCreateBody::default()
+        };
+        let docker = self.docker()?.clone();
+        remove(&docker, &name).await;
+        let mut options = CreateContainerOptionsBuilder::default().name(&name);
+        if !platform.is_empty() {
+            options = options.platform(&platform);
+        }
+        let created = docker
+            .create_container(Some(options.build()), body)
+            .await
+            .map_err(|error| system(format!("create service container: {error}")))?;
+        if let Some(job) = self.job.as_mut() {
+            job.services.push(created.id.clone());
+        }
+        docker
+            .start_container(
+                &created.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(|error| system(format!("start service container: {error}")))?;
+        Ok(Started {
+            id: created.id,
+            name,
+            aliases: Vec::new(),
+        })
+    }
+}
+
+/// Force-removes a container by name or id, if it is there.
+async fn remove(docker: &Docker, container: &str) {
+    let _ = docker
+        .remove_container(
+            container,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
+}
+
+/// The last 100 lines a container wrote (stdout and stderr).
+async fn container_logs(docker: &Docker, id: &str) -> String {
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail("100")
+        .build();
+    let mut stream = docker.logs(id, Some(options));
+    let mut text = String::new();
+    while let Some(Ok(item)) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&item.into_bytes()));
+    }
+    text
+}
+
+/// What the services' health checks share.
+struct HealthCheck {
+    docker: Docker,
+    helper_image: String,
+    network_mode: Option<String>,
+    per_job_network: bool,
+    labels: std::collections::HashMap<String, String>,
+    timeout: Duration,
+}
+
+/// Why a health check failed, and its container's logs when it ran.
+struct Unhealthy {
+    error: String,
+    logs: Option<String>,
+}
+
+impl HealthCheck {
+    /// Upstream's `waitForServiceContainer`: the health check, and on failure the warning
+    /// block (on the runner's stderr stream) with what the service wrote.
+    async fn wait(&self, service: &Started, log: &JobLog) {
+        let start = tokio::time::Instant::now();
+        let Err(unhealthy) = self.run(service).await else {
+            return;
+        };
+        let mut block = String::from("\n");
+        block.push_str(&format!(
+            "\x1b[0;33m*** WARNING:\x1b[0;m Service {} probably didn't start properly.\n\n",
+            service.name
+        ));
+        block.push_str(&format!(
+            "Health check error:\n{}\n",
+            unhealthy.error.trim()
+        ));
+        if let Some(logs) = &unhealthy.logs {
+            block.push_str(&format!("\nHealth check container logs:\n{logs}\n"));
+            // As upstream: a little time for the service to write something of use.
+            let left = self.timeout.saturating_sub(start.elapsed());
+            tokio::time::sleep(left.min(Duration::from_secs(10))).await;
+        }
+        block.push_str(&format!(
+            "\nService container logs:\n{}\n",
+            container_logs(&self.docker, &service.id).await
+        ));
+        block.push_str("\n\x1b[0;33m*********\x1b[0;m\n\n");
+        let mut stderr = log.stream(StreamId::RUNNER, StreamKind::Stderr);
+        stderr.write(block.as_bytes());
+        stderr.finish();
+    }
+
+    /// A helper container running `gitlab-runner-helper health-check` against the service's
+    /// exposed TCP ports, for at most the timeout; removed afterwards.
+    async fn run(&self, service: &Started) -> Result<(), Unhealthy> {
+        let failed = |error: String| Unhealthy { error, logs: None };
+        let inspect = self
+            .docker
+            .inspect_container(
+                &service.id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let mut ports: Vec<u16> = inspect
+            .config
+            .as_ref()
+            .and_then(|config| config.exposed_ports.clone())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|port| port.strip_suffix("/tcp")?.parse().ok())
+            .collect();
+        ports.sort_unstable();
+        if ports.is_empty() {
+            return Err(failed(format!(
+                "service {:?} has no exposed ports",
+                service.name
+            )));
+        }
+        let short_id: String = service.id.chars().take(12).collect();
+        let mut env = vec![format!("WAIT_FOR_SERVICE_TCP_ADDR={short_id}")];
+        env.extend(
+            ports
                 .iter()
-                .filter(|port| port.ends_with("/tcp"))
-                .filter_map(|port| port.trim_end_matches("/tcp").parse().ok())
-                .collect();
-            let address = inspect
+                .map(|port| format!("WAIT_FOR_SERVICE_{port}_TCP_PORT={port}")),
+        );
+        // Off a per-job network the short id is not a name Docker resolves.
+        let extra_hosts = if self.per_job_network {
+            None
+        } else {
+            inspect
                 .network_settings
                 .as_ref()
                 .and_then(|settings| settings.networks.as_ref())
                 .and_then(|networks| networks.values().find_map(|n| n.ip_address.clone()))
-                .filter(|ip| !ip.is_empty());
-            if ports.is_empty() {
-                return Ok(());
-            }
-            if !running {
-                return Err("service container is not running".into());
-            }
-            if let Some(address) = &address {
-                let mut all = true;
-                for port in &ports {
-                    let probe = tokio::net::TcpStream::connect((address.as_str(), *port));
-                    if !matches!(
-                        tokio::time::timeout(std::time::Duration::from_secs(1), probe).await,
-                        Ok(Ok(_))
-                    ) {
-                        all = false;
-                    }
-                }
-                if all {
-                    return Ok(());
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "service ports {ports:?} did not answer within {}s",
-                    timeout.as_secs()
-                ));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        }
+                .filter(|ip| !ip.is_empty())
+                .map(|ip| vec![format!("{short_id}:{ip}")])
+        };
+        let mut labels = self.labels.clone();
+        labels.insert(format!("{LABEL_PREFIX}.type"), "wait".into());
+        labels.insert(format!("{LABEL_PREFIX}.wait"), service.id.clone());
+        let name = format!("{}-wait-for-service", service.name);
+        remove(&self.docker, &name).await;
+        let body = ContainerCreateBody {
+            image: Some(self.helper_image.clone()),
+            cmd: Some(vec!["gitlab-runner-helper".into(), "health-check".into()]),
+            env: Some(env),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: self.network_mode.clone(),
+                extra_hosts,
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
+            .await
+            .map_err(|error| failed(format!("create service container: {error}")))?;
+        let outcome = self.run_container(&created.id, &name).await;
+        let result = match outcome {
+            Ok(()) => Ok(()),
+            Err(error) => Err(Unhealthy {
+                error,
+                logs: Some(container_logs(&self.docker, &created.id).await),
+            }),
+        };
+        remove(&self.docker, &created.id).await;
+        result
     }
 
-    async fn service_logs(&self, id: &str) -> String {
-        let Ok(docker) = self.docker() else {
-            return String::new();
-        };
-        let options = bollard::query_parameters::LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail("100")
-            .build();
-        let mut stream = docker.logs(id, Some(options));
-        let mut text = String::new();
-        while let Some(Ok(item)) = stream.next().await {
-            text.push_str(&String::from_utf8_lossy(&item.into_bytes()));
+    async fn run_container(&self, id: &str, name: &str) -> Result<(), String> {
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|error| format!("start service container: {error}"))?;
+        let mut wait = self
+            .docker
+            .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+        match tokio::time::timeout(self.timeout, wait.next()).await {
+            Err(_) => Err(format!("service {name:?} timeout")),
+            Ok(Some(Ok(response))) if response.status_code == 0 => Ok(()),
+            Ok(Some(Ok(response))) => Err(format!(
+                "service {name:?} health check: exit code {}",
+                response.status_code
+            )),
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
+                Err(format!("service {name:?} health check: exit code {code}"))
+            }
+            Ok(Some(Err(error))) => Err(format!("service {name:?} health check: {error}")),
+            Ok(None) => Err(format!(
+                "service {name:?} health check: the container vanished"
+            )),
         }
-        text
     }
 }
 
@@ -332,16 +524,68 @@ async fn follow_service_logs(docker: bollard::Docker, id: String, name: String, 
 mod tests {
     use super::*;
 
+    /// Upstream's own table (`helpers/container/services/test`), a sample of each shape.
     #[test]
-    fn service_aliases_follow_upstream() {
-        assert_eq!(service_aliases("postgres:16"), vec!["postgres"]);
+    fn service_names_split_as_upstreams() {
+        let digest = "@sha256:123456789012345678901234567890123456789012345678901234567890abcd";
+        for (description, image, service, version, alias, alternative) in [
+            (
+                "service",
+                "service:latest",
+                "service",
+                "latest",
+                "service",
+                "",
+            ),
+            (
+                "service:version",
+                "service:version",
+                "service",
+                "version",
+                "service",
+                "",
+            ),
+            (
+                "namespace/service",
+                "namespace/service:latest",
+                "namespace/service",
+                "latest",
+                "namespace__service",
+                "namespace-service",
+            ),
+            (
+                "domain.tld:8080/namespace/service:version",
+                "domain.tld:8080/namespace/service:version",
+                "domain.tld/namespace/service",
+                "version",
+                "domain.tld__namespace__service",
+                "domain.tld-namespace-service",
+            ),
+            (
+                "subdomain.domain.tld:8080/service",
+                "subdomain.domain.tld:8080/service:latest",
+                "subdomain.domain.tld/service",
+                "latest",
+                "subdomain.domain.tld__service",
+                "subdomain.domain.tld-service",
+            ),
+        ] {
+            let split = split_name_and_version(description);
+            assert_eq!(split.image_name, image, "{description}");
+            assert_eq!(split.service, service, "{description}");
+            assert_eq!(split.version, version, "{description}");
+            assert_eq!(split.aliases[0], alias, "{description}");
+            assert_eq!(
+                split.aliases.get(1).map(String::as_str).unwrap_or(""),
+                alternative
+            );
+        }
+        let pinned = split_name_and_version(&format!("domain.tld:8080/service{digest}"));
+        assert_eq!(pinned.service, "domain.tld/service");
+        assert_eq!(pinned.version, digest);
         assert_eq!(
-            service_aliases("registry.local:5000/group/redis:7"),
-            vec!["group__redis", "group-redis"]
-        );
-        assert_eq!(
-            service_aliases("tutum/wordpress"),
-            vec!["tutum__wordpress", "tutum-wordpress"]
+            pinned.image_name,
+            format!("domain.tld:8080/service{digest}")
         );
     }
 }
