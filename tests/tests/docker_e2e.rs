@@ -149,6 +149,11 @@ async fn a_job_clones_runs_in_its_image_uploads_an_artifact_and_leaves_nothing()
         "{log}"
     );
     assert!(log.contains("hello from docker"), "{log}");
+    // The container's host name, then the runner's (upstream's docker prepare line).
+    assert!(
+        log.contains("Running on runner-dkrbasic1-project-77-concurrent-0 via "),
+        "{log}"
+    );
     assert!(log.contains("os=debian pwd=/builds/"), "{log}");
     assert!(log.contains("after success"), "{log}");
     assert!(

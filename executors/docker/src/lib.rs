@@ -280,7 +280,7 @@ impl ExecutorProvider for DockerProvider {
             safe_directory_checkout: true,
             shell_type: ShellType::Normal,
             runner_command: HELPER_PATH.into(),
-            show_hostname: false,
+            show_hostname: true,
             dirs_from_prepare: false,
         }
     }
