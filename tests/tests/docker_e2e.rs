@@ -80,6 +80,16 @@ fn reusable_volumes(token: &str) -> Vec<String> {
     .collect()
 }
 
+/// After a moment for the runner's cleanup to finish, nothing of these jobs is left but the
+/// cache volumes kept on purpose.
+async fn assert_nothing_left(token: &str, jobs: &[runner_tests::JobControl]) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for job in jobs {
+        let left = objects_of_job(token, job.id);
+        assert!(left.is_empty(), "job {}: {left:?}", job.id);
+    }
+}
+
 struct Runner {
     _process: RunnerProcess,
     _dir: tempfile::TempDir,
@@ -161,12 +171,7 @@ async fn a_job_clones_runs_in_its_image_uploads_an_artifact_and_leaves_nothing()
         "{log}"
     );
     assert_eq!(gitlab.artifacts(job).len(), 1);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        objects_of_job(TOKEN_BASIC, job.id).is_empty(),
-        "{:?}",
-        objects_of_job(TOKEN_BASIC, job.id)
-    );
+    assert_nothing_left(TOKEN_BASIC, &[job]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,14 +278,7 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
         "{log}"
     );
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for job in [failing, missing, slow, refused, crowded] {
-        assert!(
-            objects_of_job(TOKEN_FAIL, job.id).is_empty(),
-            "{:?}",
-            objects_of_job(TOKEN_FAIL, job.id)
-        );
-    }
+    assert_nothing_left(TOKEN_FAIL, &[failing, missing, slow, refused, crowded]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,12 +344,7 @@ async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_re
                 && line.contains("service-broke-on-purpose")),
         "{log}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        objects_of_job(TOKEN_SERVICES, job.id).is_empty(),
-        "{:?}",
-        objects_of_job(TOKEN_SERVICES, job.id)
-    );
+    assert_nothing_left(TOKEN_SERVICES, &[job]).await;
 }
 
 const TOKEN_STOP: &str = "glrt-t1_dkrstop01";
@@ -385,12 +378,7 @@ async fn a_remote_cancel_and_a_runner_sigterm_leave_no_container() {
     let log = gitlab.log(canceled);
     assert_eq!(update.state, "failed", "{log}");
     assert!(log.contains("got-sigterm"), "{log}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        objects_of_job(TOKEN_STOP, canceled.id).is_empty(),
-        "{:?}",
-        objects_of_job(TOKEN_STOP, canceled.id)
-    );
+    assert_nothing_left(TOKEN_STOP, &[canceled]).await;
 
     let interrupted = gitlab.enqueue(ticking("interrupt-me"));
     gitlab.wait_log(interrupted, "interrupt-me", WAIT).await;
@@ -408,11 +396,7 @@ async fn a_remote_cancel_and_a_runner_sigterm_leave_no_container() {
     })
     .await
     .unwrap();
-    assert!(
-        objects_of_job(TOKEN_STOP, interrupted.id).is_empty(),
-        "{:?}",
-        objects_of_job(TOKEN_STOP, interrupted.id)
-    );
+    assert_nothing_left(TOKEN_STOP, &[interrupted]).await;
 }
 
 const TOKEN_VOLUMES: &str = "glrt-t1_dkrvol001";
@@ -477,14 +461,7 @@ async fn cache_and_fetch_volumes_are_kept_for_the_next_job_and_written_by_a_non_
     assert!(log.contains("from-the-first-job"), "{log}");
     assert!(log.contains("kept-in-the-builds-volume"), "{log}");
     assert_eq!(reusable_volumes(TOKEN_VOLUMES), kept);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for job in [first, second] {
-        assert!(
-            objects_of_job(TOKEN_VOLUMES, job.id).is_empty(),
-            "{:?}",
-            objects_of_job(TOKEN_VOLUMES, job.id)
-        );
-    }
+    assert_nothing_left(TOKEN_VOLUMES, &[first, second]).await;
     for volume in kept {
         run(Command::new("docker").args(["volume", "rm", &volume]));
     }
@@ -579,13 +556,7 @@ async fn a_private_image_is_pulled_with_the_jobs_registry_credentials() {
         "{log}"
     );
     assert_eq!(registry.allowed(), allowed_before);
-    for job in [from_variable, from_payload, wrong] {
-        assert!(
-            objects_of_job(TOKEN_REGISTRY, job.id).is_empty(),
-            "{:?}",
-            objects_of_job(TOKEN_REGISTRY, job.id)
-        );
-    }
+    assert_nothing_left(TOKEN_REGISTRY, &[from_variable, from_payload, wrong]).await;
 }
 
 const TOKEN_HOST: &str = "glrt-t1_dkrhost01";
@@ -646,12 +617,5 @@ async fn configured_host_keys_and_the_jobs_user_reach_the_build_container() {
         log.contains("user \"root\" is not an allowed user: [nobody]"),
         "{log}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for job in [allowed, refused] {
-        assert!(
-            objects_of_job(TOKEN_HOST, job.id).is_empty(),
-            "{:?}",
-            objects_of_job(TOKEN_HOST, job.id)
-        );
-    }
+    assert_nothing_left(TOKEN_HOST, &[allowed, refused]).await;
 }
