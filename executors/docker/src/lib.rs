@@ -368,7 +368,7 @@ fn map(items: &HashMap<String, String>) -> Option<HashMap<String, String>> {
 /// Where pull credentials come from for this job.
 fn auth_sources(build: &BuildContext) -> auth::AuthSources {
     auth::AuthSources {
-        docker_auth_config: build.variables.value("DOCKER_AUTH_CONFIG"),
+        docker_auth_config: build.variables.get("DOCKER_AUTH_CONFIG").to_string(),
         home: auth::home_dir(),
         payload: build
             .job
