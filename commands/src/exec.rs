@@ -1,5 +1,7 @@
-//! `exec shell <job>`: runs one job of the local `.gitlab-ci.yml` through the same build driver
-//! and executor as `run`, without a GitLab server. The log goes to standard output.
+//! `exec shell|docker <job>`: runs one job of the local `.gitlab-ci.yml` through the same build
+//! driver and executors as `run`, without a GitLab server. The log goes to standard output.
+//! With docker the job's `image:` and `services:` are used, and the project directory is
+//! mounted read-only at its own path so the helper container can clone it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use anyhow::{bail, Context};
 use runner_core::build::{BuildDriver, BuildInput, RunnerSettings, RunnerVersion};
 use runner_core::cancel::{CancelReason, JobCancel};
 use runner_core::executor::ExecutorProvider;
-use runner_core::job::{GitInfo, JobInfo, JobResponse, RunnerInfo, Step};
+use runner_core::job::{GitInfo, Image, JobInfo, JobResponse, RunnerInfo, Step};
 use runner_core::log::{token_prefixes, JobLog, LogOptions, MaskRules};
 use runner_core::process::KillTimeouts;
 use runner_core::secret::Secret;
@@ -101,6 +103,44 @@ fn variables(value: Option<&Value>) -> anyhow::Result<Vec<JobVariable>> {
 }
 
 /// The job's mapping with `extends` resolved (the job's own keys win).
+/// `image:` / a `services:` entry: a name, or a mapping with `name`, `entrypoint`, `command`,
+/// `alias` and `variables`.
+fn image(value: &Value) -> anyhow::Result<Image> {
+    match value {
+        Value::String(name) => Ok(Image {
+            name: name.clone(),
+            ..Image::default()
+        }),
+        Value::Mapping(map) => {
+            let text = |key: &str| {
+                map.get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let name = text("name");
+            if name.is_empty() {
+                bail!("an image needs a name");
+            }
+            let pull_policy = match map.get("pull_policy") {
+                Some(Value::String(one)) => vec![one.clone()],
+                Some(other) => lines(Some(other))?,
+                None => Vec::new(),
+            };
+            Ok(Image {
+                name,
+                alias: text("alias"),
+                entrypoint: lines(map.get("entrypoint"))?,
+                command: lines(map.get("command"))?,
+                variables: variables(map.get("variables"))?,
+                pull_policy,
+                ..Image::default()
+            })
+        }
+        _ => bail!("an image is a name or a mapping with a name"),
+    }
+}
+
 fn resolve_job(
     document: &serde_norway::Mapping,
     name: &str,
@@ -172,6 +212,19 @@ pub fn job_from_file(options: &ExecOptions, project_dir: &Path) -> anyhow::Resul
         bail!("job {:?} has no script", options.job);
     }
     let after = lines(inherited("after_script"))?;
+    let job_image = match inherited("image") {
+        Some(value) => image(value).context("image")?,
+        None => Image::default(),
+    };
+    let services = match inherited("services") {
+        Some(Value::Sequence(list)) => list
+            .iter()
+            .map(image)
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("services")?,
+        Some(_) => bail!("services must be a list"),
+        None => Vec::new(),
+    };
     let stage = job
         .get("stage")
         .and_then(Value::as_str)
@@ -265,20 +318,52 @@ pub fn job_from_file(options: &ExecOptions, project_dir: &Path) -> anyhow::Resul
         },
         variables: all,
         steps,
+        image: job_image,
+        services,
         ..JobResponse::default()
     })
 }
 
-/// Runs the job; returns the process exit code (0 on success).
+/// Runs the job with the shell executor; returns the process exit code (0 on success).
 pub async fn exec_shell(options: ExecOptions) -> anyhow::Result<i32> {
     let project_dir = std::env::current_dir()?;
-    let job = job_from_file(&options, &project_dir)?;
-    let kind = ShellKind::from_name(&options.shell)
-        .with_context(|| format!("unsupported shell {:?} (bash or sh)", options.shell))?;
     let provider = executor_shell::ShellProvider::new(executor_shell::ShellConfig {
         working_dir: project_dir.clone(),
         kill_timeouts: KillTimeouts::default(),
     });
+    let builds_dir = options
+        .builds_dir
+        .clone()
+        .unwrap_or_else(|| project_dir.join("builds").to_string_lossy().to_string());
+    run_local(&provider, "shell", &options, &project_dir, Some(builds_dir)).await
+}
+
+/// Runs the job with the Docker executor: `config` from the command line, the project
+/// directory mounted read-only at its own path for the clone.
+pub async fn exec_docker(
+    options: ExecOptions,
+    mut config: executor_docker::DockerConfig,
+) -> anyhow::Result<i32> {
+    let project_dir = std::env::current_dir()?;
+    let path = project_dir.to_string_lossy();
+    config.volumes.push(format!("{path}:{path}:ro"));
+    let provider = executor_docker::DockerProvider::new(Some(config));
+    let builds_dir = options.builds_dir.clone();
+    run_local(&provider, "docker", &options, &project_dir, builds_dir).await
+}
+
+/// The job of `.gitlab-ci.yml` through `provider`'s executor and the build driver; the log
+/// is printed as it grows; Ctrl-C aborts the job (with cleanup).
+async fn run_local<P: ExecutorProvider>(
+    provider: &P,
+    executor_name: &str,
+    options: &ExecOptions,
+    project_dir: &Path,
+    builds_dir: Option<String>,
+) -> anyhow::Result<i32> {
+    let job = job_from_file(options, project_dir)?;
+    let kind = ShellKind::from_name(&options.shell)
+        .with_context(|| format!("unsupported shell {:?} (bash or sh)", options.shell))?;
     let variables = Variables::new(job.variables.clone());
     let log = JobLog::new(LogOptions {
         timestamps: false,
@@ -288,11 +373,9 @@ pub async fn exec_shell(options: ExecOptions) -> anyhow::Result<i32> {
     })?;
     let generator = BashShell::new(kind);
     let mut defaults = provider.defaults();
-    let builds_dir = options
-        .builds_dir
-        .clone()
-        .unwrap_or_else(|| project_dir.join("builds").to_string_lossy().to_string());
-    defaults.builds_dir = builds_dir;
+    if let Some(builds_dir) = builds_dir {
+        defaults.builds_dir = builds_dir;
+    }
     if let Some(cache_dir) = &options.cache_dir {
         defaults.cache_dir = cache_dir.clone();
     }
@@ -307,9 +390,9 @@ pub async fn exec_shell(options: ExecOptions) -> anyhow::Result<i32> {
             version: RunnerVersion::default(),
             ..RunnerSettings::default()
         },
-        executor_name: "shell".into(),
+        executor_name: executor_name.into(),
         defaults,
-        shared_environment: true,
+        shared_environment: executor_name == "shell",
         shell,
         concurrent_id: 0,
         concurrent_project_id: 0,
@@ -326,7 +409,7 @@ pub async fn exec_shell(options: ExecOptions) -> anyhow::Result<i32> {
             }
         })
     };
-    let mut executor = provider.create(());
+    let mut executor = provider.create(provider.acquire().await?);
     let outcome = BuildDriver::new(&mut executor, &generator, &log, &cancel)
         .run(input)
         .await;

@@ -122,6 +122,30 @@ enum Commands {
 enum ExecExecutor {
     /// With the shell executor.
     Shell(ExecArgs),
+    /// With the Docker executor: the job's `image:` and `services:`.
+    Docker(ExecDockerArgs),
+}
+
+#[derive(Args)]
+struct ExecDockerArgs {
+    #[command(flatten)]
+    common: ExecArgs,
+    /// The image when the job names none.
+    #[arg(long)]
+    docker_image: Option<String>,
+    /// The helper image (git and the helper); default: gitlab-runner-rs/helper:<version>.
+    #[arg(long)]
+    docker_helper_image: Option<String>,
+    /// Pull policies, tried in order (repeatable): always, if-not-present, never.
+    #[arg(long = "docker-pull-policy")]
+    docker_pull_policy: Vec<String>,
+    /// Extra volumes, `host:container[:mode]` or a cache path (repeatable).
+    #[arg(long = "docker-volumes")]
+    docker_volumes: Vec<String>,
+    #[arg(long)]
+    docker_network_mode: Option<String>,
+    #[arg(long)]
+    docker_privileged: bool,
 }
 
 #[derive(Args)]
@@ -657,6 +681,41 @@ fn main() {
                 .await
                 .map(|()| 0),
             Commands::List { config } => list(config).map(|()| 0),
+            Commands::Exec {
+                executor: ExecExecutor::Docker(args),
+            } => {
+                let mut config = executor_docker::DockerConfig::default();
+                if let Some(image) = args.docker_image {
+                    config.image = image;
+                }
+                if let Some(helper) = args.docker_helper_image {
+                    config.helper_image = helper;
+                }
+                for name in &args.docker_pull_policy {
+                    config.pull_policy.push(
+                        executor_docker::PullPolicy::parse(name).with_context(|| {
+                            format!("--docker-pull-policy {name:?}: expected always, if-not-present or never")
+                        })?,
+                    );
+                }
+                config.volumes = args.docker_volumes;
+                config.network_mode = args.docker_network_mode.unwrap_or_default();
+                config.privileged = args.docker_privileged;
+                let common = args.common;
+                exec::exec_docker(
+                    exec::ExecOptions {
+                        job: common.job,
+                        file: common.file,
+                        builds_dir: common.builds_dir,
+                        cache_dir: common.cache_dir,
+                        env: common.env,
+                        timeout: common.timeout,
+                        shell: common.shell,
+                    },
+                    config,
+                )
+                .await
+            }
             Commands::Exec {
                 executor: ExecExecutor::Shell(args),
             } => {

@@ -621,3 +621,61 @@ async fn configured_host_keys_and_the_jobs_user_reach_the_build_container() {
     );
     assert_nothing_left(TOKEN_HOST, &[allowed, refused]).await;
 }
+
+/// `exec docker`: a job of a local `.gitlab-ci.yml` in its `image:`, cloned from the project
+/// directory (mounted into the helper container), with the pipeline's variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_docker_runs_a_local_pipeline_job_in_its_image() {
+    let helper = HelperImage::build("dev");
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    std::fs::write(dir.join("README.md"), "local readme\n").unwrap();
+    std::fs::write(
+        dir.join(".gitlab-ci.yml"),
+        format!(
+            "image: {BUILD_IMAGE}\nvariables:\n  GREETING: hello-local\nbuild-job:\n  script:\n    - cat README.md\n    - echo \"$GREETING from $(. /etc/os-release; echo $ID)\"\nfailing-job:\n  script:\n    - exit 3\n"
+        ),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.com")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.com"))
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "initial"]);
+    let binary = runner_binary();
+    let exec = |job: &str| {
+        let output = Command::new(&binary)
+            .current_dir(dir)
+            .args(["exec", "docker", job, "--docker-helper-image", &helper.0])
+            .args(["--docker-pull-policy", "if-not-present"])
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    // Nothing of this test serves over the runtime, so the command may block it.
+    let (code, out) = exec("build-job");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("local readme"), "{out}");
+    assert!(out.contains("hello-local from debian"), "{out}");
+    assert!(out.contains("Job succeeded"), "{out}");
+    let (code, out) = exec("failing-job");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("ERROR: Job failed: exit code 3"), "{out}");
+    let left = run(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        "label=com.gitlab.gitlab-runner.runner.id=exec-loca",
+    ]));
+    assert!(left.trim().is_empty(), "{left}");
+}
