@@ -1325,8 +1325,18 @@ impl Executor for DockerExecutor {
             None => log.println(&format!("Using docker image {id} for {image} ...")),
         }
         let helper = self.config.helper_image.clone();
-        self.ensure_image(&helper, "", &[PullPolicy::IfNotPresent], log)
-            .await?;
+        if let Err(mut error) = self
+            .ensure_image(&helper, "", &[PullPolicy::IfNotPresent], log)
+            .await
+        {
+            // The default helper image is built locally, never published.
+            if helper == DockerConfig::default().helper_image {
+                error.message.push_str(
+                    " (the default helper image is built on the Docker host by scripts/build-helper-image.sh; or set helper_image)",
+                );
+            }
+            return Err(error);
+        }
 
         let short = build.runner.short_token();
         let project_id = build.job.job_info.project_id;
