@@ -285,6 +285,21 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
 async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_reported() {
     let helper = HelperImage::build("dev");
     let gitlab = FakeGitlab::start(TOKEN_SERVICES).await;
+    // Upstream's default: the default bridge, services by /etc/hosts entries (legacy links).
+    let mut linked = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &[
+            "exec 3<>/dev/tcp/sshd-svc/22; head -c 7 <&3; echo",
+            "grep -c sshd-svc /etc/hosts",
+        ],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        120,
+    );
+    linked["services"] = json!([{"name": BUILD_IMAGE, "alias": "sshd-svc"}]);
+    let linked = gitlab.enqueue(linked);
+    // FF_NETWORK_PER_BUILD: a network of the job's own, services by network aliases.
     let mut payload = job_payload(
         "https://gitlab.example/group/project.git",
         "0123456789abcdef0123456789abcdef01234567",
@@ -295,7 +310,8 @@ async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_re
         &[],
         json!([
             {"key": "GIT_STRATEGY", "value": "none", "public": true},
-            {"key": "CI_DEBUG_SERVICES", "value": "true", "public": true}
+            {"key": "CI_DEBUG_SERVICES", "value": "true", "public": true},
+            {"key": "FF_NETWORK_PER_BUILD", "value": "true", "public": true}
         ]),
         120,
     );
@@ -344,7 +360,11 @@ async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_re
                 && line.contains("service-broke-on-purpose")),
         "{log}"
     );
-    assert_nothing_left(TOKEN_SERVICES, &[job]).await;
+    let update = gitlab.wait_final(linked, WAIT).await;
+    let log = gitlab.log(linked);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("SSH-2.0"), "{log}");
+    assert_nothing_left(TOKEN_SERVICES, &[job, linked]).await;
 }
 
 const TOKEN_STOP: &str = "glrt-t1_dkrstop01";

@@ -4,8 +4,10 @@
 //! every stage, the stage script on its stdin; the shell is found by upstream's detection script.
 //! Pull policies, `allowed_images`, labels on everything created, and cleanup on every path.
 //!
-//! Services start before the job on a per-job network (upstream's `FF_NETWORK_PER_BUILD`
-//! semantics) under their aliases, and are waited for on their exposed ports.
+//! Services start before the job; the job reaches them by their aliases: on a network of the
+//! job's own with `FF_NETWORK_PER_BUILD`, else (upstream's default) on the default bridge
+//! through `/etc/hosts` entries, as upstream's legacy links. They are waited for by a helper
+//! container's health check.
 //!
 //! Volumes follow upstream's volume manager ([`volumes`]): binds, cache volumes kept across
 //! jobs, the builds directory kept for `GIT_STRATEGY=fetch`. Pulls authenticate with upstream's
@@ -325,8 +327,11 @@ struct Job {
     /// Container ids by kind (`predefined`, `build`), created on first use.
     containers: HashMap<&'static str, String>,
     hostname: String,
-    /// The per-job network, when `network_mode` is not set.
+    /// The per-job network (`FF_NETWORK_PER_BUILD` without `network_mode`).
     network: Option<String>,
+    /// `alias:ip` of the services, for the job's `/etc/hosts` when they share no network
+    /// with names (upstream's legacy links on the default bridge).
+    links: Vec<String>,
     /// Service container ids.
     services: Vec<String>,
     /// `CI_DEBUG_SERVICES` log followers, stopped at cleanup.
@@ -906,7 +911,7 @@ impl DockerExecutor {
             cap_add: list(&config.cap_add),
             cap_drop: list(&config.cap_drop),
             security_opt: list(&config.security_opt),
-            extra_hosts: list(&config.extra_hosts),
+            extra_hosts: list(&[config.extra_hosts.as_slice(), job.links.as_slice()].concat()),
             pid_mode: build.then(|| text(&config.pid_mode)).flatten(),
             init: (build && job.init).then_some(true),
             ipc_mode: text(&config.ipc_mode),
@@ -918,6 +923,19 @@ impl DockerExecutor {
             sysctls: map(&config.sysctls),
             ..self.common_host_config(job, &config.resources)
         }
+    }
+
+    /// The network on which containers are found by their aliases: the per-job one, or a
+    /// user-defined `network_mode`; none on `bridge`, `host`, `none` or `container:<id>`,
+    /// where services are reached through `/etc/hosts` entries instead.
+    fn alias_network(&self, job: &Job) -> Option<String> {
+        if job.network.is_some() {
+            return job.network.clone();
+        }
+        let mode = self.config.network_mode.as_str();
+        let builtin = ["", "bridge", "host", "none", "default"].contains(&mode)
+            || mode.starts_with("container:");
+        (!builtin).then(|| mode.to_string())
     }
 
     /// What build, helper and service containers share: resources, network, DNS, binds.
@@ -1240,12 +1258,12 @@ impl DockerExecutor {
             stdin_once: Some(true),
             tty: Some(false),
             host_config: Some(self.host_config(job, kind == "build")),
-            networking_config: job.network.as_ref().map(|network| {
-                let mut config = networking(network, vec!["build".into(), name.clone()]);
+            networking_config: self.alias_network(job).map(|network| {
+                let mut config = networking(&network, vec!["build".into(), name.clone()]);
                 if let Some(endpoint) = config
                     .endpoints_config
                     .as_mut()
-                    .and_then(|endpoints| endpoints.get_mut(network))
+                    .and_then(|endpoints| endpoints.get_mut(&network))
                 {
                     endpoint.mac_address = text(&self.config.mac_address);
                 }
@@ -1379,6 +1397,7 @@ impl Executor for DockerExecutor {
                 self.config.hostname.clone()
             },
             network: None,
+            links: Vec::new(),
             services: Vec::new(),
             log_followers: Vec::new(),
         });
@@ -1389,7 +1408,7 @@ impl Executor for DockerExecutor {
             .unwrap_or_default();
         self.create_volumes(&plan, &labels, settings.protected, &user, &image_user)
             .await?;
-        if self.config.network_mode.is_empty() {
+        if self.config.network_mode.is_empty() && build.flags.enabled("FF_NETWORK_PER_BUILD") {
             self.create_network(&prefix, &labels).await?;
         }
         self.start_services(build, log).await
@@ -1649,6 +1668,7 @@ mod tests {
             containers: HashMap::new(),
             hostname: "h".into(),
             network: Some("net".into()),
+            links: Vec::new(),
             services: Vec::new(),
             log_followers: Vec::new(),
         }

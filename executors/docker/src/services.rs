@@ -160,6 +160,7 @@ impl DockerExecutor {
             }
             started.extend(service);
         }
+        self.link_services(&started).await?;
         if build.settings.ci_debug_services {
             let docker = self.docker()?.clone();
             let tasks: Vec<_> = started
@@ -198,12 +199,53 @@ impl DockerExecutor {
             network_mode: self
                 .common_host_config(job, &self.config.resources)
                 .network_mode,
-            per_job_network: job.network.is_some(),
+            named_network: self.alias_network(job).is_some(),
             labels: job.labels.clone(),
             timeout: Duration::from_secs(timeout as u64),
         };
         let waits = started.iter().map(|service| check.wait(service, log));
         futures_util::future::join_all(waits).await;
+        Ok(())
+    }
+
+    /// Without a network that resolves aliases (upstream's default, `FF_NETWORK_PER_BUILD`
+    /// off), the job's containers get an `/etc/hosts` entry per alias and short id of every
+    /// service, as upstream's links.
+    async fn link_services(&mut self, started: &[Started]) -> Result<(), ExecutorError> {
+        let job = self
+            .job
+            .as_ref()
+            .ok_or_else(|| system("the job was not prepared"))?;
+        if self.alias_network(job).is_some() {
+            return Ok(());
+        }
+        let docker = self.docker()?.clone();
+        let mut links = Vec::new();
+        for service in started {
+            let inspect = docker
+                .inspect_container(
+                    &service.id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .map_err(|error| system(format!("getting exposed ports: {error}")))?;
+            let ip = inspect
+                .network_settings
+                .as_ref()
+                .and_then(|settings| settings.networks.as_ref())
+                .and_then(|networks| networks.values().find_map(|n| n.ip_address.clone()))
+                .filter(|ip| !ip.is_empty());
+            let Some(ip) = ip else {
+                continue;
+            };
+            let short_id: String = service.id.chars().take(12).collect();
+            for name in service.aliases.iter().chain(std::iter::once(&short_id)) {
+                links.push(format!("{name}:{ip}"));
+            }
+        }
+        if let Some(job) = self.job.as_mut() {
+            job.links.extend(links);
+        }
         Ok(())
     }
 
@@ -272,10 +314,9 @@ impl DockerExecutor {
             entrypoint: self.entrypoint(&definition.entrypoint, log),
             labels: Some(labels),
             host_config: Some(self.service_host_config(job, &meta.image_name)),
-            networking_config: job
-                .network
-                .as_ref()
-                .map(|network| networking(network, meta.aliases.clone())),
+            networking_config: self
+                .alias_network(job)
+                .map(|network| networking(&network, meta.aliases.clone())),
             ..ContainerCreateBody::default()
         };
         let docker = self.docker()?.clone();
@@ -336,7 +377,8 @@ struct HealthCheck {
     docker: Docker,
     helper_image: String,
     network_mode: Option<String>,
-    per_job_network: bool,
+    /// Containers find each other by name (else the short id needs an `/etc/hosts` entry).
+    named_network: bool,
     labels: std::collections::HashMap<String, String>,
     timeout: Duration,
 }
@@ -414,8 +456,8 @@ impl HealthCheck {
                 .iter()
                 .map(|port| format!("WAIT_FOR_SERVICE_{port}_TCP_PORT={port}")),
         );
-        // Off a per-job network the short id is not a name Docker resolves.
-        let extra_hosts = if self.per_job_network {
+        // Off a network with names the short id is not a name Docker resolves.
+        let extra_hosts = if self.named_network {
             None
         } else {
             inspect
