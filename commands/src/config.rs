@@ -495,6 +495,10 @@ struct RawDocker {
     network_mtu: Option<i64>,
     #[serde(default)]
     enable_ipv6: Option<bool>,
+    #[serde(default)]
+    services_devices: HashMap<String, Vec<String>>,
+    #[serde(default)]
+    log_options: HashMap<String, String>,
 }
 
 /// `[[runners.docker.services]]`.
@@ -581,6 +585,8 @@ const DOCKER_KEYS: &[&str] = &[
     "service_cgroup_parent",
     "network_mtu",
     "enable_ipv6",
+    "services_devices",
+    "log_options",
 ];
 
 /// `512m`, `1g`, `1048576`: bytes, as docker's units.
@@ -760,6 +766,13 @@ fn docker_config(
         services_security_opt: raw.services_security_opt,
         network_mtu: raw.network_mtu.filter(|mtu| *mtu > 0),
         enable_ipv6: raw.enable_ipv6.unwrap_or(false),
+        services_devices: {
+            let mut devices: Vec<(String, Vec<String>)> =
+                raw.services_devices.into_iter().collect();
+            devices.sort();
+            devices
+        },
+        log_options: raw.log_options,
         network_mode: raw.network_mode.unwrap_or_default(),
         extra_hosts: raw.extra_hosts,
         dns: raw.dns,

@@ -146,6 +146,10 @@ pub struct DockerConfig {
     pub allowed_privileged_images: Vec<String>,
     pub allowed_privileged_services: Vec<String>,
     pub services_security_opt: Vec<String>,
+    /// Devices for services whose image matches the pattern (`services_devices`).
+    pub services_devices: Vec<(String, Vec<String>)>,
+    /// `log_options` of the json-file log driver (upstream allows `env` and `labels`).
+    pub log_options: HashMap<String, String>,
     /// MTU of the per-job network.
     pub network_mtu: Option<i64>,
     pub enable_ipv6: bool,
@@ -214,6 +218,8 @@ impl Default for DockerConfig {
             allowed_privileged_images: Vec::new(),
             allowed_privileged_services: Vec::new(),
             services_security_opt: Vec::new(),
+            services_devices: Vec::new(),
+            log_options: HashMap::new(),
             network_mtu: None,
             enable_ipv6: false,
             network_mode: String::new(),
@@ -479,6 +485,47 @@ fn user_allowed(config: &DockerConfig, user: &str) -> bool {
         return config.user == user;
     }
     config.allowed_users.iter().any(|allowed| allowed == user)
+}
+
+/// `host[:container[:permissions]]` device strings as Docker's mappings.
+fn device_mappings(devices: &[String]) -> Option<Vec<DeviceMapping>> {
+    (!devices.is_empty()).then(|| {
+        devices
+            .iter()
+            .map(|device| {
+                let mut parts = device.split(':');
+                let host = parts.next().unwrap_or_default().to_string();
+                let container = parts.next().unwrap_or(&host).to_string();
+                let permissions = parts.next().unwrap_or("rwm").to_string();
+                DeviceMapping {
+                    path_on_host: Some(host),
+                    path_in_container: Some(container),
+                    cgroup_permissions: Some(permissions),
+                }
+            })
+            .collect()
+    })
+}
+
+/// Upstream's `GetLogConfig`: json-file, with only `env` and `labels` options allowed.
+fn check_log_options(options: &HashMap<String, String>) -> Result<(), ExecutorError> {
+    let mut invalid: Vec<&str> = options
+        .keys()
+        .map(String::as_str)
+        .filter(|key| !["env", "labels"].contains(key))
+        .collect();
+    if invalid.is_empty() {
+        return Ok(());
+    }
+    invalid.sort_unstable();
+    let quoted: Vec<String> = invalid.iter().map(|key| format!("{key:?}")).collect();
+    Err(ExecutorError::with_reason(
+        FailureReason::RunnerConfigurationError,
+        format!(
+            "creating docker log configuration: invalid log options: only [\"env\" \"labels\"] are allowed, but found: [{}]",
+            quoted.join(" ")
+        ),
+    ))
 }
 
 /// Upstream's `isInAllowedPrivilegedImages`: no patterns allow every image.
@@ -890,23 +937,7 @@ impl DockerExecutor {
                     })
                     .collect()
             }),
-            devices: (!config.devices.is_empty()).then(|| {
-                config
-                    .devices
-                    .iter()
-                    .map(|device| {
-                        let mut parts = device.split(':');
-                        let host = parts.next().unwrap_or_default().to_string();
-                        let container = parts.next().unwrap_or(&host).to_string();
-                        let permissions = parts.next().unwrap_or("rwm").to_string();
-                        DeviceMapping {
-                            path_on_host: Some(host),
-                            path_in_container: Some(container),
-                            cgroup_permissions: Some(permissions),
-                        }
-                    })
-                    .collect()
-            }),
+            devices: device_mappings(&config.devices),
             group_add: list(&config.group_add),
             cap_add: list(&config.cap_add),
             cap_drop: list(&config.cap_drop),
@@ -922,6 +953,13 @@ impl DockerExecutor {
             tmpfs: map(&config.tmpfs),
             sysctls: map(&config.sysctls),
             ..self.common_host_config(job, &config.resources)
+        }
+    }
+
+    fn log_config(&self) -> bollard::models::HostConfigLogConfig {
+        bollard::models::HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: map(&self.config.log_options),
         }
     }
 
@@ -963,6 +1001,7 @@ impl DockerExecutor {
                 name: Some(bollard::models::RestartPolicyNameEnum::NO),
                 maximum_retry_count: None,
             }),
+            log_config: Some(self.log_config()),
             ..HostConfig::default()
         }
     }
@@ -972,8 +1011,15 @@ impl DockerExecutor {
         let config = &self.config;
         let privileged = config.services_privileged.unwrap_or(config.privileged)
             && privileged_allowed(&config.allowed_privileged_services, image);
+        let devices: Vec<String> = config
+            .services_devices
+            .iter()
+            .filter(|(pattern, _)| pattern_matches(pattern.as_bytes(), image.as_bytes()))
+            .flat_map(|(_, devices)| devices.iter().cloned())
+            .collect();
         HostConfig {
             privileged: Some(privileged),
+            devices: device_mappings(&devices),
             security_opt: list(&config.services_security_opt),
             extra_hosts: list(&config.extra_hosts),
             shm_size: config.shm_size,
@@ -1166,6 +1212,10 @@ impl DockerExecutor {
                         .map(|(index, volume)| format!("{volume}:{}", mount(index)))
                         .collect(),
                 ),
+                log_config: Some(bollard::models::HostConfigLogConfig {
+                    typ: Some("json-file".into()),
+                    config: None,
+                }),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -1314,6 +1364,7 @@ impl Executor for DockerExecutor {
                 "no Docker image specified to run the build in",
             ));
         }
+        check_log_options(&self.config.log_options)?;
         log.println(&format!("Using Docker executor with image {image} ..."));
         if !build.job.image.name.is_empty() {
             verify_allowed(
@@ -1759,6 +1810,41 @@ mod tests {
         assert_eq!(label("runner.id"), "abcdefghi");
         assert_eq!(label("runner.system_id"), "s_0123456789ab");
         assert_eq!(labels.len(), 13);
+    }
+
+    #[test]
+    fn log_options_and_service_devices_follow_upstream() {
+        let allowed = HashMap::from([("env".to_string(), "A".to_string())]);
+        assert!(check_log_options(&allowed).is_ok());
+        let refused = HashMap::from([
+            ("max-size".to_string(), "1m".to_string()),
+            ("env".to_string(), "A".to_string()),
+            ("labels".to_string(), "x".to_string()),
+            ("mode".to_string(), "x".to_string()),
+        ]);
+        let error = check_log_options(&refused).unwrap_err();
+        assert_eq!(error.reason, Some(FailureReason::RunnerConfigurationError));
+        assert!(
+            error.message.ends_with(
+                "only [\"env\" \"labels\"] are allowed, but found: [\"max-size\" \"mode\"]"
+            ),
+            "{}",
+            error.message
+        );
+        let executor = executor(DockerConfig {
+            services_devices: vec![("postgres:*".into(), vec!["/dev/fuse".into()])],
+            log_options: allowed,
+            ..DockerConfig::default()
+        });
+        let job = job();
+        let service = executor.service_host_config(&job, "postgres:16");
+        let device = &service.devices.as_ref().unwrap()[0];
+        assert_eq!(device.path_in_container.as_deref(), Some("/dev/fuse"));
+        assert_eq!(device.cgroup_permissions.as_deref(), Some("rwm"));
+        assert_eq!(executor.service_host_config(&job, "redis:7").devices, None);
+        let log = executor.host_config(&job, true).log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        assert_eq!(log.config.unwrap()["env"], "A");
     }
 
     #[test]

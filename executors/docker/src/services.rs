@@ -200,6 +200,7 @@ impl DockerExecutor {
                 .common_host_config(job, &self.config.resources)
                 .network_mode,
             named_network: self.alias_network(job).is_some(),
+            log_config: self.log_config(),
             labels: job.labels.clone(),
             timeout: Duration::from_secs(timeout as u64),
         };
@@ -379,6 +380,7 @@ struct HealthCheck {
     network_mode: Option<String>,
     /// Containers find each other by name (else the short id needs an `/etc/hosts` entry).
     named_network: bool,
+    log_config: bollard::models::HostConfigLogConfig,
     labels: std::collections::HashMap<String, String>,
     timeout: Duration,
 }
@@ -481,6 +483,7 @@ impl HealthCheck {
             host_config: Some(HostConfig {
                 network_mode: self.network_mode.clone(),
                 extra_hosts,
+                log_config: Some(self.log_config.clone()),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
