@@ -499,6 +499,10 @@ struct RawDocker {
     services_devices: HashMap<String, Vec<String>>,
     #[serde(default)]
     log_options: HashMap<String, String>,
+    #[serde(default)]
+    tls_cert_path: Option<String>,
+    #[serde(default)]
+    tls_verify: Option<bool>,
 }
 
 /// `[[runners.docker.services]]`.
@@ -587,6 +591,8 @@ const DOCKER_KEYS: &[&str] = &[
     "enable_ipv6",
     "services_devices",
     "log_options",
+    "tls_cert_path",
+    "tls_verify",
 ];
 
 /// `512m`, `1g`, `1048576`: bytes, as docker's units.
@@ -722,6 +728,8 @@ fn docker_config(
     ulimits.sort();
     Ok(DockerConfig {
         host: raw.host.filter(|h| !h.is_empty()),
+        tls_cert_path: raw.tls_cert_path.unwrap_or_default(),
+        tls_verify: raw.tls_verify.unwrap_or(false),
         image: raw.image.unwrap_or_default(),
         helper_image: raw
             .helper_image
@@ -1394,7 +1402,7 @@ shutdown_timeout = 0
     #[test]
     fn a_registered_docker_section_loads_with_warnings_for_what_is_not_used() {
         let docker = REAL.replace("executor = \"shell\"", "executor = \"docker\"")
-            + "  [runners.docker]\n    image = \"debian:bookworm\"\n    tls_verify = false\n    disable_cache = false\n    volumes = [\"/cache\", \"/srv/data:/data:ro\"]\n    pull_policy = \"if-not-present\"\n    memory = \"512m\"\n    wait_for_services_timeout = 5\n    services_limit = 2\n    service_memory = \"128m\"\n    oom_kill_disable = false\n    network_mtu = 0\n    ulimit = { nofile = \"1024:2048\", core = \"0\" }\n    container_labels = { team = \"ci\" }\n    [[runners.docker.services]]\n      name = \"postgres:16\"\n      alias = \"db\"\n      environment = [\"POSTGRES_PASSWORD=pw\"]\n";
+            + "  [runners.docker]\n    image = \"debian:bookworm\"\n    tls_verify = false\n    gpus = \"all\"\n    disable_cache = false\n    volumes = [\"/cache\", \"/srv/data:/data:ro\"]\n    pull_policy = \"if-not-present\"\n    memory = \"512m\"\n    wait_for_services_timeout = 5\n    services_limit = 2\n    service_memory = \"128m\"\n    oom_kill_disable = false\n    network_mtu = 0\n    ulimit = { nofile = \"1024:2048\", core = \"0\" }\n    container_labels = { team = \"ci\" }\n    [[runners.docker.services]]\n      name = \"postgres:16\"\n      alias = \"db\"\n      environment = [\"POSTGRES_PASSWORD=pw\"]\n";
         let config = Config::parse(Path::new("c.toml"), &docker).unwrap();
         let runner = &config.runners[0];
         let settings = runner.docker.as_ref().unwrap();
@@ -1402,7 +1410,8 @@ shutdown_timeout = 0
         assert_eq!(settings.pull_policy, vec![PullPolicy::IfNotPresent]);
         assert_eq!(settings.resources.memory, Some(512 * 1024 * 1024));
         let warnings = config.warnings.join("\n");
-        assert!(warnings.contains("docker.tls_verify"), "{warnings}");
+        assert!(!warnings.contains("tls_verify"), "{warnings}");
+        assert!(warnings.contains("docker.gpus"), "{warnings}");
         for used in ["disable_cache", "/cache", "services"] {
             assert!(!warnings.contains(used), "{warnings}");
         }

@@ -9,6 +9,7 @@
 pub mod bench_support;
 pub mod binary;
 pub mod certs;
+pub mod docker_tls;
 pub mod fake_gitlab;
 pub mod git_server;
 mod http;
@@ -20,6 +21,7 @@ pub mod sshd;
 
 pub use binary::{docker_vm_driver_binary, release_runner_binary, runner_binary};
 pub use certs::TestCertificates;
+pub use docker_tls::DockerTlsProxy;
 pub use fake_gitlab::{
     job_payload, FakeGitlab, JobControl, JobStatus, JobTiming, RecordedUpdate, UploadedArtifact,
 };

@@ -699,3 +699,51 @@ async fn exec_docker_runs_a_local_pipeline_job_in_its_image() {
     ]));
     assert!(left.trim().is_empty(), "{left}");
 }
+
+const TOKEN_TLS: &str = "glrt-t1_dkrtls001";
+
+/// A Docker host over TCP with TLS and client certificates (`host`, `tls_verify`,
+/// `tls_cert_path` with Docker's `ca.pem`, `cert.pem`, `key.pem`): here a TLS front for the
+/// local engine that refuses connections without the client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_host_over_tls_is_reached_with_the_client_certificate() {
+    let helper = HelperImage::build("dev");
+    let certificates = runner_tests::TestCertificates::generate();
+    let proxy = runner_tests::DockerTlsProxy::start(&certificates).await;
+    let certs = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        (&certificates.ca, "ca.pem"),
+        (&certificates.client_cert, "cert.pem"),
+        (&certificates.client_key, "key.pem"),
+    ] {
+        std::fs::copy(from, certs.path().join(to)).unwrap();
+    }
+    let gitlab = FakeGitlab::start(TOKEN_TLS).await;
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo ran-through-the-tls-engine"],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        120,
+    );
+    reasons(&mut payload);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(
+        &gitlab,
+        TOKEN_TLS,
+        &helper,
+        &format!(
+            "    host = \"{}\"\n    tls_verify = true\n    tls_cert_path = \"{}\"\n",
+            proxy.host(),
+            certs.path().display()
+        ),
+    );
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "success", "{log}");
+    assert!(log.contains("ran-through-the-tls-engine"), "{log}");
+    assert!(proxy.accepted() > 0);
+    assert_eq!(proxy.refused(), 0);
+    assert_nothing_left(TOKEN_TLS, &[job]).await;
+}

@@ -99,6 +99,10 @@ pub struct Resources {
 pub struct DockerConfig {
     /// `host`, else `DOCKER_HOST`, else the local socket.
     pub host: Option<String>,
+    /// Directory of `ca.pem`, `cert.pem`, `key.pem` for a TLS `host`.
+    pub tls_cert_path: String,
+    /// Talk TLS to a `tcp://` host.
+    pub tls_verify: bool,
     pub image: String,
     /// The image with git and the helper at [`HELPER_PATH`].
     pub helper_image: String,
@@ -182,6 +186,8 @@ impl Default for DockerConfig {
     fn default() -> Self {
         Self {
             host: None,
+            tls_cert_path: String::new(),
+            tls_verify: false,
             image: String::new(),
             helper_image: format!("gitlab-runner-rs/helper:{}", env!("CARGO_PKG_VERSION")),
             pull_policy: Vec::new(),
@@ -609,14 +615,51 @@ impl DockerExecutor {
             .ok_or_else(|| system("not connected to the Docker daemon"))
     }
 
+    /// `host` (else `DOCKER_HOST`, else the local socket); a `tcp://` or `https://` host with
+    /// `tls_verify` or a `tls_cert_path` (else `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`) is
+    /// reached over TLS with `ca.pem`, `cert.pem` and `key.pem` of that directory (default
+    /// `~/.docker`), as Docker's own client does.
     fn connect(&mut self) -> Result<(), ExecutorError> {
+        let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
         let host = self
             .config
             .host
             .clone()
-            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .or_else(|| env("DOCKER_HOST"))
             .filter(|host| !host.is_empty());
+        let cert_path = Some(self.config.tls_cert_path.clone())
+            .filter(|path| !path.is_empty())
+            .or_else(|| env("DOCKER_CERT_PATH"));
+        let verify = self.config.tls_verify || env("DOCKER_TLS_VERIFY").is_some();
         let docker = match host {
+            Some(host)
+                if (host.starts_with("tcp://") || host.starts_with("https://"))
+                    && (verify || cert_path.is_some()) =>
+            {
+                let dir = cert_path
+                    .map(std::path::PathBuf::from)
+                    .or_else(|| auth::home_dir().map(|home| home.join(".docker")))
+                    .ok_or_else(|| system("no tls_cert_path for the Docker host's TLS"))?;
+                for file in ["ca.pem", "cert.pem", "key.pem"] {
+                    if !dir.join(file).is_file() {
+                        return Err(ExecutorError::with_reason(
+                            FailureReason::RunnerConfigurationError,
+                            format!(
+                                "the Docker host {host} needs TLS, but {} is missing (tls_cert_path)",
+                                dir.join(file).display()
+                            ),
+                        ));
+                    }
+                }
+                Docker::connect_with_ssl(
+                    &host,
+                    &dir.join("key.pem"),
+                    &dir.join("cert.pem"),
+                    &dir.join("ca.pem"),
+                    120,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
             Some(host) => Docker::connect_with_host(&host),
             None => Docker::connect_with_local_defaults(),
         }
