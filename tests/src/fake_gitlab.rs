@@ -531,6 +531,27 @@ impl FakeGitlab {
         }
     }
 
+    /// Waits for the final state, asserts it is `success`, and returns the log.
+    pub async fn wait_success(&self, job: JobControl, timeout: Duration) -> String {
+        let update = self.wait_final(job, timeout).await;
+        let log = self.log(job);
+        assert_eq!(update.state, "success", "job {}:\n{log}", job.id);
+        log
+    }
+
+    /// Waits for the final state, asserts it failed for `reason`, and returns the log.
+    pub async fn wait_failure(&self, job: JobControl, reason: &str, timeout: Duration) -> String {
+        let update = self.wait_final(job, timeout).await;
+        let log = self.log(job);
+        assert_eq!(
+            update.failure_reason.as_deref(),
+            Some(reason),
+            "job {}:\n{log}",
+            job.id
+        );
+        log
+    }
+
     /// Waits until the job log contains `text`.
     pub async fn wait_log(&self, job: JobControl, text: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;

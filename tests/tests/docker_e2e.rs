@@ -145,9 +145,7 @@ async fn a_job_clones_runs_in_its_image_uploads_an_artifact_and_leaves_nothing()
         "artifact_type": "archive", "artifact_format": "zip"}]);
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(&gitlab, TOKEN_BASIC, &helper, HOST_NETWORK);
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(job, WAIT).await;
     assert!(
         log.contains(&format!(
             "Using Docker executor with image {BUILD_IMAGE} ..."
@@ -210,25 +208,16 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
         &format!("{HOST_NETWORK}    allowed_images = [\"gitlab-runner-rs-test/*\"]\n    services_limit = 1\n"),
     );
 
-    let update = gitlab.wait_final(failing, WAIT).await;
-    let log = gitlab.log(failing);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("script_failure"),
-        "{log}"
-    );
+    let log = gitlab.wait_failure(failing, "script_failure", WAIT).await;
+    let update = gitlab.final_update(failing).unwrap();
     assert_eq!(update.exit_code, Some(42), "{log}");
     assert!(log.contains("ERROR: Job failed: exit code 42"), "{log}");
 
     // No registry is reachable from here: upstream's classification makes that the
     // registry's failure, tried three times.
-    let update = gitlab.wait_final(missing, WAIT).await;
-    let log = gitlab.log(missing);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_external_dependency_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(missing, "runner_external_dependency_failure", WAIT)
+        .await;
     assert!(
         log.contains(
             "Failed to pull image \"gitlab-runner-rs-test/no-such-image:1\" (attempt #2), retrying"
@@ -240,22 +229,14 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
         "{log}"
     );
 
-    let update = gitlab.wait_final(slow, WAIT).await;
-    let log = gitlab.log(slow);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("job_execution_timeout"),
-        "{log}"
-    );
+    gitlab
+        .wait_failure(slow, "job_execution_timeout", WAIT)
+        .await;
 
     // Upstream's words; both are system errors, so prepare is attempted three times.
-    let update = gitlab.wait_final(refused, WAIT).await;
-    let log = gitlab.log(refused);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_system_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(refused, "runner_system_failure", WAIT)
+        .await;
     assert!(
         log.contains("The \"elsewhere/image:1\" image is not present on list of allowed images:"),
         "{log}"
@@ -266,13 +247,9 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
         3,
         "{log}"
     );
-    let update = gitlab.wait_final(crowded, WAIT).await;
-    let log = gitlab.log(crowded);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_system_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(crowded, "runner_system_failure", WAIT)
+        .await;
     assert!(
         log.contains("too many services requested: 2, only 1 allowed"),
         "{log}"
@@ -326,9 +303,7 @@ async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_re
         &helper,
         "    wait_for_services_timeout = 10\n",
     );
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(job, WAIT).await;
     assert!(
         log.contains("Starting service gitlab-runner-rs-test/debian-sshd:bookworm-1..."),
         "{log}"
@@ -360,9 +335,7 @@ async fn services_are_reached_by_alias_on_the_job_network_and_a_broken_one_is_re
                 && line.contains("service-broke-on-purpose")),
         "{log}"
     );
-    let update = gitlab.wait_final(linked, WAIT).await;
-    let log = gitlab.log(linked);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(linked, WAIT).await;
     assert!(log.contains("SSH-2.0"), "{log}");
     assert_nothing_left(TOKEN_SERVICES, &[job, linked]).await;
 }
@@ -461,9 +434,7 @@ async fn cache_and_fetch_volumes_are_kept_for_the_next_job_and_written_by_a_non_
         &helper,
         &format!("{HOST_NETWORK}    user = \"nobody\"\n    volumes = [\"/cache\"]\n"),
     );
-    let update = gitlab.wait_final(first, WAIT).await;
-    let log = gitlab.log(first);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(first, WAIT).await;
     assert!(
         log.contains("\nnobody") || log.contains(" nobody\n"),
         "{log}"
@@ -477,9 +448,7 @@ async fn cache_and_fetch_volumes_are_kept_for_the_next_job_and_written_by_a_non_
     assert_eq!(kept.len(), 2, "the /cache and /builds volumes: {kept:?}");
 
     let second = gitlab.enqueue(job(&["cat cached/file", "cat /builds/kept"]));
-    let update = gitlab.wait_final(second, WAIT).await;
-    let log = gitlab.log(second);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(second, WAIT).await;
     assert!(log.contains("from-the-first-job"), "{log}");
     assert!(log.contains("kept-in-the-builds-volume"), "{log}");
     assert_eq!(reusable_volumes(TOKEN_VOLUMES), kept);
@@ -533,9 +502,7 @@ async fn a_private_image_is_pulled_with_the_jobs_registry_credentials() {
         &helper,
         "    allowed_pull_policies = [\"always\", \"if-not-present\"]\n",
     );
-    let update = gitlab.wait_final(from_variable, WAIT).await;
-    let log = gitlab.log(from_variable);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(from_variable, WAIT).await;
     assert!(
         log.contains("Authenticating with credentials from $DOCKER_AUTH_CONFIG"),
         "{log}"
@@ -555,9 +522,7 @@ async fn a_private_image_is_pulled_with_the_jobs_registry_credentials() {
 
     let payload_credentials = |password: &str| json!([{"type": "registry", "url": registry.host(), "username": "puller", "password": password}]);
     let from_payload = gitlab.enqueue(job(json!([no_git]), payload_credentials("pull-secret-42")));
-    let update = gitlab.wait_final(from_payload, WAIT).await;
-    let log = gitlab.log(from_payload);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(from_payload, WAIT).await;
     assert!(
         log.contains("Authenticating with credentials from job payload (GitLab Registry)"),
         "{log}"
@@ -566,13 +531,9 @@ async fn a_private_image_is_pulled_with_the_jobs_registry_credentials() {
     // Refused credentials are the configuration's fault, as upstream classifies them.
     let allowed_before = registry.allowed();
     let wrong = gitlab.enqueue(job(json!([no_git]), payload_credentials("wrong")));
-    let update = gitlab.wait_final(wrong, WAIT).await;
-    let log = gitlab.log(wrong);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_configuration_error"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(wrong, "runner_configuration_error", WAIT)
+        .await;
     assert!(
         log.contains(&format!("failed to pull image \"{}\"", registry.image())),
         "{log}"
@@ -619,22 +580,16 @@ async fn configured_host_keys_and_the_jobs_user_reach_the_build_container() {
         &helper,
         "    hostname = \"ci-box\"\n    allowed_users = [\"nobody\"]\n    group_add = [\"4321\"]\n    dns_search = [\"ci.example\"]\n    ulimit = { nofile = \"1024:2048\" }\n    tmpfs = { \"/scratch\" = \"rw,size=1m\" }\n",
     );
-    let update = gitlab.wait_final(allowed, WAIT).await;
-    let log = gitlab.log(allowed);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(allowed, WAIT).await;
     assert!(log.contains("host=ci-box user=nobody groups="), "{log}");
     assert!(log.contains(" 4321"), "{log}");
     assert!(log.contains("nofile=1024/2048 init=docker-init"), "{log}");
     assert!(log.contains("tmpfs /scratch tmpfs"), "{log}");
     assert!(log.contains("search ci.example"), "{log}");
 
-    let update = gitlab.wait_final(refused, WAIT).await;
-    let log = gitlab.log(refused);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_system_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(refused, "runner_system_failure", WAIT)
+        .await;
     assert!(
         log.contains("user \"root\" is not an allowed user: [nobody]"),
         "{log}"
@@ -739,9 +694,7 @@ async fn a_docker_host_over_tls_is_reached_with_the_client_certificate() {
             certs.path().display()
         ),
     );
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(job, WAIT).await;
     assert!(log.contains("ran-through-the-tls-engine"), "{log}");
     assert!(proxy.accepted() > 0);
     assert_eq!(proxy.refused(), 0);
