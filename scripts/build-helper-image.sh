@@ -14,6 +14,10 @@ bash scripts/build-sshd-image.sh "$base"
 helper="$(PROFILE="$profile" bash scripts/build-helper.sh | tail -n1)"
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
+# One image build at a time per machine: concurrent legacy builds of the same content share
+# cached layers, and one can lose its image while another retags it.
+exec 9>/tmp/gitlab-runner-rs-helper-image.lock
+flock 9
 cp "$helper" "$context/gitlab-runner-helper"
 printf 'FROM %s\nCOPY gitlab-runner-helper /usr/bin/gitlab-runner-helper\n' "$base" > "$context/Dockerfile"
 docker build -q -t "$tag" "$context" >/dev/null

@@ -31,26 +31,19 @@ pub fn debian_image() -> &'static str {
     DEBIAN_IMAGE
 }
 
-/// [`DEBIAN_IMAGE`] plus the static helper (`PROFILE` of `scripts/build-helper.sh`), under a tag
-/// of this process; removed when dropped.
+/// [`DEBIAN_IMAGE`] plus the static helper (`PROFILE` of `scripts/build-helper.sh`), under one
+/// tag per profile shared by every test, built again (from cache) by each and kept on the
+/// engine like [`DEBIAN_IMAGE`]. (A tag per test removed at its end raced: a concurrent build
+/// reusing the cached image lost it to another test's removal.)
 pub struct HelperImage(pub String);
 
 impl HelperImage {
     /// Built by `scripts/build-helper-image.sh`, the script operators use.
     pub fn build(profile: &str) -> Self {
-        let tag = format!(
-            "gitlab-runner-rs-test/helper:{profile}-{}",
-            std::process::id()
-        );
+        let tag = format!("gitlab-runner-rs-test/helper:{profile}");
         run(Command::new("bash")
             .arg(workspace().join("scripts/build-helper-image.sh"))
             .args([&tag, profile]));
         Self(tag)
-    }
-}
-
-impl Drop for HelperImage {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
     }
 }
