@@ -20,5 +20,11 @@ exec 9>/tmp/gitlab-runner-rs-helper-image.lock
 flock 9
 cp "$helper" "$context/gitlab-runner-helper"
 printf 'FROM %s\nCOPY gitlab-runner-helper /usr/bin/gitlab-runner-helper\n' "$base" > "$context/Dockerfile"
+previous="$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)"
 docker build -q -t "$tag" "$context" >/dev/null
+# A rebuilt helper moves the tag; the image it leaves untagged is removed (kept if in use).
+current="$(docker image inspect -f '{{.Id}}' "$tag")"
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+  docker rmi "$previous" >/dev/null 2>&1 || true
+fi
 echo "$tag"
