@@ -539,10 +539,11 @@ impl FakeGitlab {
         log
     }
 
-    /// Waits for the final state, asserts it failed for `reason`, and returns the log.
+    /// Waits for the final state, asserts it is `failed` for `reason`, and returns the log.
     pub async fn wait_failure(&self, job: JobControl, reason: &str, timeout: Duration) -> String {
         let update = self.wait_final(job, timeout).await;
         let log = self.log(job);
+        assert_eq!(update.state, "failed", "job {}:\n{log}", job.id);
         assert_eq!(
             update.failure_reason.as_deref(),
             Some(reason),

@@ -133,9 +133,7 @@ async fn the_example_driver_runs_every_stage_in_order_with_upstreams_environment
         &gitlab,
         &example_section(&[("prepare_exec", format!("\"{}\"", prepare.display()))]),
     );
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(job, WAIT).await;
     assert!(
         log.contains("Using Custom executor with driver local v1..."),
         "{log}"
@@ -197,13 +195,8 @@ async fn exit_codes_map_to_upstreams_failure_classes() {
         60,
     ));
     let runner = Runner::start(&gitlab, &example_section(&[]));
-    let update = gitlab.wait_final(failing, WAIT).await;
-    let log = gitlab.log(failing);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("script_failure"),
-        "{log}"
-    );
+    let log = gitlab.wait_failure(failing, "script_failure", WAIT).await;
+    let update = gitlab.final_update(failing).unwrap();
     assert_eq!(update.exit_code, Some(42), "{log}");
     assert!(log.contains("ERROR: Job failed: exit status 42"), "{log}");
     assert!(log.contains("after failed"), "{log}");
@@ -221,13 +214,9 @@ async fn exit_codes_map_to_upstreams_failure_classes() {
         &gitlab,
         &example_section(&[("run_exec", format!("\"{}\"", run.display()))]),
     );
-    let update = gitlab.wait_final(system, WAIT).await;
-    let log = gitlab.log(system);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_system_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(system, "runner_system_failure", WAIT)
+        .await;
     assert!(log.contains("backend-lost"), "{log}");
     assert!(
         log.contains("ERROR: Job failed (system failure): exit status 2"),
@@ -246,13 +235,9 @@ async fn exit_codes_map_to_upstreams_failure_classes() {
         &gitlab,
         &example_section(&[("prepare_exec", format!("\"{}\"", prepare.display()))]),
     );
-    let update = gitlab.wait_final(unknown, WAIT).await;
-    let log = gitlab.log(unknown);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_system_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(unknown, "runner_system_failure", WAIT)
+        .await;
     assert_eq!(
         log.matches("ERROR: Preparation failed: unknown Custom executor executable exit code 7; executable execution terminated with: exit status 7").count(),
         3,
@@ -289,13 +274,9 @@ async fn a_driver_ignoring_sigterm_is_killed_with_its_children_at_the_job_timeou
         ]),
     );
     let started = Instant::now();
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("job_execution_timeout"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(job, "job_execution_timeout", WAIT)
+        .await;
     assert!(log.contains("got-term"), "{log}");
     assert!(started.elapsed() < Duration::from_secs(60), "{log}");
     // SIGKILL went to the driver's whole process group.
@@ -321,13 +302,9 @@ async fn broken_configurations_fail_with_upstreams_messages() {
         &gitlab,
         &example_section(&[("config_exec", format!("\"{}\"", config.display()))]),
     );
-    let update = gitlab.wait_final(bad_json, WAIT).await;
-    let log = gitlab.log(bad_json);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_system_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(bad_json, "runner_system_failure", WAIT)
+        .await;
     assert!(log.contains("error while parsing JSON output"), "{log}");
     drop(runner);
 
@@ -473,9 +450,7 @@ async fn config_exec_can_switch_the_script_shell_to_sh() {
             run.display()
         ),
     );
-    let update = gitlab.wait_final(switched, WAIT).await;
-    let log = gitlab.log(switched);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(switched, WAIT).await;
     // The generated scripts are POSIX sh scripts now, and run under dash.
     assert!(log.contains("bash=none"), "{log}");
 

@@ -91,9 +91,8 @@ async fn a_job_clones_over_http_runs_and_succeeds_with_secrets_masked() {
         120,
     ));
     let runner = Runner::start(&gitlab, "");
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(job, WAIT).await;
+    let update = gitlab.final_update(job).unwrap();
     assert_eq!(update.failure_reason, None);
     assert!(log.contains("hello from the repository"), "{log}");
     assert!(log.contains("secret is [MASKED]"), "{log}");
@@ -178,14 +177,9 @@ async fn a_job_over_its_timeout_is_stopped_as_job_execution_timeout() {
         4,
     ));
     let _runner = Runner::start(&gitlab, "");
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "failed", "{log}");
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("job_execution_timeout"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(job, "job_execution_timeout", WAIT)
+        .await;
     assert!(
         log.contains("execution took longer than 4s seconds"),
         "{log}"
@@ -323,9 +317,8 @@ async fn the_trace_recovers_from_range_mismatches() {
     ));
     gitlab.inject_range_mismatches(job, 2);
     let _runner = Runner::start(&gitlab, "");
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(job, WAIT).await;
+    let update = gitlab.final_update(job).unwrap();
     for i in 1..=5 {
         assert_eq!(log.matches(&format!("line-{i}\n")).count(), 1, "{log}");
     }
@@ -358,9 +351,7 @@ async fn over_https_the_configured_ca_is_trusted_and_handed_to_the_job() {
         &gitlab,
         &format!("tls-ca-file = \"{}\"", certs.ca.display()),
     );
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(job, WAIT).await;
     assert!(log.contains("-----BEGIN CERTIFICATE-----"), "{log}");
     // No client certificate configured: no CI_SERVER_TLS_CERT_FILE / KEY_FILE.
     assert!(
@@ -402,9 +393,7 @@ async fn a_client_certificate_authenticates_the_runner_and_reaches_the_job() {
             certs.client_key.display()
         ),
     );
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(job, WAIT).await;
     assert!(
         log.contains("client cert: -----BEGIN CERTIFICATE-----"),
         "{log}"
@@ -465,9 +454,7 @@ async fn job_inputs_are_interpolated_and_sensitive_ones_refused() {
     ));
     let sensitive = gitlab.enqueue(with_inputs("echo ${{ job.inputs.password }}"));
     let _runner = Runner::start(&gitlab, "");
-    let update = gitlab.wait_final(good, WAIT).await;
-    let log = gitlab.log(good);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(good, WAIT).await;
     assert!(
         log.contains("\nhello fred on arm") || log.contains(" hello fred on arm"),
         "{log}"
@@ -511,9 +498,7 @@ async fn artifacts_uploaded_by_one_job_are_downloaded_by_the_next() {
                 "when": "on_success", "artifact_type": "archive", "artifact_format": "zip", "expire_in": "1 day"}]),
     ));
     let _runner = Runner::start(&gitlab, "");
-    let update = gitlab.wait_final(build, WAIT).await;
-    let log = gitlab.log(build);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(build, WAIT).await;
     assert!(log.contains("Uploading artifacts..."), "{log}");
     assert!(
         log.contains("out/: found 5 matching artifact files and directories"),
@@ -551,9 +536,7 @@ async fn artifacts_uploaded_by_one_job_are_downloaded_by_the_next() {
         "artifacts_file": {"filename": "build-output.zip", "size": uploaded[0].bytes.len()}
     }]);
     let test = gitlab.enqueue(test);
-    let update = gitlab.wait_final(test, WAIT).await;
-    let log = gitlab.log(test);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(test, WAIT).await;
     assert!(
         log.contains(&format!(
             "Downloading artifacts for build ({})...",
@@ -593,9 +576,7 @@ async fn a_refused_artifact_upload_fails_the_job_and_missing_paths_do_not() {
     let log = gitlab.log(too_large);
     assert_eq!(update.state, "failed", "{log}");
     assert!(log.contains("FATAL: too large"), "{log}");
-    let update = gitlab.wait_final(missing, WAIT).await;
-    let log = gitlab.log(missing);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(missing, WAIT).await;
     assert!(log.contains("does-not-exist/: no matching files"), "{log}");
     assert!(log.contains("ERROR: No files to upload"), "{log}");
 }
@@ -628,9 +609,7 @@ async fn a_cache_saved_by_one_job_is_restored_by_the_next_and_a_fallback_key_is_
         json!([]),
     ));
     let runner = Runner::start(&gitlab, "");
-    let update = gitlab.wait_final(save, WAIT).await;
-    let log = gitlab.log(save);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(save, WAIT).await;
     assert!(log.contains("Checking cache for deps-main..."), "{log}");
     assert!(log.contains("Cache file does not exist"), "{log}");
     assert!(log.contains("Failed to extract cache"), "{log}");
@@ -657,9 +636,7 @@ async fn a_cache_saved_by_one_job_is_restored_by_the_next_and_a_fallback_key_is_
         json!([{"key": "deps-main", "paths": ["vendor/"], "policy": "pull-push", "when": "on_success", "untracked": false}]),
         json!([]),
     ));
-    let update = gitlab.wait_final(restore, WAIT).await;
-    let log = gitlab.log(restore);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(restore, WAIT).await;
     assert!(log.contains("Successfully extracted cache"), "{log}");
     assert!(log.contains("got=cached-bytes mode=640"), "{log}");
     // Restored files keep their archived times, so nothing is newer than the archive.
@@ -671,9 +648,7 @@ async fn a_cache_saved_by_one_job_is_restored_by_the_next_and_a_fallback_key_is_
         json!([{"key": "deps-feature", "fallback_keys": ["deps-nothing"], "paths": ["vendor/"], "policy": "pull", "when": "on_success", "untracked": false}]),
         json!([{"key": "CACHE_FALLBACK_KEY", "value": "deps-main", "public": true}]),
     ));
-    let update = gitlab.wait_final(fallback, WAIT).await;
-    let log = gitlab.log(fallback);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(fallback, WAIT).await;
     assert!(log.contains("Checking cache for deps-feature..."), "{log}");
     assert!(log.contains("Checking cache for deps-nothing..."), "{log}");
     assert!(log.contains("Checking cache for deps-main..."), "{log}");
@@ -690,9 +665,7 @@ async fn a_cache_saved_by_one_job_is_restored_by_the_next_and_a_fallback_key_is_
         json!([{"key": "deps-main", "paths": ["vendor/"], "policy": "pull", "when": "on_success", "untracked": false}]),
         json!([]),
     ));
-    let update = gitlab.wait_final(corrupt, WAIT).await;
-    let log = gitlab.log(corrupt);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(corrupt, WAIT).await;
     assert!(log.contains("Failed to extract cache"), "{log}");
     assert!(log.contains("nothing-restored"), "{log}");
 }
@@ -717,14 +690,9 @@ async fn a_dependency_without_artifacts_is_a_missing_dependency_failure() {
         "script_failure",
         "missing_dependency_failure"
     ])));
-    let update = gitlab.wait_final(knows, WAIT).await;
-    let log = gitlab.log(knows);
-    assert_eq!(update.state, "failed", "{log}");
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("missing_dependency_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(knows, "missing_dependency_failure", WAIT)
+        .await;
     assert!(
         log.contains("Downloading artifacts from coordinator... not found"),
         "{log}"
@@ -764,9 +732,7 @@ async fn the_shared_s3_cache_round_trips_through_a_real_s3_server() {
         &gitlab,
         &s3_cache_config(&s3, runner_tests::s3::SECRET_KEY, ""),
     );
-    let update = gitlab.wait_final(save, WAIT).await;
-    let log = gitlab.log(save);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(save, WAIT).await;
     assert!(log.contains("Uploading cache.zip to http://"), "{log}");
     assert!(log.contains("Created cache"), "{log}");
     // The presigned query never reaches the log.
@@ -787,9 +753,7 @@ async fn the_shared_s3_cache_round_trips_through_a_real_s3_server() {
         cache.clone(),
         json!([]),
     ));
-    let update = gitlab.wait_final(restore, WAIT).await;
-    let log = gitlab.log(restore);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(restore, WAIT).await;
     assert!(log.contains("Downloading cache from http://"), "{log}");
     assert!(log.contains("Successfully extracted cache"), "{log}");
     assert!(log.contains("restored=from-s3"), "{log}");
@@ -802,9 +766,7 @@ async fn the_shared_s3_cache_round_trips_through_a_real_s3_server() {
         json!([]),
     ));
     let runner = Runner::start(&gitlab, &s3_cache_config(&s3, "not-the-secret", ""));
-    let update = gitlab.wait_final(refused, WAIT).await;
-    let log = gitlab.log(refused);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(refused, WAIT).await;
     assert!(log.contains("received: 403 Forbidden"), "{log}");
     assert!(log.contains("Failed to create cache"), "{log}");
     drop(runner);
@@ -823,9 +785,7 @@ async fn the_shared_s3_cache_round_trips_through_a_real_s3_server() {
             "MaxUploadedArchiveSize = 100",
         ),
     );
-    let update = gitlab.wait_final(big, WAIT).await;
-    let log = gitlab.log(big);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(big, WAIT).await;
     assert!(log.contains("is too big (Limit is set to 100)"), "{log}");
     assert!(
         !s3.objects("runner-cache")

@@ -231,14 +231,9 @@ async fn a_host_key_mismatch_is_refused_naming_the_host_and_fingerprint() {
         &gitlab,
         &ssh_section(&server, &known_hosts, Some(&server.identity_file())),
     );
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "failed", "{log}");
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_system_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(job, "runner_system_failure", WAIT)
+        .await;
     assert!(log.contains("knownhosts: key mismatch"), "{log}");
     assert!(
         log.contains(&format!("host 127.0.0.1:{} offered", server.port())),
@@ -264,13 +259,9 @@ async fn an_unknown_host_is_refused_unless_strict_checking_is_disabled() {
         &gitlab,
         &ssh_section(&server, empty.path(), Some(&server.identity_file())),
     );
-    let update = gitlab.wait_final(refused, WAIT).await;
-    let log = gitlab.log(refused);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_system_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(refused, "runner_system_failure", WAIT)
+        .await;
     assert!(log.contains("knownhosts: key is unknown"), "{log}");
     drop(runner);
 
@@ -278,9 +269,7 @@ async fn an_unknown_host_is_refused_unless_strict_checking_is_disabled() {
     let mut section = ssh_section(&server, empty.path(), Some(&server.identity_file()));
     section.push_str("    disable_strict_host_key_checking = true\n");
     let _runner = Runner::start(&gitlab, &section);
-    let update = gitlab.wait_final(allowed, WAIT).await;
-    let log = gitlab.log(allowed);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(allowed, WAIT).await;
     assert!(log.contains("ran-without-host-check"), "{log}");
 }
 
@@ -294,14 +283,9 @@ async fn a_wrong_key_is_refused_as_a_system_failure() {
         &gitlab,
         &ssh_section(&server, &known_hosts, Some(&server.wrong_identity_file())),
     );
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "failed", "{log}");
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_system_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(job, "runner_system_failure", WAIT)
+        .await;
     assert!(log.contains("ssh: unable to authenticate"), "{log}");
     assert!(log.contains("Preparation failed"), "{log}");
     assert!(!log.contains("must-not-run"), "{log}");
@@ -328,13 +312,9 @@ async fn a_timeout_kills_every_remote_process_of_the_stage() {
         "{:?}",
         server.user_processes()
     );
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("job_execution_timeout"),
-        "{log}"
-    );
+    gitlab
+        .wait_failure(job, "job_execution_timeout", WAIT)
+        .await;
     assert_no_user_processes(&server).await;
 }
 
@@ -374,14 +354,9 @@ async fn sshd_killed_mid_job_is_a_system_failure_without_a_hang() {
     gitlab.wait_log(job, "running", WAIT).await;
     let killed_at = Instant::now();
     server.kill_sshd();
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "failed", "{log}");
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_system_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(job, "runner_system_failure", WAIT)
+        .await;
     assert!(log.contains("the connection was lost"), "{log}");
     // Far below the job timeout: the lost connection ended the job, nothing waited it out.
     assert!(killed_at.elapsed() < Duration::from_secs(60));
@@ -405,13 +380,9 @@ async fn an_unreachable_host_fails_after_upstreams_connect_retries() {
             known_hosts.path().display()
         ),
     );
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(
-        update.failure_reason.as_deref(),
-        Some("runner_system_failure"),
-        "{log}"
-    );
+    let log = gitlab
+        .wait_failure(job, "runner_system_failure", WAIT)
+        .await;
     assert!(
         log.contains(&format!(
             "ssh command Connect() error: ssh Dial() error: dial tcp 127.0.0.1:{port}"
@@ -437,9 +408,7 @@ async fn artifacts_upload_through_the_helper_on_the_remote_path() {
         "when": "on_success", "artifact_type": "archive", "artifact_format": "zip"}]);
     let job = gitlab.enqueue(payload);
     let _runner = Runner::with_key(&gitlab, &server);
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(job, WAIT).await;
     assert!(
         log.contains("Uploading artifacts as \"archive\" to coordinator... 201 Created"),
         "{log}"
@@ -462,9 +431,7 @@ async fn artifacts_upload_through_the_helper_on_the_remote_path() {
         "artifacts_file": {"filename": "remote.zip", "size": bytes.len()}
     }]);
     let test = gitlab.enqueue(test);
-    let update = gitlab.wait_final(test, WAIT).await;
-    let log = gitlab.log(test);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(test, WAIT).await;
     assert!(log.contains("got=remote-bytes"), "{log}");
 }
 
@@ -507,9 +474,7 @@ async fn register_writes_the_ssh_section_from_upstreams_flags_and_the_runner_use
 
     let job = gitlab.enqueue(no_git(60, &["echo registered-runner-ran"], &[]));
     let _process = RunnerProcess::spawn(&runner_binary(), &config, dir.path(), &[]);
-    let update = gitlab.wait_final(job, WAIT).await;
-    let log = gitlab.log(job);
-    assert_eq!(update.state, "success", "{log}");
+    let log = gitlab.wait_success(job, WAIT).await;
     assert!(log.contains("registered-runner-ran"), "{log}");
 }
 
