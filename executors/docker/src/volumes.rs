@@ -73,7 +73,7 @@ pub fn plan(
             add(settings, &mut plan, builds_dir)?;
         } else {
             let destination = absolute(settings, builds_dir)?;
-            temporary(settings, &mut plan, destination)?;
+            named(settings, &mut plan, destination, false)?;
         }
     }
     Ok(plan)
@@ -85,7 +85,7 @@ fn add(settings: &VolumeSettings, plan: &mut VolumePlan, volume: &str) -> Result
         [destination] => {
             let destination = absolute(settings, destination)?;
             if settings.disable_cache {
-                temporary(settings, plan, destination)
+                named(settings, plan, destination, false)
             } else if !settings.cache_dir.is_empty() {
                 let host = format!(
                     "{}/{}/{}",
@@ -95,16 +95,7 @@ fn add(settings: &VolumeSettings, plan: &mut VolumePlan, volume: &str) -> Result
                 );
                 mount(plan, host, destination, None)
             } else {
-                let name = protected(
-                    settings,
-                    format!("{}-cache-{}", settings.unique_name, hash(&destination)),
-                );
-                plan.volumes.push(NamedVolume {
-                    name: name.clone(),
-                    destination: destination.clone(),
-                    reusable: true,
-                });
-                mount(plan, name, destination, None)
+                named(settings, plan, destination, true)
             }
         }
         [source, destination] | [source, destination, _] if !source.is_empty() => {
@@ -115,19 +106,23 @@ fn add(settings: &VolumeSettings, plan: &mut VolumePlan, volume: &str) -> Result
     }
 }
 
-fn temporary(
+/// A named volume `<unique or temporary name>-cache-<md5(destination)>[-protected]`.
+fn named(
     settings: &VolumeSettings,
     plan: &mut VolumePlan,
     destination: String,
+    reusable: bool,
 ) -> Result<(), String> {
-    let name = protected(
-        settings,
-        format!("{}-cache-{}", settings.temporary_name, hash(&destination)),
-    );
+    let base = if reusable {
+        &settings.unique_name
+    } else {
+        &settings.temporary_name
+    };
+    let name = protected(settings, format!("{base}-cache-{}", hash(&destination)));
     plan.volumes.push(NamedVolume {
         name: name.clone(),
         destination: destination.clone(),
-        reusable: false,
+        reusable,
     });
     mount(plan, name, destination, None)
 }
