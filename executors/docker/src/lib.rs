@@ -382,6 +382,16 @@ fn map(items: &HashMap<String, String>) -> Option<HashMap<String, String>> {
     (!items.is_empty()).then(|| items.clone())
 }
 
+/// A container's address on its (first) network, if it has one.
+fn container_ip(inspect: &bollard::models::ContainerInspectResponse) -> Option<String> {
+    inspect
+        .network_settings
+        .as_ref()
+        .and_then(|settings| settings.networks.as_ref())
+        .and_then(|networks| networks.values().find_map(|n| n.ip_address.clone()))
+        .filter(|ip| !ip.is_empty())
+}
+
 /// Where pull credentials come from for this job.
 fn auth_sources(build: &BuildContext) -> auth::AuthSources {
     auth::AuthSources {
@@ -403,11 +413,10 @@ fn auth_sources(build: &BuildContext) -> auth::AuthSources {
     }
 }
 
-/// The job image's `executor_opts.docker.<name>` (a string or a number), expanded.
-fn executor_option(build: &BuildContext, name: &str) -> String {
-    let value = build
-        .job
-        .image
+/// An image's (the job's or a service's) `executor_opts.docker.<name>` (a string or a
+/// number), expanded.
+fn executor_option(build: &BuildContext, image: &runner_core::job::Image, name: &str) -> String {
+    let value = image
         .executor_opts
         .get("docker")
         .and_then(|opts| opts.get(name));
@@ -534,8 +543,9 @@ fn check_log_options(options: &HashMap<String, String>) -> Result<(), ExecutorEr
     ))
 }
 
-/// Upstream's `isInAllowedPrivilegedImages`: no patterns allow every image.
-fn privileged_allowed(patterns: &[String], image: &str) -> bool {
+/// No patterns, or one that matches (upstream's `isInAllowedPrivilegedImages`, and the
+/// pattern half of `VerifyAllowedImage`).
+fn matches_any_or_none(patterns: &[String], image: &str) -> bool {
     patterns.is_empty()
         || patterns
             .iter()
@@ -572,12 +582,7 @@ fn verify_allowed(
     internal: &[String],
     log: &JobLog,
 ) -> Result<(), ExecutorError> {
-    if allowed
-        .iter()
-        .any(|pattern| pattern_matches(pattern.as_bytes(), image.as_bytes()))
-        || internal.iter().any(|name| name == image)
-        || allowed.is_empty()
-    {
+    if matches_any_or_none(allowed, image) || internal.iter().any(|name| name == image) {
         return Ok(());
     }
     log.empty_line();
@@ -852,7 +857,11 @@ impl DockerExecutor {
                     policy.as_str()
                 ));
             }
-            let present = self.image_present(image).await?;
+            // `always` pulls whatever is there; only the others look first.
+            let present = match policy {
+                PullPolicy::Always => None,
+                _ => self.image_present(image).await?,
+            };
             let outcome = match (policy, present) {
                 (PullPolicy::Never, Some(found)) => Ok(found),
                 (PullPolicy::Never, None) => Err((
@@ -1006,6 +1015,12 @@ impl DockerExecutor {
         }
     }
 
+    /// The containers' network: `network_mode`, else the per-job network, else Docker's
+    /// default.
+    fn network_mode(&self, job: &Job) -> Option<String> {
+        text(&self.config.network_mode).or_else(|| job.network.clone())
+    }
+
     /// The network on which containers are found by their aliases: the per-job one, or a
     /// user-defined `network_mode`; none on `bridge`, `host`, `none` or `container:<id>`,
     /// where services are reached through `/etc/hosts` entries instead.
@@ -1031,11 +1046,7 @@ impl DockerExecutor {
             cpuset_cpus: text(&resources.cpuset_cpus),
             cpu_shares: resources.cpu_shares,
             cgroup_parent: text(&resources.cgroup_parent),
-            network_mode: if config.network_mode.is_empty() {
-                job.network.clone()
-            } else {
-                Some(config.network_mode.clone())
-            },
+            network_mode: self.network_mode(job),
             dns: list(&config.dns),
             dns_search: list(&config.dns_search),
             runtime: text(&config.runtime),
@@ -1053,7 +1064,7 @@ impl DockerExecutor {
     fn service_host_config(&self, job: &Job, image: &str) -> HostConfig {
         let config = &self.config;
         let privileged = config.services_privileged.unwrap_or(config.privileged)
-            && privileged_allowed(&config.allowed_privileged_services, image);
+            && matches_any_or_none(&config.allowed_privileged_services, image);
         let devices: Vec<String> = config
             .services_devices
             .iter()
@@ -1106,7 +1117,7 @@ impl DockerExecutor {
     /// `executor_opts` user, which `allowed_users` must allow.
     fn build_user(&self, build: &BuildContext) -> Result<String, ExecutorError> {
         let user = if self.config.user.is_empty() {
-            executor_option(build, "user")
+            executor_option(build, &build.job.image, "user")
         } else {
             self.config.user.clone()
         };
@@ -1422,7 +1433,7 @@ impl Executor for DockerExecutor {
         self.connect()?;
         self.auth = auth_sources(build);
         let policies = self.effective_policies(&image, &build.job.image.pull_policy)?;
-        let platform = executor_option(build, "platform");
+        let platform = executor_option(build, &build.job.image, "platform");
         let user = self.build_user(build)?;
         let found = self.ensure_image(&image, &platform, &policies, log).await?;
         let id = found.id.clone().unwrap_or_default();
@@ -1473,7 +1484,7 @@ impl Executor for DockerExecutor {
         }
         // Registered before anything is created, so cleanup finds what a failure left.
         self.job = Some(Job {
-            privileged_image: privileged_allowed(&self.config.allowed_privileged_images, &image),
+            privileged_image: matches_any_or_none(&self.config.allowed_privileged_images, &image),
             image,
             entrypoint,
             env,

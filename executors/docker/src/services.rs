@@ -18,7 +18,9 @@ use runner_core::executor::ExecutorError;
 use runner_core::job::Image;
 use runner_core::log::{JobLog, StreamId, StreamKind};
 
-use crate::{networking, system, verify_allowed, DockerExecutor, LABEL_PREFIX};
+use crate::{
+    container_ip, executor_option, networking, system, verify_allowed, DockerExecutor, LABEL_PREFIX,
+};
 
 /// A service image name split as upstream's `SplitNameAndVersion`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,9 +198,7 @@ impl DockerExecutor {
         let check = HealthCheck {
             docker: self.docker()?.clone(),
             helper_image: self.config.helper_image.clone(),
-            network_mode: self
-                .common_host_config(job, &self.config.resources)
-                .network_mode,
+            network_mode: self.network_mode(job),
             named_network: self.alias_network(job).is_some(),
             log_config: self.log_config(),
             labels: job.labels.clone(),
@@ -230,13 +230,7 @@ impl DockerExecutor {
                 )
                 .await
                 .map_err(|error| system(format!("getting exposed ports: {error}")))?;
-            let ip = inspect
-                .network_settings
-                .as_ref()
-                .and_then(|settings| settings.networks.as_ref())
-                .and_then(|networks| networks.values().find_map(|n| n.ip_address.clone()))
-                .filter(|ip| !ip.is_empty());
-            let Some(ip) = ip else {
+            let Some(ip) = container_ip(&inspect) else {
                 continue;
             };
             let short_id: String = service.id.chars().take(12).collect();
@@ -271,13 +265,7 @@ impl DockerExecutor {
                 meta.service, meta.version
             ));
         }
-        let platform = definition
-            .executor_opts
-            .get("docker")
-            .and_then(|opts| opts.get("platform"))
-            .and_then(|platform| platform.as_str())
-            .map(|platform| build.variables.expand(platform))
-            .unwrap_or_default();
+        let platform = executor_option(build, definition, "platform");
         let policies = self.effective_policies(&meta.image_name, &definition.pull_policy)?;
         self.ensure_image(&meta.image_name, &platform, &policies, log)
             .await?;
@@ -462,13 +450,7 @@ impl HealthCheck {
         let extra_hosts = if self.named_network {
             None
         } else {
-            inspect
-                .network_settings
-                .as_ref()
-                .and_then(|settings| settings.networks.as_ref())
-                .and_then(|networks| networks.values().find_map(|n| n.ip_address.clone()))
-                .filter(|ip| !ip.is_empty())
-                .map(|ip| vec![format!("{short_id}:{ip}")])
+            container_ip(&inspect).map(|ip| vec![format!("{short_id}:{ip}")])
         };
         let mut labels = self.labels.clone();
         labels.insert(format!("{LABEL_PREFIX}.type"), "wait".into());
