@@ -13,7 +13,8 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn run(command: &mut Command) -> String {
+/// Runs `command`, asserts it succeeded (naming it and its stderr), returns its stdout.
+pub fn run(command: &mut Command) -> String {
     let output = command.output().expect("run a command");
     assert!(
         output.status.success(),

@@ -26,7 +26,7 @@ pub use fake_gitlab::{
     job_payload, FakeGitlab, JobControl, JobStatus, JobTiming, RecordedUpdate, UploadedArtifact,
 };
 pub use git_server::GitServer;
-pub use images::{debian_image, HelperImage, DEBIAN_IMAGE};
+pub use images::{debian_image, run, HelperImage, DEBIAN_IMAGE};
 pub use registry::FakeRegistry;
 pub use runner_process::RunnerProcess;
 pub use s3::S3Server;

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use runner_tests::{
-    job_payload, runner_binary, FakeGitlab, GitServer, HelperImage, RunnerProcess, DEBIAN_IMAGE,
+    job_payload, run, runner_binary, FakeGitlab, GitServer, HelperImage, RunnerProcess,
+    DEBIAN_IMAGE,
 };
 use serde_json::json;
 
@@ -23,16 +24,6 @@ const TOKEN_SERVICES: &str = "glrt-t1_dkrsvc001";
 const WAIT: Duration = Duration::from_secs(180);
 /// The containers reach the fake GitLab and the git server on the host's loopback.
 const HOST_NETWORK: &str = "    network_mode = \"host\"\n";
-
-fn run(command: &mut Command) -> String {
-    let output = command.output().expect("run a command");
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn runner_label(token: &str) -> String {
     let short: String = token
