@@ -1,14 +1,8 @@
 //! The `gitlab-runner-rs` binary: the runner (`run`, `run-single`), runner administration
 //! (`register`, `verify`, `unregister`, `list`) and local mode (`exec`).
 
-mod config;
-mod driver_check;
-mod exec;
-mod helper_commands;
-mod job;
-mod run;
-mod system_id;
 
+use gitlab_runner_rs::{config, driver_check, exec, helper_commands, run, system_id};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -16,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use network::{GitlabClient, RegisterParameters, TlsOptions, VerifyResult};
 use runner_core::secret::Secret;
 
-use crate::config::{Config, RawConfig, RawRunner};
+use gitlab_runner_rs::config::{Config, RawConfig, RawRunner};
 
 #[derive(Parser)]
 #[command(
