@@ -17,10 +17,12 @@ use runner_core::failure::FailureReason;
 use runner_core::feature_flags::FeatureFlags;
 use runner_core::job::{JobResponse, EXIT_CODE_UNSUPPORTED_OPTIONS};
 use runner_core::log::{token_prefixes, JobLog, LogOptions, MaskRules};
+use runner_core::panic::{panic_message, CatchUnwind};
 use runner_core::process::KillTimeouts;
 use runner_core::secret::Secret;
 use runner_core::variables::Variables;
 use shells::{BashShell, ShellKind};
+use tracing::Instrument;
 
 use crate::config::{ExecutorKind, RunnerConfig};
 
@@ -182,7 +184,15 @@ pub struct JobEnvironment {
 }
 
 fn log_options(runner: &RunnerConfig, job: &JobResponse) -> LogOptions {
-    let variables = Variables::new(job.variables.clone());
+    // The runner's `environment` comes first, as in the build's variable list, so a masked
+    // value referring to it is masked as the job sees it.
+    let mut variables: Variables = runner
+        .environment
+        .iter()
+        .filter_map(|entry| entry.split_once('='))
+        .map(|(key, value)| runner_core::variables::JobVariable::internal(key, value))
+        .collect();
+    variables.extend(job.variables.iter().cloned());
     let (flags, _) = FeatureFlags::resolve(&runner.feature_flags, &variables);
     LogOptions {
         timestamps: flags.enabled("FF_TIMESTAMPS"),
@@ -254,7 +264,13 @@ impl JobEnvironment {
     /// the error as its log when a log can be written.
     async fn fail_before_start(&self, id: i64, token: &Secret<String>, error: &str) {
         let info = version_info(&self.runner, &self.provider);
-        let log = JobLog::new(LogOptions::default()).ok();
+        // Nothing of the payload can be trusted here: mask the job token and every default
+        // token prefix, whatever the payload's features say.
+        let options = LogOptions {
+            mask: MaskRules::new(vec![token.expose().clone()], token_prefixes(&[], true)),
+            ..LogOptions::default()
+        };
+        let log = JobLog::new(options).ok();
         if let Some(log) = &log {
             log.error(&format!("Job failed (system failure): {error}"));
             log.finish();
@@ -278,10 +294,20 @@ impl JobEnvironment {
         correlation_id: String,
         root: &tokio_util::sync::CancellationToken,
     ) -> JobResult {
+        let span = tracing::info_span!("job", job = job.id, project = job.job_info.project_id, runner = %self.runner.short_token());
+        self.run_job_in_span(job, correlation_id, root)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_job_in_span(
+        &self,
+        job: JobResponse,
+        correlation_id: String,
+        root: &tokio_util::sync::CancellationToken,
+    ) -> JobResult {
         let job_id = job.id;
         let token = job.token.clone();
-        let span = tracing::info_span!("job", job = job_id, project = job.job_info.project_id, runner = %self.runner.short_token());
-        let _entered = span.enter();
         tracing::info!("received job");
         let log = match JobLog::new(log_options(&self.runner, &job)) {
             Ok(log) => log,
@@ -371,8 +397,24 @@ impl JobEnvironment {
             concurrent_id,
             concurrent_project_id,
         };
-        let outcome = with_provider!(&self.provider, provider => {
-            self.drive(provider, start, &log, &cancel).await
+        let drive = with_provider!(&self.provider, provider => {
+            CatchUnwind::new(self.drive(provider, start, &log, &cancel)).await
+        });
+        // The build driver contains its own panics; this catches one outside it (choosing the
+        // executor, acquiring it), so the job still gets its final state.
+        let outcome = drive.unwrap_or_else(|payload| {
+            let message = panic_message(payload.as_ref());
+            tracing::error!(panic = %message, "the job panicked outside the build");
+            let outcome = BuildOutcome {
+                state: runner_core::RuntimeState::Failed,
+                error: Some(runner_core::BuildError::system(format!(
+                    "the runner hit an internal error (please report it): {message}"
+                ))),
+            };
+            log.error(&format!(
+                "Job failed (system failure): the runner hit an internal error (please report it): {message}"
+            ));
+            outcome
         });
         self.ids.release(self.runner.token.expose(), job_id);
         let state = final_state(&outcome, &supported);

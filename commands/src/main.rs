@@ -1,7 +1,6 @@
 //! The `gitlab-runner-rs` binary: the runner (`run`, `run-single`), runner administration
 //! (`register`, `verify`, `unregister`, `list`) and local mode (`exec`).
 
-
 use gitlab_runner_rs::{config, driver_check, exec, helper_commands, run, system_id};
 use std::path::PathBuf;
 

@@ -1,15 +1,15 @@
-//! Archives: zip creation (files, directories and symlinks with their modes and times), and
-//! extraction of zip and gzip archives (format detected from the magic bytes) that refuses any
-//! entry which would land outside the target directory.
+//! Archives: zip creation (files, directories and symlinks with their modes and times) and
+//! format detection from the magic bytes; extraction lives in [`crate::extract`] and is
+//! re-exported here.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
+use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use crate::files::FileSet;
 
@@ -29,9 +29,23 @@ pub enum ArchiveError {
     ThroughSymlink(String),
     #[error("unsupported archive format")]
     UnknownFormat,
+    #[error("archive has {entries} entries, more than the limit of {limit} (ARCHIVE_EXTRACT_MAX_ENTRIES)")]
+    TooManyEntries { entries: u64, limit: u64 },
+    #[error(
+        "extracting the archive would write more than {limit} bytes (ARCHIVE_EXTRACT_MAX_SIZE)"
+    )]
+    TooLarge { limit: u64 },
+    #[error("the archive of {size} bytes expands to more than {ratio} times its size (ARCHIVE_EXTRACT_MAX_RATIO); refusing a possible zip bomb")]
+    Ratio { ratio: u64, size: u64 },
+    #[error("archive entry {0:?} holds more data than its header declares")]
+    LargerThanDeclared(String),
+    #[error("invalid {name}: {value:?} (expected a whole number, 0 for no limit)")]
+    InvalidLimit { name: &'static str, value: String },
 }
 
-fn io_error(path: impl Into<String>) -> impl FnOnce(io::Error) -> ArchiveError {
+pub use crate::extract::{extract, extract_gzip, extract_with, extract_zip, ExtractLimits};
+
+pub(crate) fn io_error(path: impl Into<String>) -> impl FnOnce(io::Error) -> ArchiveError {
     let path = path.into();
     move |source| ArchiveError::Io { path, source }
 }
@@ -67,7 +81,7 @@ fn zip_time(time: SystemTime) -> DateTime {
 }
 
 /// The inverse of [`zip_time`]: zip times are written in UTC here, so they are read as UTC.
-fn system_time(time: DateTime) -> Option<SystemTime> {
+pub(crate) fn system_time(time: DateTime) -> Option<SystemTime> {
     let (year, month, day) = (
         i64::from(time.year()),
         i64::from(time.month()),
@@ -154,132 +168,10 @@ pub fn detect(path: &Path) -> Result<Format, ArchiveError> {
     })
 }
 
-/// The destination of an entry inside `root`, refusing absolute names, `..` and any existing
-/// symlink on the way (which could redirect the write elsewhere).
-fn destination(root: &Path, name: &str) -> Result<PathBuf, ArchiveError> {
-    let mut path = root.to_path_buf();
-    let relative = Path::new(name);
-    let components: Vec<Component> = relative.components().collect();
-    for (index, component) in components.iter().enumerate() {
-        match component {
-            Component::Normal(part) => {
-                path.push(part);
-                let last = index + 1 == components.len();
-                if !last {
-                    if let Ok(metadata) = path.symlink_metadata() {
-                        if metadata.file_type().is_symlink() {
-                            return Err(ArchiveError::ThroughSymlink(name.to_string()));
-                        }
-                    }
-                }
-            }
-            Component::CurDir => {}
-            _ => return Err(ArchiveError::Escapes(name.to_string())),
-        }
-    }
-    if path == root {
-        return Err(ArchiveError::Escapes(name.to_string()));
-    }
-    Ok(path)
-}
-
-fn remove_existing(path: &Path) {
-    if let Ok(metadata) = path.symlink_metadata() {
-        if !metadata.is_dir() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// Extracts a zip archive into `root`; returns the number of entries written.
-pub fn extract_zip(archive: &Path, root: &Path) -> Result<usize, ArchiveError> {
-    let file = File::open(archive).map_err(io_error(archive.display().to_string()))?;
-    let mut zip = ZipArchive::new(BufReader::new(file))?;
-    let mut directories = Vec::new();
-    for index in 0..zip.len() {
-        let mut entry = zip.by_index(index)?;
-        let name = entry.name().to_string();
-        let target = destination(root, name.trim_end_matches('/'))?;
-        let mode = entry.unix_mode();
-        if entry.is_dir() {
-            std::fs::create_dir_all(&target).map_err(io_error(name.clone()))?;
-            let modified = entry.last_modified().and_then(system_time);
-            directories.push((target, mode, modified));
-            continue;
-        }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io_error(name.clone()))?;
-        }
-        remove_existing(&target);
-        if entry.is_symlink() {
-            let mut link = String::new();
-            entry
-                .read_to_string(&mut link)
-                .map_err(io_error(name.clone()))?;
-            std::os::unix::fs::symlink(&link, &target).map_err(io_error(name.clone()))?;
-            continue;
-        }
-        let mut out = File::create(&target).map_err(io_error(name.clone()))?;
-        io::copy(&mut entry, &mut out).map_err(io_error(name.clone()))?;
-        // The entry's time, as upstream restores it: a restored cache is then not newer than
-        // its archive and is not archived again.
-        if let Some(modified) = entry.last_modified().and_then(system_time) {
-            let _ = out.set_modified(modified);
-        }
-        if let Some(mode) = mode {
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o7777))
-                .map_err(io_error(name.clone()))?;
-        }
-    }
-    // Directory modes last, so a read-only directory does not block its own entries.
-    // Directory times last too: writing their entries changed them.
-    for (directory, mode, modified) in directories.iter().rev() {
-        if let Some(modified) = modified {
-            if let Ok(handle) = File::open(directory) {
-                let _ = handle.set_modified(*modified);
-            }
-        }
-        if let Some(mode) = mode {
-            let _ = std::fs::set_permissions(
-                directory,
-                std::fs::Permissions::from_mode((mode & 0o7777) | 0o700),
-            );
-        }
-    }
-    Ok(zip.len())
-}
-
-/// Extracts a gzip member into `root` under the name in its header.
-pub fn extract_gzip(archive: &Path, root: &Path) -> Result<usize, ArchiveError> {
-    let file = File::open(archive).map_err(io_error(archive.display().to_string()))?;
-    let mut decoder = flate2::read::GzDecoder::new(BufReader::new(file));
-    let name = decoder
-        .header()
-        .and_then(|header| header.filename())
-        .map(|name| String::from_utf8_lossy(name).into_owned())
-        .unwrap_or_else(|| "artifacts".into());
-    let target = destination(root, &name)?;
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(io_error(name.clone()))?;
-    }
-    remove_existing(&target);
-    let mut out = File::create(&target).map_err(io_error(name.clone()))?;
-    io::copy(&mut decoder, &mut out).map_err(io_error(name))?;
-    Ok(1)
-}
-
-/// Extracts any recognised archive into `root`.
-pub fn extract(archive: &Path, root: &Path) -> Result<usize, ArchiveError> {
-    match detect(archive)? {
-        Format::Zip => extract_zip(archive, root),
-        Format::Gzip => extract_gzip(archive, root),
-        Format::TarZstd => Err(ArchiveError::UnknownFormat),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn zip_times_read_back_as_written() {
@@ -321,52 +213,5 @@ mod tests {
             std::fs::read_link(target.path().join("bin/alias")).unwrap(),
             Path::new("tool")
         );
-    }
-
-    fn zip_with(entries: &[(&str, Option<&str>)]) -> tempfile::NamedTempFile {
-        let archive = tempfile::NamedTempFile::new().unwrap();
-        let mut zip = ZipWriter::new(archive.reopen().unwrap());
-        for (name, link) in entries {
-            match link {
-                Some(target) => zip
-                    .add_symlink(*name, *target, SimpleFileOptions::default())
-                    .unwrap(),
-                None => {
-                    zip.start_file(*name, SimpleFileOptions::default()).unwrap();
-                    zip.write_all(b"payload").unwrap();
-                }
-            }
-        }
-        zip.finish().unwrap();
-        archive
-    }
-
-    #[test]
-    fn zip_slip_entries_are_refused_and_nothing_lands_outside() {
-        let outer = tempfile::tempdir().unwrap();
-        let root = outer.path().join("project");
-        std::fs::create_dir(&root).unwrap();
-        let archive = zip_with(&[("../escaped.txt", None)]);
-        let error = extract(archive.path(), &root).unwrap_err();
-        assert!(matches!(error, ArchiveError::Escapes(_)), "{error}");
-        assert!(!outer.path().join("escaped.txt").exists());
-
-        let archive = zip_with(&[("/abs.txt", None)]);
-        assert!(extract(archive.path(), &root).is_err());
-
-        // A symlink pointing outside, then a file written through it.
-        let archive = zip_with(&[("link", Some("..")), ("link/through.txt", None)]);
-        let error = extract(archive.path(), &root).unwrap_err();
-        assert!(matches!(error, ArchiveError::ThroughSymlink(_)), "{error}");
-        assert!(!outer.path().join("through.txt").exists());
-    }
-
-    #[test]
-    fn corrupt_archives_fail_clearly() {
-        let archive = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(archive.path(), b"PK\x03\x04 definitely not a zip").unwrap();
-        let target = tempfile::tempdir().unwrap();
-        let error = extract(archive.path(), target.path()).unwrap_err();
-        assert!(error.to_string().starts_with("zip: "), "{error}");
     }
 }

@@ -48,6 +48,8 @@ struct Collector<'a> {
     selection: &'a FileSelection,
     files: FileSet,
     excluded: BTreeMap<String, u64>,
+    /// Directories already checked by [`Collector::through_symlink`].
+    symlinked: std::collections::HashMap<String, bool>,
 }
 
 impl Collector<'_> {
@@ -101,6 +103,13 @@ impl Collector<'_> {
             *self.excluded.entry(rule).or_default() += 1;
             return false;
         }
+        if self.through_symlink(&relative) {
+            // The extractor refuses such an entry, and its content is not the project's.
+            log::warning(&format!(
+                "{found}: not supported: the path goes through a symbolic link"
+            ));
+            return false;
+        }
         match self.wd.join(&relative).symlink_metadata() {
             Ok(metadata) => {
                 self.files.insert(relative, metadata);
@@ -112,6 +121,32 @@ impl Collector<'_> {
                 false
             }
         }
+    }
+
+    /// Whether a directory on the way to `relative` (not `relative` itself) is a symlink;
+    /// answers are remembered per directory, as a walk asks about the same ones again.
+    fn through_symlink(&mut self, relative: &str) -> bool {
+        let mut parent = String::new();
+        let mut components = relative.split('/').peekable();
+        while let Some(component) = components.next() {
+            if components.peek().is_none() {
+                return false;
+            }
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(component);
+            let wd = self.wd;
+            let is_link = *self.symlinked.entry(parent.clone()).or_insert_with(|| {
+                wd.join(&parent)
+                    .symlink_metadata()
+                    .is_ok_and(|metadata| metadata.file_type().is_symlink())
+            });
+            if is_link {
+                return true;
+            }
+        }
+        false
     }
 
     fn process_path(&mut self, path: &str) {
@@ -196,6 +231,7 @@ impl FileSelection {
             selection: self,
             files: FileSet::new(),
             excluded: BTreeMap::new(),
+            symlinked: std::collections::HashMap::new(),
         };
         for path in &self.paths {
             collector.process_path(path);
@@ -260,5 +296,32 @@ mod tests {
         }
         .enumerate(&wd);
         assert!(files.is_empty(), "{files:?}");
+    }
+
+    #[test]
+    fn paths_through_a_symlinked_directory_are_skipped() {
+        // Security probe finding 11: `linkdir/host-secret.txt` with `linkdir` -> a directory
+        // outside put the outside file's contents into the archive.
+        let outer = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outer.path().join("host")).unwrap();
+        std::fs::write(outer.path().join("host/host-secret.txt"), "secret").unwrap();
+        let wd = clean(&outer.path().join("project"));
+        std::fs::create_dir_all(wd.join("real")).unwrap();
+        std::fs::write(wd.join("real/kept.txt"), "kept").unwrap();
+        std::os::unix::fs::symlink("../host", wd.join("linkdir")).unwrap();
+        let files = FileSelection {
+            paths: vec![
+                "linkdir/host-secret.txt".into(),
+                "linkdir/*".into(),
+                "linkdir".into(),
+                "real".into(),
+            ],
+            ..FileSelection::default()
+        }
+        .enumerate(&wd);
+        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        // The link itself is archived as a link, as upstream does; nothing behind it.
+        assert_eq!(names, vec!["linkdir", "real", "real/kept.txt"]);
+        assert!(files["linkdir"].file_type().is_symlink());
     }
 }

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod artifacts;
 pub mod cache;
+pub mod extract;
 pub mod files;
 pub mod glob;
 pub mod log;

@@ -694,31 +694,61 @@ async fn parse_job(response: Response, correlation_id: String) -> JobRequestResu
             correlation_id,
         },
         Err(error) => {
-            let lenient: Option<Value> = serde_json::from_slice(&bytes).ok();
-            let id = lenient
-                .as_ref()
-                .and_then(|value| value.get("id"))
-                .and_then(Value::as_i64);
-            let token = lenient
-                .as_ref()
-                .and_then(|value| value.get("token"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
+            let identity = runner_core::job::recover_identity(&bytes);
+            let error = without_quoted_values(&error.to_string());
             let problem = if is_json {
                 format!("invalid job payload: {error}")
             } else {
                 format!("job payload is not JSON: {error}")
             };
-            match (id, token) {
+            match (identity.id, identity.token) {
                 (Some(id), Some(token)) => JobRequestResult::Malformed {
                     id,
                     token: Secret::new(token),
                     error: problem,
                 },
-                _ => JobRequestResult::Failed(problem),
+                (id, _) => {
+                    let missing = match id {
+                        Some(id) => format!("job {id} has no readable token"),
+                        None => "the payload has no readable integer id".to_string(),
+                    };
+                    JobRequestResult::Failed(format!(
+                        "{problem}; the job cannot be failed ({missing}), so GitLab keeps it running until its timeout"
+                    ))
+                }
             }
         }
     }
+}
+
+/// A decoder message with the payload's string values left out: serde quotes the offending
+/// value (`invalid type: string "…", expected i64`), and a token in a wrongly typed field would
+/// otherwise reach the job log and the runner's log.
+pub fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in message.chars() {
+        if quoted {
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => {
+                    quoted = false;
+                    out.push_str("…\"");
+                }
+                _ => escaped = false,
+            }
+        } else {
+            if c == '"' {
+                quoted = true;
+            }
+            out.push(c);
+        }
+    }
+    if quoted {
+        out.push_str("…");
+    }
+    out
 }
 
 /// An error and its causes on one line (reqwest hides the interesting part in `source`).

@@ -38,12 +38,19 @@ struct Progress {
     interval: Duration,
 }
 
-/// The running uploader of one job.
+/// The running uploader of one job. Dropping it (its owner unwinding, say) stops the loop, so
+/// no orphaned task keeps telling GitLab a finished job is still running.
 pub struct TraceUploader {
     target: TraceTarget,
     log: JobLog,
     stop: CancellationToken,
-    task: JoinHandle<Progress>,
+    task: Option<JoinHandle<Progress>>,
+}
+
+impl Drop for TraceUploader {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// The final state to report.
@@ -68,24 +75,32 @@ impl TraceUploader {
             target,
             log,
             stop,
-            task,
+            task: Some(task),
         }
     }
 
-    /// Stops the loop without a final update (the job was dropped by GitLab).
-    pub async fn abandon(self) {
+    /// Stops the loop and waits for it; what it had sent.
+    async fn stop_loop(&mut self) -> Progress {
         self.stop.cancel();
-        let _ = self.task.await;
+        let stopped = match self.task.take() {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
+        stopped.unwrap_or(Progress {
+            sent: 0,
+            interval: DEFAULT_UPDATE_INTERVAL,
+        })
+    }
+
+    /// Stops the loop without a final update (the job was dropped by GitLab).
+    pub async fn abandon(mut self) {
+        self.stop_loop().await;
     }
 
     /// Stops the loop, sends what is left and the final state, retrying as upstream does.
     /// Returns `false` when GitLab never acknowledged the final state.
-    pub async fn finish(self, state: &FinalState) -> bool {
-        self.stop.cancel();
-        let progress = self.task.await.unwrap_or(Progress {
-            sent: 0,
-            interval: DEFAULT_UPDATE_INTERVAL,
-        });
+    pub async fn finish(mut self, state: &FinalState) -> bool {
+        let progress = self.stop_loop().await;
         self.log.finish();
         final_update(&self.target, &self.log, progress.sent, state).await
     }

@@ -16,6 +16,7 @@ use crate::failure::{BuildError, FailureReason};
 use crate::feature_flags::FeatureFlags;
 use crate::job::JobResponse;
 use crate::log::{JobLog, ANSI_BOLD_CYAN, ANSI_RESET};
+use crate::panic::{panic_message, CatchUnwind};
 use crate::script::{ScriptError, ScriptGenerator, ShellCommand};
 use crate::secret::Secret;
 use crate::settings::{format_go_duration, BuildSettings, GitStrategy};
@@ -497,9 +498,13 @@ struct Scope {
 }
 
 impl Scope {
-    fn limited(&self, deadline: Instant, limit: Limit) -> Self {
+    /// This scope with one more deadline, `timeout` after `from`. A timeout too long for the
+    /// clock (the job's own `timeout` or a variable can be anything) sets no deadline.
+    fn limited(&self, from: Instant, timeout: Duration, limit: Limit) -> Self {
         let mut scope = self.clone();
-        scope.deadlines.push((deadline, limit));
+        if let Some(deadline) = from.checked_add(timeout) {
+            scope.deadlines.push((deadline, limit));
+        }
         scope
     }
 
@@ -629,8 +634,10 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
             runner.short_token(),
             runner.system_id
         ));
-        let outcome = match BuildContext::new(input) {
-            Ok((mut context, warnings)) => {
+        let context =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| BuildContext::new(input)));
+        let outcome = match context {
+            Ok(Ok((mut context, warnings))) => {
                 let summary = context.flags.non_default_summary();
                 if !summary.is_empty() {
                     log.println(&format!("  feature flags: {summary}"));
@@ -638,16 +645,54 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                 if !warnings.is_empty() {
                     log.warning(&warnings.join(", "));
                 }
-                self.run_with_context(&mut context).await
+                match CatchUnwind::new(self.run_with_context(&mut context)).await {
+                    Ok(outcome) => outcome,
+                    Err(payload) => {
+                        let message = panic_message(payload.as_ref());
+                        self.after_panic(Some(&context), message).await
+                    }
+                }
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 // The executor was never prepared; still give it a chance to release anything.
                 self.cleanup().await;
                 BuildOutcome::failed(error)
             }
+            Err(payload) => {
+                self.after_panic(None, panic_message(payload.as_ref()))
+                    .await
+            }
         };
         write_final_line(log, &outcome);
         outcome
+    }
+
+    /// A bug panicked in the middle of the build: the job still removes its file variables
+    /// (often secrets) and gets executor cleanup, each under its own deadline and each
+    /// contained too, and ends as a system failure.
+    async fn after_panic(
+        &mut self,
+        context: Option<&BuildContext>,
+        message: String,
+    ) -> BuildOutcome {
+        tracing::error!(panic = %message, "the build panicked; cleaning up and failing the job");
+        if let Some(context) = context {
+            let scope = Scope {
+                deadlines: Vec::new(),
+                graceful: false,
+            }
+            .limited(Instant::now(), CLEANUP_TIMEOUT, Limit::Job);
+            let stage = self.execute_stage(context, Stage::Cleanup, &scope);
+            if CatchUnwind::new(stage).await.is_err() {
+                tracing::error!("removing the file variables after the panic panicked too");
+            }
+        }
+        if CatchUnwind::new(self.cleanup()).await.is_err() {
+            tracing::error!("executor cleanup after the panic panicked too");
+        }
+        BuildOutcome::failed(BuildError::system(format!(
+            "the runner hit an internal error (please report it): {message}"
+        )))
     }
 
     async fn cleanup(&mut self) {
@@ -659,7 +704,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         }
     }
 
-    async fn run_with_context(mut self, context: &mut BuildContext) -> BuildOutcome {
+    async fn run_with_context(&mut self, context: &mut BuildContext) -> BuildOutcome {
         if !context.job.secrets.is_empty() {
             self.cleanup().await;
             return BuildOutcome::failed(BuildError::new(
@@ -670,15 +715,16 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         let job_timeout = context.job_timeout();
         let start = Instant::now();
         let job_scope = Scope {
-            deadlines: vec![(start + job_timeout, Limit::Job)],
+            deadlines: Vec::new(),
             graceful: true,
-        };
+        }
+        .limited(start, job_timeout, Limit::Job);
         let prepare_timeout = self.bounded_timeout(
             context.runner.prepare_timeout,
             job_timeout,
             "prepare_timeout",
         );
-        let prepare_scope = job_scope.limited(start + prepare_timeout, Limit::Prepare);
+        let prepare_scope = job_scope.limited(start, prepare_timeout, Limit::Prepare);
 
         let result = match self.prepare_executor(context, &prepare_scope).await {
             Ok(()) => {
@@ -914,7 +960,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
             "get_sources_timeout",
         );
         let get_sources_scope =
-            job_scope.limited(Instant::now() + get_sources_timeout, Limit::GetSources);
+            job_scope.limited(Instant::now(), get_sources_timeout, Limit::GetSources);
         let mut result = self
             .attempt_stage(
                 context,
@@ -1041,7 +1087,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         }
         let mut script_scope = job_scope.clone();
         if let Some(timeout) = script_timeout {
-            script_scope = script_scope.limited(now + timeout, Limit::Script);
+            script_scope = script_scope.limited(now, timeout, Limit::Script);
         }
         let mut error: Option<StageError> = None;
         let steps: Vec<String> = context
@@ -1086,7 +1132,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
             graceful: false,
         };
         if let Some(timeout) = after_script_timeout {
-            after_scope = after_scope.limited(Instant::now() + timeout, Limit::AfterScript);
+            after_scope = after_scope.limited(Instant::now(), timeout, Limit::AfterScript);
         }
         let after = self
             .execute_stage(context, Stage::AfterScript, &after_scope)

@@ -10,6 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::secret::Secret;
 use crate::variables::JobVariable;
 
+mod identity;
+pub use identity::{recover_identity, RecoveredIdentity};
+
 /// Treats an explicit `null` like a missing field.
 pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where

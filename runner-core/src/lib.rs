@@ -6,6 +6,7 @@
 //! - [`build`]: the build driver (stage order, failure branches, timeouts, cancellation, final
 //!   state and failure reason) and [`failure`]: GitLab's failure reasons.
 //! - [`log`]: the job log (masking, timestamps, sections, output limit, bounded memory).
+//! - [`panic`]: containing a panic inside one job, so it still ends with cleanup and a final state.
 //! - [`script`]: the small trait through which the driver asks for stage scripts.
 //!
 //! This crate must not depend on the `shells`, `network`, executor or `commands` crates, nor on
@@ -20,6 +21,7 @@ pub mod feature_flags;
 pub mod inputs;
 pub mod job;
 pub mod log;
+pub mod panic;
 pub mod process;
 pub mod remote_cache;
 pub mod script;

@@ -76,60 +76,105 @@ fn flags(raw: &str, default: &[&str]) -> Vec<String> {
     }
 }
 
-/// Parses a Go duration string such as `1h30m`, `90s`, `1.5h` or `300ms`.
+/// Parses a Go duration string such as `1h30m`, `90s`, `1.5h` or `300ms`, as Go's
+/// `time.ParseDuration` does, after trimming surrounding whitespace; negative values are
+/// refused. A value past Go's range (about 292 years) is `None`, as Go's "invalid duration".
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text == "0" {
-        return Some(Duration::ZERO);
+    match go_duration(text.trim())? {
+        (false, nanos) => Some(Duration::from_nanos(nanos)),
+        (true, _) => None,
     }
-    if text.is_empty() || text.starts_with('-') {
-        return None;
-    }
-    let text = text.strip_prefix('+').unwrap_or(text);
-    let mut total = 0f64;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if number_len == 0 {
-            return None;
-        }
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds;
-    }
-    Some(Duration::from_secs_f64(total))
 }
 
 /// Go's `time.ParseDuration` with its sign: `Some((negative, magnitude))`. Unlike
 /// [`parse_go_duration`] nothing is trimmed, as Go does not trim.
 pub fn parse_signed_go_duration(text: &str) -> Option<(bool, Duration)> {
-    if text.trim() != text || text.is_empty() {
-        return None;
-    }
-    let (negative, magnitude) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    let (negative, nanos) = go_duration(text)?;
+    Some((negative && nanos != 0, Duration::from_nanos(nanos)))
+}
+
+/// Go's algorithm (`time.ParseDuration`) in integer nanoseconds: `[-+]?([0-9]*(\.[0-9]*)?unit)+`
+/// or a lone `0`; every step that would leave the int64 range is refused.
+fn go_duration(text: &str) -> Option<(bool, u64)> {
+    const LIMIT: u64 = 1 << 63;
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
     };
-    if magnitude.starts_with(['-', '+']) {
+    if rest == "0" {
+        return Some((negative, 0));
+    }
+    if rest.is_empty() {
         return None;
     }
-    let duration = parse_go_duration(magnitude)?;
-    Some((negative && !duration.is_zero(), duration))
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (whole, after) = rest.split_at(digits);
+        let mut value: u64 = 0;
+        for digit in whole.bytes() {
+            value = value
+                .checked_mul(10)?
+                .checked_add(u64::from(digit - b'0'))
+                .filter(|value| *value <= LIMIT)?;
+        }
+        rest = after;
+        // The fraction keeps the digits that fit and ignores the rest, as Go does.
+        let (mut fraction, mut scale, mut has_fraction) = (0u64, 1f64, false);
+        if let Some(after_point) = rest.strip_prefix('.') {
+            let digits = after_point.bytes().take_while(u8::is_ascii_digit).count();
+            let mut overflowed = false;
+            for digit in after_point[..digits].bytes() {
+                if overflowed {
+                    continue;
+                }
+                match fraction.checked_mul(10).and_then(|f| {
+                    f.checked_add(u64::from(digit - b'0'))
+                        .filter(|f| *f <= LIMIT)
+                }) {
+                    Some(next) => {
+                        fraction = next;
+                        scale *= 10.0;
+                    }
+                    None => overflowed = true,
+                }
+            }
+            has_fraction = digits > 0;
+            rest = &after_point[digits..];
+        }
+        if digits == 0 && !has_fraction {
+            return None;
+        }
+        let unit_len = rest
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit: u64 = match &rest[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        if value > LIMIT / unit {
+            return None;
+        }
+        value *= unit;
+        if fraction > 0 {
+            value += (fraction as f64 * (unit as f64 / scale)) as u64;
+            if value > LIMIT {
+                return None;
+            }
+        }
+        total = total.checked_add(value).filter(|total| *total <= LIMIT)?;
+    }
+    if !negative && total > LIMIT - 1 {
+        return None;
+    }
+    Some((negative, total))
 }
 
 /// The script and after_script time limits, as upstream's `getStageTimeoutContexts` reads
@@ -381,6 +426,44 @@ mod tests {
         assert_eq!(parse_go_duration("300ms"), Some(Duration::from_millis(300)));
         assert_eq!(parse_go_duration("10"), None);
         assert_eq!(parse_go_duration("-1s"), None);
+        assert_eq!(parse_go_duration(".5s"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("5.s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_go_duration("1h1.5m"), Some(Duration::from_secs(3690)));
+        assert_eq!(
+            parse_go_duration("1µs2ns"),
+            Some(Duration::from_nanos(1002))
+        );
+        assert_eq!(parse_go_duration("."), None);
+        assert_eq!(parse_go_duration("s"), None);
+        assert_eq!(parse_go_duration("1e3s"), None);
+        assert_eq!(parse_go_duration("1d"), None);
+    }
+
+    #[test]
+    fn durations_past_gos_range_are_invalid_not_a_panic() {
+        // Go's time.ParseDuration answers "invalid duration" for each of these.
+        assert_eq!(parse_go_duration("99999999999999999999999h"), None);
+        assert_eq!(parse_go_duration(&format!("1{}s", "0".repeat(400))), None);
+        assert_eq!(parse_go_duration("2562048h"), None);
+        assert_eq!(parse_go_duration("9223372036854775808ns"), None);
+        assert_eq!(
+            parse_go_duration("9223372036854775807ns"),
+            Some(Duration::from_nanos(i64::MAX as u64))
+        );
+        assert_eq!(
+            parse_go_duration("2562047h"),
+            Some(Duration::from_secs(2_562_047 * 3600))
+        );
+        // Go's minimum duration exists only as a negative value.
+        assert_eq!(
+            parse_signed_go_duration("-9223372036854775808ns"),
+            Some((true, Duration::from_nanos(1 << 63)))
+        );
+        // A fraction with more digits than fit keeps the ones that do.
+        assert_eq!(
+            parse_go_duration(&format!("1.{}s", "5".repeat(40))),
+            Some(Duration::from_nanos(1_555_555_555))
+        );
         assert_eq!(format_go_duration(Duration::from_secs(3600)), "1h0m0s");
         assert_eq!(format_go_duration(Duration::from_secs(150)), "2m30s");
         assert_eq!(format_go_duration(Duration::from_millis(1500)), "1.5s");

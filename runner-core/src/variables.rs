@@ -175,11 +175,16 @@ impl Variables {
         )
     }
 
-    /// The values to mask in the log: trimmed, deduplicated, empty ones dropped, longest first.
+    /// The values to mask in the log: each masked variable's value as the job sees it, expanded
+    /// against the whole list unless it is raw (upstream masks `Expand().Masked()`), and also as
+    /// written, since a script can print it unexpanded; trimmed, deduplicated, empty ones
+    /// dropped, longest first.
     pub fn masked_values(&self) -> Vec<String> {
+        let expanded = self.expanded();
         let mut values: Vec<String> = self
             .0
             .iter()
+            .chain(expanded.0.iter())
             .filter(|variable| variable.masked)
             .map(|variable| variable.value.trim().to_string())
             .filter(|value| !value.is_empty())
@@ -340,5 +345,25 @@ mod tests {
             JobVariable::new("E", "  ").masked(),
         ]);
         assert_eq!(variables.masked_values(), vec!["abcdef", "abc"]);
+    }
+
+    #[test]
+    fn masked_values_include_what_the_job_sees_after_expansion() {
+        let variables = Variables::new(vec![
+            JobVariable::new("BASE", "basevalue123"),
+            JobVariable::new("SECRET", "$BASE-suffix").masked(),
+            JobVariable::new("QUOTED", "qu'o\"te`x$y").masked(),
+            JobVariable::new("RAW", "$BASE-raw").masked().raw(),
+        ]);
+        assert_eq!(
+            variables.masked_values(),
+            vec![
+                "basevalue123-suffix",
+                "$BASE-suffix",
+                "qu'o\"te`x$y",
+                "$BASE-raw",
+                "qu'o\"te`x",
+            ]
+        );
     }
 }

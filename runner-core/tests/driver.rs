@@ -27,6 +27,8 @@ enum Behaviour {
     /// Runs until cancelled.
     Hang,
     SystemError,
+    /// A bug in the executor: the stage panics.
+    Panic,
 }
 
 #[derive(Default)]
@@ -95,6 +97,10 @@ impl Executor for FakeExecutor {
                 })
             }
             Some(Behaviour::SystemError) => Err(ExecutorError::system("lost the backend")),
+            Some(Behaviour::Panic) => {
+                tokio::task::yield_now().await;
+                panic!("the fake executor broke in {name}")
+            }
         }
     }
 
@@ -518,4 +524,114 @@ async fn a_prepare_script_failure_stops_before_get_sources() {
     assert_eq!(result.stages(), ["prepare_script"]);
     let error = result.outcome.error.unwrap();
     assert!(error.message.starts_with("prepare environment: exit status 1. Check https://docs.gitlab.com/runner/shells/#shell-profile-loading"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_stage_still_removes_file_variables_cleans_up_and_fails_the_job() {
+    let result = Harness::default()
+        .behave("step_script", Behaviour::Panic)
+        .run()
+        .await;
+    assert_eq!(result.outcome.state, RuntimeState::Failed);
+    assert_eq!(result.reason(), Some(FailureReason::RunnerSystemFailure));
+    let stages = result.stages();
+    assert_eq!(
+        stages.last().map(String::as_str),
+        Some("cleanup_file_variables")
+    );
+    assert_eq!(stages.iter().filter(|s| *s == "step_script").count(), 1);
+    assert!(!stages.contains(&"after_script".to_string()), "{stages:?}");
+    assert_eq!(result.record.lock().unwrap().cleanups, 1);
+    assert!(
+        result.log.contains(
+            "ERROR: Job failed (system failure): the runner hit an internal error (please report it): the fake executor broke in step_script"
+        ),
+        "{}",
+        result.log
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_removing_file_variables_after_a_panic_still_cleans_up() {
+    let result = Harness::default()
+        .behave("step_script", Behaviour::Panic)
+        .behave("cleanup_file_variables", Behaviour::Panic)
+        .run()
+        .await;
+    assert_eq!(result.reason(), Some(FailureReason::RunnerSystemFailure));
+    assert_eq!(result.record.lock().unwrap().cleanups, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn out_of_range_stage_timeouts_are_malformed_not_a_panic() {
+    let huge_after = format!("1{}s", "0".repeat(400));
+    let variables: Vec<(&'static str, &'static str)> = vec![
+        ("RUNNER_SCRIPT_TIMEOUT", "99999999999999999999999h"),
+        (
+            "RUNNER_AFTER_SCRIPT_TIMEOUT",
+            Box::leak(huge_after.into_boxed_str()),
+        ),
+    ];
+    let result = Harness {
+        variables,
+        ..Harness::default()
+    }
+    .run()
+    .await;
+    assert_eq!(
+        result.outcome.state,
+        RuntimeState::Success,
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains(
+            "WARNING: Ignoring malformed RUNNER_SCRIPT_TIMEOUT timeout: 99999999999999999999999h"
+        ),
+        "{}",
+        result.log
+    );
+    assert!(
+        result
+            .log
+            .contains("WARNING: Ignoring malformed RUNNER_AFTER_SCRIPT_TIMEOUT timeout: 1000"),
+        "{}",
+        result.log
+    );
+    assert!(result.stages().contains(&"after_script".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_timeout_past_the_clocks_range_runs_without_a_deadline() {
+    for timeout in [i64::MAX, i64::MAX / 1000, 1 << 40] {
+        let result = Harness {
+            timeout,
+            variables: vec![("RUNNER_SCRIPT_TIMEOUT", "2562047h")],
+            ..Harness::default()
+        }
+        .run()
+        .await;
+        assert_eq!(
+            result.outcome.state,
+            RuntimeState::Success,
+            "{}",
+            result.log
+        );
+    }
+    // And a job that hangs under such a timeout still stops on the script timeout.
+    let result = Harness {
+        timeout: i64::MAX,
+        variables: vec![("RUNNER_SCRIPT_TIMEOUT", "10m")],
+        ..Harness::default()
+    }
+    .behave("step_script", Behaviour::Hang)
+    .run()
+    .await;
+    assert_eq!(
+        result.outcome.state,
+        RuntimeState::Timedout,
+        "{}",
+        result.log
+    );
+    assert_eq!(result.reason(), Some(FailureReason::JobExecutionTimeout));
 }
