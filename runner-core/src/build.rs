@@ -244,12 +244,23 @@ impl BuildContext {
             correlation_id,
         } = input;
         let environment = environment_variables(&runner.environment);
-        let job_variables: Vec<JobVariable> = job
+        let mut job_variables: Vec<JobVariable> = job
             .variables
             .iter()
             .filter(|variable| !variable.key.starts_with("FF_"))
             .cloned()
             .collect();
+        // A file variable's key becomes a path under the temporary directory and a word in
+        // every stage script; GitLab allows only these names, so anything else is refused
+        // before a script is written (upstream writes it, and `../x` escapes the directory).
+        let mut refused = Vec::new();
+        job_variables.retain(|variable| {
+            let usable = !variable.file || is_variable_name(&variable.key);
+            if !usable {
+                refused.push(format!("{:?}", variable.key));
+            }
+            usable
+        });
         let mut for_flags = Variables::new(environment.clone());
         for_flags.extend(job.variables.iter().cloned());
         let (flags, mut warnings) = FeatureFlags::resolve(&runner.feature_flags, &for_flags);
@@ -260,6 +271,12 @@ impl BuildContext {
             runner.debug_trace_disabled,
         );
         warnings.extend(settings.warnings.iter().cloned());
+        if !refused.is_empty() {
+            warnings.push(format!(
+                "skipping file variables with invalid names (only letters, digits and _, not starting with a digit): {}",
+                refused.join(" ")
+            ));
+        }
 
         let short = runner.short_token();
         let pending = |dir: String| {
@@ -423,6 +440,15 @@ impl BuildContext {
         }
         self.variables = Variables::new(list).with_file_dir(self.dirs.tmp_dir());
     }
+}
+
+/// `^[A-Za-z_][A-Za-z0-9_]*$`, the variable names GitLab accepts.
+fn is_variable_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
 fn environment_variables(entries: &[String]) -> Vec<JobVariable> {

@@ -97,7 +97,8 @@ impl ScriptGenerator for BashShell {
             .as_deref()
             .and_then(ShellKind::from_name)
             .unwrap_or(self.kind);
-        let mut writer = writer::BashWriter::new(kind.name(), &build.dirs.tmp_dir());
+        let mut writer = writer::BashWriter::new(kind.name(), &build.dirs.tmp_dir())
+            .with_private_tmp(build.shared_environment);
         writer.check_for_errors = build.flags.enabled("FF_ENABLE_BASH_EXIT_CODE_CHECK");
         writer.legacy_eval = build.flags.enabled("FF_USE_LEGACY_BASH_EVAL");
         // ANSI-C `$'...'` quoting is a bash (and busybox) extension that dash, Debian's `sh`,

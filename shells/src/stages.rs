@@ -520,6 +520,7 @@ fn setup_template_dir(
     w: &mut BashWriter,
     info: &Info<'_>,
 ) -> Result<(String, String), ScriptError> {
+    w.restrict_tmp_dir();
     let template_dir = w.mk_tmp_dir(GIT_TEMPLATE_DIR);
     let template_file = join_path(&[&template_dir, "config"]);
     let ext_config = w.tmp_file(EXTERNAL_GIT_CONFIG);
@@ -849,17 +850,12 @@ fn write_download_artifacts(w: &mut BashWriter, info: &Info<'_>) -> Result<bool,
                 dependency.name, dependency.id
             ));
             let id = dependency.id.to_string();
-            w.command(
+            // The helper reads its token from CI_JOB_TOKEN (as upstream's does), so the token
+            // stays out of the argument list `ps` shows.
+            w.command_with_env(
+                &[("CI_JOB_TOKEN", dependency.token.expose())],
                 info.runner_command,
-                &[
-                    "artifacts-downloader",
-                    "--url",
-                    &url,
-                    "--token",
-                    dependency.token.expose(),
-                    "--id",
-                    &id,
-                ],
+                &["artifacts-downloader", "--url", &url, "--id", &id],
             );
         }
     });
@@ -935,9 +931,34 @@ fn remote_object<'a>(info: &'a Info<'_>, key: &str) -> Option<(&'a RemoteCache, 
     Some((remote, object))
 }
 
+/// `CACHE_METADATA` as upstream's `json.Marshal` writes it: the key as a JSON string with Go's
+/// HTML-safe escapes (`<`, `>`, `&`, U+2028 and U+2029 as `\uXXXX`).
+fn cache_metadata(key: &str) -> String {
+    let mut quoted = String::with_capacity(key.len() + 2);
+    quoted.push('"');
+    for c in key.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            '\r' => quoted.push_str("\\r"),
+            '\t' => quoted.push_str("\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                quoted.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c if (c as u32) < 0x20 => quoted.push_str(&format!("\\u{:04x}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    format!("{{\"cachekey\":{quoted}}}")
+}
+
 /// Presigned URLs outlive the job: its timeout plus an hour.
 fn url_lifetime(info: &Info<'_>) -> Duration {
-    info.build.job_timeout() + Duration::from_secs(3600)
+    info.build
+        .job_timeout()
+        .saturating_add(Duration::from_secs(3600))
 }
 
 fn cache_paths(cache: &Cache) -> Vec<String> {
@@ -1111,10 +1132,7 @@ fn write_archive_cache(
             w.notice(&format!("Creating cache {key}..."));
             let env_file = w.dot_env_variables(
                 CACHE_ENV_FILE,
-                &[(
-                    "CACHE_METADATA".into(),
-                    format!("{{\"cachekey\":\"{key}\"}}"),
-                )],
+                &[("CACHE_METADATA".into(), cache_metadata(&key))],
             );
             let mut args: Vec<String> = vec![
                 "cache-archiver".into(),
@@ -1196,8 +1214,6 @@ fn write_upload_artifacts(
                 "artifacts-uploader".into(),
                 "--url".into(),
                 url.clone(),
-                "--token".into(),
-                token.clone(),
                 "--id".into(),
                 id.clone(),
             ];
@@ -1224,7 +1240,11 @@ fn write_upload_artifacts(
                 }
             }
             w.notice("Uploading artifacts...");
-            w.command(info.runner_command, &as_refs(&args));
+            w.command_with_env(
+                &[("CI_JOB_TOKEN", &token)],
+                info.runner_command,
+                &as_refs(&args),
+            );
         }
     });
     Ok(true)

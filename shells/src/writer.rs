@@ -26,6 +26,8 @@ pub struct BashWriter {
     pub check_for_errors: bool,
     pub legacy_eval: bool,
     pub posix_escape: bool,
+    /// See [`BashWriter::with_private_tmp`].
+    pub private_tmp: bool,
 }
 
 fn double_quote(text: &str) -> String {
@@ -43,6 +45,7 @@ impl BashWriter {
             check_for_errors: false,
             legacy_eval: false,
             posix_escape: false,
+            private_tmp: false,
         }
     }
 
@@ -87,6 +90,19 @@ impl BashWriter {
     pub fn command(&mut self, command: &str, args: &[&str]) {
         let line = self.build_command(|arg| self.escape(arg), command, args);
         self.line(&line);
+        self.check_for_errors();
+    }
+
+    /// `command` with `env` set for it alone (`KEY=value command args`): a secret passed this
+    /// way is in the command's environment, readable by its user only, not in its argument
+    /// list, which every local user sees in `ps`.
+    pub fn command_with_env(&mut self, env: &[(&str, &str)], command: &str, args: &[&str]) {
+        let mut line: Vec<String> = env
+            .iter()
+            .map(|(key, value)| format!("{key}={}", self.escape(value)))
+            .collect();
+        line.push(self.build_command(|arg| self.escape(arg), command, args));
+        self.line(&line.join(" "));
         self.check_for_errors();
     }
 
@@ -138,11 +154,36 @@ impl BashWriter {
         self.absolute(&runner_core::dirs::join_path(&[&self.temporary_path, name]))
     }
 
+    /// Makes the temporary directory readable by the job's user only when it is created
+    /// (`private`): on a shared host other local users must not read the file variables
+    /// and the git config with the job token that live there.
+    pub fn with_private_tmp(mut self, private: bool) -> Self {
+        self.private_tmp = private;
+        self
+    }
+
+    fn make_tmp_dir(&self) -> String {
+        let tmp = go_quote(&self.temporary_path);
+        if self.private_tmp {
+            format!("(umask 077 && mkdir -p {tmp})")
+        } else {
+            format!("mkdir -p {tmp}")
+        }
+    }
+
+    /// Makes an existing temporary directory private too (one left by an earlier runner).
+    pub fn restrict_tmp_dir(&mut self) {
+        if self.private_tmp {
+            let tmp = go_quote(&self.temporary_path);
+            self.line(&format!("chmod 700 {tmp} 2>/dev/null || :"));
+        }
+    }
+
     pub fn variable(&mut self, key: &str, value: &str, file: bool) {
         if file {
             let file_path = self.tmp_file(key);
-            let tmp = go_quote(&self.temporary_path);
-            self.line(&format!("mkdir -p {tmp}"));
+            let make = self.make_tmp_dir();
+            self.line(&make);
             let escaped = self.escape(value);
             // Readable by the job's user only (upstream leaves them to the umask).
             self.line(&format!(
@@ -171,7 +212,8 @@ impl BashWriter {
     /// effect with shell builtins saves two processes per stage.
     pub fn source_env(&mut self, path: &str) {
         let tmp = go_quote(&self.temporary_path);
-        self.line(&format!("[ -d {tmp} ] || mkdir -p {tmp}"));
+        let make = self.make_tmp_dir();
+        self.line(&format!("[ -d {tmp} ] || {make}"));
         self.line(&format!(": >> {}", go_quote(path)));
         self.line(&format!(
             "while read -r line; do export \"$line\"; done < {}",
@@ -193,7 +235,11 @@ impl BashWriter {
             })
             .collect();
         sorted.sort();
-        let mut text = format!("cat << EOF > {path}\n");
+        // The delimiter is quoted so the shell expands nothing in the values: a cache key
+        // built from a branch name such as `feature-$(id)` stays text. (Upstream's here-doc is
+        // unquoted and runs it.) The escaping above removes newlines, so no value can end the
+        // here-doc early.
+        let mut text = format!("cat << 'EOF' > {path}\n");
         for (key, value) in sorted {
             let value = value
                 .replace('\\', "\\\\")
@@ -370,5 +416,44 @@ impl BashWriter {
         }
         out.push_str("exit 0\n");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_env_values_are_written_literally_under_bash_and_sh() {
+        // Security probe finding 6: the unquoted here-doc ran `$(…)` and backticks in values,
+        // so a branch named `feature-$(id)` used in a cache key ran `id`.
+        for shell in ["bash", "sh"] {
+            let dir = tempfile::tempdir().unwrap();
+            let tmp = dir.path().join("tmp");
+            std::fs::create_dir(&tmp).unwrap();
+            let marker = dir.path().join("ran");
+            let value = format!(
+                "feature-$(touch {m})-`touch {m}`-${{HOME}}-\\\"q\\\"",
+                m = marker.display()
+            );
+            let mut writer = BashWriter::new(shell, &tmp.display().to_string());
+            writer.posix_escape = shell == "sh";
+            let path = writer.dot_env_variables("env", &[("CACHE_METADATA".into(), value.clone())]);
+            let script = writer.finish(false);
+            let status = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(&script)
+                .status()
+                .unwrap();
+            assert!(status.success(), "{shell}");
+            assert!(!marker.exists(), "{shell} ran a command from the value");
+            let written = std::fs::read_to_string(&path).unwrap();
+            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+            assert_eq!(
+                written,
+                format!("CACHE_METADATA=\"{escaped}\"\n"),
+                "{shell}"
+            );
+        }
     }
 }
