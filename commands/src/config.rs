@@ -1015,6 +1015,29 @@ fn positive(key: &str, value: Option<i64>, default: i64) -> Result<i64, ConfigEr
     }
 }
 
+/// The most jobs or requests a count may allow: far beyond any machine, and far below the
+/// semaphore limit past which building the runner's state would panic.
+pub const MAX_COUNT: i64 = 1_000_000;
+
+/// A count such as `concurrent`, `limit` or `request_concurrency`: not negative and at most
+/// [`MAX_COUNT`].
+fn count(key: &str, value: Option<i64>, default: i64) -> Result<usize, ConfigError> {
+    let value = positive(key, value, default)?;
+    if value > MAX_COUNT {
+        return Err(invalid(key, value, &format!("must be at most {MAX_COUNT}")));
+    }
+    Ok(value as usize)
+}
+
+/// A retry or attempt count kept in a `u32`; 0 means the default.
+fn attempts(key: &str, value: Option<i64>, default: u32) -> Result<u32, ConfigError> {
+    match positive(key, value, i64::from(default))? {
+        0 => Ok(default),
+        value => u32::try_from(value)
+            .map_err(|_| invalid(key, value, &format!("must be at most {}", u32::MAX))),
+    }
+}
+
 fn duration(key: &str, value: &Option<String>) -> Result<Option<Duration>, ConfigError> {
     match value.as_deref() {
         None | Some("") => Ok(None),
@@ -1078,13 +1101,16 @@ impl RunnerConfig {
             }
         }
         let request_concurrency =
-            positive(&key("request_concurrency"), raw.request_concurrency, 1)?.max(1);
+            count(&key("request_concurrency"), raw.request_concurrency, 1)?.max(1);
         let output_limit_kib = positive(&key("output_limit"), raw.output_limit, 4096)?;
         let output_limit_kib = if output_limit_kib == 0 {
             4096
         } else {
             output_limit_kib
         };
+        let output_limit = (output_limit_kib as u64)
+            .checked_mul(1024)
+            .ok_or_else(|| invalid(key("output_limit"), output_limit_kib, "is too large"))?;
         let tls = |value: &Option<String>| {
             value.as_ref().filter(|v| !v.is_empty()).map(|v| {
                 let path = PathBuf::from(v);
@@ -1114,28 +1140,22 @@ impl RunnerConfig {
             tls_ca_file: tls(&raw.tls_ca_file),
             tls_cert_file: tls(&raw.tls_cert_file),
             tls_key_file: tls(&raw.tls_key_file),
-            limit: positive(&key("limit"), raw.limit, 0)? as usize,
-            output_limit: output_limit_kib as u64 * 1024,
-            request_concurrency: request_concurrency as usize,
+            limit: count(&key("limit"), raw.limit, 0)?,
+            output_limit,
+            request_concurrency,
             strict_check_interval: raw.strict_check_interval.unwrap_or(false),
-            unhealthy_requests_limit: match positive(
+            unhealthy_requests_limit: attempts(
                 &key("unhealthy_requests_limit"),
                 raw.unhealthy_requests_limit,
                 3,
-            )? {
-                0 => 3,
-                v => v as u32,
-            },
+            )?,
             unhealthy_interval: duration(&key("unhealthy_interval"), &raw.unhealthy_interval)?
                 .unwrap_or(Duration::from_secs(60 * 60)),
-            job_status_final_update_retry_limit: match positive(
+            job_status_final_update_retry_limit: attempts(
                 &key("job_status_final_update_retry_limit"),
                 raw.job_status_final_update_retry_limit,
                 10,
-            )? {
-                0 => 10,
-                v => v as u32,
-            },
+            )?,
             executor,
             ssh: raw
                 .ssh
@@ -1200,7 +1220,7 @@ impl Config {
             Some(value) if value <= 0 => {
                 return Err(invalid("concurrent", value, "must be at least 1"));
             }
-            Some(value) => value as usize,
+            Some(value) => count("concurrent", Some(value), 1)?,
         };
         let check_interval = match raw.check_interval {
             Some(value) if value > 0 => Duration::from_secs(value as u64),
@@ -1352,6 +1372,29 @@ shutdown_timeout = 0
         );
         let error = Config::parse(Path::new("c.toml"), "concurrent = \"x\"").unwrap_err();
         assert!(error.to_string().starts_with("parsing c.toml"), "{error}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_the_key_not_a_panic() {
+        // Security probe finding 5: each of these panicked at start (exit 101 with a backtrace)
+        // or, for output_limit, wrapped to a 0-byte log.
+        let cases = [
+            ("concurrent = 4", "concurrent = 9223372036854775807", "invalid value for concurrent: \"9223372036854775807\" (must be at most 1000000)"),
+            ("limit = 2", "limit = 9223372036854775807", "invalid value for runners[0].limit: \"9223372036854775807\" (must be at most 1000000)"),
+            ("limit = 2", "limit = 2\n  request_concurrency = 3000000000000000000", "invalid value for runners[0].request_concurrency: \"3000000000000000000\" (must be at most 1000000)"),
+            ("limit = 2", "limit = 2\n  unhealthy_interval = \"99999999999999999999999h\"", "invalid value for runners[0].unhealthy_interval: \"99999999999999999999999h\" (expected a duration such as 30s, 10m or 1h)"),
+            ("limit = 2", "limit = 2\n  output_limit = 18014398509481984", "invalid value for runners[0].output_limit: \"18014398509481984\" (is too large)"),
+            ("limit = 2", "limit = 2\n  unhealthy_requests_limit = 4294967296", "invalid value for runners[0].unhealthy_requests_limit: \"4294967296\" (must be at most 4294967295)"),
+        ];
+        for (from, to, expected) in cases {
+            let text = REAL.replace(from, to);
+            assert_ne!(text, REAL);
+            let error = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+            assert_eq!(error.to_string(), expected);
+        }
+        let text = REAL.replace("limit = 2", "limit = 2\n  output_limit = 9007199254740991");
+        let config = Config::parse(Path::new("c.toml"), &text).unwrap();
+        assert_eq!(config.runners[0].output_limit, 9_007_199_254_740_991 * 1024);
     }
 
     #[test]

@@ -101,11 +101,14 @@ impl Worker {
                 "runner is unhealthy and will be skipped for {:?}",
                 self.runner.unhealthy_interval
             );
+            // A back-off past the clock's range is as good as forever.
+            let until = Instant::now()
+                .checked_add(self.runner.unhealthy_interval)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
             *self
                 .unhealthy_until
                 .lock()
-                .unwrap_or_else(|e| e.into_inner()) =
-                Some(Instant::now() + self.runner.unhealthy_interval);
+                .unwrap_or_else(|e| e.into_inner()) = Some(until);
             self.unhealthy_count.store(0, Ordering::Relaxed);
         }
     }
@@ -229,13 +232,27 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
             }
         }
         if reload_now {
-            match Config::load(&config_path).map(|config| build_state(&config, &system_id, &ids)) {
-                Ok(Ok(new_state)) => {
+            // The new state is built whole before it replaces the old one, and a bug reached
+            // by the new file (a panic) is contained too: running jobs keep going, and the
+            // runner keeps the configuration it has.
+            let reloaded = std::panic::catch_unwind(|| {
+                Config::load(&config_path).map(|config| build_state(&config, &system_id, &ids))
+            });
+            match reloaded {
+                Ok(Ok(Ok(new_state))) => {
                     tracing::info!(runners = new_state.workers.len(), "configuration reloaded");
                     state = new_state;
                 }
-                Ok(Err(error)) => tracing::error!("reloading the configuration failed: {error:#}"),
-                Err(error) => tracing::error!("reloading the configuration failed: {error}"),
+                Ok(Ok(Err(error))) => tracing::error!(
+                    "reloading the configuration failed, keeping the previous one: {error:#}"
+                ),
+                Ok(Err(error)) => tracing::error!(
+                    "reloading the configuration failed, keeping the previous one: {error}"
+                ),
+                Err(payload) => tracing::error!(
+                    "reloading the configuration failed, keeping the previous one: internal error: {}",
+                    runner_core::panic::panic_message(payload.as_ref())
+                ),
             }
         }
         if state.workers.is_empty() {

@@ -200,6 +200,7 @@ pub enum VerifyResult {
 pub struct GitlabClient {
     transport: Mutex<Transport>,
     tls: TlsOptions,
+    timeouts: Timeouts,
     base: String,
     user_agent: String,
     last_update: Mutex<Option<String>>,
@@ -258,10 +259,37 @@ struct Transport {
     stamps: [Option<std::time::SystemTime>; 3],
 }
 
-fn build_http(tls: &TlsOptions) -> Result<reqwest::Client, ClientError> {
+/// How long a GitLab that stopped answering can hold a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening a connection (upstream's dialer timeout, 30 s).
+    pub connect: Duration,
+    /// Silence before the response headers or between two reads of a body: upstream's
+    /// `ResponseHeaderTimeout` (10 min), which also covers a long-polled `jobs/request`.
+    pub read: Duration,
+    /// One request as a whole (upstream's client timeout, 60 min).
+    pub request: Duration,
+    /// The body of a `jobs/request` answer once its headers came (2 min): a stalled payload
+    /// must not hold the runner's request slot for the whole read timeout.
+    pub job_payload: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(30),
+            read: Duration::from_secs(10 * 60),
+            request: Duration::from_secs(60 * 60),
+            job_payload: Duration::from_secs(2 * 60),
+        }
+    }
+}
+
+fn build_http(tls: &TlsOptions, timeouts: &Timeouts) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .timeout(Duration::from_secs(60 * 60))
+        .connect_timeout(timeouts.connect)
+        .read_timeout(timeouts.read)
+        .timeout(timeouts.request)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_keepalive(Duration::from_secs(30))
         .min_tls_version(reqwest::tls::Version::TLS_1_2);
@@ -282,14 +310,25 @@ fn build_http(tls: &TlsOptions) -> Result<reqwest::Client, ClientError> {
 
 impl GitlabClient {
     pub fn new(url: &str, tls: &TlsOptions, user_agent: &str) -> Result<Self, ClientError> {
+        Self::with_timeouts(url, tls, user_agent, Timeouts::default())
+    }
+
+    /// A client with other [`Timeouts`] than upstream's (tests of a stalling GitLab).
+    pub fn with_timeouts(
+        url: &str,
+        tls: &TlsOptions,
+        user_agent: &str,
+        timeouts: Timeouts,
+    ) -> Result<Self, ClientError> {
         let base = api_base(url)?;
         let stamps = crate::tls::stamps(tls);
         Ok(Self {
             transport: Mutex::new(Transport {
-                http: build_http(tls)?,
+                http: build_http(tls, &timeouts)?,
                 stamps,
             }),
             tls: tls.clone(),
+            timeouts,
             base,
             user_agent: user_agent.to_string(),
             last_update: Mutex::new(None),
@@ -309,7 +348,7 @@ impl GitlabClient {
         let stamps = crate::tls::stamps(&self.tls);
         if stamps != transport.stamps {
             transport.stamps = stamps;
-            match build_http(&self.tls) {
+            match build_http(&self.tls, &self.timeouts) {
                 Ok(http) => {
                     tracing::info!("TLS files changed; reloaded the GitLab connection settings");
                     transport.http = http;
@@ -410,7 +449,9 @@ impl GitlabClient {
             .map(str::to_string)
             .unwrap_or(request_id);
         let result = match response.status() {
-            StatusCode::CREATED => parse_job(response, correlation).await,
+            StatusCode::CREATED => {
+                parse_job(response, correlation, self.timeouts.job_payload).await
+            }
             StatusCode::NO_CONTENT => JobRequestResult::NoJob,
             StatusCode::FORBIDDEN => JobRequestResult::Forbidden,
             StatusCode::SERVICE_UNAVAILABLE => JobRequestResult::Unavailable,
@@ -678,15 +719,25 @@ impl GitlabClient {
     }
 }
 
-async fn parse_job(response: Response, correlation_id: String) -> JobRequestResult {
+async fn parse_job(
+    response: Response,
+    correlation_id: String,
+    payload_timeout: Duration,
+) -> JobRequestResult {
     let is_json = response
         .headers()
         .get("Content-Type")
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.split(';').next().unwrap_or("").trim() == "application/json");
-    let bytes = match response.bytes().await {
-        Ok(bytes) => bytes,
-        Err(error) => return JobRequestResult::ClientError(error_chain(&error)),
+    let bytes = match tokio::time::timeout(payload_timeout, response.bytes()).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => return JobRequestResult::ClientError(error_chain(&error)),
+        Err(_) => {
+            return JobRequestResult::ClientError(format!(
+                "reading the job payload: no complete answer within {}",
+                runner_core::settings::format_go_duration(payload_timeout)
+            ))
+        }
     };
     match JobResponse::from_json(&bytes) {
         Ok(job) => JobRequestResult::Job {

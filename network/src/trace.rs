@@ -149,7 +149,9 @@ async fn incremental_loop(
         }
         let before = progress.sent;
         let result = patch_once(&target, &log, progress.sent).await;
-        progress.sent = result.sent_offset;
+        // GitLab cannot hold more than the log has: a larger offset in a 416 would skip
+        // the rest of the log.
+        progress.sent = result.sent_offset.min(log.len());
         if let Some(interval) = result.remote.update_interval {
             progress.interval = interval;
         }
@@ -218,15 +220,29 @@ async fn final_update(
         bytesize: log.len(),
     };
     let mut attempt = 0;
-    while attempt < target.final_update_retry_limit.max(1) {
+    let limit = target.final_update_retry_limit.max(1);
+    // 416 answers in a row: each moves the offset where GitLab says it is, but a GitLab that
+    // keeps answering 416 must not keep the job from its final state forever.
+    let mut mismatches = 0;
+    while attempt < limit {
         // Drain what GitLab does not have yet.
         let mut drained = true;
         while sent < log.len() {
             let result = patch_once(target, log, sent).await;
-            sent = result.sent_offset;
+            sent = result.sent_offset.min(log.len());
             match result.state {
-                PatchState::Succeeded => {}
-                PatchState::RangeMismatch => tokio::time::sleep(interval).await,
+                PatchState::Succeeded => mismatches = 0,
+                PatchState::RangeMismatch => {
+                    mismatches += 1;
+                    if mismatches >= limit {
+                        tracing::warn!(
+                            job = target.job_id,
+                            "GitLab keeps refusing the trace's range; sending the final state without the rest of the log"
+                        );
+                        break;
+                    }
+                    tokio::time::sleep(interval).await;
+                }
                 PatchState::NotFound | PatchState::Abort => break,
                 PatchState::Failed => {
                     drained = false;
@@ -251,7 +267,10 @@ async fn final_update(
                 tokio::time::sleep(interval).await;
             }
             UpdateState::TraceValidationFailed => {
+                // GitLab's copy of the log does not match: send it again from the start,
+                // within the attempts, so a GitLab that never agrees cannot hold the job.
                 sent = 0;
+                attempt += 1;
                 tokio::time::sleep(interval).await;
             }
             UpdateState::Failed => {
