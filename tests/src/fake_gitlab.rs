@@ -501,6 +501,11 @@ impl FakeGitlab {
         self.with_job(job, |job| job.status = JobStatus::Canceled);
     }
 
+    /// Changes a queued job's payload as served (a malformed or hostile one).
+    pub fn edit_payload(&self, job: JobControl, edit: impl FnOnce(&mut Value)) {
+        self.with_job(job, |job| edit(&mut job.payload));
+    }
+
     /// Answers the next `count` trace patches with 416.
     pub fn inject_range_mismatches(&self, job: JobControl, count: u32) {
         self.with_job(job, |job| job.range_mismatches = count);

@@ -17,6 +17,7 @@ pub mod images;
 pub mod registry;
 pub mod runner_process;
 pub mod s3;
+pub mod shell_runner;
 pub mod sshd;
 
 pub use binary::{docker_vm_driver_binary, release_runner_binary, runner_binary};
@@ -30,4 +31,5 @@ pub use images::{debian_image, run, HelperImage, DEBIAN_IMAGE};
 pub use registry::FakeRegistry;
 pub use runner_process::RunnerProcess;
 pub use s3::S3Server;
+pub use shell_runner::{ShellRunner, SHELL_RUNNER_TOKEN};
 pub use sshd::{SshServer, SshdOptions};

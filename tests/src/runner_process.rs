@@ -29,6 +29,29 @@ impl RunnerProcess {
         Self { child }
     }
 
+    /// As [`RunnerProcess::spawn`], with the runner's own log written to `log` as well, so a
+    /// test can wait for a line it prints.
+    pub fn spawn_logged(binary: &Path, config: &Path, cwd: &Path, log: &Path) -> Self {
+        use std::os::unix::process::CommandExt;
+        let file = std::fs::File::create(log).expect("create the runner's log file");
+        let child = Command::new(binary)
+            .args(["run", "-c"])
+            .arg(config)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .process_group(0)
+            .spawn()
+            .expect("start gitlab-runner-rs run");
+        Self { child }
+    }
+
+    /// Whether the runner is still running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn id(&self) -> u32 {
         self.child.id()
     }

@@ -5,61 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runner_tests::{
-    job_payload, runner_binary, FakeGitlab, GitServer, RunnerProcess, TestCertificates,
+    job_payload, FakeGitlab, GitServer, ShellRunner as Runner, TestCertificates, SHELL_RUNNER_TOKEN,
 };
 use serde_json::json;
 
-const RUNNER_TOKEN: &str = "glrt-t1_e2erunnertoken";
+const RUNNER_TOKEN: &str = SHELL_RUNNER_TOKEN;
 const WAIT: Duration = Duration::from_secs(90);
-
-/// A runner with its own config directory; the process dies with it.
-struct Runner {
-    process: RunnerProcess,
-    _dir: tempfile::TempDir,
-    builds: PathBuf,
-}
-
-impl Runner {
-    fn start(gitlab: &FakeGitlab, extra_runner_config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let builds = dir.path().join("builds");
-        let config = format!(
-            r#"concurrent = 2
-check_interval = 1
-
-[[runners]]
-  name = "e2e"
-  url = "{url}"
-  token = "{RUNNER_TOKEN}"
-  executor = "shell"
-  builds_dir = "{builds}"
-  cache_dir = "{cache}"
-  graceful_kill_timeout = 2
-  {extra_runner_config}
-"#,
-            url = gitlab.url(),
-            builds = builds.display(),
-            cache = dir.path().join("cache").display(),
-        );
-        let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let process = RunnerProcess::spawn(
-            &runner_binary(),
-            &config_path,
-            dir.path(),
-            &[("RUST_LOG", "info".as_ref())],
-        );
-        Self {
-            process,
-            _dir: dir,
-            builds,
-        }
-    }
-
-    fn signal(&self, signal: i32) {
-        self.process.signal(signal);
-    }
-}
 
 fn variables(extra: serde_json::Value) -> serde_json::Value {
     let mut list = vec![
@@ -620,14 +571,14 @@ async fn a_cache_saved_by_one_job_is_restored_by_the_next_and_a_fallback_key_is_
     );
     assert!(log.contains("Created cache"), "{log}");
     let archive = runner
-        ._dir
+        .dir
         .path()
         .join("cache/group/project-empty/deps-main/cache.zip");
     assert!(
         archive.exists(),
         "{} missing; cache files: {:?}\n{log}",
         archive.display(),
-        walk(&runner._dir.path().join("cache"))
+        walk(&runner.dir.path().join("cache"))
     );
 
     // Same key: restored with its mode; the archive is not rebuilt when nothing changed.
@@ -747,7 +698,7 @@ async fn the_shared_s3_cache_round_trips_through_a_real_s3_server() {
     );
 
     // Only the shared copy is left: the next job gets it from S3.
-    std::fs::remove_dir_all(runner._dir.path().join("cache")).unwrap();
+    std::fs::remove_dir_all(runner.dir.path().join("cache")).unwrap();
     let restore = gitlab.enqueue(cache_job(
         &["echo \"restored=$(cat vendor/dep.txt)\""],
         cache.clone(),
