@@ -367,6 +367,14 @@ impl Slots {
     }
 }
 
+/// `timeout` from now; a timeout too long for the clock (a driver's settings can say anything)
+/// is a century, which is as good as never.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// Polls `ready` every `interval` until it says yes or `timeout` passes.
 pub fn wait_until(
     what: &str,
@@ -374,7 +382,7 @@ pub fn wait_until(
     interval: Duration,
     mut ready: impl FnMut() -> Result<bool, Failure>,
 ) -> Result<(), Failure> {
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     loop {
         if ready()? {
             return Ok(());
@@ -440,7 +448,7 @@ fn prepare<B: Backend>(backend: &mut B, settings: &Settings, key: &JobKey) -> Re
     Slots::new(settings.state_dir.join("slots"), settings.max_jobs).claim(
         key,
         &states,
-        Instant::now() + settings.capacity_timeout,
+        deadline_after(settings.capacity_timeout),
     )?;
     let image = backend.image();
     let resource = match state.load::<Saved<B::Resource>>()? {

@@ -797,7 +797,7 @@ pub fn without_quoted_values(message: &str) -> String {
         }
     }
     if quoted {
-        out.push_str("…");
+        out.push('…');
     }
     out
 }
