@@ -354,7 +354,7 @@ async fn a_remote_cancel_and_a_runner_sigterm_leave_no_container() {
     // that is up to 30 seconds away, as upstream.)
     let mut trapping = ticking("unused");
     trapping["steps"][0]["script"] = json!([
-        "bash -c 'trap \"echo got-sigterm; exit 0\" TERM; echo cancel-me; while true; do echo tick; sleep 0.2; done'"
+        "bash -c 'trap \"echo got-sig''term; exit 0\" TERM; echo cancel-me; while true; do echo tick; sleep 0.2; done'"
     ]);
     let canceled = gitlab.enqueue(trapping);
     let mut runner = start_runner(&gitlab, TOKEN_STOP, &helper, "");

@@ -475,7 +475,7 @@ async fn artifacts_uploaded_by_one_job_are_downloaded_by_the_next() {
         &[
             "cat out/bin/tool; echo",
             "echo \"mode=$(stat -c %a out/bin/tool) link=$(readlink out/bin/alias)\"",
-            "test ! -e out/debug.log && echo excluded-file-absent",
+            "test ! -e out/debug.log && echo excluded-file-\"absent\"",
         ],
         json!([]),
     );
@@ -612,7 +612,7 @@ async fn a_cache_saved_by_one_job_is_restored_by_the_next_and_a_fallback_key_is_
     // A corrupt archive is refused with a warning and the job goes on.
     std::fs::write(&archive, b"PK\x03\x04 not really a zip").unwrap();
     let corrupt = gitlab.enqueue(cache_job(
-        &["test ! -e vendor/lib/dep.txt && echo nothing-restored"],
+        &["test ! -e vendor/lib/dep.txt && echo nothing-\"restored\""],
         json!([{"key": "deps-main", "paths": ["vendor/"], "policy": "pull", "when": "on_success", "untracked": false}]),
         json!([]),
     ));

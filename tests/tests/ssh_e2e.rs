@@ -141,7 +141,7 @@ async fn a_job_clones_over_http_on_the_remote_host_and_succeeds() {
             "cat README.md",
             "echo \"user=$(id -un) pwd=$PWD\"",
             "echo \"secret is $MY_SECRET\"",
-            "echo to-stderr >&2",
+            "echo to-\"std\"err >&2",
         ],
         &["echo after $CI_JOB_STATUS"],
         variables(json!([])),
