@@ -205,10 +205,37 @@ fn open_directory(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-fn archive_size(archive: &Path) -> Result<u64, ArchiveError> {
-    Ok(std::fs::metadata(archive)
-        .map_err(io_error(archive.display().to_string()))?
-        .len())
+/// Opens `archive` and starts a budget sized by it.
+fn open_archive(archive: &Path, limits: ExtractLimits) -> Result<(File, Budget), ArchiveError> {
+    let name = archive.display().to_string();
+    let file = File::open(archive).map_err(io_error(name.clone()))?;
+    let archive_size = file.metadata().map_err(io_error(name))?.len();
+    let budget = Budget {
+        limits,
+        archive_size,
+        written: 0,
+    };
+    Ok((file, budget))
+}
+
+/// Writes `from` as the new file `target` within `budget`; what was cut short is removed, so
+/// it is not left behind as if it were the archive's file.
+fn write_new_file(
+    budget: &mut Budget,
+    name: &str,
+    target: &Path,
+    from: &mut impl Read,
+    declared: Option<u64>,
+) -> Result<File, ArchiveError> {
+    let mut out = create_new_file(target).map_err(io_error(name))?;
+    match budget.copy(name, from, &mut out, declared) {
+        Ok(()) => Ok(out),
+        Err(error) => {
+            drop(out);
+            let _ = std::fs::remove_file(target);
+            Err(error)
+        }
+    }
 }
 
 /// Extracts a zip archive into `root` under `limits`; returns the number of entries written.
@@ -217,12 +244,7 @@ pub fn extract_zip(
     root: &Path,
     limits: ExtractLimits,
 ) -> Result<usize, ArchiveError> {
-    let file = File::open(archive).map_err(io_error(archive.display().to_string()))?;
-    let mut budget = Budget {
-        limits,
-        archive_size: archive_size(archive)?,
-        written: 0,
-    };
+    let (file, mut budget) = open_archive(archive, limits)?;
     let mut zip = ZipArchive::new(BufReader::new(file))?;
     if limits.max_entries > 0 && zip.len() as u64 > limits.max_entries {
         return Err(ArchiveError::TooManyEntries {
@@ -262,14 +284,8 @@ pub fn extract_zip(
             std::os::unix::fs::symlink(&link, &target).map_err(io_error(name.clone()))?;
             continue;
         }
-        let mut out = create_new_file(&target).map_err(io_error(name.clone()))?;
         let declared = Some(entry.size());
-        if let Err(error) = budget.copy(&name, &mut entry, &mut out, declared) {
-            // What was cut short is not left behind as if it were the archive's file.
-            drop(out);
-            let _ = std::fs::remove_file(&target);
-            return Err(error);
-        }
+        let out = write_new_file(&mut budget, &name, &target, &mut entry, declared)?;
         // The entry's time, as upstream restores it: a restored cache is then not newer than
         // its archive and is not archived again.
         if let Some(modified) = modified {
@@ -303,12 +319,7 @@ pub fn extract_gzip(
     root: &Path,
     limits: ExtractLimits,
 ) -> Result<usize, ArchiveError> {
-    let file = File::open(archive).map_err(io_error(archive.display().to_string()))?;
-    let mut budget = Budget {
-        limits,
-        archive_size: archive_size(archive)?,
-        written: 0,
-    };
+    let (file, mut budget) = open_archive(archive, limits)?;
     let mut decoder = flate2::read::GzDecoder::new(BufReader::new(file));
     let name = decoder
         .header()
@@ -320,12 +331,7 @@ pub fn extract_gzip(
         std::fs::create_dir_all(parent).map_err(io_error(name.clone()))?;
     }
     remove_existing(&target);
-    let mut out = create_new_file(&target).map_err(io_error(name.clone()))?;
-    if let Err(error) = budget.copy(&name, &mut decoder, &mut out, None) {
-        drop(out);
-        let _ = std::fs::remove_file(&target);
-        return Err(error);
-    }
+    write_new_file(&mut budget, &name, &target, &mut decoder, None)?;
     Ok(1)
 }
 
