@@ -161,6 +161,18 @@ fn build_state(
     })
 }
 
+/// Builds, and drops, what `run` would build from `config`: its workers, their clients and
+/// their semaphores. For checks (the fuzz target) that a loadable config cannot crash the
+/// runner when it starts or reloads.
+pub fn check_state(config: &Config) -> anyhow::Result<()> {
+    build_state(
+        config,
+        "s_000000000000",
+        &Arc::new(ConcurrencyIds::default()),
+    )
+    .map(drop)
+}
+
 fn modified(path: &PathBuf) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

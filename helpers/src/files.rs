@@ -123,8 +123,9 @@ impl Collector<'_> {
         }
     }
 
-    /// Whether a directory on the way to `relative` (not `relative` itself) is a symlink;
-    /// answers are remembered per directory, as a walk asks about the same ones again.
+    /// Whether a directory on the way to `relative` (not `relative` itself) is a symlink that
+    /// leads outside the working directory (one that stays inside, `dist -> build/dist`, is
+    /// fine); answers are remembered per directory, as a walk asks about the same ones again.
     fn through_symlink(&mut self, relative: &str) -> bool {
         let mut parent = String::new();
         let mut components = relative.split('/').peekable();
@@ -138,9 +139,15 @@ impl Collector<'_> {
             parent.push_str(component);
             let wd = self.wd;
             let is_link = *self.symlinked.entry(parent.clone()).or_insert_with(|| {
-                wd.join(&parent)
+                let path = wd.join(&parent);
+                let is_symlink = path
                     .symlink_metadata()
-                    .is_ok_and(|metadata| metadata.file_type().is_symlink())
+                    .is_ok_and(|metadata| metadata.file_type().is_symlink());
+                is_symlink
+                    && match (path.canonicalize(), wd.canonicalize()) {
+                        (Ok(target), Ok(root)) => !target.starts_with(root),
+                        _ => true,
+                    }
             });
             if is_link {
                 return true;
@@ -309,19 +316,25 @@ mod tests {
         std::fs::create_dir_all(wd.join("real")).unwrap();
         std::fs::write(wd.join("real/kept.txt"), "kept").unwrap();
         std::os::unix::fs::symlink("../host", wd.join("linkdir")).unwrap();
+        // A link that stays inside the project is followed, as upstream does.
+        std::os::unix::fs::symlink("real", wd.join("inside")).unwrap();
         let files = FileSelection {
             paths: vec![
                 "linkdir/host-secret.txt".into(),
                 "linkdir/*".into(),
                 "linkdir".into(),
                 "real".into(),
+                "inside/kept.txt".into(),
             ],
             ..FileSelection::default()
         }
         .enumerate(&wd);
         let names: Vec<&str> = files.keys().map(String::as_str).collect();
         // The link itself is archived as a link, as upstream does; nothing behind it.
-        assert_eq!(names, vec!["linkdir", "real", "real/kept.txt"]);
+        assert_eq!(
+            names,
+            vec!["inside/kept.txt", "linkdir", "real", "real/kept.txt"]
+        );
         assert!(files["linkdir"].file_type().is_symlink());
     }
 }

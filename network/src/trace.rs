@@ -149,9 +149,7 @@ async fn incremental_loop(
         }
         let before = progress.sent;
         let result = patch_once(&target, &log, progress.sent).await;
-        // GitLab cannot hold more than the log has: a larger offset in a 416 would skip
-        // the rest of the log.
-        progress.sent = result.sent_offset.min(log.len());
+        progress.sent = trusted_offset(result.sent_offset, progress.sent, &log);
         if let Some(interval) = result.remote.update_interval {
             progress.interval = interval;
         }
@@ -200,6 +198,17 @@ async fn incremental_loop(
     }
 }
 
+/// Where to go on from after a PATCH: GitLab's offset, unless it claims more than the log
+/// holds. Such a claim is bogus (taken as is, it would skip the rest of the log and report a
+/// log GitLab never got), so the offset stays where it was and the next PATCH tries again.
+fn trusted_offset(answered: u64, before: u64, log: &JobLog) -> u64 {
+    if answered > log.len() {
+        before
+    } else {
+        answered
+    }
+}
+
 async fn final_update(
     target: &TraceTarget,
     log: &JobLog,
@@ -229,7 +238,7 @@ async fn final_update(
         let mut drained = true;
         while sent < log.len() {
             let result = patch_once(target, log, sent).await;
-            sent = result.sent_offset.min(log.len());
+            sent = trusted_offset(result.sent_offset, sent, log);
             match result.state {
                 PatchState::Succeeded => mismatches = 0,
                 PatchState::RangeMismatch => {

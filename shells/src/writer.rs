@@ -164,10 +164,22 @@ impl BashWriter {
 
     fn make_tmp_dir(&self) -> String {
         let tmp = go_quote(&self.temporary_path);
-        if self.private_tmp {
-            format!("(umask 077 && mkdir -p {tmp})")
-        } else {
-            format!("mkdir -p {tmp}")
+        let parent = std::path::Path::new(&self.temporary_path)
+            .parent()
+            .map(|parent| parent.to_string_lossy().into_owned())
+            .filter(|parent| !parent.is_empty());
+        match (self.private_tmp, parent) {
+            // Only the temporary directory itself is private: its parents (the builds
+            // directory and the project's path) keep the umask, as other accounts may need
+            // to reach the project.
+            (true, Some(parent)) => {
+                format!(
+                    "mkdir -p {} && (umask 077 && mkdir -p {tmp})",
+                    go_quote(&parent)
+                )
+            }
+            (true, None) => format!("(umask 077 && mkdir -p {tmp})"),
+            (false, _) => format!("mkdir -p {tmp}"),
         }
     }
 
@@ -213,7 +225,7 @@ impl BashWriter {
     pub fn source_env(&mut self, path: &str) {
         let tmp = go_quote(&self.temporary_path);
         let make = self.make_tmp_dir();
-        self.line(&format!("[ -d {tmp} ] || {make}"));
+        self.line(&format!("[ -d {tmp} ] || {{ {make}; }}"));
         self.line(&format!(": >> {}", go_quote(path)));
         self.line(&format!(
             "while read -r line; do export \"$line\"; done < {}",

@@ -129,12 +129,17 @@ pub fn check_job_payload(data: &[u8]) {
 /// relative TLS paths, it reads and writes nothing.
 const CONFIG_PATH: &str = "/nonexistent/gitlab-runner-rs-fuzz/config.toml";
 
-/// `Config::parse` never panics on UTF-8 text: any input is a config or an error.
+/// `Config::parse` never panics on UTF-8 text (any input is a config or an error), nor does
+/// building the runner's state from a config it accepts.
 pub fn check_config_toml(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = gitlab_runner_rs::config::Config::parse(Path::new(CONFIG_PATH), text);
+    // A config that loads must also become the runner's state (workers, clients,
+    // semaphores) without a panic: that is where a huge `concurrent` used to crash a reload.
+    if let Ok(config) = gitlab_runner_rs::config::Config::parse(Path::new(CONFIG_PATH), text) {
+        let _ = gitlab_runner_rs::run::check_state(&config);
+    }
 }
 
 /// One masker input: phrases to mask and the log stream.
