@@ -20,7 +20,7 @@ use runner_core::log::{token_prefixes, JobLog, LogOptions, MaskRules};
 use runner_core::panic::{panic_message, CatchUnwind};
 use runner_core::process::KillTimeouts;
 use runner_core::secret::Secret;
-use runner_core::variables::Variables;
+use runner_core::variables::{environment_variables, Variables};
 use shells::{BashShell, ShellKind};
 use tracing::Instrument;
 
@@ -186,12 +186,7 @@ pub struct JobEnvironment {
 fn log_options(runner: &RunnerConfig, job: &JobResponse) -> LogOptions {
     // The runner's `environment` comes first, as in the build's variable list, so a masked
     // value referring to it is masked as the job sees it.
-    let mut variables: Variables = runner
-        .environment
-        .iter()
-        .filter_map(|entry| entry.split_once('='))
-        .map(|(key, value)| runner_core::variables::JobVariable::internal(key, value))
-        .collect();
+    let mut variables = Variables::new(environment_variables(&runner.environment));
     variables.extend(job.variables.iter().cloned());
     let (flags, _) = FeatureFlags::resolve(&runner.feature_flags, &variables);
     LogOptions {

@@ -21,7 +21,7 @@ use crate::script::{ScriptError, ScriptGenerator, ShellCommand};
 use crate::secret::Secret;
 use crate::settings::{format_go_duration, BuildSettings, GitStrategy};
 use crate::stage::Stage;
-use crate::variables::{JobVariable, Variables};
+use crate::variables::{environment_variables, is_variable_name, JobVariable, Variables};
 
 /// Attempts at preparing the executor (`PreparationRetries`).
 pub const PREPARATION_ATTEMPTS: u32 = 3;
@@ -251,7 +251,7 @@ impl BuildContext {
             .cloned()
             .collect();
         // A file variable's key becomes a path under the temporary directory and a word in
-        // every stage script; GitLab allows only these names, so anything else is refused
+        // every stage script; a name no shell can export (`../x`, `F$(cmd)`) is refused
         // before a script is written (upstream writes it, and `../x` escapes the directory).
         let mut refused = Vec::new();
         job_variables.retain(|variable| {
@@ -440,23 +440,6 @@ impl BuildContext {
         }
         self.variables = Variables::new(list).with_file_dir(self.dirs.tmp_dir());
     }
-}
-
-/// `^[A-Za-z_][A-Za-z0-9_]*$`, the variable names GitLab accepts.
-fn is_variable_name(key: &str) -> bool {
-    let mut chars = key.chars();
-    chars
-        .next()
-        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-}
-
-fn environment_variables(entries: &[String]) -> Vec<JobVariable> {
-    entries
-        .iter()
-        .filter_map(|entry| entry.split_once('='))
-        .map(|(key, value)| JobVariable::internal(key, value))
-        .collect()
 }
 
 /// The runtime state upstream reports (`BuildRuntimeState`).

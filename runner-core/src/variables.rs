@@ -213,6 +213,26 @@ impl<'a> IntoIterator for &'a Variables {
     }
 }
 
+/// `^[A-Za-z_][A-Za-z0-9_]*$`: a name a shell can export and a file variable can be named
+/// after (GitLab's own rule also allows a leading digit, which no shell exports).
+pub fn is_variable_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// The `[[runners]] environment` entries (`KEY=VALUE`) as variables; an entry without `=`
+/// is left out.
+pub fn environment_variables(entries: &[String]) -> Vec<JobVariable> {
+    entries
+        .iter()
+        .filter_map(|entry| entry.split_once('='))
+        .map(|(key, value)| JobVariable::internal(key, value))
+        .collect()
+}
+
 /// Go's `strconv.ParseBool`.
 pub fn parse_bool(value: &str) -> Option<bool> {
     match value {

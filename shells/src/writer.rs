@@ -238,13 +238,7 @@ impl BashWriter {
         let path = self.tmp_file(base_name);
         let mut sorted: Vec<&(String, String)> = variables
             .iter()
-            .filter(|(key, _)| {
-                let mut chars = key.chars();
-                chars
-                    .next()
-                    .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-                    && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-            })
+            .filter(|(key, _)| runner_core::variables::is_variable_name(key))
             .collect();
         sorted.sort();
         // The delimiter is quoted so the shell expands nothing in the values: a cache key
