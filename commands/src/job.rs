@@ -400,15 +400,8 @@ impl JobEnvironment {
         let outcome = drive.unwrap_or_else(|payload| {
             let message = panic_message(payload.as_ref());
             tracing::error!(panic = %message, "the job panicked outside the build");
-            let outcome = BuildOutcome {
-                state: runner_core::RuntimeState::Failed,
-                error: Some(runner_core::BuildError::system(format!(
-                    "the runner hit an internal error (please report it): {message}"
-                ))),
-            };
-            log.error(&format!(
-                "Job failed (system failure): the runner hit an internal error (please report it): {message}"
-            ));
+            let outcome = BuildOutcome::internal_error(&message);
+            outcome.write_final_line(&log);
             outcome
         });
         self.ids.release(self.runner.token.expose(), job_id);

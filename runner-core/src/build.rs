@@ -478,6 +478,25 @@ impl BuildOutcome {
             error: Some(error),
         }
     }
+
+    /// A job ended by a panic (a bug) with `message`: a system failure.
+    pub fn internal_error(message: &str) -> Self {
+        Self::failed(BuildError::system(format!(
+            "the runner hit an internal error (please report it): {message}"
+        )))
+    }
+
+    /// The job log's last line for this outcome: `Job succeeded` or upstream's `ERROR: Job
+    /// failed…` line.
+    pub fn write_final_line(&self, log: &JobLog) {
+        match &self.error {
+            None => log.info("Job succeeded"),
+            Some(error) if error.is_system_failure() => {
+                log.error(&format!("Job failed (system failure): {error}"))
+            }
+            Some(error) => log.error(&format!("Job failed: {error}")),
+        }
+    }
 }
 
 /// Which deadline fired.
@@ -629,7 +648,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                 FailureReason::RunnerConfigurationError,
                 error.to_string(),
             ));
-            write_final_line(log, &outcome);
+            outcome.write_final_line(log);
             return outcome;
         }
         let runner = &input.runner;
@@ -672,7 +691,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                     .await
             }
         };
-        write_final_line(log, &outcome);
+        outcome.write_final_line(log);
         outcome
     }
 
@@ -699,9 +718,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         if CatchUnwind::new(self.cleanup()).await.is_err() {
             tracing::error!("executor cleanup after the panic panicked too");
         }
-        BuildOutcome::failed(BuildError::system(format!(
-            "the runner hit an internal error (please report it): {message}"
-        )))
+        BuildOutcome::internal_error(&message)
     }
 
     async fn cleanup(&mut self) {
@@ -1293,15 +1310,5 @@ fn outcome_of(
             ))
         }
         Err(JobError::Stopped(Stop::Deadline(_))) => timed_out(),
-    }
-}
-
-fn write_final_line(log: &JobLog, outcome: &BuildOutcome) {
-    match &outcome.error {
-        None => log.info("Job succeeded"),
-        Some(error) if error.is_system_failure() => {
-            log.error(&format!("Job failed (system failure): {error}"))
-        }
-        Some(error) => log.error(&format!("Job failed: {error}")),
     }
 }
