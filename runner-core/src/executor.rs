@@ -92,6 +92,11 @@ pub struct ExecutorDefaults {
     /// a build may start without `builds_dir` / `cache_dir`, and prepare must call
     /// [`BuildContext::reconfigure`], which fails when they are still missing.
     pub dirs_from_prepare: bool,
+    /// Every stage runs as one user on a host other accounts share (the shell executor): the
+    /// project's temporary directory, with the file variables and the git config holding the
+    /// job token, is created readable by that user only. Executors whose stages may run
+    /// under different users (a custom driver) or in their own environment leave it off.
+    pub private_temporary_dir: bool,
 }
 
 /// One stage to run: the generated script and where it belongs.

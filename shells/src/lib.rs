@@ -98,10 +98,7 @@ impl ScriptGenerator for BashShell {
             .and_then(ShellKind::from_name)
             .unwrap_or(self.kind);
         let mut writer = writer::BashWriter::new(kind.name(), &build.dirs.tmp_dir())
-            // The shell executor runs every stage as the runner's user on a host other
-            // accounts share; a custom driver may run stages under different users that
-            // all need the directory, so it keeps the umask.
-            .with_private_tmp(build.shared_environment && build.executor_name == "shell");
+            .with_private_tmp(build.defaults.private_temporary_dir);
         writer.check_for_errors = build.flags.enabled("FF_ENABLE_BASH_EXIT_CODE_CHECK");
         writer.legacy_eval = build.flags.enabled("FF_USE_LEGACY_BASH_EVAL");
         // ANSI-C `$'...'` quoting is a bash (and busybox) extension that dash, Debian's `sh`,

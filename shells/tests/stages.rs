@@ -54,6 +54,7 @@ fn context(builds_dir: &str, json: &str) -> BuildContext {
             shared_builds_dir: true,
             shell_type: ShellType::Login,
             runner_command: "gitlab-runner-rs".into(),
+            private_temporary_dir: true,
             ..ExecutorDefaults::default()
         },
         shared_environment: true,

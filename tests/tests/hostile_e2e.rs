@@ -144,7 +144,7 @@ async fn file_variables_whose_names_are_paths_or_code_are_skipped() {
             {"key": "FINE", "value": "fine-content", "public": false, "file": true}
         ]),
     ));
-    let _runner = ShellRunner::start(&gitlab, "");
+    let runner = ShellRunner::start(&gitlab, "");
     let log = gitlab.wait_success(job, WAIT).await;
     assert!(
         log.contains("skipping file variables with invalid names"),
@@ -158,6 +158,19 @@ async fn file_variables_whose_names_are_paths_or_code_are_skipped() {
     assert!(
         !outside.path().join("x").exists(),
         "a file variable escaped"
+    );
+    // The shell executor's temporary directory (file variables, the git config with the job
+    // token) is its user's alone; the project's parents keep the umask.
+    use std::os::unix::fs::PermissionsExt;
+    // GIT_STRATEGY=empty builds in `<project>-empty`, so its directory is `project-empty.tmp`.
+    let tmp = files_named(&runner.builds, "project-empty.tmp");
+    assert_eq!(tmp.len(), 1, "{tmp:?}");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&tmp[0]), 0o700);
+    assert_ne!(
+        mode(tmp[0].parent().unwrap()) & 0o055,
+        0,
+        "a parent became private"
     );
 }
 

@@ -115,6 +115,7 @@ impl ExecutorProvider for CustomProvider {
             runner_command: "gitlab-runner".into(),
             show_hostname: false,
             dirs_from_prepare: true,
+            private_temporary_dir: false,
         }
     }
 

@@ -296,6 +296,7 @@ impl ExecutorProvider for DockerProvider {
             runner_command: HELPER_PATH.into(),
             show_hostname: true,
             dirs_from_prepare: false,
+            private_temporary_dir: false,
         }
     }
 

@@ -132,6 +132,7 @@ impl ExecutorProvider for SshProvider {
             runner_command: "gitlab-runner".into(),
             show_hostname: true,
             dirs_from_prepare: false,
+            private_temporary_dir: false,
         }
     }
 
