@@ -230,8 +230,9 @@ async fn final_update(
     };
     let mut attempt = 0;
     let limit = target.final_update_retry_limit.max(1);
-    // 416 answers in a row: each moves the offset where GitLab says it is, but a GitLab that
-    // keeps answering 416 must not keep the job from its final state forever.
+    // 416 answers in a row: each moves the offset to where GitLab says its copy ends (unless
+    // that is past the log), but a GitLab that keeps answering 416 must not keep the job from
+    // its final state forever.
     let mut mismatches = 0;
     while attempt < limit {
         // Drain what GitLab does not have yet.
