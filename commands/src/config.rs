@@ -129,7 +129,8 @@ pub struct RawRunner {
     pub feature_flags: BTreeMap<String, bool>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// gitlab-runner-rs extension: seconds between SIGTERM and SIGKILL (shell executor).
+    /// gitlab-runner-rs extension: seconds between SIGTERM and SIGKILL of a canceled stage
+    /// (shell, ssh and docker executors; the custom executor reads `[runners.custom]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graceful_kill_timeout: Option<i64>,
     /// gitlab-runner-rs extension: seconds to wait for SIGKILL to take effect.

@@ -57,17 +57,24 @@ pub enum Provider {
 
 impl Provider {
     pub fn for_runner(runner: &RunnerConfig) -> Self {
+        // Every executor stops a canceled stage with the same timeouts; the custom executor
+        // reads its own from `[runners.custom]`, as upstream.
+        let kill_timeouts = KillTimeouts {
+            graceful: runner.graceful_kill_timeout,
+            force: runner.force_kill_timeout,
+        };
         match runner.executor {
             ExecutorKind::Shell => Provider::Shell(ShellProvider::new(ShellConfig {
                 working_dir: std::env::current_dir().unwrap_or_else(|_| "/".into()),
-                kill_timeouts: KillTimeouts {
-                    graceful: runner.graceful_kill_timeout,
-                    force: runner.force_kill_timeout,
-                },
+                kill_timeouts,
             })),
-            ExecutorKind::Ssh => Provider::Ssh(SshProvider::new(runner.ssh.clone())),
+            ExecutorKind::Ssh => Provider::Ssh(
+                SshProvider::new(runner.ssh.clone()).with_kill_timeouts(kill_timeouts),
+            ),
             ExecutorKind::Custom => Provider::Custom(CustomProvider::new(runner.custom.clone())),
-            ExecutorKind::Docker => Provider::Docker(DockerProvider::new(runner.docker.clone())),
+            ExecutorKind::Docker => Provider::Docker(
+                DockerProvider::new(runner.docker.clone()).with_kill_timeouts(kill_timeouts),
+            ),
         }
     }
 

@@ -28,6 +28,7 @@ pub mod script;
 pub mod secret;
 pub mod settings;
 pub mod stage;
+pub mod stage_runner;
 pub mod variables;
 
 pub use build::{

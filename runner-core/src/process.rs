@@ -1,33 +1,18 @@
-//! Running a local process for a stage: its own process group, output pumped into the job log,
-//! SIGTERM → grace period → SIGKILL on cancel, and nothing left behind when it ends.
+//! The local transport of the stage runner: a child in its own process group, SIGTERM and
+//! SIGKILL to the whole group, and (for stage scripts) nothing left behind when it ends.
 
 use std::process::Stdio;
-use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
-use crate::log::{JobLog, StreamId, StreamKind};
+use crate::executor::ExecutorError;
+use crate::log::StreamKind;
+use crate::stage_runner::{Chunk, StageOutput, StageProcess, StageStdin, Started};
 
-/// Upstream's defaults: 10 minutes of grace after SIGTERM, then 10 s for SIGKILL to take effect.
-pub const DEFAULT_GRACEFUL_KILL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-pub const DEFAULT_FORCE_KILL_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, Copy)]
-pub struct KillTimeouts {
-    pub graceful: Duration,
-    pub force: Duration,
-}
-
-impl Default for KillTimeouts {
-    fn default() -> Self {
-        Self {
-            graceful: DEFAULT_GRACEFUL_KILL_TIMEOUT,
-            force: DEFAULT_FORCE_KILL_TIMEOUT,
-        }
-    }
-}
+pub use crate::stage_runner::{
+    KillTimeouts, DEFAULT_FORCE_KILL_TIMEOUT, DEFAULT_GRACEFUL_KILL_TIMEOUT,
+};
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +20,17 @@ pub enum ProcessExit {
     Code(i32),
     /// Killed by a signal (reported upstream as `signal: killed`, exit code -1).
     Signal(i32),
+}
+
+impl ProcessExit {
+    fn from_status(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Self::Code(code),
+            (None, Some(signal)) => Self::Signal(signal),
+            (None, None) => Self::Code(-1),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +41,6 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
-    #[error("waiting for the process")]
-    Wait(#[source] std::io::Error),
-    #[error("failed to kill process PID={pid}, likely process is dormant")]
-    Dormant { pid: u32 },
 }
 
 /// Sends `signal` to the process group `pgid`. A `pgid` of 0 (a child whose id is gone) is
@@ -63,98 +55,172 @@ pub fn signal_group(pgid: i32, signal: i32) {
     }
 }
 
-/// Stops `child`, the leader of its own process group: SIGTERM to the group, `timeouts.graceful`
-/// for it to end, SIGKILL to the group, `timeouts.force` more; then gives up as dormant.
-pub async fn stop_group(
-    child: &mut tokio::process::Child,
-    timeouts: KillTimeouts,
-) -> Result<std::process::ExitStatus, ProcessError> {
-    let pid = child.id().unwrap_or_default();
-    let pgid = pid as i32;
-    signal_group(pgid, libc::SIGTERM);
-    if let Ok(status) = tokio::time::timeout(timeouts.graceful, child.wait()).await {
-        return status.map_err(ProcessError::Wait);
-    }
-    signal_group(pgid, libc::SIGKILL);
-    match tokio::time::timeout(timeouts.force, child.wait()).await {
-        Ok(status) => status.map_err(ProcessError::Wait),
-        Err(_) => Err(ProcessError::Dormant { pid }),
-    }
+/// What happens to the rest of the process group when its leader has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Killed: a stage script's background children are orphans of the stage.
+    Kill,
+    /// Left running: a custom driver may start its backend in the background on purpose.
+    Keep,
 }
 
-/// Copies a process's output stream into the job log as the script stream, until it ends.
-pub async fn pump(mut reader: impl AsyncRead + Unpin, log: JobLog, kind: StreamKind) {
-    let mut writer = log.stream(StreamId::SCRIPT, kind);
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => writer.write(&buffer[..read]),
+/// A local child, leader of its own process group.
+#[derive(Debug)]
+pub struct LocalProcess {
+    child: Child,
+    pgid: i32,
+    leftovers: Leftovers,
+}
+
+impl StageProcess for LocalProcess {
+    type Exit = ProcessExit;
+
+    async fn wait(&mut self) -> Result<ProcessExit, ExecutorError> {
+        let status =
+            self.child.wait().await.map_err(|error| {
+                ExecutorError::system("waiting for the process").with_source(error)
+            })?;
+        Ok(ProcessExit::from_status(status))
+    }
+
+    async fn terminate(&mut self) -> bool {
+        signal_group(self.pgid, libc::SIGTERM);
+        true
+    }
+
+    async fn kill(&mut self) {
+        signal_group(self.pgid, libc::SIGKILL);
+    }
+
+    async fn ended(&mut self) {
+        if self.leftovers == Leftovers::Kill {
+            signal_group(self.pgid, libc::SIGKILL);
         }
     }
-    writer.finish();
+
+    fn dormant(&self) -> ExecutorError {
+        ExecutorError::system(format!(
+            "failed to kill process PID={}, likely process is dormant",
+            self.pgid
+        ))
+    }
 }
 
-/// Runs `command` with `stdin_data` on its standard input and its output in the job log.
-///
-/// The process gets its own process group. When `cancel` fires the group gets SIGTERM, output
-/// keeps flowing through the grace period, then the group gets SIGKILL. When the main process
-/// has exited, whatever it left running in its group is killed, so no orphan outlives a stage.
-pub async fn run_in_process_group(
+/// A local child's stdout and stderr, read as they come.
+#[derive(Debug)]
+pub struct LocalOutput {
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    stdout_buffer: Vec<u8>,
+    stderr_buffer: Vec<u8>,
+}
+
+const READ_SIZE: usize = 16 * 1024;
+
+async fn read_some(reader: &mut (impl AsyncRead + Unpin), buffer: &mut [u8]) -> usize {
+    // A read error ends the stream like its end does: there is nothing more to get from it.
+    reader.read(buffer).await.unwrap_or(0)
+}
+
+impl StageOutput for LocalOutput {
+    async fn next_chunk(&mut self) -> Option<Chunk> {
+        loop {
+            let (kind, read) = match (&mut self.stdout, &mut self.stderr) {
+                (None, None) => return None,
+                (Some(out), None) => (
+                    StreamKind::Stdout,
+                    read_some(out, &mut self.stdout_buffer).await,
+                ),
+                (None, Some(err)) => (
+                    StreamKind::Stderr,
+                    read_some(err, &mut self.stderr_buffer).await,
+                ),
+                (Some(out), Some(err)) => tokio::select! {
+                    read = read_some(out, &mut self.stdout_buffer) => (StreamKind::Stdout, read),
+                    read = read_some(err, &mut self.stderr_buffer) => (StreamKind::Stderr, read),
+                },
+            };
+            let buffer = match kind {
+                StreamKind::Stdout => &self.stdout_buffer,
+                StreamKind::Stderr => &self.stderr_buffer,
+            };
+            if read == 0 {
+                match kind {
+                    StreamKind::Stdout => self.stdout = None,
+                    StreamKind::Stderr => self.stderr = None,
+                }
+                continue;
+            }
+            return Some(Chunk {
+                kind,
+                data: buffer[..read].to_vec(),
+            });
+        }
+    }
+}
+
+/// Starts `command` as the leader of a new process group, stdout and stderr piped, stdin piped
+/// when `stdin` (else `/dev/null`), killed if the handle is dropped.
+pub fn spawn_in_process_group(
     mut command: Command,
-    stdin_data: &[u8],
-    log: &JobLog,
-    cancel: &CancellationToken,
-    timeouts: KillTimeouts,
-) -> Result<ProcessExit, ProcessError> {
+    stdin: bool,
+    leftovers: Leftovers,
+) -> Result<Started<LocalProcess, LocalOutput>, ProcessError> {
     let program = command.as_std().get_program().to_string_lossy().to_string();
     command
-        .stdin(Stdio::piped())
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    let pid = child.id().unwrap_or_default();
-    let pgid = pid as i32;
-
-    let stdout = child
-        .stdout
-        .take()
-        .map(|out| tokio::spawn(pump(out, log.clone(), StreamKind::Stdout)));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|err| tokio::spawn(pump(err, log.clone(), StreamKind::Stderr)));
-    if let Some(mut stdin) = child.stdin.take() {
-        let data = stdin_data.to_vec();
-        tokio::spawn(async move {
-            // A script that exits before reading all of its input closes the pipe; that is fine.
-            let _ = stdin.write_all(&data).await;
-            let _ = stdin.shutdown().await;
-        });
-    }
-
-    let status = tokio::select! {
-        // The process ended by itself.
-        status = child.wait() => status.map_err(ProcessError::Wait)?,
-        // Asked to stop: SIGTERM the group, give it the grace period, then SIGKILL.
-        _ = cancel.cancelled() => stop_group(&mut child, timeouts).await?,
+    let mut child = command
+        .spawn()
+        .map_err(|source| ProcessError::Spawn { program, source })?;
+    let pgid = child.id().unwrap_or_default() as i32;
+    let output = LocalOutput {
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+        stdout_buffer: vec![0; READ_SIZE],
+        stderr_buffer: vec![0; READ_SIZE],
     };
-    // Anything still in the group is an orphan of this stage (a backgrounded child, say).
-    signal_group(pgid, libc::SIGKILL);
-    for pump in [stdout, stderr].into_iter().flatten() {
-        let _ = pump.await;
-    }
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => ProcessExit::Code(code),
-        (None, Some(signal)) => ProcessExit::Signal(signal),
-        (None, None) => ProcessExit::Code(-1),
+    let stdin = child
+        .stdin
+        .take()
+        .map(|stdin| Box::pin(stdin) as StageStdin);
+    Ok(Started {
+        process: LocalProcess {
+            child,
+            pgid,
+            leftovers,
+        },
+        output,
+        stdin,
     })
+}
+
+/// Go's name of a signal (`syscall.Signal.String()` on Linux), as in `signal: killed`.
+pub fn go_signal_name(signal: i32) -> String {
+    const NAMES: [&str; 15] = [
+        "hangup",
+        "interrupt",
+        "quit",
+        "illegal instruction",
+        "trace/breakpoint trap",
+        "aborted",
+        "bus error",
+        "floating point exception",
+        "killed",
+        "user defined signal 1",
+        "segmentation fault",
+        "user defined signal 2",
+        "broken pipe",
+        "alarm clock",
+        "terminated",
+    ];
+    usize::try_from(signal - 1)
+        .ok()
+        .and_then(|index| NAMES.get(index))
+        .map_or_else(|| format!("signal {signal}"), |name| name.to_string())
 }
 
 /// This machine's host name (`os.Hostname()`), empty when it cannot be read.
@@ -167,4 +233,19 @@ pub fn host_name() -> String {
     }
     let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
     String::from_utf8_lossy(&buffer[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_named_as_go_names_them() {
+        assert_eq!(go_signal_name(libc::SIGKILL), "killed");
+        assert_eq!(go_signal_name(libc::SIGTERM), "terminated");
+        assert_eq!(go_signal_name(libc::SIGSEGV), "segmentation fault");
+        assert_eq!(go_signal_name(libc::SIGHUP), "hangup");
+        assert_eq!(go_signal_name(64), "signal 64");
+        assert_eq!(go_signal_name(0), "signal 0");
+    }
 }

@@ -6,15 +6,17 @@
 //! a driver may start its backend in the background on purpose.
 
 use std::path::Path;
-use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runner_core::executor::ExecutorError;
-use runner_core::log::{JobLog, StreamKind};
-use runner_core::process::{pump, stop_group, KillTimeouts, ProcessError};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use runner_core::log::{JobLog, LogWriter, StreamId, StreamKind};
+use runner_core::process::{spawn_in_process_group, KillTimeouts, Leftovers};
+use runner_core::stage_runner::{supervise, Chunk, LogSink, OutputSink};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+
+pub use runner_core::process::ProcessExit as DriverExit;
 
 /// Where a call's output goes.
 pub enum Output<'a> {
@@ -27,13 +29,6 @@ pub enum Output<'a> {
     },
     /// stdout to the runner's log at debug level, stderr at warning level (cleanup_exec).
     RunnerLog,
-}
-
-/// How the driver ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverExit {
-    Code(i32),
-    Signal(i32),
 }
 
 /// A cancellation token that also fires after `timeout`; `expired` tells which.
@@ -78,31 +73,88 @@ impl Drop for Deadline {
     }
 }
 
-/// config_exec's stdout being collected, and where it goes when the call ends.
-type Capture<'a> = Option<(tokio::task::JoinHandle<Vec<u8>>, &'a mut Vec<u8>)>;
+/// At most this much of config_exec's stdout is kept (its JSON is a few hundred bytes).
+const CAPTURE_LIMIT: usize = 1024 * 1024;
 
-async fn read_all(mut reader: impl AsyncRead + Unpin) -> Vec<u8> {
-    let mut out = Vec::new();
-    let _ = reader.read_to_end(&mut out).await;
-    out
+/// config_exec's stdout collected, its stderr in the job log.
+struct CaptureSink {
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: LogWriter,
 }
 
-async fn pump_to_runner_log(mut reader: impl AsyncRead + Unpin, stderr: bool) {
-    let mut text = Vec::new();
-    let _ = reader.read_to_end(&mut text).await;
-    for line in String::from_utf8_lossy(&text).lines() {
+impl OutputSink for CaptureSink {
+    fn write(&mut self, chunk: Chunk) {
+        match chunk.kind {
+            StreamKind::Stdout => {
+                let mut stdout = self.stdout.lock().unwrap_or_else(|p| p.into_inner());
+                let room = CAPTURE_LIMIT.saturating_sub(stdout.len());
+                stdout.extend_from_slice(&chunk.data[..chunk.data.len().min(room)]);
+            }
+            StreamKind::Stderr => self.stderr.write(&chunk.data),
+        }
+    }
+
+    fn finish(&mut self) {
+        self.stderr.finish();
+    }
+}
+
+/// cleanup_exec's output, a line at a time, to the runner's own log.
+#[derive(Default)]
+struct RunnerLogSink {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl RunnerLogSink {
+    fn emit(line: &[u8], stderr: bool) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches(['\r', '\n']);
         if stderr {
             tracing::warn!(cleanup_std = "err", "{line}");
         } else {
             tracing::debug!(cleanup_std = "out", "{line}");
         }
     }
+
+    fn flush_lines(pending: &mut Vec<u8>, stderr: bool) {
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            Self::emit(&pending[..end], stderr);
+            pending.drain(..=end);
+        }
+        // A line longer than the read size is emitted in pieces, so memory stays bounded.
+        if pending.len() > 64 * 1024 {
+            Self::emit(pending, stderr);
+            pending.clear();
+        }
+    }
 }
 
-/// How long output may keep flowing after the driver exited (a background child holding the
-/// pipes must not hold the job).
-const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+impl OutputSink for RunnerLogSink {
+    fn write(&mut self, chunk: Chunk) {
+        let stderr = chunk.kind == StreamKind::Stderr;
+        let pending = if stderr {
+            &mut self.stderr
+        } else {
+            &mut self.stdout
+        };
+        pending.extend_from_slice(&chunk.data);
+        Self::flush_lines(pending, stderr);
+    }
 
+    fn finish(&mut self) {
+        for (pending, stderr) in [(&mut self.stdout, false), (&mut self.stderr, true)] {
+            if !pending.is_empty() {
+                Self::emit(pending, stderr);
+                pending.clear();
+            }
+        }
+    }
+}
+
+/// Runs the driver in its own process group through the stage runner (whatever it leaves in
+/// the background keeps running): SIGTERM when `cancel` fires, SIGKILL after `graceful`, given
+/// up as dormant after `force` more.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     executable: &str,
@@ -118,75 +170,31 @@ pub async fn run(
     command
         .args(args)
         .current_dir(dir)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|error| {
-        ExecutorError::system(format!("failed to start command: {error}")).with_source(error)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let started = spawn_in_process_group(command, false, Leftovers::Keep).map_err(|error| {
+        let message = match &error {
+            runner_core::process::ProcessError::Spawn { source, .. } => {
+                format!("failed to start command: {source}")
+            }
+        };
+        ExecutorError::system(message).with_source(error)
     })?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (capture, mut pumps): (Capture<'_>, Vec<_>) = match output {
-        Output::Log(log) => (
-            None,
-            vec![
-                tokio::spawn(pump(stdout, log.clone(), StreamKind::Stdout)),
-                tokio::spawn(pump(stderr, log.clone(), StreamKind::Stderr)),
-            ],
-        ),
-        Output::Capture { log, stdout: sink } => (
-            Some((tokio::spawn(read_all(stdout)), sink)),
-            vec![tokio::spawn(pump(stderr, log.clone(), StreamKind::Stderr))],
-        ),
-        Output::RunnerLog => (
-            None,
-            vec![
-                tokio::spawn(pump_to_runner_log(stdout, false)),
-                tokio::spawn(pump_to_runner_log(stderr, true)),
-            ],
-        ),
+    let timeouts = KillTimeouts { graceful, force };
+    let ended = match output {
+        Output::Log(log) => supervise(started, b"", LogSink::new(log), cancel, timeouts).await?,
+        Output::Capture { log, stdout } => {
+            let collected = Arc::new(Mutex::new(Vec::new()));
+            let sink = CaptureSink {
+                stdout: collected.clone(),
+                stderr: log.stream(StreamId::SCRIPT, StreamKind::Stderr),
+            };
+            let ended = supervise(started, b"", sink, cancel, timeouts).await?;
+            *stdout = std::mem::take(&mut *collected.lock().unwrap_or_else(|p| p.into_inner()));
+            ended
+        }
+        Output::RunnerLog => {
+            supervise(started, b"", RunnerLogSink::default(), cancel, timeouts).await?
+        }
     };
-
-    let status = tokio::select! {
-        // The driver ended by itself.
-        status = child.wait() => status,
-        // The call's context ended: SIGTERM the group, then SIGKILL after the grace period.
-        _ = cancel.cancelled() => match stop_group(&mut child, KillTimeouts { graceful, force }).await {
-            Ok(status) => Ok(status),
-            Err(ProcessError::Dormant { .. }) => {
-                for pump in &pumps {
-                    pump.abort();
-                }
-                return Err(ExecutorError::system(
-                    "failed to kill process, likely process is dormant",
-                ));
-            }
-            Err(other) => {
-                return Err(ExecutorError::system("waiting for the driver").with_source(other))
-            }
-        },
-    }
-    .map_err(|error| ExecutorError::system("waiting for the driver").with_source(error))?;
-
-    let deadline = tokio::time::Instant::now() + OUTPUT_GRACE;
-    if let Some((reader, sink)) = capture {
-        match tokio::time::timeout_at(deadline, reader).await {
-            Ok(Ok(bytes)) => *sink = bytes,
-            _ => tracing::warn!("config_exec's output did not end with the process"),
-        }
-    }
-    for pump in pumps.iter_mut() {
-        if tokio::time::timeout_at(deadline, &mut *pump).await.is_err() {
-            pump.abort();
-        }
-    }
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => DriverExit::Code(code),
-        (None, Some(signal)) => DriverExit::Signal(signal),
-        (None, None) => DriverExit::Code(-1),
-    })
+    Ok(ended.exit)
 }

@@ -208,20 +208,6 @@ fn services_json(build: &BuildContext) -> String {
 }
 
 /// Go's names for the signals a driver dies of (`signal: killed`).
-fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGKILL => "killed".into(),
-        libc::SIGTERM => "terminated".into(),
-        libc::SIGINT => "interrupt".into(),
-        libc::SIGHUP => "hangup".into(),
-        libc::SIGQUIT => "quit".into(),
-        libc::SIGSEGV => "segmentation fault".into(),
-        libc::SIGABRT => "aborted".into(),
-        libc::SIGPIPE => "broken pipe".into(),
-        other => format!("signal {other}"),
-    }
-}
-
 fn config_error(message: &str) -> ExecutorError {
     ExecutorError::with_reason(FailureReason::RunnerConfigurationError, message)
 }
@@ -344,7 +330,7 @@ impl CustomExecutor {
             ))),
             DriverExit::Signal(signal) => Err(ExecutorError::system(format!(
                 "unknown Custom executor executable exit code -1; executable execution terminated with: signal: {}",
-                signal_name(signal)
+                runner_core::process::go_signal_name(signal)
             ))),
         }
     }

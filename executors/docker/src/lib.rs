@@ -12,7 +12,8 @@
 //! Volumes follow upstream's volume manager ([`volumes`]): binds, cache volumes kept across
 //! jobs, the builds directory kept for `GIT_STRATEGY=fetch`. Pulls authenticate with upstream's
 //! credential sources ([`auth`]) and report their progress in the job log. A canceled stage
-//! first gets SIGTERM for every process of the build container, then the container is killed.
+//! first gets SIGTERM for every process of the build container, then, after
+//! `graceful_kill_timeout`, the container is killed ([`stage`], through the stage runner).
 //!
 //! Main types: [`DockerProvider`], [`DockerExecutor`], [`DockerConfig`].
 //!
@@ -24,8 +25,7 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, DeviceMapping, HostConfig};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -35,13 +35,15 @@ use runner_core::executor::{
     ScriptExit, ShellType,
 };
 use runner_core::failure::FailureReason;
-use runner_core::log::{JobLog, StreamId, StreamKind};
+use runner_core::log::JobLog;
+use runner_core::process::KillTimeouts;
 use runner_core::script::detect_shell_script;
-use tokio::io::AsyncWriteExt;
+use runner_core::stage_runner::{run_stage, Started};
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
 mod services;
+mod stage;
 pub mod volumes;
 
 pub use services::{split_name_and_version, ServiceName};
@@ -252,13 +254,21 @@ impl Default for DockerConfig {
 pub struct DockerProvider {
     /// Shared by the provider's clones; each job gets its own copy.
     config: std::sync::Arc<DockerConfig>,
+    kill_timeouts: KillTimeouts,
 }
 
 impl DockerProvider {
     pub fn new(config: Option<DockerConfig>) -> Self {
         Self {
             config: std::sync::Arc::new(config.unwrap_or_default()),
+            kill_timeouts: KillTimeouts::default(),
         }
+    }
+
+    /// The stop of a canceled stage (`graceful_kill_timeout`, `force_kill_timeout`).
+    pub fn with_kill_timeouts(mut self, kill_timeouts: KillTimeouts) -> Self {
+        self.kill_timeouts = kill_timeouts;
+        self
     }
 }
 
@@ -312,6 +322,7 @@ impl ExecutorProvider for DockerProvider {
             docker: None,
             job: None,
             auth: auth::AuthSources::default(),
+            kill_timeouts: self.kill_timeouts,
         }
     }
 }
@@ -357,6 +368,7 @@ pub struct DockerExecutor {
     job: Option<Job>,
     /// Where pull credentials come from, set in prepare.
     auth: auth::AuthSources,
+    kill_timeouts: KillTimeouts,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -1554,63 +1566,20 @@ impl Executor for DockerExecutor {
             )
             .await
             .map_err(|error| system(format!("starting the {kind} container: {error}")))?;
-        let mut input = attach.input;
-        let script = command.script.as_bytes().to_vec();
-        let writer = tokio::spawn(async move {
-            let _ = input.write_all(&script).await;
-            let _ = input.shutdown().await;
-        });
-        let mut output = attach.output;
-        let mut stdout = log.stream(StreamId::SCRIPT, StreamKind::Stdout);
-        let mut stderr = log.stream(StreamId::SCRIPT, StreamKind::Stderr);
-        let mut stopper: Option<tokio::task::JoinHandle<()>> = None;
-        loop {
-            tokio::select! {
-                // The container's output, until the attach stream ends with it.
-                item = output.next() => match item {
-                    Some(Ok(bollard::container::LogOutput::StdOut { message })) => stdout.write(&message),
-                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => stderr.write(&message),
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => break,
-                },
-                // Stopped: SIGTERM for the build container's processes, then the container is
-                // killed; the output is read on meanwhile, and ends with the container.
-                _ = cancel.cancelled(), if stopper.is_none() => {
-                    stopper = Some(tokio::spawn(stop_container(docker.clone(), id.clone(), kind == "build")));
-                }
-            }
-        }
-        // The stop must be over before the container is started for another stage.
-        if let Some(stopper) = stopper {
-            let _ = stopper.await;
-        }
-        writer.abort();
-        stdout.finish();
-        stderr.finish();
-        let mut wait = docker.wait_container(
-            &id,
-            Some(
-                WaitContainerOptionsBuilder::default()
-                    .condition("not-running")
-                    .build(),
-            ),
-        );
-        let code = match wait.next().await {
-            Some(Ok(response)) => response.status_code,
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(error)) => {
-                return Err(system(format!("waiting for the {kind} container: {error}")))
-            }
-            None => return Err(system(format!("the {kind} container vanished"))),
+        let started = Started {
+            process: stage::ContainerStage { docker, id, kind },
+            output: stage::AttachOutput(attach.output),
+            stdin: Some(attach.input),
         };
-        Ok(if code == 0 {
-            ScriptExit::Success
-        } else {
-            ScriptExit::Failed {
-                code: code as i32,
-                message: format!("exit code {code}"),
-            }
-        })
+        run_stage(
+            started,
+            command.script.as_bytes(),
+            log,
+            cancel,
+            self.kill_timeouts,
+            stage::container_exit,
+        )
+        .await
     }
 
     async fn cleanup(&mut self, _log: &JobLog) {
@@ -1667,63 +1636,6 @@ impl Executor for DockerExecutor {
             }
         }
     }
-}
-
-/// Sends SIGTERM to every process of the container but its first, newest first, waiting up to
-/// 6 seconds for each to go (upstream's `ContainerSigTermScriptForLinux`, in portable sh).
-const SIGTERM_SCRIPT: &str = r#"PIDS=""
-for P in /proc/[0-9]*; do PIDS="${P#/proc/} $PIDS"; done
-for P in $PIDS; do
-  if [ "$P" -ne $$ ] && [ "$P" -ne 1 ] && kill -TERM "$P" 2>/dev/null; then
-    ATTEMPTS=6
-    while [ -e "/proc/$P" ] && [ "$ATTEMPTS" -gt 0 ]; do sleep 1; ATTEMPTS=$((ATTEMPTS-1)); done
-  fi
-done
-"#;
-
-/// A canceled stage's container: for the build container the processes get SIGTERM first (at
-/// most 10 seconds), then the container is killed.
-async fn stop_container(docker: Docker, id: String, graceful: bool) {
-    if graceful {
-        let term = async {
-            let exec = docker
-                .create_exec(
-                    &id,
-                    bollard::models::ExecConfig {
-                        cmd: Some(vec!["sh".into(), "-c".into(), SIGTERM_SCRIPT.into()]),
-                        attach_stdout: Some(true),
-                        attach_stderr: Some(true),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            if let bollard::exec::StartExecResults::Attached { mut output, .. } =
-                docker.start_exec(&exec.id, None).await?
-            {
-                while output.next().await.is_some() {}
-            }
-            Ok::<(), bollard::errors::Error>(())
-        };
-        match tokio::time::timeout(std::time::Duration::from_secs(10), term).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::debug!(container = %id, %error, "sending SIGTERM to the container's processes")
-            }
-            Err(_) => {
-                tracing::debug!(container = %id, "SIGTERM to the container's processes took over 10s")
-            }
-        }
-    }
-    let _ = docker
-        .kill_container(
-            &id,
-            Some(
-                KillContainerOptionsBuilder::default()
-                    .signal("SIGKILL")
-                    .build(),
-            ),
-        )
-        .await;
 }
 
 /// `12.3 MB`, as docker's progress does (decimal units).

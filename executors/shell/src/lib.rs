@@ -14,8 +14,11 @@ use runner_core::executor::{
     ScriptExit, ShellType,
 };
 use runner_core::log::JobLog;
-use runner_core::process::{run_in_process_group, KillTimeouts, ProcessExit};
+use runner_core::process::{
+    go_signal_name, spawn_in_process_group, KillTimeouts, Leftovers, ProcessExit,
+};
 use runner_core::script::ShellCommand;
+use runner_core::stage_runner::{run_stage, Ended};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -143,29 +146,54 @@ impl Executor for ShellExecutor {
     ) -> Result<ScriptExit, ExecutorError> {
         let mut process = Command::new(&self.shell.program);
         process.args(&self.shell.args);
-        let exit = run_in_process_group(
-            process,
+        let started = spawn_in_process_group(process, true, Leftovers::Kill).map_err(|error| {
+            ExecutorError::system(format!("running the {} stage", command.stage)).with_source(error)
+        })?;
+        run_stage(
+            started,
             command.script.as_bytes(),
             log,
             cancel,
             self.kill_timeouts,
+            shell_exit,
         )
         .await
-        .map_err(|error| {
-            ExecutorError::system(format!("running the {} stage", command.stage)).with_source(error)
-        })?;
-        Ok(match exit {
-            ProcessExit::Code(0) => ScriptExit::Success,
-            ProcessExit::Code(code) => ScriptExit::Failed {
-                code,
-                message: format!("exit status {code}"),
-            },
-            ProcessExit::Signal(_) => ScriptExit::Failed {
-                code: -1,
-                message: "signal: killed".into(),
-            },
-        })
     }
 
     async fn cleanup(&mut self, _log: &JobLog) {}
+}
+
+/// Upstream's wording of a local shell's exit (Go's `exec.ExitError`).
+fn shell_exit(ended: Ended<ProcessExit>) -> Result<ScriptExit, ExecutorError> {
+    Ok(match ended.exit {
+        ProcessExit::Code(0) => ScriptExit::Success,
+        ProcessExit::Code(code) => ScriptExit::Failed {
+            code,
+            message: format!("exit status {code}"),
+        },
+        ProcessExit::Signal(signal) => ScriptExit::Failed {
+            code: -1,
+            message: format!("signal: {}", go_signal_name(signal)),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_worded_as_go_words_them() {
+        let killed = shell_exit(Ended {
+            exit: ProcessExit::Signal(libc::SIGKILL),
+            stopped: true,
+        });
+        assert_eq!(
+            killed.ok(),
+            Some(ScriptExit::Failed {
+                code: -1,
+                message: "signal: killed".into()
+            })
+        );
+    }
 }

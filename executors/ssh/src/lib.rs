@@ -5,7 +5,8 @@
 //! Beyond upstream: host keys are checked with a `known_hosts` reader that takes everything
 //! OpenSSH writes ([`known_hosts`]); a refused host key or refused credentials fail the connect
 //! at once instead of being retried; on cancel or timeout the whole remote process group of the
-//! stage is killed (upstream only signals the shell, whose children live on).
+//! stage gets SIGTERM, then SIGKILL after `graceful_kill_timeout`, through the stage runner
+//! ([`stage`]; upstream kills only the shell at once, and its children live on).
 //!
 //! Main types: [`SshProvider`] (the `ExecutorProvider`), [`SshExecutor`], [`SshConfig`].
 //!
@@ -13,6 +14,7 @@
 //! executors or `commands`.
 
 pub mod known_hosts;
+pub mod stage;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,11 +26,12 @@ use runner_core::executor::{
     ScriptExit, ShellType,
 };
 use runner_core::log::JobLog;
-use runner_core::log::{StreamId, StreamKind};
+use runner_core::process::KillTimeouts;
 use runner_core::secret::Secret;
+use runner_core::stage_runner::{supervise, LogSink, Started};
 use russh::client::{self, Handle};
 use russh::keys::{load_secret_key, PrivateKeyWithHashAlg, PublicKey};
-use russh::{ChannelMsg, Disconnect, Sig};
+use russh::Disconnect;
 use tokio_util::sync::CancellationToken;
 
 use known_hosts::{fingerprint, KnownHosts};
@@ -93,11 +96,21 @@ impl SshConfig {
 #[derive(Debug, Clone)]
 pub struct SshProvider {
     config: Option<SshConfig>,
+    kill_timeouts: KillTimeouts,
 }
 
 impl SshProvider {
     pub fn new(config: Option<SshConfig>) -> Self {
-        Self { config }
+        Self {
+            config,
+            kill_timeouts: KillTimeouts::default(),
+        }
+    }
+
+    /// The stop of a canceled stage (`graceful_kill_timeout`, `force_kill_timeout`).
+    pub fn with_kill_timeouts(mut self, kill_timeouts: KillTimeouts) -> Self {
+        self.kill_timeouts = kill_timeouts;
+        self
     }
 }
 
@@ -147,6 +160,7 @@ impl ExecutorProvider for SshProvider {
             config: self.config.clone(),
             command_line: String::new(),
             connection: None,
+            kill_timeouts: self.kill_timeouts,
         }
     }
 }
@@ -154,7 +168,7 @@ impl ExecutorProvider for SshProvider {
 /// What the server's host key check found, kept for the error message.
 type Refusal = Arc<Mutex<Option<String>>>;
 
-struct ClientHandler {
+pub(crate) struct ClientHandler {
     known_hosts: Option<KnownHosts>,
     host: String,
     port: u16,
@@ -210,6 +224,7 @@ pub struct SshExecutor {
     /// The build shell's command line (`bash -l`).
     command_line: String,
     connection: Option<Handle<ClientHandler>>,
+    kill_timeouts: KillTimeouts,
 }
 
 impl std::fmt::Debug for SshExecutor {
@@ -220,13 +235,6 @@ impl std::fmt::Debug for SshExecutor {
             .finish()
     }
 }
-
-/// The first stdout line of every stage: the remote shell's pid, which is also its process group
-/// (sshd starts each session's command with `setsid`).
-const PID_MARKER: &str = "gitlab-runner-rs-ssh-pid:";
-
-/// How long the session may take to end after it was killed.
-const KILL_WAIT: Duration = Duration::from_secs(10);
 
 impl SshExecutor {
     async fn connect_once(
@@ -398,67 +406,6 @@ impl SshExecutor {
         }
         Err(connect_error(format!("ssh Dial() error: {last}")))
     }
-
-    /// Kills the stage's remote process group through a second session, then sends `KILL` on
-    /// the stage's own session, as upstream does. OpenSSH delivers that signal to the whole
-    /// group; the second session covers servers that ignore signal requests. The session is
-    /// left to end by itself, so its exit status still arrives.
-    async fn kill_remote(&self, pid: Option<u32>, channel: &russh::ChannelWriteHalf<client::Msg>) {
-        if let (Some(pid), Some(handle)) = (pid, &self.connection) {
-            let command = format!(
-                "kill -s KILL -- -{pid} 2>/dev/null || kill -s KILL {pid} 2>/dev/null; true"
-            );
-            match handle.channel_open_session().await {
-                Ok(mut killer) => {
-                    if killer.exec(true, command).await.is_ok() {
-                        let _ = tokio::time::timeout(KILL_WAIT, async {
-                            while killer.wait().await.is_some() {}
-                        })
-                        .await;
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "cannot open a session to kill the stage"),
-            }
-        }
-        let _ = channel.signal(Sig::KILL).await;
-    }
-}
-
-/// Takes the pid line off the front of a stage's stdout; everything else passes through.
-#[derive(Default)]
-struct PidLine {
-    pending: Vec<u8>,
-    pid: Option<u32>,
-    done: bool,
-}
-
-impl PidLine {
-    /// Returns what belongs in the job log.
-    fn feed(&mut self, data: &[u8]) -> Vec<u8> {
-        if self.done {
-            return data.to_vec();
-        }
-        self.pending.extend_from_slice(data);
-        let mut out = Vec::new();
-        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            let text = String::from_utf8_lossy(&line);
-            if let Some(pid) = text.trim_end().strip_prefix(PID_MARKER) {
-                self.pid = pid.parse().ok();
-                self.done = true;
-                out.append(&mut self.pending);
-                return out;
-            }
-            // Something the login shell printed first.
-            out.extend_from_slice(&line);
-        }
-        out
-    }
-
-    fn flush(&mut self) -> Vec<u8> {
-        self.done = true;
-        std::mem::take(&mut self.pending)
-    }
 }
 
 /// A command line word, quoted for a POSIX shell when it needs it.
@@ -471,31 +418,6 @@ fn shell_word(word: &str) -> String {
         word.to_string()
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
-/// Go's `ssh.Waitmsg` numbering for a remote signal: 128 + its number.
-fn signal_number(signal: &Sig) -> i32 {
-    match signal {
-        Sig::HUP => 1,
-        Sig::INT => 2,
-        Sig::QUIT => 3,
-        Sig::ILL => 4,
-        Sig::ABRT => 6,
-        Sig::FPE => 8,
-        Sig::KILL => 9,
-        Sig::SEGV => 11,
-        Sig::PIPE => 13,
-        Sig::ALRM => 14,
-        Sig::TERM => 15,
-        Sig::USR1 | Sig::Custom(_) => 0,
-    }
-}
-
-fn signal_name(signal: &Sig) -> String {
-    match signal {
-        Sig::Custom(name) => name.clone(),
-        other => format!("{other:?}"),
     }
 }
 
@@ -549,96 +471,30 @@ impl Executor for SshExecutor {
             .channel_open_session()
             .await
             .map_err(|error| lost("opening a session", error))?;
-        let remote = format!("echo {PID_MARKER}$$; exec {}", self.command_line);
+        let remote = format!("echo {}$$; exec {}", stage::PID_MARKER, self.command_line);
         channel
             .exec(true, remote)
             .await
             .map_err(|error| lost("starting the shell", error))?;
-        let (mut reader, writer) = channel.split();
+        let (reader, writer) = channel.split();
         let writer = Arc::new(writer);
-        let stdin = {
-            let writer = writer.clone();
-            let script = command.script.as_bytes().to_vec();
-            tokio::spawn(async move {
-                // A script that exits before reading all of its input ends the channel; fine.
-                let _ = writer.data(&script[..]).await;
-                let _ = writer.eof().await;
-            })
+        let (process, output) = stage::stage(handle, reader, writer.clone());
+        let stdin = Box::pin(writer.make_writer()) as runner_core::stage_runner::StageStdin;
+        let started = Started {
+            process,
+            output,
+            stdin: Some(stdin),
         };
-
-        let mut stdout = log.stream(StreamId::SCRIPT, StreamKind::Stdout);
-        let mut stderr = log.stream(StreamId::SCRIPT, StreamKind::Stderr);
-        let mut pid_line = PidLine::default();
-        let mut exit_status: Option<u32> = None;
-        let mut exit_signal: Option<Sig> = None;
-        let mut killed = false;
-        loop {
-            let message = if killed {
-                match tokio::time::timeout(KILL_WAIT, reader.wait()).await {
-                    Ok(message) => message,
-                    Err(_) => {
-                        let _ = writer.close().await;
-                        break;
-                    }
-                }
-            } else {
-                tokio::select! {
-                    // The session's next output, exit status or end.
-                    message = reader.wait() => message,
-                    // Stopped: kill the remote group once, then keep reading until it ends.
-                    _ = cancel.cancelled() => {
-                        killed = true;
-                        self.kill_remote(pid_line.pid, &writer).await;
-                        continue;
-                    }
-                }
-            };
-            match message {
-                None => break,
-                Some(ChannelMsg::Data { data }) => stdout.write(&pid_line.feed(&data)),
-                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => stderr.write(&data),
-                Some(ChannelMsg::ExitStatus { exit_status: code }) => exit_status = Some(code),
-                Some(ChannelMsg::ExitSignal { signal_name, .. }) => exit_signal = Some(signal_name),
-                Some(_) => {}
-            }
-        }
-        stdin.abort();
-        stdout.write(&pid_line.flush());
-        stdout.finish();
-        stderr.finish();
-
-        if let Some(signal) = exit_signal {
-            let code = 128 + signal_number(&signal);
-            return Ok(ScriptExit::Failed {
-                code,
-                message: format!(
-                    "Process exited with status {code} from signal {}",
-                    signal_name(&signal)
-                ),
-            });
-        }
-        match exit_status {
-            Some(0) => Ok(ScriptExit::Success),
-            Some(code) => Ok(ScriptExit::Failed {
-                code: code as i32,
-                message: format!("Process exited with status {code}"),
-            }),
-            None if killed => Ok(ScriptExit::Failed {
-                code: -1,
-                message: "Process exited with status 137 from signal KILL".into(),
-            }),
-            None => {
-                let closed = self.connection.as_ref().is_none_or(|h| h.is_closed());
-                let why = if closed {
-                    "the connection was lost"
-                } else {
-                    "the session ended"
-                };
-                Err(ExecutorError::system(format!(
-                    "ssh connection to {address}: {why}: wait: remote command exited without exit status or exit signal"
-                )))
-            }
-        }
+        let ended = supervise(
+            started,
+            command.script.as_bytes(),
+            LogSink::new(log),
+            cancel,
+            self.kill_timeouts,
+        )
+        .await?;
+        let closed = handle.is_closed();
+        stage::session_exit(ended, &address, closed)
     }
 
     async fn cleanup(&mut self, _log: &JobLog) {
@@ -655,18 +511,6 @@ impl Executor for SshExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_pid_line_is_taken_off_and_everything_else_kept() {
-        let mut filter = PidLine::default();
-        assert_eq!(filter.feed(b"motd\ngitlab-runner"), b"motd\n");
-        assert_eq!(filter.feed(b"-rs-ssh-pid:4242\nhello "), b"hello ");
-        assert_eq!(filter.pid, Some(4242));
-        assert_eq!(filter.feed(b"world\n"), b"world\n");
-        let mut unterminated = PidLine::default();
-        assert!(unterminated.feed(b"partial").is_empty());
-        assert_eq!(unterminated.flush(), b"partial");
-    }
 
     #[test]
     fn command_line_words_are_quoted_only_when_needed() {
