@@ -10,6 +10,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use runner_core::build::{BuildDriver, BuildInput, RunnerSettings, RunnerVersion};
 use runner_core::cancel::{CancelReason, JobCancel};
+use runner_core::executor::Capacity;
 use runner_core::executor::ExecutorProvider;
 use runner_core::job::{GitInfo, Image, JobInfo, JobResponse, RunnerInfo, Step};
 use runner_core::log::{token_prefixes, JobLog, LogOptions, MaskRules};
@@ -409,7 +410,13 @@ async fn run_local<P: ExecutorProvider>(
             }
         })
     };
-    let mut executor = provider.create(provider.acquire().await?);
+    let Some(reservation) = provider.capacity().acquire().await else {
+        anyhow::bail!(
+            "the {} executor has no capacity for a job now",
+            provider.name()
+        );
+    };
+    let mut executor = provider.create(reservation);
     let outcome = BuildDriver::new(&mut executor, &generator, &log, &cancel)
         .run(input)
         .await;

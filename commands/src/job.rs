@@ -12,7 +12,7 @@ use network::client::{JobState, JobUpdate, VersionInfo};
 use network::{FinalState, GitlabClient, TraceTarget, TraceUploader, UpdateState};
 use runner_core::build::{BuildDriver, BuildInput, BuildOutcome, RunnerSettings, RunnerVersion};
 use runner_core::cancel::JobCancel;
-use runner_core::executor::{ExecutorProvider, FeaturesInfo};
+use runner_core::executor::{Capacity, ExecutorProvider, FeaturesInfo, ReservationOf};
 use runner_core::failure::FailureReason;
 use runner_core::feature_flags::FeatureFlags;
 use runner_core::job::{JobResponse, EXIT_CODE_UNSUPPORTED_OPTIONS};
@@ -82,12 +82,63 @@ impl Provider {
         with_provider!(self, provider => provider.name())
     }
 
+    /// Reserves room for one job before GitLab is asked for it; `None` when there is none.
+    pub async fn acquire(&self) -> Option<Reservation> {
+        Some(match self {
+            Provider::Shell(provider) => Reservation::Shell(provider.capacity().acquire().await?),
+            Provider::Ssh(provider) => Reservation::Ssh(provider.capacity().acquire().await?),
+            Provider::Custom(provider) => Reservation::Custom(provider.capacity().acquire().await?),
+            Provider::Docker(provider) => Reservation::Docker(provider.capacity().acquire().await?),
+        })
+    }
+
+    /// Gives back a reservation no job used.
+    pub fn release(&self, reservation: Reservation) {
+        match (self, reservation) {
+            (Provider::Shell(provider), Reservation::Shell(held)) => {
+                provider.capacity().release(held)
+            }
+            (Provider::Ssh(provider), Reservation::Ssh(held)) => provider.capacity().release(held),
+            (Provider::Custom(provider), Reservation::Custom(held)) => {
+                provider.capacity().release(held)
+            }
+            (Provider::Docker(provider), Reservation::Docker(held)) => {
+                provider.capacity().release(held)
+            }
+            (provider, reservation) => tracing::error!(
+                provider = provider.name(),
+                reservation = reservation.provider_name(),
+                "a reservation was given back to another provider; dropping it"
+            ),
+        }
+    }
+
     pub fn features(&self) -> FeaturesInfo {
         with_provider!(self, provider => provider.features())
     }
 
     pub fn default_shell(&self) -> &'static str {
         with_provider!(self, provider => provider.default_shell())
+    }
+}
+
+/// What [`Provider::acquire`] reserved, for the provider it came from.
+#[derive(Debug)]
+pub enum Reservation {
+    Shell(ReservationOf<ShellProvider>),
+    Ssh(ReservationOf<SshProvider>),
+    Custom(ReservationOf<CustomProvider>),
+    Docker(ReservationOf<DockerProvider>),
+}
+
+impl Reservation {
+    fn provider_name(&self) -> &'static str {
+        match self {
+            Reservation::Shell(_) => "shell",
+            Reservation::Ssh(_) => "ssh",
+            Reservation::Custom(_) => "custom",
+            Reservation::Docker(_) => "docker",
+        }
     }
 }
 
@@ -294,10 +345,11 @@ impl JobEnvironment {
         &self,
         job: JobResponse,
         correlation_id: String,
+        reservation: Reservation,
         root: &tokio_util::sync::CancellationToken,
     ) -> JobResult {
         let span = tracing::info_span!("job", job = job.id, project = job.job_info.project_id, runner = %self.runner.short_token());
-        self.run_job_in_span(job, correlation_id, root)
+        self.run_job_in_span(job, correlation_id, reservation, root)
             .instrument(span)
             .await
     }
@@ -306,8 +358,14 @@ impl JobEnvironment {
         &self,
         job: JobResponse,
         correlation_id: String,
+        reservation: Reservation,
         root: &tokio_util::sync::CancellationToken,
     ) -> JobResult {
+        // Until the executor takes it, the reservation goes back whenever this returns early.
+        let mut reservation = ReservationGuard {
+            provider: &self.provider,
+            held: Some(reservation),
+        };
         let job_id = job.id;
         let token = job.token.clone();
         tracing::info!("received job");
@@ -399,9 +457,29 @@ impl JobEnvironment {
             concurrent_id,
             concurrent_project_id,
         };
-        let drive = with_provider!(&self.provider, provider => {
-            CatchUnwind::new(self.drive(provider, start, &log, &cancel)).await
-        });
+        let drive = match (&self.provider, reservation.take()) {
+            (Provider::Shell(provider), Some(Reservation::Shell(held))) => {
+                CatchUnwind::new(self.drive(provider, held, start, &log, &cancel)).await
+            }
+            (Provider::Ssh(provider), Some(Reservation::Ssh(held))) => {
+                CatchUnwind::new(self.drive(provider, held, start, &log, &cancel)).await
+            }
+            (Provider::Custom(provider), Some(Reservation::Custom(held))) => {
+                CatchUnwind::new(self.drive(provider, held, start, &log, &cancel)).await
+            }
+            (Provider::Docker(provider), Some(Reservation::Docker(held))) => {
+                CatchUnwind::new(self.drive(provider, held, start, &log, &cancel)).await
+            }
+            (provider, held) => {
+                if let Some(held) = held {
+                    provider.release(held);
+                }
+                Err(Box::new(format!(
+                    "the job's reservation does not belong to the {} executor",
+                    provider.name()
+                )) as Box<dyn std::any::Any + Send>)
+            }
+        };
         // The build driver contains its own panics; this catches one outside it (choosing the
         // executor, acquiring it), so the job still gets its final state.
         let outcome = drive.unwrap_or_else(|payload| {
@@ -424,6 +502,7 @@ impl JobEnvironment {
     async fn drive<P: ExecutorProvider>(
         &self,
         provider: &P,
+        reservation: ReservationOf<P>,
         start: JobStart,
         log: &JobLog,
         cancel: &JobCancel,
@@ -447,19 +526,6 @@ impl JobEnvironment {
             .then_some(self.user.as_deref())
             .flatten();
         let shell = generator.command(defaults.shell_type, user);
-        let reservation = match provider.acquire().await {
-            Ok(reservation) => reservation,
-            Err(error) => {
-                log.error(&format!(
-                    "Job failed (system failure): {}",
-                    error.full_message()
-                ));
-                return BuildOutcome {
-                    state: runner_core::RuntimeState::Failed,
-                    error: Some(error.into_build_error()),
-                };
-            }
-        };
         let mut executor = provider.create(reservation);
         let input = BuildInput {
             job,
@@ -475,6 +541,26 @@ impl JobEnvironment {
         BuildDriver::new(&mut executor, &generator, log, cancel)
             .run(input)
             .await
+    }
+}
+
+/// A reservation not yet handed to an executor: released when dropped.
+struct ReservationGuard<'a> {
+    provider: &'a Provider,
+    held: Option<Reservation>,
+}
+
+impl ReservationGuard<'_> {
+    fn take(&mut self) -> Option<Reservation> {
+        self.held.take()
+    }
+}
+
+impl Drop for ReservationGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            self.provider.release(held);
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use network::{GitlabClient, JobRequestResult, TlsOptions};
+use runner_core::job::JobResponse;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
@@ -181,6 +182,55 @@ fn modified(path: &PathBuf) -> Option<SystemTime> {
 /// finish); SIGTERM / SIGINT stop forcefully (running jobs are aborted and reported as
 /// `runner_interrupted`, then the runner waits at most `shutdown_timeout`); a second signal
 /// ends the wait.
+/// A job request gated by the executor's capacity.
+#[derive(Debug)]
+pub enum Gated<R> {
+    /// Nothing could be reserved, so GitLab was not asked.
+    NoCapacity,
+    /// GitLab handed out a job (possibly after a retried error); the reservation is for it.
+    Job {
+        job: Box<JobResponse>,
+        correlation_id: String,
+        reservation: R,
+    },
+    /// Anything else; the reservation was released.
+    Other(JobRequestResult),
+}
+
+/// Upstream's order: reserve capacity (`acquire`), then ask GitLab for a job; the reservation
+/// goes with the job, or back (`release`) when none came.
+pub async fn gated_request<R>(
+    acquire: impl std::future::Future<Output = Option<R>>,
+    release: impl FnOnce(R),
+    request: impl std::future::Future<Output = JobRequestResult>,
+) -> Gated<R> {
+    let Some(reservation) = acquire.await else {
+        return Gated::NoCapacity;
+    };
+    let result = match request.await {
+        JobRequestResult::RetriableSeen(inner)
+            if matches!(*inner, JobRequestResult::Job { .. }) =>
+        {
+            *inner
+        }
+        other => other,
+    };
+    match result {
+        JobRequestResult::Job {
+            job,
+            correlation_id,
+        } => Gated::Job {
+            job,
+            correlation_id,
+            reservation,
+        },
+        other => {
+            release(reservation);
+            Gated::Other(other)
+        }
+    }
+}
+
 pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
     let LoopOptions {
         config,
@@ -296,29 +346,49 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
         tracker.spawn(async move {
             let environment = &worker.environment;
             let info = version_info(&worker.runner, &environment.provider);
-            let result = environment
-                .client
-                .request_job(&worker.runner.token, &environment.system_id, &info)
-                .await;
+            let provider = &environment.provider;
+            let gated = gated_request(
+                provider.acquire(),
+                |reservation| provider.release(reservation),
+                environment
+                    .client
+                    .request_job(&worker.runner.token, &environment.system_id, &info),
+            )
+            .await;
             drop(request_slot);
+            let result = match gated {
+                Gated::NoCapacity => {
+                    tracing::debug!(runner = %worker.runner.short_token(), executor = provider.name(), "no capacity for a job now: not asking GitLab for one");
+                    return;
+                }
+                Gated::Job {
+                    job,
+                    correlation_id,
+                    reservation,
+                } => {
+                    worker.record_health(true);
+                    tracing::info!(job = job.id, runner = %worker.runner.short_token(), "Checking for jobs... received");
+                    started.fetch_add(1, Ordering::SeqCst);
+                    if !worker.runner.strict_check_interval {
+                        wake.notify_one();
+                    }
+                    let outcome = environment
+                        .run_job(*job, correlation_id, reservation, &root)
+                        .await;
+                    if let JobResult::Finished { success, reason } = outcome {
+                        tracing::info!(success, ?reason, "job processed");
+                    }
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                Gated::Other(result) => result,
+            };
             worker.record_health(result.healthy());
             let result = match result {
                 JobRequestResult::RetriableSeen(inner) => *inner,
                 other => other,
             };
             match result {
-                JobRequestResult::Job { job, correlation_id } => {
-                    tracing::info!(job = job.id, runner = %worker.runner.short_token(), "Checking for jobs... received");
-                    started.fetch_add(1, Ordering::SeqCst);
-                    if !worker.runner.strict_check_interval {
-                        wake.notify_one();
-                    }
-                    let outcome = environment.run_job(*job, correlation_id, &root).await;
-                    if let JobResult::Finished { success, reason } = outcome {
-                        tracing::info!(success, ?reason, "job processed");
-                    }
-                    finished.fetch_add(1, Ordering::SeqCst);
-                }
                 JobRequestResult::Malformed { id, token, error } => {
                     started.fetch_add(1, Ordering::SeqCst);
                     environment.fail_malformed(id, token, &error).await;
@@ -339,7 +409,8 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
                 JobRequestResult::ClientError(message) => {
                     tracing::error!(runner = %worker.runner.short_token(), "Checking for jobs... client error: {message}");
                 }
-                JobRequestResult::RetriableSeen(_) => {}
+                // Jobs came out of gated_request as Gated::Job, and a retry was unwrapped above.
+                JobRequestResult::Job { .. } | JobRequestResult::RetriableSeen(_) => {}
             }
             drop(job_slot);
             drop(global);

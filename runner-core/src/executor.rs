@@ -198,10 +198,43 @@ pub trait Executor: Send {
     fn cleanup(&mut self, log: &JobLog) -> impl Future<Output = ()> + Send;
 }
 
+/// How many more jobs a provider can take now. The poller asks before each job request and
+/// skips the request when nothing can be reserved; a reservation goes into the executor made
+/// for the job, or back through `release` when no job came.
+pub trait Capacity: Send + Sync {
+    /// Capacity held between `acquire` and the end of the job.
+    type Reservation: Send;
+
+    /// Reserves room for one job; `None` when there is none now (an autoscaler with no idle
+    /// instance, say). A provider that fails to reserve logs why and returns `None`.
+    fn acquire(&self) -> impl Future<Output = Option<Self::Reservation>> + Send;
+
+    /// Gives back a reservation no job used.
+    fn release(&self, reservation: Self::Reservation);
+}
+
+/// The capacity of executors that take any number of jobs (shell, ssh, custom, docker): the
+/// reservation is empty and always granted. Limits come from `concurrent` and `limit`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unlimited;
+
+impl Capacity for Unlimited {
+    type Reservation = ();
+
+    async fn acquire(&self) -> Option<()> {
+        Some(())
+    }
+
+    fn release(&self, _reservation: ()) {}
+}
+
+/// What `P`'s capacity reserves.
+pub type ReservationOf<P> = <<P as ExecutorProvider>::Capacity as Capacity>::Reservation;
+
 /// Creates executors of one kind and holds their capacity.
 pub trait ExecutorProvider: Send + Sync {
-    /// Capacity held between `acquire` and the end of the job; the executor owns it.
-    type Reservation: Send;
+    /// Where this provider's capacity is counted ([`Unlimited`] for most).
+    type Capacity: Capacity;
     type Executor: Executor;
 
     /// The executor name as configured (`shell`, `docker`, ...).
@@ -217,11 +250,8 @@ pub trait ExecutorProvider: Send + Sync {
 
     fn defaults(&self) -> ExecutorDefaults;
 
-    /// Reserves capacity before asking GitLab for a job.
-    fn acquire(&self) -> impl Future<Output = Result<Self::Reservation, ExecutorError>> + Send;
+    fn capacity(&self) -> &Self::Capacity;
 
-    /// Gives back a reservation no job used.
-    fn release(&self, reservation: Self::Reservation);
-
-    fn create(&self, reservation: Self::Reservation) -> Self::Executor;
+    /// An executor for one job, owning the reservation made for it.
+    fn create(&self, reservation: ReservationOf<Self>) -> Self::Executor;
 }

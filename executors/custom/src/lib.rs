@@ -18,7 +18,7 @@ use std::time::Duration;
 use runner_core::build::{BuildContext, Reconfigure};
 use runner_core::executor::{
     Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ExecutorProvider, FeaturesInfo,
-    ScriptExit, ShellType,
+    ScriptExit, ShellType, Unlimited,
 };
 use runner_core::failure::FailureReason;
 use runner_core::log::JobLog;
@@ -84,7 +84,7 @@ impl CustomProvider {
 }
 
 impl ExecutorProvider for CustomProvider {
-    type Reservation = ();
+    type Capacity = Unlimited;
     type Executor = CustomExecutor;
 
     fn name(&self) -> &'static str {
@@ -119,11 +119,9 @@ impl ExecutorProvider for CustomProvider {
         }
     }
 
-    async fn acquire(&self) -> Result<(), ExecutorError> {
-        Ok(())
+    fn capacity(&self) -> &Unlimited {
+        &Unlimited
     }
-
-    fn release(&self, _reservation: ()) {}
 
     fn create(&self, _reservation: ()) -> CustomExecutor {
         CustomExecutor {

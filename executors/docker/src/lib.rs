@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use runner_core::build::BuildContext;
 use runner_core::executor::{
     Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ExecutorProvider, FeaturesInfo,
-    ScriptExit, ShellType,
+    ScriptExit, ShellType, Unlimited,
 };
 use runner_core::failure::FailureReason;
 use runner_core::log::JobLog;
@@ -273,7 +273,7 @@ impl DockerProvider {
 }
 
 impl ExecutorProvider for DockerProvider {
-    type Reservation = ();
+    type Capacity = Unlimited;
     type Executor = DockerExecutor;
 
     fn name(&self) -> &'static str {
@@ -310,11 +310,9 @@ impl ExecutorProvider for DockerProvider {
         }
     }
 
-    async fn acquire(&self) -> Result<(), ExecutorError> {
-        Ok(())
+    fn capacity(&self) -> &Unlimited {
+        &Unlimited
     }
-
-    fn release(&self, _reservation: ()) {}
 
     fn create(&self, _reservation: ()) -> DockerExecutor {
         DockerExecutor {

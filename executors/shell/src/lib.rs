@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use runner_core::build::BuildContext;
 use runner_core::executor::{
     Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ExecutorProvider, FeaturesInfo,
-    ScriptExit, ShellType,
+    ScriptExit, ShellType, Unlimited,
 };
 use runner_core::log::JobLog;
 use runner_core::process::{
@@ -56,7 +56,7 @@ impl ShellProvider {
 }
 
 impl ExecutorProvider for ShellProvider {
-    type Reservation = ();
+    type Capacity = Unlimited;
     type Executor = ShellExecutor;
 
     fn name(&self) -> &'static str {
@@ -92,11 +92,9 @@ impl ExecutorProvider for ShellProvider {
         }
     }
 
-    async fn acquire(&self) -> Result<(), ExecutorError> {
-        Ok(())
+    fn capacity(&self) -> &Unlimited {
+        &Unlimited
     }
-
-    fn release(&self, _reservation: ()) {}
 
     fn create(&self, _reservation: ()) -> ShellExecutor {
         ShellExecutor {

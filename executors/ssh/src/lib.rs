@@ -23,7 +23,7 @@ use std::time::Duration;
 use runner_core::build::BuildContext;
 use runner_core::executor::{
     Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ExecutorProvider, FeaturesInfo,
-    ScriptExit, ShellType,
+    ScriptExit, ShellType, Unlimited,
 };
 use runner_core::log::JobLog;
 use runner_core::process::KillTimeouts;
@@ -115,7 +115,7 @@ impl SshProvider {
 }
 
 impl ExecutorProvider for SshProvider {
-    type Reservation = ();
+    type Capacity = Unlimited;
     type Executor = SshExecutor;
 
     fn name(&self) -> &'static str {
@@ -149,11 +149,9 @@ impl ExecutorProvider for SshProvider {
         }
     }
 
-    async fn acquire(&self) -> Result<(), ExecutorError> {
-        Ok(())
+    fn capacity(&self) -> &Unlimited {
+        &Unlimited
     }
-
-    fn release(&self, _reservation: ()) {}
 
     fn create(&self, _reservation: ()) -> SshExecutor {
         SshExecutor {
