@@ -3,7 +3,9 @@
 # `gitlab-runner-rs exec shell`, exactly as `run` would run it for GitLab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+# Only what the demo needs (git, bash, a C toolchain): the test tools (cargo-nextest, s3s-fs,
+# sshd, ...) are scripts/test.sh's business.
+bash scripts/setup.sh --demo
 cargo build -q -p gitlab-runner-rs
 binary="$PWD/target/debug/gitlab-runner-rs"
 work="$(mktemp -d)"

@@ -1,20 +1,39 @@
 #!/usr/bin/env bash
 # Installs what building and testing gitlab-runner-rs needs on a fresh Debian machine.
+#   bash scripts/setup.sh          # everything the tests and CI need (scripts/test.sh, .ci/run)
+#   bash scripts/setup.sh --demo   # only what building the runner and running the demo need
+#                                  # (scripts/demo.sh): git, bash, a C compiler and libc headers
 set -euo pipefail
 
+mode=full
+case "${1:-}" in
+  "") ;;
+  --demo) mode=demo ;;
+  *)
+    echo "usage: bash scripts/setup.sh [--demo]" >&2
+    exit 2
+    ;;
+esac
+
 need_apt=()
+# The demo commits examples/demo to a fresh repository and the runner clones it with git; its
+# job scripts run in bash.
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v bash >/dev/null 2>&1 || need_apt+=(bash)
-command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
-# The TLS tests generate their certificates with the openssl command.
-command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
-# The SSH executor tests start a real sshd on loopback and add a throwaway user.
-[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
-command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
-command -v pkill >/dev/null 2>&1 || need_apt+=(procps)
-command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
-# The reference docker-vm driver's image is a debootstrap rootfs (scripts/build-sshd-image.sh).
-command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+# ring's build script compiles C, and rustc links with cc; gcc only recommends the libc headers
+# and crt files, which --no-install-recommends leaves out.
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+if [ "$mode" = full ]; then
+  # The TLS tests generate their certificates with the openssl command.
+  command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+  # The SSH executor tests start a real sshd on loopback and add a throwaway user.
+  [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+  command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+  command -v pkill >/dev/null 2>&1 || need_apt+=(procps)
+  command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
+  # The reference docker-vm driver's image is a debootstrap rootfs (scripts/build-sshd-image.sh).
+  command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+fi
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update
@@ -24,6 +43,8 @@ if ((${#need_apt[@]})); then
     exit 1
   fi
 fi
+[ "$mode" = demo ] && exit 0
+
 # `git http-backend` serves the test repositories over smart HTTP.
 git http-backend </dev/null >/dev/null 2>&1 || true
 if ! cargo nextest --version >/dev/null 2>&1; then

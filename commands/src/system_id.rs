@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sha2::Sha256;

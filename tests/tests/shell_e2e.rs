@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runner_tests::{
-    job_payload, FakeGitlab, GitServer, ShellRunner as Runner, TestCertificates, SHELL_RUNNER_TOKEN,
+    job_payload, runner_binary, FakeGitlab, GitServer, RunnerProcess, ShellRunner as Runner,
+    TestCertificates, SHELL_RUNNER_TOKEN,
 };
 use serde_json::json;
 
@@ -311,16 +312,84 @@ async fn over_https_the_configured_ca_is_trusted_and_handed_to_the_job() {
     );
 }
 
+/// A shell runner as [`Runner::start`] starts it, but with its own log (`RUST_LOG=info`) in a
+/// file, so a test can wait for what the runner says it did instead of sleeping: the TLS tests
+/// assert that no request got through, which is only evidence once the runner is known to
+/// have tried.
+struct LoggedRunner {
+    process: RunnerProcess,
+    dir: tempfile::TempDir,
+}
+
+impl LoggedRunner {
+    fn start(gitlab: &FakeGitlab, extra_runner_config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            Runner::config(gitlab, dir.path(), 2, extra_runner_config),
+        )
+        .unwrap();
+        let process = RunnerProcess::spawn_logged(
+            &runner_binary(),
+            &config,
+            dir.path(),
+            &dir.path().join("runner.log"),
+        );
+        Self { process, dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("runner.log")).unwrap_or_default()
+    }
+
+    /// The job requests the runner logged as failed on the server's certificate (rustls'
+    /// `invalid peer certificate: ...` in its `Checking for jobs... client error: ...` line).
+    fn certificate_refusals(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|line| line.contains("Checking for jobs") && line.contains("certificate"))
+            .count()
+    }
+
+    /// Waits until the runner, still running, has logged `count` job requests refused in the
+    /// TLS handshake; panics with its log if it exits or `WAIT` passes first.
+    async fn wait_certificate_refusals(&mut self, count: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.certificate_refusals() < count {
+            assert!(
+                self.process.is_running(),
+                "the runner exited; its log:\n{}",
+                self.log()
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the runner never logged {count} job requests refused on the certificate; \
+                 its log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            self.process.is_running(),
+            "the runner exited after a refused certificate; its log:\n{}",
+            self.log()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_gitlab_certificate_is_refused() {
     let certs = TestCertificates::generate();
     let gitlab =
         FakeGitlab::start_https(RUNNER_TOKEN, &certs.server_cert, &certs.server_key, None).await;
     let job = gitlab.enqueue(tls_job());
-    let _runner = Runner::start(&gitlab, "");
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    // The runner polled, but no request got past the TLS handshake.
-    assert_eq!(gitlab.job_requests(), 0);
+    let mut runner = LoggedRunner::start(&gitlab, "");
+    // Positive evidence first: the runner is up and polling (twice: the first refusal did not
+    // stop it) and says each request failed on the certificate...
+    runner.wait_certificate_refusals(2).await;
+    // ...and none of those requests got past the TLS handshake.
+    assert_eq!(gitlab.job_requests(), 0, "{}", runner.log());
     assert_eq!(gitlab.status(job), runner_tests::JobStatus::Pending);
 }
 
@@ -362,19 +431,33 @@ async fn a_replaced_ca_file_is_picked_up_without_a_restart() {
     let ca_file = certs.dir.path().join("configured-ca.pem");
     std::fs::copy(&other.ca, &ca_file).unwrap();
     let job = gitlab.enqueue(tls_job());
-    let _runner = Runner::start(
+    let mut runner = LoggedRunner::start(
         &gitlab,
         &format!(
             "tls-ca-file = \"{}\"\n  unhealthy_requests_limit = 1000",
             ca_file.display()
         ),
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(gitlab.job_requests(), 0, "the wrong CA must not be trusted");
+    // The runner polls with the configured CA and says the certificate was refused...
+    runner.wait_certificate_refusals(1).await;
+    // ...and no request got through with it: the wrong CA is not trusted.
+    assert_eq!(
+        gitlab.job_requests(),
+        0,
+        "the wrong CA must not be trusted:\n{}",
+        runner.log()
+    );
+    assert_eq!(gitlab.status(job), runner_tests::JobStatus::Pending);
     // Renewing the file (new contents, new mtime) applies to the next request.
     std::fs::copy(&certs.ca, &ca_file).unwrap();
     let update = gitlab.wait_final(job, WAIT).await;
-    assert_eq!(update.state, "success", "{}", gitlab.log(job));
+    assert_eq!(
+        update.state,
+        "success",
+        "{}\nrunner log:\n{}",
+        gitlab.log(job),
+        runner.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
