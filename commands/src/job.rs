@@ -9,9 +9,9 @@ use executor_docker::DockerProvider;
 use executor_shell::{ShellConfig, ShellProvider};
 use executor_ssh::SshProvider;
 use network::client::{JobState, JobUpdate, VersionInfo};
-use network::{FinalState, GitlabClient, TraceTarget, TraceUploader, UpdateState};
+use network::{FinalState, GitlabClient, RemoteJob, TraceTarget, TraceUploader, UpdateState};
 use runner_core::build::{BuildDriver, BuildInput, BuildOutcome, RunnerSettings, RunnerVersion};
-use runner_core::cancel::JobCancel;
+use runner_core::cancel::{CancelReason, JobCancel};
 use runner_core::executor::{Capacity, ExecutorProvider, FeaturesInfo, ReservationOf};
 use runner_core::failure::FailureReason;
 use runner_core::feature_flags::FeatureFlags;
@@ -393,8 +393,13 @@ impl JobEnvironment {
                 final_update_retry_limit: self.runner.job_status_final_update_retry_limit,
             },
             log.clone(),
-            cancel.clone(),
         );
+        // GitLab's answers to the uploader decide about the job here: `canceling` cancels it
+        // gracefully, a job GitLab no longer runs is aborted.
+        let _follower = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(follow_remote(
+            uploader.remote(),
+            cancel.clone(),
+        )));
         let supported = job.features.failure_reasons.clone();
 
         if let Err(error) = job.validate() {
@@ -541,6 +546,24 @@ impl JobEnvironment {
         BuildDriver::new(&mut executor, &generator, log, cancel)
             .run(input)
             .await
+    }
+}
+
+/// Acts on what GitLab says about the running job until it is gone or the uploader stops.
+async fn follow_remote(mut remote: tokio::sync::watch::Receiver<RemoteJob>, cancel: JobCancel) {
+    loop {
+        let said = *remote.borrow_and_update();
+        match said {
+            RemoteJob::Running => {}
+            RemoteJob::Canceling => cancel.cancel_gracefully(),
+            RemoteJob::Gone => {
+                cancel.abort(CancelReason::RemoteAbort);
+                return;
+            }
+        }
+        if remote.changed().await.is_err() {
+            return;
+        }
     }
 }
 

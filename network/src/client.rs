@@ -557,9 +557,11 @@ impl GitlabClient {
         let response = match sent {
             Ok((response, _)) => response,
             Err(error) => {
+                // As upstream (`PatchFailed`): GitLab out of reach is no word on the job; the
+                // next patch tries again, and the final update counts its attempts.
                 tracing::warn!(job = job_id, error = %error_chain(&error), "appending trace failed");
                 return PatchResult {
-                    state: PatchState::Abort,
+                    state: PatchState::Failed,
                     sent_offset: offset,
                     remote: RemoteJobState::default(),
                 };

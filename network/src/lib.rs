@@ -17,7 +17,7 @@ pub use client::{
 };
 pub use error::ClientError;
 pub use tls::job_tls_data;
-pub use trace::{FinalState, TraceTarget, TraceUploader};
+pub use trace::{FinalState, RemoteJob, TraceTarget, TraceUploader};
 
 use runner_core::executor::FeaturesInfo;
 

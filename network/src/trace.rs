@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runner_core::cancel::{CancelReason, JobCancel};
 use runner_core::log::JobLog;
 use runner_core::secret::Secret;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,18 @@ struct Progress {
     interval: Duration,
 }
 
+/// What GitLab said about a running job in its answers to the trace uploader (`Job-Status`).
+/// The uploader only reports it; the code that owns the job decides what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RemoteJob {
+    #[default]
+    Running,
+    /// `Job-Status: canceling`: a graceful cancel was asked for (after_script still runs).
+    Canceling,
+    /// `canceled` / `failed`, or a 403: GitLab no longer runs the job. The uploader stops.
+    Gone,
+}
+
 /// The running uploader of one job. Dropping it (its owner unwinding, say) stops the loop, so
 /// no orphaned task keeps telling GitLab a finished job is still running.
 pub struct TraceUploader {
@@ -45,6 +57,7 @@ pub struct TraceUploader {
     log: JobLog,
     stop: CancellationToken,
     task: Option<JoinHandle<Progress>>,
+    remote: watch::Receiver<RemoteJob>,
 }
 
 impl Drop for TraceUploader {
@@ -62,13 +75,14 @@ pub struct FinalState {
 }
 
 impl TraceUploader {
-    /// Starts the incremental loop. `cancel` receives GitLab's `canceling` and abort requests.
-    pub fn start(target: TraceTarget, log: JobLog, cancel: JobCancel) -> Self {
+    /// Starts the incremental loop; [`TraceUploader::remote`] tells what GitLab says meanwhile.
+    pub fn start(target: TraceTarget, log: JobLog) -> Self {
         let stop = CancellationToken::new();
+        let (remote_sender, remote) = watch::channel(RemoteJob::Running);
         let task = tokio::spawn(incremental_loop(
             target.clone(),
             log.clone(),
-            cancel,
+            remote_sender,
             stop.clone(),
         ));
         Self {
@@ -76,7 +90,13 @@ impl TraceUploader {
             log,
             stop,
             task: Some(task),
+            remote,
         }
+    }
+
+    /// GitLab's word on the job so far, updated as its answers come.
+    pub fn remote(&self) -> watch::Receiver<RemoteJob> {
+        self.remote.clone()
     }
 
     /// Stops the loop and waits for it; what it had sent.
@@ -133,9 +153,19 @@ fn running_update(log: &JobLog) -> JobUpdate {
 async fn incremental_loop(
     target: TraceTarget,
     log: JobLog,
-    cancel: JobCancel,
+    remote: watch::Sender<RemoteJob>,
     stop: CancellationToken,
 ) -> Progress {
+    // Canceling is said once; a job GitLab no longer runs stays gone.
+    let report = |said: RemoteJob| {
+        remote.send_if_modified(|state| {
+            let news = *state != said && *state != RemoteJob::Gone;
+            if news {
+                *state = said;
+            }
+            news
+        });
+    };
     let mut progress = Progress {
         sent: 0,
         interval: DEFAULT_UPDATE_INTERVAL,
@@ -154,11 +184,11 @@ async fn incremental_loop(
             progress.interval = interval;
         }
         if result.remote.cancel_requested {
-            cancel.cancel_gracefully();
+            report(RemoteJob::Canceling);
         }
         match result.state {
             PatchState::Abort => {
-                cancel.abort(CancelReason::RemoteAbort);
+                report(RemoteJob::Gone);
                 return progress;
             }
             PatchState::Succeeded => {
@@ -176,14 +206,14 @@ async fn incremental_loop(
                         )
                         .await;
                     if update.remote.cancel_requested {
-                        cancel.cancel_gracefully();
+                        report(RemoteJob::Canceling);
                     }
                     if let Some(interval) = update.remote.update_interval {
                         progress.interval = interval;
                     }
                     match update.state {
                         UpdateState::Abort => {
-                            cancel.abort(CancelReason::RemoteAbort);
+                            report(RemoteJob::Gone);
                             return progress;
                         }
                         UpdateState::Succeeded | UpdateState::Accepted => {
@@ -215,7 +245,8 @@ async fn final_update(
     mut sent: u64,
     state: &FinalState,
 ) -> bool {
-    let interval = DEFAULT_UPDATE_INTERVAL;
+    // GitLab may ask for another interval in any answer (upstream lets "Rails override it").
+    let mut interval = DEFAULT_UPDATE_INTERVAL;
     let mut backoff = Duration::from_secs(1);
     let update = JobUpdate {
         state: if state.success {
@@ -240,6 +271,9 @@ async fn final_update(
         while sent < log.len() {
             let result = patch_once(target, log, sent).await;
             sent = trusted_offset(result.sent_offset, sent, log);
+            if let Some(asked) = result.remote.update_interval {
+                interval = asked;
+            }
             match result.state {
                 PatchState::Succeeded => mismatches = 0,
                 PatchState::RangeMismatch => {
@@ -262,14 +296,19 @@ async fn final_update(
         }
         if !drained {
             attempt += 1;
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(60 * 60));
+            if attempt < limit {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60 * 60));
+            }
             continue;
         }
         let result = target
             .client
             .update_job(target.job_id, &target.job_token, &target.info, &update)
             .await;
+        if let Some(asked) = result.remote.update_interval {
+            interval = asked;
+        }
         match result.state {
             UpdateState::Succeeded => return true,
             UpdateState::Abort => return false,
@@ -281,12 +320,17 @@ async fn final_update(
                 // within the attempts, so a GitLab that never agrees cannot hold the job.
                 sent = 0;
                 attempt += 1;
-                tokio::time::sleep(interval).await;
+                if attempt < limit {
+                    tokio::time::sleep(interval).await;
+                }
             }
             UpdateState::Failed => {
                 attempt += 1;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60 * 60));
+                // No wait after the last attempt: the job is over, nothing is gained by it.
+                if attempt < limit {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60 * 60));
+                }
             }
         }
     }

@@ -23,8 +23,7 @@ use network::client::{
     UpdateResult, UpdateState, VersionInfo,
 };
 use network::trace::TRACE_PATCH_LIMIT;
-use network::{FinalState, GitlabClient, TlsOptions, TraceTarget, TraceUploader};
-use runner_core::cancel::{CancelReason, JobCancel};
+use network::{FinalState, GitlabClient, RemoteJob, TlsOptions, TraceTarget, TraceUploader};
 use runner_core::executor::FeaturesInfo;
 use runner_core::log::{JobLog, LogOptions};
 use runner_core::secret::Secret;
@@ -341,7 +340,6 @@ async fn finish_at_once(fake: &Fake, log: &JobLog, limit: u32) -> (bool, Duratio
     let uploader = TraceUploader::start(
         target(client(&fake.url), 7, job_token(), limit),
         log.clone(),
-        JobCancel::new(),
     );
     let started = Instant::now();
     let acknowledged = tokio::time::timeout(Duration::from_secs(10), uploader.finish(&succeeded()))
@@ -1126,11 +1124,7 @@ async fn mock_uploader_sends_the_whole_log_and_the_success() {
     let (mock, job, client) = mock_with_job().await;
     let token = take_job(&mock, &client, &job).await;
     let log = log_with(40);
-    let uploader = TraceUploader::start(
-        target(client, job.id() as i64, token, 10),
-        log.clone(),
-        JobCancel::new(),
-    );
+    let uploader = TraceUploader::start(target(client, job.id() as i64, token, 10), log.clone());
     assert!(uploader.finish(&succeeded()).await);
     assert_eq!(job.log(), log.contents());
     assert_eq!(job.log_patches(), 1);
@@ -1144,11 +1138,7 @@ async fn mock_uploader_reports_a_failure() {
     let (mock, job, client) = mock_with_job().await;
     let token = take_job(&mock, &client, &job).await;
     let log = log_with(3);
-    let uploader = TraceUploader::start(
-        target(client, job.id() as i64, token, 10),
-        log.clone(),
-        JobCancel::new(),
-    );
+    let uploader = TraceUploader::start(target(client, job.id() as i64, token, 10), log.clone());
     let failed = FinalState {
         success: false,
         failure_reason: Some("script_failure".into()),
@@ -1191,25 +1181,21 @@ async fn mock_accepting_a_failed_state_answers_job_status_failed_which_reads_as_
 }
 
 #[tokio::test]
-async fn mock_uploader_aborts_a_job_gitlab_canceled() {
+async fn mock_uploader_reports_a_job_gitlab_canceled_as_gone() {
     let (mock, job, client) = mock_with_job().await;
     let token = take_job(&mock, &client, &job).await;
     job.cancel();
     let log = log_with(3);
-    let cancel = JobCancel::new();
-    let uploader = TraceUploader::start(
-        target(client, job.id() as i64, token, 10),
-        log.clone(),
-        cancel.clone(),
-    );
+    let uploader = TraceUploader::start(target(client, job.id() as i64, token, 10), log.clone());
+    let mut remote = uploader.remote();
     // The first PATCH comes after the default interval (3 s): 403 `Job-Status: canceled`.
     tokio::time::timeout(
         Duration::from_millis(4500),
-        cancel.abort_token().cancelled(),
+        remote.wait_for(|said| *said == RemoteJob::Gone),
     )
     .await
-    .expect("the uploader aborts the job");
-    assert_eq!(cancel.reason(), Some(CancelReason::RemoteAbort));
+    .expect("the uploader reports the job gone")
+    .unwrap();
     // The final state is refused too, and reported as not acknowledged.
     assert!(!uploader.finish(&succeeded()).await);
     assert_eq!(job.state(), MockJobState::Cancelled);
@@ -1267,11 +1253,7 @@ async fn uploader_waits_the_update_interval_gitlab_asks_for_between_patches() {
     .await;
     let log = log_with(2);
     let first_part = log.contents();
-    let uploader = TraceUploader::start(
-        target(client(&fake.url), 7, job_token(), 10),
-        log.clone(),
-        JobCancel::new(),
-    );
+    let uploader = TraceUploader::start(target(client(&fake.url), 7, job_token(), 10), log.clone());
     let started = Instant::now();
     let first = fake.wait_for("PATCH", 1, Duration::from_millis(4000)).await;
     assert_eq!(
@@ -1313,27 +1295,24 @@ async fn uploader_waits_the_update_interval_gitlab_asks_for_between_patches() {
 }
 
 #[tokio::test]
-async fn uploader_turns_canceling_into_a_graceful_cancel_and_still_finishes() {
+async fn uploader_reports_canceling_and_still_finishes() {
     let fake = Fake::start(vec![
         ("PATCH", vec![reply(202).header("Job-Status", "canceling")]),
         ("PUT", vec![reply(200)]),
     ])
     .await;
     let log = log_with(2);
-    let cancel = JobCancel::new();
-    let uploader = TraceUploader::start(
-        target(client(&fake.url), 7, job_token(), 10),
-        log.clone(),
-        cancel.clone(),
-    );
+    let uploader = TraceUploader::start(target(client(&fake.url), 7, job_token(), 10), log.clone());
+    let mut remote = uploader.remote();
     tokio::time::timeout(
         Duration::from_millis(4500),
-        cancel.graceful_token().cancelled(),
+        remote.wait_for(|said| *said != RemoteJob::Running),
     )
     .await
-    .expect("canceling reaches the job");
-    assert_eq!(cancel.reason(), Some(CancelReason::RemoteCanceling));
-    assert!(!cancel.is_aborted(), "canceling lets after_script run");
+    .expect("canceling is reported")
+    .unwrap();
+    // A graceful cancel, not a job GitLab dropped: after_script still runs.
+    assert_eq!(*remote.borrow(), RemoteJob::Canceling);
     assert!(uploader.finish(&succeeded()).await);
     let patches = fake.seen_by("PATCH");
     assert_eq!(patches.len(), 1);
@@ -1345,11 +1324,7 @@ async fn uploader_turns_canceling_into_a_graceful_cancel_and_still_finishes() {
 async fn uploader_abandoned_sends_nothing() {
     let fake = Fake::start(vec![("PATCH", vec![reply(202)]), ("PUT", vec![reply(200)])]).await;
     let log = log_with(5);
-    let uploader = TraceUploader::start(
-        target(client(&fake.url), 7, job_token(), 10),
-        log,
-        JobCancel::new(),
-    );
+    let uploader = TraceUploader::start(target(client(&fake.url), 7, job_token(), 10), log);
     uploader.abandon().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(fake.seen().is_empty(), "{:?}", fake.seen());
@@ -1531,12 +1506,10 @@ async fn final_drain_that_keeps_failing_never_sends_the_state() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Differences from upstream GitLab Runner (bugs). Ignored so the suite passes; each fails
-// today and passes once the behaviour matches upstream. Run them with `--ignored`.
+// Differences from upstream GitLab Runner these tests found, now fixed.
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "bug: a PATCH that cannot reach GitLab is PatchState::Abort (upstream: PatchFailed)"]
 async fn bug_a_trace_patch_that_cannot_connect_is_a_failed_patch_not_an_abort() {
     let result = client(&closed_url().await)
         .patch_trace(42, &job_token(), b"hello".to_vec(), 10, false)
@@ -1545,7 +1518,6 @@ async fn bug_a_trace_patch_that_cannot_connect_is_a_failed_patch_not_an_abort() 
 }
 
 #[tokio::test]
-#[ignore = "bug: the final update ignores X-GitLab-Trace-Update-Interval and always waits 3 s"]
 async fn bug_final_update_waits_the_interval_gitlab_asks_for() {
     let fake = Fake::start(vec![
         ("PATCH", vec![reply(202)]),
@@ -1571,7 +1543,6 @@ async fn bug_final_update_waits_the_interval_gitlab_asks_for() {
 }
 
 #[tokio::test]
-#[ignore = "bug: the final update sleeps its backoff after the last attempt before giving up"]
 async fn bug_final_update_gives_up_without_sleeping_after_the_last_attempt() {
     let fake = Fake::start(vec![("PATCH", vec![reply(202)]), ("PUT", vec![reply(409)])]).await;
     let log = log_with(5);

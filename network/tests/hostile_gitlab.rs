@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use network::client::{JobRequestResult, Timeouts, VersionInfo};
 use network::{FinalState, GitlabClient, TlsOptions, TraceTarget, TraceUploader};
-use runner_core::cancel::JobCancel;
 use runner_core::log::{JobLog, LogOptions};
 use runner_core::secret::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -275,7 +274,6 @@ async fn upload_a_log(store: Arc<Mutex<TraceStore>>, retry_limit: u32) -> (bool,
             final_update_retry_limit: retry_limit,
         },
         log.clone(),
-        JobCancel::new(),
     );
     let acknowledged = uploader
         .finish(&FinalState {
