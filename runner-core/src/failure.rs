@@ -70,40 +70,6 @@ impl fmt::Display for FailureReason {
     }
 }
 
-/// Upstream's `ClassifyImagePullFailure`: the reason of a failed image pull, from the error's
-/// words. Network trouble is the registry's (`runner_external_dependency_failure`, and worth
-/// another try); a missing image or refused credentials are the configuration's; anything
-/// else is `image_pull_failure`.
-pub fn classify_image_pull_failure(message: &str) -> FailureReason {
-    let lower = message.to_lowercase();
-    let any = |words: &[&str]| words.iter().any(|word| lower.contains(word));
-    if any(&[
-        "dial tcp",
-        "connection refused",
-        "no such host",
-        "i/o timeout",
-        "tls handshake",
-        "client.timeout exceeded",
-        "request canceled",
-        "connection reset",
-    ]) {
-        FailureReason::RunnerExternalDependencyFailure
-    } else if any(&[
-        "not found",
-        "manifest unknown",
-        "pull access denied",
-        "access to the resource is denied",
-        "no basic auth credentials",
-        "repository does not exist or may require",
-        "unauthorized",
-        "authentication required",
-    ]) {
-        FailureReason::RunnerConfigurationError
-    } else {
-        FailureReason::ImagePullFailure
-    }
-}
-
 /// How `artifacts-downloader` exits when a dependency's archive is not there (404), so the job
 /// can end as `missing_dependency_failure`; other failures exit 1, as upstream's helper does.
 pub const MISSING_DEPENDENCY_EXIT_CODE: i32 = 3;
@@ -159,26 +125,6 @@ pub fn normalize_exit_code(code: i64) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn image_pull_failures_are_classified_by_their_words() {
-        let reason = classify_image_pull_failure(
-            "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host",
-        );
-        assert_eq!(reason, FailureReason::RunnerExternalDependencyFailure);
-        assert_eq!(
-            classify_image_pull_failure("unauthorized: authentication required"),
-            FailureReason::RunnerConfigurationError
-        );
-        assert_eq!(
-            classify_image_pull_failure("manifest for app:2 not found: manifest unknown"),
-            FailureReason::RunnerConfigurationError
-        );
-        assert_eq!(
-            classify_image_pull_failure("failed to register layer: no space left on device"),
-            FailureReason::ImagePullFailure
-        );
-    }
 
     #[test]
     fn reasons_fall_back_through_the_compatibility_chain() {

@@ -22,28 +22,3 @@ pub struct ShellCommand {
     pub program: String,
     pub args: Vec<String>,
 }
-
-/// The upstream shell-detection script a container runs to start the best available shell.
-pub fn detect_shell_script(login: bool) -> String {
-    let flag = if login { " -l" } else { "" };
-    let mut script = String::new();
-    for (index, path) in [
-        "/usr/local/bin/bash",
-        "/usr/bin/bash",
-        "/bin/bash",
-        "/usr/local/bin/sh",
-        "/usr/bin/sh",
-        "/bin/sh",
-        "/busybox/sh",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let keyword = if index == 0 { "if" } else { "elif" };
-        script.push_str(&format!(
-            "{keyword} [ -x {path} ]; then\n  exec {path}{flag} \"$@\"\n"
-        ));
-    }
-    script.push_str("else\n  echo shell not found\n  exit 1\nfi\n\n");
-    script
-}

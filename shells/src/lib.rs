@@ -44,8 +44,6 @@ impl ShellKind {
     }
 }
 
-pub use runner_core::script::detect_shell_script;
-
 /// Generates bash or sh scripts (the two share one generator, as upstream).
 #[derive(Debug, Clone, Copy)]
 pub struct BashShell {
