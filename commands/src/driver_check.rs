@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use executor_custom::{CustomConfig, CustomExecutor, CustomProvider, DriverExit};
-use runner_core::build::{BuildContext, BuildDriver, BuildInput, RunnerSettings, RunnerVersion};
+use runner_core::build::{
+    BuildContext, BuildDriver, BuildInput, Reconfigure, RunnerSettings, RunnerVersion,
+};
 use runner_core::cancel::JobCancel;
 use runner_core::executor::{
     Executor, ExecutorCommand, ExecutorError, ExecutorProvider, ScriptExit,
@@ -54,17 +56,42 @@ fn describe(result: &Result<ScriptExit, ExecutorError>) -> String {
 }
 
 impl Executor for Recording {
+    async fn configure(
+        &mut self,
+        build: &BuildContext,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<Reconfigure, ExecutorError> {
+        let _ = self.prepare_started.send(true);
+        let start = Instant::now();
+        let result = self.inner.configure(build, log, cancel).await;
+        self.calls.push(Call {
+            what: "configure (config_exec)".into(),
+            took: start.elapsed(),
+            result: describe(
+                &result
+                    .as_ref()
+                    .map(|_| ScriptExit::Success)
+                    .map_err(|error| ExecutorError {
+                        message: error.message.clone(),
+                        reason: error.reason,
+                        source: None,
+                    }),
+            ),
+        });
+        result
+    }
+
     async fn prepare(
         &mut self,
         build: &mut BuildContext,
         log: &JobLog,
         cancel: &CancellationToken,
     ) -> Result<(), ExecutorError> {
-        let _ = self.prepare_started.send(true);
         let start = Instant::now();
         let result = self.inner.prepare(build, log, cancel).await;
         self.calls.push(Call {
-            what: "prepare (config_exec, prepare_exec)".into(),
+            what: "prepare (prepare_exec)".into(),
             took: start.elapsed(),
             result: describe(
                 &result

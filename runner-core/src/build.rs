@@ -179,7 +179,8 @@ pub struct BuildContext {
     source: Box<BuildInput>,
 }
 
-/// What an executor's prepare may change (custom executor's `config_exec` output).
+/// What an executor's [`Executor::configure`] may change before prepare (the custom
+/// executor's `config_exec` output); the default changes nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reconfigure {
     pub builds_dir: Option<String>,
@@ -195,8 +196,9 @@ const DIR_FROM_PREPARE: &str = "/builds-dir-from-prepare";
 
 impl BuildContext {
     /// Recomputes directories and variables with `changes` applied, as upstream's custom
-    /// executor does after `config_exec`. Fails with a configuration error when a directory is
-    /// still missing.
+    /// executor does after `config_exec` (the build driver calls it with the result of
+    /// [`Executor::configure`]). Fails with a configuration error when a directory is still
+    /// missing.
     pub fn reconfigure(&mut self, changes: Reconfigure) -> Result<(), BuildError> {
         let mut input = (*self.source).clone();
         if let Some(dir) = changes.builds_dir.filter(|dir| !dir.is_empty()) {
@@ -825,7 +827,17 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
             let token = CancellationToken::new();
             self.needs_cleanup = true;
             let result = {
-                let prepare = self.executor.prepare(context, self.log, &token);
+                let (executor, log) = (&mut *self.executor, self.log);
+                let prepare = async {
+                    let changes = executor.configure(context, log, &token).await?;
+                    // Only a change (or directories still to come) rebuilds the context.
+                    if changes != Reconfigure::default() || context.defaults.dirs_from_prepare {
+                        context.reconfigure(changes).map_err(|error| {
+                            ExecutorError::with_reason(error.reason, error.message)
+                        })?;
+                    }
+                    executor.prepare(context, log, &token).await
+                };
                 run_until_stopped(prepare, scope, self.cancel, &token).await
             };
             match result {

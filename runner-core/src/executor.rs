@@ -9,7 +9,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::build::BuildContext;
+use crate::build::{BuildContext, Reconfigure};
 use crate::failure::{BuildError, FailureReason};
 use crate::log::JobLog;
 use crate::stage::Stage;
@@ -88,9 +88,9 @@ pub struct ExecutorDefaults {
     pub runner_command: String,
     /// Upstream's `ShowHostname`: the prepare script says `Running on … via <runner host>...`.
     pub show_hostname: bool,
-    /// The directories may come from the executor's prepare (custom executor's `config_exec`):
-    /// a build may start without `builds_dir` / `cache_dir`, and prepare must call
-    /// [`BuildContext::reconfigure`], which fails when they are still missing.
+    /// The directories may come from the executor's [`Executor::configure`] (custom executor's
+    /// `config_exec`): a build may start without `builds_dir` / `cache_dir`, and the driver
+    /// fails it as a configuration error when configure did not supply them.
     pub dirs_from_prepare: bool,
     /// Every stage runs as one user on a host other accounts share (the shell executor): the
     /// project's temporary directory, with the file variables and the git config holding the
@@ -172,8 +172,20 @@ impl ExecutorError {
 
 /// Runs the stages of one job on one backend.
 pub trait Executor: Send {
-    /// Sets the environment up (create a container, connect, ...). Logs what it does. May
-    /// change the build's directories and host name through [`BuildContext::reconfigure`].
+    /// Asked before `prepare`, on every preparation attempt: what the build should use instead
+    /// of the configured directories, host name or script shell (the custom executor's
+    /// `config_exec`). The build driver applies it ([`BuildContext::reconfigure`]) before
+    /// `prepare`, so prepare and every stage see the result. Most executors change nothing.
+    fn configure(
+        &mut self,
+        _build: &BuildContext,
+        _log: &JobLog,
+        _cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<Reconfigure, ExecutorError>> + Send {
+        async { Ok(Reconfigure::default()) }
+    }
+
+    /// Sets the environment up (create a container, connect, ...). Logs what it does.
     fn prepare(
         &mut self,
         build: &mut BuildContext,

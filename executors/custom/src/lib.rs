@@ -129,6 +129,7 @@ impl ExecutorProvider for CustomProvider {
             temp_dir: None,
             variables: Vec::new(),
             job_env: Vec::new(),
+            driver: None,
         }
     }
 }
@@ -160,6 +161,8 @@ pub struct CustomExecutor {
     variables: Vec<(String, String)>,
     /// `job_env` from config_exec, for the calls after it.
     job_env: Vec<(String, String)>,
+    /// `driver` from config_exec, for prepare's first line.
+    driver: Option<DriverInfo>,
 }
 
 /// One entry of `CUSTOM_ENV_CI_JOB_SERVICES`, fields in upstream's order.
@@ -346,13 +349,12 @@ impl CustomExecutor {
 
     async fn config_exec(
         &mut self,
-        build: &mut BuildContext,
         log: &JobLog,
         cancel: &CancellationToken,
-    ) -> Result<Option<DriverInfo>, ExecutorError> {
+    ) -> Result<Reconfigure, ExecutorError> {
         let config = self.config()?.clone();
         let mut reconfigure = Reconfigure::default();
-        let mut driver = None;
+        self.driver = None;
         if !config.config_exec.is_empty() {
             let deadline = driver_process::Deadline::new(cancel, config.config_exec_timeout);
             let mut stdout = Vec::new();
@@ -396,24 +398,22 @@ impl CustomExecutor {
                 if let Some(job_env) = output.job_env {
                     self.job_env = job_env.into_iter().collect();
                 }
-                driver = output.driver;
+                self.driver = output.driver;
             }
         }
-        build
-            .reconfigure(reconfigure)
-            .map_err(|error| ExecutorError::with_reason(error.reason, error.message))?;
-        Ok(driver)
+        Ok(reconfigure)
     }
 }
 
 impl Executor for CustomExecutor {
-    async fn prepare(
+    /// The temporary directory with the job's `response.json`, then `config_exec`: its
+    /// directories, host name and shell are the build's from here on.
+    async fn configure(
         &mut self,
-        build: &mut BuildContext,
+        build: &BuildContext,
         log: &JobLog,
         cancel: &CancellationToken,
-    ) -> Result<(), ExecutorError> {
-        let config = self.config()?.clone();
+    ) -> Result<Reconfigure, ExecutorError> {
         let temp = tempfile::Builder::new()
             .prefix("custom-executor")
             .tempdir()
@@ -434,8 +434,17 @@ impl Executor for CustomExecutor {
         self.job_env.clear();
         self.refresh_variables(build);
 
-        let driver = self.config_exec(build, log, cancel).await?;
-        match driver {
+        self.config_exec(log, cancel).await
+    }
+
+    async fn prepare(
+        &mut self,
+        build: &mut BuildContext,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<(), ExecutorError> {
+        let config = self.config()?.clone();
+        match &self.driver {
             Some(DriverInfo {
                 name: Some(name),
                 version: Some(version),

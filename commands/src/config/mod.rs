@@ -1,0 +1,188 @@
+//! `config.toml`: a raw serde layer that loads real GitLab Runner files unchanged (unknown keys
+//! become warnings naming the key), then a validated layer with typed values. Bad values are
+//! rejected at load time naming the key and the value.
+//!
+//! Layout: `raw` holds the serde layer, `runner` the validated `[[runners]]` entry, `cache`,
+//! `docker`, `ssh` and `custom` one `[runners.*]` section each, and `values` the checks of
+//! counts and durations they share. This file keeps the error, the executor kinds and the
+//! validated file ([`Config`]), and re-exports the rest of the public face.
+
+mod cache;
+mod custom;
+mod docker;
+mod raw;
+mod runner;
+mod ssh;
+mod values;
+
+pub use raw::{RawConfig, RawCustomBuildDir, RawRunner};
+pub use runner::RunnerConfig;
+pub use values::MAX_COUNT;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use values::count;
+
+/// A config problem that stops loading.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {value:?} ({reason})")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: impl Into<String>, value: impl ToString, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Executors this runner implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    Shell,
+    Ssh,
+    Custom,
+    Docker,
+}
+
+impl ExecutorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Shell => "shell",
+            ExecutorKind::Ssh => "ssh",
+            ExecutorKind::Custom => "custom",
+            ExecutorKind::Docker => "docker",
+        }
+    }
+}
+
+/// The validated file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub concurrent: usize,
+    pub check_interval: Duration,
+    pub shutdown_timeout: Duration,
+    pub user: Option<String>,
+    pub runners: Vec<RunnerConfig>,
+    pub raw: RawConfig,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Parses config text; `path` names the file in messages and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut warnings = Vec::new();
+        let deserializer = toml::Deserializer::new(text);
+        let raw: RawConfig = serde_ignored::deserialize(deserializer, |ignored| {
+            warnings.push(format!("unknown key {ignored} in {}", path.display()));
+        })
+        .map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: error.to_string().trim().to_string(),
+        })?;
+        let concurrent = match raw.concurrent {
+            None => 1,
+            Some(value) if value <= 0 => {
+                return Err(invalid("concurrent", value, "must be at least 1"));
+            }
+            Some(value) => count("concurrent", Some(value), 1)?,
+        };
+        let check_interval = match raw.check_interval {
+            Some(value) if value > 0 => Duration::from_secs(value as u64),
+            _ => Duration::from_secs(3),
+        };
+        let shutdown_timeout = match raw.shutdown_timeout {
+            Some(value) if value > 0 => Duration::from_secs(value as u64),
+            Some(value) if value < 0 => {
+                return Err(invalid("shutdown_timeout", value, "must not be negative"));
+            }
+            _ => Duration::from_secs(30),
+        };
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let runners = raw
+            .runners
+            .iter()
+            .enumerate()
+            .map(|(index, runner)| RunnerConfig::from_raw(index, runner, &base_dir, &mut warnings))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            concurrent,
+            check_interval,
+            shutdown_timeout,
+            user: raw.user.clone().filter(|user| !user.is_empty()),
+            runners,
+            raw,
+            warnings,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(source) if source.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Self::parse(path, &text)
+    }
+
+    /// Writes the raw layer back (after register / unregister), with mode 0600.
+    pub fn save_raw(path: &Path, raw: &RawConfig) -> Result<(), ConfigError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let text = toml::to_string_pretty(raw).map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| ConfigError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let temporary = path.with_extension("toml.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            std::io::Write::write_all(&mut file, text.as_bytes())?;
+            std::fs::rename(&temporary, path)
+        };
+        write().map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! Unit tests of loading and validating `config.toml`.
+
+use super::*;
+use executor_docker::PullPolicy;
+
+const REAL: &str = r#"
+concurrent = 4
+check_interval = 0
+shutdown_timeout = 0
+
+[session_server]
+  session_timeout = 1800
+
+[[runners]]
+  name = "my-runner"
+  url = "https://gitlab.example.com/"
+  id = 12
+  token = "glrt-t1_abcdefghijklmnopq"
+  token_obtained_at = 2024-01-01T00:00:00Z
+  token_expires_at = 0001-01-01T00:00:00Z
+  executor = "shell"
+  limit = 2
+  builds_dir = "/srv/builds"
+  environment = ["A=1", "B=two"]
+  prepare_timeout = "5m"
+  frobnicate = true
+  [runners.custom_build_dir]
+    enabled = true
+  [runners.cache]
+    MaxUploadedArchiveSize = 0
+  [runners.feature_flags]
+    FF_TIMESTAMPS = false
+"#;
+
+#[test]
+fn loads_a_real_gitlab_config_and_warns_on_unknown_keys() {
+    let config = Config::parse(Path::new("/etc/gitlab-runner/config.toml"), REAL).unwrap();
+    assert_eq!(config.concurrent, 4);
+    assert_eq!(config.check_interval, Duration::from_secs(3));
+    assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+    let runner = &config.runners[0];
+    assert_eq!(runner.limit, 2);
+    assert_eq!(runner.short_token(), "abcdefghi");
+    assert_eq!(runner.prepare_timeout, Some(Duration::from_secs(300)));
+    assert_eq!(runner.custom_build_dir_enabled, Some(true));
+    assert_eq!(runner.feature_flags.get("FF_TIMESTAMPS"), Some(&false));
+    assert_eq!(runner.output_limit, 4096 * 1024);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(config.warnings[0].contains("frobnicate"));
+}
+
+#[test]
+fn bad_values_name_the_key_and_the_value() {
+    let error = Config::parse(Path::new("c.toml"), "concurrent = 0").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid value for concurrent: \"0\" (must be at least 1)"
+    );
+    let text = REAL.replace("prepare_timeout = \"5m\"", "prepare_timeout = \"soon\"");
+    let error = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("runners[0].prepare_timeout: \"soon\""),
+        "{error}"
+    );
+    let text = REAL.replace("executor = \"shell\"", "executor = \"virtualbox\"");
+    let error = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("runners[0].executor: \"virtualbox\""),
+        "{error}"
+    );
+    let error = Config::parse(Path::new("c.toml"), "concurrent = \"x\"").unwrap_err();
+    assert!(error.to_string().starts_with("parsing c.toml"), "{error}");
+}
+
+#[test]
+fn out_of_range_values_are_refused_naming_the_key_not_a_panic() {
+    // Security probe finding 5: each of these panicked at start (exit 101 with a backtrace)
+    // or, for output_limit, wrapped to a 0-byte log.
+    let cases = [
+        ("concurrent = 4", "concurrent = 9223372036854775807", "invalid value for concurrent: \"9223372036854775807\" (must be at most 1000000)"),
+        ("limit = 2", "limit = 9223372036854775807", "invalid value for runners[0].limit: \"9223372036854775807\" (must be at most 1000000)"),
+        ("limit = 2", "limit = 2\n  request_concurrency = 3000000000000000000", "invalid value for runners[0].request_concurrency: \"3000000000000000000\" (must be at most 1000000)"),
+        ("limit = 2", "limit = 2\n  unhealthy_interval = \"99999999999999999999999h\"", "invalid value for runners[0].unhealthy_interval: \"99999999999999999999999h\" (expected a duration such as 30s, 10m or 1h)"),
+        ("limit = 2", "limit = 2\n  output_limit = 18014398509481984", "invalid value for runners[0].output_limit: \"18014398509481984\" (is too large)"),
+        ("limit = 2", "limit = 2\n  unhealthy_requests_limit = 4294967296", "invalid value for runners[0].unhealthy_requests_limit: \"4294967296\" (must be at most 4294967295)"),
+    ];
+    for (from, to, expected) in cases {
+        let text = REAL.replace(from, to);
+        assert_ne!(text, REAL);
+        let error = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+        assert_eq!(error.to_string(), expected);
+    }
+    let text = REAL.replace("limit = 2", "limit = 2\n  output_limit = 9007199254740991");
+    let config = Config::parse(Path::new("c.toml"), &text).unwrap();
+    assert_eq!(config.runners[0].output_limit, 9_007_199_254_740_991 * 1024);
+}
+
+#[test]
+fn the_ssh_section_takes_upstreams_keys_and_defaults() {
+    let ssh_runner = REAL.replace("executor = \"shell\"", "executor = \"ssh\"");
+    let with = |section: &str| format!("{ssh_runner}  [runners.ssh]\n{section}");
+    let config = Config::parse(
+        Path::new("c.toml"),
+        &with("    host = \"build-host\"\n    port = \"2222\"\n    user = \"ci\"\n    password = \"pw\"\n    identity_file = \"/k\"\n    disable_strict_host_key_checking = true\n    known_hosts_file = \"/kh\"\n"),
+    )
+    .unwrap();
+    let runner = &config.runners[0];
+    assert_eq!(runner.executor, ExecutorKind::Ssh);
+    let ssh = runner.ssh.as_ref().unwrap();
+    assert_eq!(
+        (ssh.host.as_str(), ssh.port, ssh.user.as_str()),
+        ("build-host", 2222, "ci")
+    );
+    assert_eq!(ssh.password.expose(), "pw");
+    assert_eq!(ssh.identity_file.as_deref(), Some(Path::new("/k")));
+    assert!(ssh.disable_strict_host_key_checking);
+    assert_eq!(ssh.known_hosts_file.as_deref(), Some(Path::new("/kh")));
+    // Empty values fall back to upstream's defaults; a number is taken for the port.
+    let config = Config::parse(
+        Path::new("c.toml"),
+        &with("    host = \"\"\n    port = 22\n"),
+    )
+    .unwrap();
+    let ssh = config.runners[0].ssh.as_ref().unwrap();
+    assert_eq!(
+        (ssh.host.as_str(), ssh.port, ssh.user.as_str()),
+        ("localhost", 22, "root")
+    );
+    assert!(!ssh.disable_strict_host_key_checking);
+    // No section: jobs fail in prepare, as upstream's "missing SSH configuration".
+    let config = Config::parse(Path::new("c.toml"), &ssh_runner).unwrap();
+    assert!(config.runners[0].ssh.is_none());
+
+    let error = Config::parse(Path::new("c.toml"), &with("    port = \"ssh\"\n")).unwrap_err();
+    assert!(
+        error.to_string().contains("runners[0].ssh.port: \"ssh\""),
+        "{error}"
+    );
+    let error = Config::parse(Path::new("c.toml"), &with("    hots = \"x\"\n")).unwrap_err();
+    assert!(error.to_string().contains("hots"), "{error}");
+}
+
+#[test]
+fn a_registered_docker_section_loads_with_warnings_for_what_is_not_used() {
+    let docker = REAL.replace("executor = \"shell\"", "executor = \"docker\"")
+        + "  [runners.docker]\n    image = \"debian:bookworm\"\n    tls_verify = false\n    gpus = \"all\"\n    disable_cache = false\n    volumes = [\"/cache\", \"/srv/data:/data:ro\"]\n    pull_policy = \"if-not-present\"\n    memory = \"512m\"\n    wait_for_services_timeout = 5\n    services_limit = 2\n    service_memory = \"128m\"\n    oom_kill_disable = false\n    network_mtu = 0\n    ulimit = { nofile = \"1024:2048\", core = \"0\" }\n    container_labels = { team = \"ci\" }\n    [[runners.docker.services]]\n      name = \"postgres:16\"\n      alias = \"db\"\n      environment = [\"POSTGRES_PASSWORD=pw\"]\n";
+    let config = Config::parse(Path::new("c.toml"), &docker).unwrap();
+    let runner = &config.runners[0];
+    let settings = runner.docker.as_ref().unwrap();
+    assert_eq!(settings.image, "debian:bookworm");
+    assert_eq!(settings.pull_policy, vec![PullPolicy::IfNotPresent]);
+    assert_eq!(settings.resources.memory, Some(512 * 1024 * 1024));
+    let warnings = config.warnings.join("\n");
+    assert!(!warnings.contains("tls_verify"), "{warnings}");
+    assert!(warnings.contains("docker.gpus"), "{warnings}");
+    for used in ["disable_cache", "/cache", "services"] {
+        assert!(!warnings.contains(used), "{warnings}");
+    }
+    assert_eq!(settings.volumes, vec!["/cache", "/srv/data:/data:ro"]);
+    assert_eq!(settings.services_limit, Some(2));
+    assert_eq!(settings.service_resources.memory, Some(128 * 1024 * 1024));
+    assert_eq!(
+        settings.ulimits,
+        vec![("core".into(), 0, 0), ("nofile".into(), 1024, 2048)]
+    );
+    assert_eq!(settings.network_mtu, None);
+    assert_eq!(settings.container_labels["team"], "ci");
+    for key in [
+        "ulimit",
+        "container_labels",
+        "service_memory",
+        "network_mtu",
+    ] {
+        assert!(!warnings.contains(key), "{warnings}");
+    }
+    assert_eq!(settings.services[0].name, "postgres:16");
+    assert_eq!(settings.services[0].aliases(), vec!["db"]);
+    assert_eq!(settings.services[0].variables[0].key, "POSTGRES_PASSWORD");
+    assert_eq!(settings.services[0].variables[0].value, "pw");
+    assert!(
+        !warnings.contains("wait_for_services_timeout"),
+        "{warnings}"
+    );
+    assert_eq!(settings.wait_for_services_timeout, 5);
+    let bad_limit = docker.replace("\"1024:2048\"", "\"lots\"");
+    let error = Config::parse(Path::new("c.toml"), &bad_limit).unwrap_err();
+    assert!(
+        error.to_string().contains("docker.ulimit.nofile: \"lots\""),
+        "{error}"
+    );
+    let bad = docker.replace("\"if-not-present\"", "\"sometimes\"");
+    let error = Config::parse(Path::new("c.toml"), &bad).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("docker.pull_policy: \"sometimes\""),
+        "{error}"
+    );
+}
