@@ -1,10 +1,17 @@
 //! The core of gitlab-runner-rs: what a GitLab job is and how one is run, independent of where.
 //!
+//! Every module:
 //! - [`job`]: the `JobResponse` payload; [`variables`]: job variables and `$VAR` expansion;
-//!   [`feature_flags`] and [`settings`]: what a job controls through its variables.
-//! - [`executor`]: the `Executor` / `ExecutorProvider` traits every backend implements.
+//!   [`inputs`]: job inputs interpolation; [`feature_flags`] and [`settings`]: what a job
+//!   controls through its variables; [`secret`]: values kept out of `Debug` and logs.
+//! - [`executor`]: the `Executor` / `ExecutorProvider` / `Capacity` traits every backend
+//!   implements; [`stage_runner`]: the one stage loop (script in, output out, terminate →
+//!   grace → kill) every executor runs its stages through; [`process`]: its local transport (a
+//!   child in its own process group).
 //! - [`build`]: the build driver (stage order, failure branches, timeouts, cancellation, final
-//!   state and failure reason) and [`failure`]: GitLab's failure reasons.
+//!   state and failure reason); [`stage`]: the stages; [`cancel`]: who stops a job and why;
+//!   [`failure`]: GitLab's failure reasons; [`dirs`]: where builds and caches go;
+//!   [`remote_cache`]: the distributed cache's settings and object names.
 //! - [`log`]: the job log (masking, timestamps, sections, output limit, bounded memory).
 //! - [`panic`]: containing a panic inside one job, so it still ends with cleanup and a final state.
 //! - [`script`]: the small trait through which the driver asks for stage scripts.

@@ -4,10 +4,13 @@
 //! it returns a self-contained script (or `None` when the stage has nothing to do). Generation is
 //! pure and synchronous: no I/O, no processes.
 //!
-//! This crate depends only on `runner-core`; it must not depend on `network`, the executors or
-//! `commands`.
+//! [`s3`] signs the distributed cache's presigned URLs the scripts pass to the cache helpers.
+//!
+//! This crate depends only on `runner-core` (and hmac/sha2 for the S3 signatures); it must not
+//! depend on `network`, the executors or `commands`.
 
 mod escape;
+pub mod s3;
 mod stages;
 mod writer;
 

@@ -4,6 +4,8 @@
 use runner_core::dirs::{clean_path, join_path};
 use runner_core::job::Cache;
 use runner_core::remote_cache::RemoteCache;
+
+use crate::s3::Presign;
 use runner_core::script::ScriptError;
 use std::time::{Duration, SystemTime};
 
