@@ -13,7 +13,7 @@
 //!   [`failure`]: GitLab's failure reasons; [`dirs`]: where builds and caches go;
 //!   [`remote_cache`]: the distributed cache's settings and object names.
 //! - [`log`]: the job log (masking, timestamps, sections, output limit, bounded memory).
-//! - [`panic`]: containing a panic inside one job, so it still ends with cleanup and a final state.
+//! - [`panic`](mod@panic): containing a panic inside one job, so it still ends with cleanup and a final state.
 //! - [`script`]: the small trait through which the driver asks for stage scripts.
 //!
 //! This crate must not depend on the `shells`, `network`, executor or `commands` crates, nor on

@@ -1,0 +1,414 @@
+//! What a build is made from ([`BuildInput`], the runner's settings) and what it resolves to
+//! ([`BuildContext`]): flags, settings, directories and variables, recomputed when an
+//! executor's `configure` changes them.
+
+use super::*;
+
+/// The runner-level hook scripts of `[[runners]]`.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerHooks {
+    pub pre_get_sources_script: String,
+    pub post_get_sources_script: String,
+    pub pre_build_script: String,
+    pub post_build_script: String,
+}
+
+/// Who is running the job.
+#[derive(Debug, Clone)]
+pub struct RunnerVersion {
+    pub name: String,
+    pub version: String,
+    pub revision: String,
+    /// `<os>/<arch>` as Go spells it (`linux/amd64`).
+    pub platform: String,
+}
+
+impl Default for RunnerVersion {
+    fn default() -> Self {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            other => other,
+        };
+        Self {
+            name: "gitlab-runner-rs".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            revision: option_env!("GITLAB_RUNNER_RS_REVISION")
+                .unwrap_or("unknown")
+                .into(),
+            platform: format!("{}/{arch}", std::env::consts::OS),
+        }
+    }
+}
+
+/// The `[[runners]]` settings the build needs, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerSettings {
+    pub name: String,
+    pub token: Secret<String>,
+    pub system_id: String,
+    pub url: String,
+    pub clone_url: String,
+    pub environment: Vec<String>,
+    pub hooks: RunnerHooks,
+    pub builds_dir: Option<String>,
+    pub cache_dir: Option<String>,
+    pub custom_build_dir_enabled: Option<bool>,
+    pub safe_directory_checkout: Option<bool>,
+    pub clean_git_config: Option<bool>,
+    pub prepare_timeout: Option<Duration>,
+    pub get_sources_timeout: Option<Duration>,
+    pub feature_flags: BTreeMap<String, bool>,
+    pub debug_trace_disabled: bool,
+    pub version: RunnerVersion,
+    /// The GitLab connection's TLS material, given to the job as file variables.
+    pub server_tls: ServerTls,
+    /// `[runners.cache]` with a presigned-URL adapter; `None` keeps the cache local.
+    pub remote_cache: Option<crate::remote_cache::RemoteCache>,
+}
+
+/// What a job gets of the runner's TLS configuration (upstream's `TLSData`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerTls {
+    /// `CI_SERVER_TLS_CA_FILE`: the CA certificates trusted for GitLab.
+    pub ca_chain: Option<String>,
+    /// `CI_SERVER_TLS_CERT_FILE` and `CI_SERVER_TLS_KEY_FILE`: set together or not at all.
+    pub auth_cert: Option<String>,
+    pub auth_key: Option<String>,
+}
+
+impl RunnerSettings {
+    pub fn short_token(&self) -> String {
+        short_token(self.token.expose())
+    }
+}
+
+/// Interpolates `inputs` unless `FF_ENABLE_JOB_INPUTS_INTERPOLATION` is off (in
+/// `[runners.feature_flags]`, else as a job variable).
+pub(super) fn interpolate_inputs(input: &mut BuildInput) -> Result<(), crate::inputs::InputError> {
+    const FLAG: &str = "FF_ENABLE_JOB_INPUTS_INTERPOLATION";
+    let enabled = match input.runner.feature_flags.get(FLAG) {
+        Some(value) => *value,
+        None => input
+            .job
+            .variables
+            .iter()
+            .rev()
+            .find(|variable| variable.key == FLAG)
+            .map(|variable| crate::variables::parse_bool(&variable.value).unwrap_or(true))
+            .unwrap_or(true),
+    };
+    if !enabled {
+        return Ok(());
+    }
+    crate::inputs::expand_job(&mut input.job)
+}
+
+/// Everything the driver needs to start a build.
+#[derive(Debug, Clone)]
+pub struct BuildInput {
+    pub job: JobResponse,
+    pub runner: RunnerSettings,
+    pub executor_name: String,
+    pub defaults: ExecutorDefaults,
+    /// The executor's `shared` feature: a non-disposable environment.
+    pub shared_environment: bool,
+    pub shell: ShellCommand,
+    pub concurrent_id: usize,
+    pub concurrent_project_id: usize,
+    /// The `X-Request-Id` of the job request, passed to Gitaly by git.
+    pub correlation_id: String,
+}
+
+/// The resolved state of a build, shared with the executor and the script generator.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    pub job: JobResponse,
+    pub runner: RunnerSettings,
+    pub executor_name: String,
+    pub defaults: ExecutorDefaults,
+    pub shared_environment: bool,
+    pub shell: ShellCommand,
+    pub dirs: BuildDirs,
+    /// Every variable of the job (`GetAllVariables`), unexpanded; file variables expand to paths.
+    pub variables: Variables,
+    pub settings: BuildSettings,
+    pub flags: FeatureFlags,
+    pub concurrent_id: usize,
+    pub concurrent_project_id: usize,
+    /// The host name the prepare script reports (`via <hostname>`); empty for the shell executor.
+    pub hostname: String,
+    pub safe_directory_checkout: bool,
+    pub correlation_id: String,
+    /// The script shell an executor switched to in prepare (custom executor's config_exec);
+    /// the script generator uses it instead of its own.
+    pub shell_override: Option<String>,
+    /// What the context was made from, for [`BuildContext::reconfigure`].
+    source: Box<BuildInput>,
+}
+
+/// What an executor's [`Executor::configure`] may change before prepare (the custom
+/// executor's `config_exec` output); the default changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconfigure {
+    pub builds_dir: Option<String>,
+    pub cache_dir: Option<String>,
+    pub builds_dir_is_shared: Option<bool>,
+    pub hostname: Option<String>,
+    /// Another script shell (custom executor's config_exec `shell`).
+    pub shell: Option<ShellCommand>,
+}
+
+/// Stands for a directory prepare has not given yet; never used once prepare succeeded.
+const DIR_FROM_PREPARE: &str = "/builds-dir-from-prepare";
+
+impl BuildContext {
+    /// Recomputes directories and variables with `changes` applied, as upstream's custom
+    /// executor does after `config_exec` (the build driver calls it with the result of
+    /// [`Executor::configure`]). Fails with a configuration error when a directory is still
+    /// missing.
+    pub fn reconfigure(&mut self, changes: Reconfigure) -> Result<(), BuildError> {
+        let mut input = (*self.source).clone();
+        if let Some(dir) = changes.builds_dir.filter(|dir| !dir.is_empty()) {
+            input.runner.builds_dir = Some(dir);
+        }
+        if let Some(dir) = changes.cache_dir.filter(|dir| !dir.is_empty()) {
+            input.runner.cache_dir = Some(dir);
+        }
+        if let Some(shared) = changes.builds_dir_is_shared {
+            input.defaults.shared_builds_dir = shared;
+        }
+        input.defaults.dirs_from_prepare = false;
+        let shell_override = match changes.shell {
+            Some(shell) => {
+                let name = shell.name.clone();
+                input.shell = shell;
+                Some(name)
+            }
+            None => self.shell_override.clone(),
+        };
+        let hostname = changes
+            .hostname
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| self.hostname.clone());
+        let (mut fresh, _warnings) = BuildContext::new(input)?;
+        fresh.hostname = hostname;
+        fresh.shell_override = shell_override;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Resolves flags, settings, directories and variables. Fails with a configuration error
+    /// when the directories cannot be computed.
+    pub fn new(input: BuildInput) -> Result<(Self, Vec<String>), BuildError> {
+        let source = Box::new(input.clone());
+        let BuildInput {
+            job,
+            runner,
+            executor_name,
+            defaults,
+            shared_environment,
+            shell,
+            concurrent_id,
+            concurrent_project_id,
+            correlation_id,
+        } = input;
+        let environment = environment_variables(&runner.environment);
+        let mut job_variables: Vec<JobVariable> = job
+            .variables
+            .iter()
+            .filter(|variable| !variable.key.starts_with("FF_"))
+            .cloned()
+            .collect();
+        // A file variable's key becomes a path under the temporary directory and a word in
+        // every stage script; a name no shell can export (`../x`, `F$(cmd)`) is refused
+        // before a script is written (upstream writes it, and `../x` escapes the directory).
+        let mut refused = Vec::new();
+        job_variables.retain(|variable| {
+            let usable = !variable.file || is_variable_name(&variable.key);
+            if !usable {
+                refused.push(format!("{:?}", variable.key));
+            }
+            usable
+        });
+        let mut for_flags = Variables::new(environment.clone());
+        for_flags.extend(job.variables.iter().cloned());
+        let (flags, mut warnings) = FeatureFlags::resolve(&runner.feature_flags, &for_flags);
+        let settings = BuildSettings::from_variables(
+            &for_flags,
+            job.allow_git_fetch,
+            job.git_info.depth,
+            runner.debug_trace_disabled,
+        );
+        warnings.extend(settings.warnings.iter().cloned());
+        if !refused.is_empty() {
+            warnings.push(format!(
+                "skipping file variables with invalid names (only letters, digits and _, not starting with a digit): {}",
+                refused.join(" ")
+            ));
+        }
+
+        let short = runner.short_token();
+        let pending = |dir: String| {
+            if dir.is_empty() && defaults.dirs_from_prepare {
+                DIR_FROM_PREPARE.to_string()
+            } else {
+                dir
+            }
+        };
+        let dir_options = DirOptions {
+            builds_dir: pending(
+                runner
+                    .builds_dir
+                    .clone()
+                    .unwrap_or_else(|| defaults.builds_dir.clone()),
+            ),
+            cache_dir: pending(
+                runner
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| defaults.cache_dir.clone()),
+            ),
+            shared_builds_dir: defaults.shared_builds_dir,
+            custom_build_dir_enabled: runner
+                .custom_build_dir_enabled
+                .unwrap_or(defaults.custom_build_dir_enabled),
+        };
+        let dirs = compute_dirs(
+            &dir_options,
+            &ProjectIdentity {
+                repo_url: job.git_info.repo_url.expose(),
+                project_id: job.job_info.project_id,
+                short_token: &short,
+                concurrent_project_id,
+                git_strategy_empty: settings.git_strategy == GitStrategy::Empty,
+                git_clone_path: &settings.git_clone_path,
+            },
+        )?;
+
+        let mut all = flags.variables();
+        if !job.image.name.is_empty() {
+            all.push(JobVariable::internal(
+                "CI_JOB_IMAGE",
+                job.image.name.clone(),
+            ));
+        }
+        all.push(JobVariable::internal(
+            "CI_RUNNER_SHORT_TOKEN",
+            short.clone(),
+        ));
+        all.extend(environment);
+        all.push(JobVariable::internal(
+            "CI_BUILDS_DIR",
+            dirs.builds_dir.clone(),
+        ));
+        all.push(JobVariable::internal(
+            "CI_PROJECT_DIR",
+            dirs.project_dir.clone(),
+        ));
+        all.push(JobVariable::internal(
+            "CI_CONCURRENT_ID",
+            concurrent_id.to_string(),
+        ));
+        all.push(JobVariable::internal(
+            "CI_CONCURRENT_PROJECT_ID",
+            concurrent_project_id.to_string(),
+        ));
+        all.push(JobVariable::internal("CI_SERVER", "yes"));
+        all.push(JobVariable::internal("CI_JOB_STATUS", "running"));
+        all.push(JobVariable::internal(
+            "CI_JOB_TIMEOUT",
+            job.runner_info.timeout_seconds().to_string(),
+        ));
+        let tls = &runner.server_tls;
+        if let Some(ca_chain) = &tls.ca_chain {
+            all.push(JobVariable::internal("CI_SERVER_TLS_CA_FILE", ca_chain.clone()).file());
+        }
+        if let (Some(cert), Some(key)) = (&tls.auth_cert, &tls.auth_key) {
+            all.push(JobVariable::internal("CI_SERVER_TLS_CERT_FILE", cert.clone()).file());
+            all.push(JobVariable {
+                public: false,
+                ..JobVariable::internal("CI_SERVER_TLS_KEY_FILE", key.clone()).file()
+            });
+        }
+        all.extend(job_variables);
+        if shared_environment {
+            all.push(JobVariable::internal("CI_SHARED_ENVIRONMENT", "true"));
+        } else {
+            all.push(JobVariable::internal("CI_DISPOSABLE_ENVIRONMENT", "true"));
+        }
+        all.push(JobVariable::internal(
+            "CI_RUNNER_VERSION",
+            runner.version.version.clone(),
+        ));
+        all.push(JobVariable::internal(
+            "CI_RUNNER_REVISION",
+            runner.version.revision.clone(),
+        ));
+        all.push(JobVariable::internal(
+            "CI_RUNNER_EXECUTABLE_ARCH",
+            runner.version.platform.clone(),
+        ));
+        all.push(JobVariable::internal(
+            "RUNNER_TEMP_PROJECT_DIR",
+            dirs.tmp_dir(),
+        ));
+        if flags.enabled("FF_NETWORK_PER_BUILD") {
+            all.push(JobVariable::internal(
+                "CI_BUILD_NETWORK_NAME",
+                crate::dirs::project_unique_short_name(
+                    &short,
+                    job.job_info.project_id,
+                    concurrent_project_id,
+                    job.id,
+                ),
+            ));
+        }
+        let variables = Variables::new(all).with_file_dir(dirs.tmp_dir());
+        let safe_directory_checkout = runner
+            .safe_directory_checkout
+            .unwrap_or(defaults.safe_directory_checkout);
+        let defaults_show_hostname = defaults.show_hostname;
+
+        Ok((
+            Self {
+                job,
+                runner,
+                executor_name,
+                defaults,
+                shared_environment,
+                shell,
+                dirs,
+                variables,
+                settings,
+                flags,
+                concurrent_id,
+                concurrent_project_id,
+                hostname: if defaults_show_hostname {
+                    crate::process::host_name()
+                } else {
+                    String::new()
+                },
+                safe_directory_checkout,
+                correlation_id,
+                shell_override: None,
+                source,
+            },
+            warnings,
+        ))
+    }
+
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_secs(self.job.runner_info.timeout_seconds() as u64)
+    }
+
+    pub(super) fn set_job_status(&mut self, status: &str) {
+        let mut list = std::mem::take(&mut self.variables).into_vec();
+        match list.iter_mut().rev().find(|v| v.key == "CI_JOB_STATUS") {
+            Some(variable) => variable.value = status.to_string(),
+            None => list.push(JobVariable::internal("CI_JOB_STATUS", status)),
+        }
+        self.variables = Variables::new(list).with_file_dir(self.dirs.tmp_dir());
+    }
+}
