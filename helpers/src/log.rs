@@ -2,9 +2,7 @@
 //! (`WARNING: `, `ERROR: `, `FATAL: `) and colour, the message padded to 50 columns, then the
 //! fields sorted by name. Written to stderr, which the job log captures.
 
-const YELLOW: &str = "\x1b[0;33m";
-const BOLD_RED: &str = "\x1b[31;1m";
-const RESET: &str = "\x1b[0;m";
+use runner_core::log::{ANSI_BOLD_RED as BOLD_RED, ANSI_RESET as RESET, ANSI_YELLOW as YELLOW};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {

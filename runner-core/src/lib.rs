@@ -11,7 +11,8 @@
 //! - [`build`]: the build driver (stage order, failure branches, timeouts, cancellation, final
 //!   state and failure reason); [`stage`]: the stages; [`cancel`]: who stops a job and why;
 //!   [`failure`]: GitLab's failure reasons; [`dirs`]: where builds and caches go;
-//!   [`remote_cache`]: the distributed cache's settings and object names.
+//!   [`remote_cache`]: the distributed cache's settings and object names; [`glob`]: doublestar
+//!   path patterns.
 //! - [`log`]: the job log (masking, timestamps, sections, output limit, bounded memory).
 //! - [`panic`](mod@panic): containing a panic inside one job, so it still ends with cleanup and a final state.
 //! - [`script`]: the small trait through which the driver asks for stage scripts.
@@ -25,6 +26,7 @@ pub mod dirs;
 pub mod executor;
 pub mod failure;
 pub mod feature_flags;
+pub mod glob;
 pub mod inputs;
 pub mod job;
 pub mod log;

@@ -2,10 +2,7 @@
 
 use crate::escape::{go_quote, posix_shell_escape, shell_escape};
 
-pub const ANSI_BOLD_GREEN: &str = "\x1b[32;1m";
-pub const ANSI_YELLOW: &str = "\x1b[0;33m";
-pub const ANSI_RESET: &str = "\x1b[0;m";
-pub const ANSI_CLEAR: &str = "\x1b[0K";
+pub use runner_core::log::{ANSI_BOLD_GREEN, ANSI_CLEAR, ANSI_RESET, ANSI_YELLOW};
 
 /// Makes bash exit 1 on SIGTERM instead of printing the script it was evaluating.
 const EXIT_ON_TERM: &str = "trap 'exit 1' TERM";

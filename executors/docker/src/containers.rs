@@ -295,7 +295,7 @@ impl DockerExecutor {
         let devices: Vec<String> = config
             .services_devices
             .iter()
-            .filter(|(pattern, _)| pattern_matches(pattern.as_bytes(), image.as_bytes()))
+            .filter(|(pattern, _)| runner_core::glob::matches(pattern, image))
             .flat_map(|(_, devices)| devices.iter().cloned())
             .collect();
         HostConfig {

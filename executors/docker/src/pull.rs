@@ -12,27 +12,7 @@ pub(crate) fn matches_any_or_none(patterns: &[String], image: &str) -> bool {
     patterns.is_empty()
         || patterns
             .iter()
-            .any(|pattern| pattern_matches(pattern.as_bytes(), image.as_bytes()))
-}
-
-/// A doublestar pattern of `allowed_images` / `allowed_services`: `**` matches anything, `*`
-/// any run without `/`, `?` one character other than `/`.
-pub(crate) fn pattern_matches(pattern: &[u8], text: &[u8]) -> bool {
-    match (pattern, text.first()) {
-        ([], None) => true,
-        ([b'*', b'*', rest @ ..], _) => {
-            pattern_matches(rest, text)
-                || (!text.is_empty() && pattern_matches(pattern, &text[1..]))
-        }
-        ([b'*', rest @ ..], _) => {
-            pattern_matches(rest, text)
-                || (text.first().is_some_and(|c| *c != b'/')
-                    && pattern_matches(pattern, &text[1..]))
-        }
-        ([b'?', rest @ ..], Some(c)) if *c != b'/' => pattern_matches(rest, &text[1..]),
-        ([p, rest @ ..], Some(t)) if p == t => pattern_matches(rest, &text[1..]),
-        _ => false,
-    }
+            .any(|pattern| runner_core::glob::matches(pattern, image))
 }
 
 /// Upstream's `VerifyAllowedImage`: allowed when a pattern matches, when the image is one the

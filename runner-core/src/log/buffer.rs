@@ -4,8 +4,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
-const BOLD_YELLOW: &str = "\x1b[33;1m";
-const RESET: &str = "\x1b[0;m";
+use super::{ANSI_BOLD_YELLOW as BOLD_YELLOW, ANSI_RESET as RESET};
 
 /// Where the job log lives until GitLab has it. Memory use does not grow with the log.
 #[derive(Debug)]
