@@ -44,31 +44,17 @@ impl JobCredentials {
     }
 
     pub fn client(&self, timeout: Option<Duration>) -> Result<reqwest::Client, TransferError> {
-        let mut builder = reqwest::Client::builder()
+        let tls = runner_http::TlsOptions {
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+        };
+        let mut builder = runner_http::client_builder(&tls)
+            .map_err(|error| TransferError::Other(runner_core::failure::error_chain(&error)))?
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(30));
         if let Some(timeout) = timeout {
             builder = builder.timeout(timeout);
-        }
-        let read = |path: &PathBuf| {
-            std::fs::read(path)
-                .map_err(|error| TransferError::Other(format!("{}: {error}", path.display())))
-        };
-        if let Some(ca) = &self.tls_ca_file {
-            for certificate in reqwest::Certificate::from_pem_bundle(&read(ca)?)
-                .map_err(|error| TransferError::Other(error.to_string()))?
-            {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
-            let mut pem = read(cert)?;
-            pem.push(b'\n');
-            pem.extend(read(key)?);
-            builder = builder.identity(
-                reqwest::Identity::from_pem(&pem)
-                    .map_err(|error| TransferError::Other(error.to_string()))?,
-            );
         }
         builder
             .build()

@@ -1,6 +1,5 @@
 //! The runner API (`/api/v4/runners`, `/api/v4/jobs/...`) as upstream speaks it (1.1–1.8).
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,13 +14,7 @@ use serde_json::{json, Value};
 use crate::error::ClientError;
 use crate::retry;
 
-/// TLS material for talking to GitLab.
-#[derive(Debug, Clone, Default)]
-pub struct TlsOptions {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
+pub use runner_http::TlsOptions;
 
 /// The `info` object sent with every runner request.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -216,13 +209,6 @@ pub fn api_base(url: &str) -> Result<String, ClientError> {
     Ok(format!("{trimmed}/api/v4/"))
 }
 
-fn read_file(path: &PathBuf) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(|source| ClientError::TlsFile {
-        path: path.clone(),
-        source,
-    })
-}
-
 fn message_from_body(body: &str) -> String {
     let Ok(value) = serde_json::from_str::<Value>(body) else {
         return String::new();
@@ -286,26 +272,18 @@ impl Default for Timeouts {
 }
 
 fn build_http(tls: &TlsOptions, timeouts: &Timeouts) -> Result<reqwest::Client, ClientError> {
-    let mut builder = reqwest::Client::builder()
+    runner_http::client_builder(tls)
+        .map_err(|error| match error {
+            runner_http::TlsError::File { path, source } => ClientError::TlsFile { path, source },
+            runner_http::TlsError::Tls(error) => ClientError::Tls(error),
+        })?
         .connect_timeout(timeouts.connect)
         .read_timeout(timeouts.read)
         .timeout(timeouts.request)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_keepalive(Duration::from_secs(30))
-        .min_tls_version(reqwest::tls::Version::TLS_1_2);
-    if let Some(ca_file) = &tls.ca_file {
-        let pem = read_file(ca_file)?;
-        for certificate in reqwest::Certificate::from_pem_bundle(&pem).map_err(ClientError::Tls)? {
-            builder = builder.add_root_certificate(certificate);
-        }
-    }
-    if let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) {
-        let mut pem = read_file(cert_file)?;
-        pem.push(b'\n');
-        pem.extend(read_file(key_file)?);
-        builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(ClientError::Tls)?);
-    }
-    builder.build().map_err(ClientError::Tls)
+        .build()
+        .map_err(ClientError::Tls)
 }
 
 impl GitlabClient {
@@ -804,17 +782,7 @@ pub fn without_quoted_values(message: &str) -> String {
     out
 }
 
-/// An error and its causes on one line (reqwest hides the interesting part in `source`).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use runner_core::failure::error_chain;
 
 #[cfg(test)]
 mod tests {

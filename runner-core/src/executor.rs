@@ -154,14 +154,7 @@ impl ExecutorError {
 
     /// The message with its causes, for the job log.
     pub fn full_message(&self) -> String {
-        let mut text = self.message.clone();
-        let mut source = self.source.as_deref().map(|s| s as &dyn std::error::Error);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+        crate::failure::error_chain(self)
     }
 
     pub fn into_build_error(self) -> BuildError {

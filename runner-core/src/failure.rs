@@ -122,6 +122,19 @@ pub fn normalize_exit_code(code: i64) -> i32 {
     code as u32 as i32
 }
 
+/// An error and its causes on one line, `: `-separated (reqwest, io and our own errors keep
+/// the interesting part in `source`).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
