@@ -138,7 +138,7 @@ pub async fn upload(
             Attempt::Done => return Ok(()),
             Attempt::Fail(error) => return Err(error),
             Attempt::Redirect(location) => {
-                let new_url = origin_of(&location).ok_or_else(|| {
+                let new_url = runner_core::url::origin(&location).ok_or_else(|| {
                     TransferError::Other(format!("parsing new location URL: {location}"))
                 })?;
                 log::log(
@@ -165,13 +165,6 @@ pub async fn upload(
         );
         tokio::time::sleep(backoff).await;
     }
-}
-
-/// `scheme://host[:port]` of a URL.
-fn origin_of(location: &str) -> Option<String> {
-    let (scheme, rest) = location.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    (!authority.is_empty()).then(|| format!("{scheme}://{authority}"))
 }
 
 async fn upload_once(
@@ -345,7 +338,7 @@ async fn download_once(
         else {
             break;
         };
-        if let Some(origin) = origin_of(&location) {
+        if let Some(origin) = runner_core::url::origin(&location) {
             log::info(&format!("{prefix} redirected to {origin}"));
         }
         // Object storage gets a presigned URL, never the job token.
@@ -421,9 +414,10 @@ mod tests {
     #[test]
     fn origins_drop_path_and_query() {
         assert_eq!(
-            origin_of("https://other.example:8443/api/v4/jobs/1/artifacts?x=1").as_deref(),
+            runner_core::url::origin("https://other.example:8443/api/v4/jobs/1/artifacts?x=1")
+                .as_deref(),
             Some("https://other.example:8443")
         );
-        assert_eq!(origin_of("nonsense"), None);
+        assert_eq!(runner_core::url::origin("nonsense"), None);
     }
 }

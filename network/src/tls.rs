@@ -51,11 +51,7 @@ pub fn with_certificate_directory(
 }
 
 fn host_of(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    let host = host_port.split(':').next()?;
-    (!host.is_empty()).then(|| host.to_string())
+    runner_core::url::host_name(url).map(str::to_string)
 }
 
 /// The modification times of the TLS files; a different value means the transport must be

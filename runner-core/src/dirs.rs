@@ -88,16 +88,9 @@ pub fn join_path(parts: &[&str]) -> String {
 
 /// Splits `scheme://[user@]host[:port]/path...` into (scheme, host with port, path).
 pub fn split_url(url: &str) -> Option<(&str, &str, &str)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let (authority, path) = match rest.find(['/', '?', '#']) {
-        Some(index) => (&rest[..index], &rest[index..]),
-        None => (rest, ""),
-    };
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    Some((scheme, host, path))
+    let parts = crate::url::parse(url)?;
+    let path = parts.rest.split(['?', '#']).next().unwrap_or("");
+    Some((parts.scheme, parts.host, path))
 }
 
 /// The project slug: the repository URL's path without `.git`, cleaned.

@@ -12,7 +12,7 @@
 //!   state and failure reason); [`stage`]: the stages; [`cancel`]: who stops a job and why;
 //!   [`failure`]: GitLab's failure reasons; [`dirs`]: where builds and caches go;
 //!   [`remote_cache`]: the distributed cache's settings and object names; [`glob`]: doublestar
-//!   path patterns.
+//!   path patterns; [`url`]: URL parts and credentials.
 //! - [`log`]: the job log (masking, timestamps, sections, output limit, bounded memory).
 //! - [`panic`](mod@panic): containing a panic inside one job, so it still ends with cleanup and a final state.
 //! - [`script`]: the small trait through which the driver asks for stage scripts.
@@ -38,6 +38,7 @@ pub mod secret;
 pub mod settings;
 pub mod stage;
 pub mod stage_runner;
+pub mod url;
 pub mod variables;
 
 pub use build::{

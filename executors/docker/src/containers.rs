@@ -89,16 +89,8 @@ pub(crate) fn job_labels(build: &BuildContext) -> HashMap<String, String> {
     };
     // The repository URL without credentials or `.git`, as upstream's JobURL.
     let repo = job.git_info.repo_url.expose();
-    let clean = match repo.split_once("://") {
-        Some((scheme, rest)) => {
-            let rest = rest.split_once('@').map_or(rest, |(_, host)| host);
-            format!(
-                "{scheme}://{}",
-                rest.split(['?', '#']).next().unwrap_or(rest)
-            )
-        }
-        None => repo.clone(),
-    };
+    let clean = runner_core::url::strip_userinfo(repo);
+    let clean = clean.split(['?', '#']).next().unwrap_or(&clean).to_string();
     let url = format!(
         "{}/-/jobs/{}",
         clean.strip_suffix(".git").unwrap_or(&clean),

@@ -18,6 +18,7 @@ use runner_core::dirs::{join_path, split_url};
 use runner_core::script::ScriptError;
 use runner_core::settings::GitStrategy;
 use runner_core::stage::Stage;
+use runner_core::url::strip_userinfo;
 use runner_core::variables::Variables;
 
 use crate::writer::BashWriter;
@@ -87,17 +88,6 @@ impl<'a> Info<'a> {
         }
         Some(format!("{scheme}://{host}"))
     }
-}
-
-fn strip_userinfo(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let authority = &rest[..authority_end];
-        if let Some((_, host)) = authority.rsplit_once('@') {
-            return format!("{scheme}://{host}{}", &rest[authority_end..]);
-        }
-    }
-    url.to_string()
 }
 
 /// Writes one stage; `Ok(false)` means "nothing to do, skip the stage".
