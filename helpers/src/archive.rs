@@ -82,19 +82,11 @@ fn zip_time(time: SystemTime) -> DateTime {
 
 /// The inverse of [`zip_time`]: zip times are written in UTC here, so they are read as UTC.
 pub(crate) fn system_time(time: DateTime) -> Option<SystemTime> {
-    let (year, month, day) = (
+    let days = runner_core::log::days_from_civil(
         i64::from(time.year()),
-        i64::from(time.month()),
-        i64::from(time.day()),
+        u32::from(time.month()),
+        u32::from(time.day()),
     );
-    // Days from the civil date (Howard Hinnant's algorithm), the inverse of civil_from_days.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
     let seconds = days * 86_400
         + i64::from(time.hour()) * 3600
         + i64::from(time.minute()) * 60

@@ -19,26 +19,19 @@ pub fn parse_http_date(text: &str) -> Option<u64> {
     if parts.len() != 6 || parts[5] != "GMT" {
         return None;
     }
-    let day: i64 = parts[1].parse().ok()?;
+    let day: u32 = parts[1].parse().ok()?;
     let month = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ]
     .iter()
-    .position(|name| *name == parts[2])? as i64
+    .position(|name| *name == parts[2])? as u32
         + 1;
     let year: i64 = parts[3].parse().ok()?;
     let time: Vec<i64> = parts[4].split(':').filter_map(|p| p.parse().ok()).collect();
     if time.len() != 3 {
         return None;
     }
-    // Days from civil (Howard Hinnant).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let m = if month > 2 { month - 3 } else { month + 9 };
-    let day_of_year = (153 * m + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
+    let days = runner_core::log::days_from_civil(year, month, day);
     let seconds = days * 86_400 + time[0] * 3600 + time[1] * 60 + time[2];
     u64::try_from(seconds).ok()
 }

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use buffer::TraceBuffer;
-pub use framer::{civil_from_days, format_timestamp, LineFramer, StreamId, StreamKind};
+pub use framer::{
+    civil_from_days, days_from_civil, format_timestamp, LineFramer, StreamId, StreamKind,
+};
 pub use masker::{token_prefixes, MaskRules, Masker, DEFAULT_TOKEN_PREFIXES, MASK};
 
 pub const ANSI_BOLD_RED: &str = "\x1b[31;1m";
