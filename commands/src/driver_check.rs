@@ -310,26 +310,17 @@ async fn run_scenario(
         defaults.cache_dir = dir.clone();
     }
     let shell = generator.command(defaults.shell_type, None);
-    let input = BuildInput {
-        job,
-        runner: RunnerSettings {
-            name: runner.name.clone(),
-            token: Secret::new("glrt-driver-check".into()),
-            system_id: "s_drivercheck0".into(),
-            builds_dir: runner.builds_dir.clone(),
-            cache_dir: runner.cache_dir.clone(),
-            feature_flags: BTreeMap::new(),
-            version: RunnerVersion::default(),
-            ..RunnerSettings::default()
-        },
-        executor_name: "custom".into(),
-        defaults,
-        shared_environment: true,
-        shell,
-        concurrent_id: 0,
-        concurrent_project_id: 0,
-        correlation_id: String::new(),
+    let settings = RunnerSettings {
+        name: runner.name.clone(),
+        token: Secret::new("glrt-driver-check".into()),
+        system_id: "s_drivercheck0".into(),
+        builds_dir: runner.builds_dir.clone(),
+        cache_dir: runner.cache_dir.clone(),
+        feature_flags: BTreeMap::new(),
+        version: RunnerVersion::default(),
+        ..RunnerSettings::default()
     };
+    let input = BuildInput::for_provider(&provider, job, settings, defaults, shell);
     let log = match JobLog::new(LogOptions {
         timestamps: false,
         trace_sections: false,

@@ -336,7 +336,7 @@ pub async fn exec_shell(options: ExecOptions) -> anyhow::Result<i32> {
         .builds_dir
         .clone()
         .unwrap_or_else(|| project_dir.join("builds").to_string_lossy().to_string());
-    run_local(&provider, "shell", &options, &project_dir, Some(builds_dir)).await
+    run_local(&provider, &options, &project_dir, Some(builds_dir)).await
 }
 
 /// Runs the job with the Docker executor: `config` from the command line, the project
@@ -350,14 +350,13 @@ pub async fn exec_docker(
     config.volumes.push(format!("{path}:{path}:ro"));
     let provider = executor_docker::DockerProvider::new(Some(config));
     let builds_dir = options.builds_dir.clone();
-    run_local(&provider, "docker", &options, &project_dir, builds_dir).await
+    run_local(&provider, &options, &project_dir, builds_dir).await
 }
 
 /// The job of `.gitlab-ci.yml` through `provider`'s executor and the build driver; the log
 /// is printed as it grows; Ctrl-C aborts the job (with cleanup).
 async fn run_local<P: ExecutorProvider>(
     provider: &P,
-    executor_name: &str,
     options: &ExecOptions,
     project_dir: &Path,
     builds_dir: Option<String>,
@@ -381,23 +380,17 @@ async fn run_local<P: ExecutorProvider>(
         defaults.cache_dir = cache_dir.clone();
     }
     let shell = generator.command(defaults.shell_type, None);
+    let runner = RunnerSettings {
+        name: "local".into(),
+        token: Secret::new("exec-local-runner".into()),
+        system_id: crate::system_id::generate(),
+        feature_flags: BTreeMap::new(),
+        version: RunnerVersion::default(),
+        ..RunnerSettings::default()
+    };
     let input = BuildInput {
-        job,
-        runner: RunnerSettings {
-            name: "local".into(),
-            token: Secret::new("exec-local-runner".into()),
-            system_id: crate::system_id::generate(),
-            feature_flags: BTreeMap::new(),
-            version: RunnerVersion::default(),
-            ..RunnerSettings::default()
-        },
-        executor_name: executor_name.into(),
-        defaults,
-        shared_environment: executor_name == "shell",
-        shell,
-        concurrent_id: 0,
-        concurrent_project_id: 0,
         correlation_id: network::client::correlation_id(),
+        ..BuildInput::for_provider(provider, job, runner, defaults, shell)
     };
     let cancel = JobCancel::new();
     let stop_printing = tokio_util::sync::CancellationToken::new();

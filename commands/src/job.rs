@@ -526,22 +526,18 @@ impl JobEnvironment {
         let kind = ShellKind::from_name(&shell_name).unwrap_or(ShellKind::Bash);
         let generator = BashShell::new(kind);
         let defaults = provider.defaults();
-        // The global `user` (scripts run through `su`) is the shell executor's alone.
-        let user = (provider.name() == "shell")
+        // The global `user` (scripts run through `su`), where the executor honours it.
+        let user = defaults
+            .switch_user
             .then_some(self.user.as_deref())
             .flatten();
         let shell = generator.command(defaults.shell_type, user);
         let mut executor = provider.create(reservation);
         let input = BuildInput {
-            job,
-            runner: self.runner_settings(),
-            executor_name: provider.name().into(),
-            defaults,
-            shared_environment: provider.features().shared,
-            shell,
             concurrent_id,
             concurrent_project_id,
             correlation_id,
+            ..BuildInput::for_provider(provider, job, self.runner_settings(), defaults, shell)
         };
         BuildDriver::new(&mut executor, &generator, log, cancel)
             .run(input)

@@ -97,6 +97,9 @@ pub struct ExecutorDefaults {
     /// job token, is created readable by that user only. Executors whose stages may run
     /// under different users (a custom driver) or in their own environment leave it off.
     pub private_temporary_dir: bool,
+    /// The runner's global `user` applies: stage scripts run through `su` to it (upstream's
+    /// shell executor alone).
+    pub switch_user: bool,
 }
 
 /// One stage to run: the generated script and where it belongs.

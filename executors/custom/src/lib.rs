@@ -116,6 +116,7 @@ impl ExecutorProvider for CustomProvider {
             show_hostname: false,
             dirs_from_prepare: true,
             private_temporary_dir: false,
+            switch_user: false,
         }
     }
 

@@ -121,6 +121,7 @@ impl ExecutorProvider for DockerProvider {
             show_hostname: true,
             dirs_from_prepare: false,
             private_temporary_dir: false,
+            switch_user: false,
         }
     }
 

@@ -86,6 +86,7 @@ impl ExecutorProvider for ShellProvider {
             show_hostname: false,
             dirs_from_prepare: false,
             private_temporary_dir: true,
+            switch_user: true,
             runner_command: std::env::current_exe()
                 .map(|path| path.to_string_lossy().to_string())
                 .unwrap_or_else(|_| "gitlab-runner-rs".into()),

@@ -146,6 +146,7 @@ impl ExecutorProvider for SshProvider {
             show_hostname: true,
             dirs_from_prepare: false,
             private_temporary_dir: false,
+            switch_user: false,
         }
     }
 

@@ -121,6 +121,31 @@ pub struct BuildInput {
     pub correlation_id: String,
 }
 
+impl BuildInput {
+    /// The input of a build on `provider`'s executors: its name, its `shared` feature and the
+    /// given directories and script shell; concurrency ids 0 and no correlation id, for the
+    /// caller to set.
+    pub fn for_provider<P: crate::executor::ExecutorProvider>(
+        provider: &P,
+        job: JobResponse,
+        runner: RunnerSettings,
+        defaults: ExecutorDefaults,
+        shell: ShellCommand,
+    ) -> Self {
+        Self {
+            job,
+            runner,
+            executor_name: provider.name().into(),
+            defaults,
+            shared_environment: provider.features().shared,
+            shell,
+            concurrent_id: 0,
+            concurrent_project_id: 0,
+            correlation_id: String::new(),
+        }
+    }
+}
+
 /// The resolved state of a build, shared with the executor and the script generator.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
