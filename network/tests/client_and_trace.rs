@@ -28,8 +28,10 @@ use runner_core::executor::FeaturesInfo;
 use runner_core::log::{JobLog, LogOptions};
 use runner_core::secret::Secret;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+mod support;
 
 // ---------------------------------------------------------------------------------------------
 // The raw fake
@@ -158,47 +160,14 @@ impl Fake {
 }
 
 async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Seen> {
-    loop {
-        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buffer[..end]).to_string();
-            let mut lines = head.split("\r\n");
-            let mut first = lines.next()?.split(' ');
-            let method = first.next()?.to_string();
-            let path = first.next()?.to_string();
-            let headers: Vec<(String, String)> = lines
-                .filter_map(|line| line.split_once(':'))
-                .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
-                .collect();
-            let length: usize = headers
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, value)| value.parse().ok())
-                .unwrap_or(0);
-            while buffer.len() < end + 4 + length {
-                let mut chunk = [0u8; 65536];
-                let read = stream.read(&mut chunk).await.ok()?;
-                if read == 0 {
-                    return None;
-                }
-                buffer.extend_from_slice(&chunk[..read]);
-            }
-            let body = buffer[end + 4..end + 4 + length].to_vec();
-            buffer.drain(..end + 4 + length);
-            return Some(Seen {
-                method,
-                path,
-                headers,
-                body,
-                at: Instant::now(),
-            });
-        }
-        let mut chunk = [0u8; 65536];
-        let read = stream.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    }
+    let request = support::read_request(stream, buffer).await?;
+    Some(Seen {
+        method: request.method,
+        path: request.path,
+        headers: request.headers,
+        body: request.body,
+        at: Instant::now(),
+    })
 }
 
 async fn serve_connection(

@@ -12,14 +12,9 @@ use runner_core::secret::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// One request as the fake saw it.
-#[derive(Debug, Clone)]
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
+mod support;
+
+use support::{read_request, RawRequest as Request};
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
@@ -41,49 +36,6 @@ enum Answer {
 }
 
 type Handler = Arc<dyn Fn(&Request) -> Answer + Send + Sync>;
-
-async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Request> {
-    loop {
-        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buffer[..end]).to_string();
-            let mut lines = head.split("\r\n");
-            let mut first = lines.next()?.split(' ');
-            let method = first.next()?.to_string();
-            let path = first.next()?.to_string();
-            let headers: Vec<(String, String)> = lines
-                .filter_map(|line| line.split_once(':'))
-                .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
-                .collect();
-            let length: usize = headers
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, value)| value.parse().ok())
-                .unwrap_or(0);
-            while buffer.len() < end + 4 + length {
-                let mut chunk = [0u8; 65536];
-                let read = stream.read(&mut chunk).await.ok()?;
-                if read == 0 {
-                    return None;
-                }
-                buffer.extend_from_slice(&chunk[..read]);
-            }
-            let body = buffer[end + 4..end + 4 + length].to_vec();
-            buffer.drain(..end + 4 + length);
-            return Some(Request {
-                method,
-                path,
-                headers,
-                body,
-            });
-        }
-        let mut chunk = [0u8; 65536];
-        let read = stream.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    }
-}
 
 async fn serve_connection(mut stream: TcpStream, handler: Handler) {
     let mut buffer = Vec::new();
