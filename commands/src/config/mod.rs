@@ -67,6 +67,24 @@ pub enum ExecutorKind {
 }
 
 impl ExecutorKind {
+    /// Every executor this runner implements, in the order messages list them.
+    pub const ALL: [ExecutorKind; 4] = [
+        ExecutorKind::Shell,
+        ExecutorKind::Ssh,
+        ExecutorKind::Custom,
+        ExecutorKind::Docker,
+    ];
+
+    /// The executor named `name` in `config.toml`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
+    /// The names of [`ExecutorKind::ALL`], `, `-separated.
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ExecutorKind::Shell => "shell",

@@ -88,17 +88,17 @@ impl RunnerConfig {
         if raw.token.is_empty() {
             return Err(invalid(key("token"), "", "the runner token is required"));
         }
-        let executor = match raw.executor.as_str() {
-            "shell" => ExecutorKind::Shell,
-            "ssh" => ExecutorKind::Ssh,
-            "custom" => ExecutorKind::Custom,
-            "docker" => ExecutorKind::Docker,
-            "" => return Err(invalid(key("executor"), "", "an executor is required")),
-            other => {
+        let executor = match (raw.executor.as_str(), ExecutorKind::parse(&raw.executor)) {
+            (_, Some(kind)) => kind,
+            ("", None) => return Err(invalid(key("executor"), "", "an executor is required")),
+            (other, None) => {
                 return Err(invalid(
                     key("executor"),
                     other,
-                    "not supported by this runner (supported: shell, ssh, custom, docker)",
+                    &format!(
+                        "not supported by this runner (supported: {})",
+                        ExecutorKind::names()
+                    ),
                 ))
             }
         };
