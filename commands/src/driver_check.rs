@@ -66,7 +66,7 @@ impl Executor for Recording {
         let start = Instant::now();
         let result = self.inner.configure(build, log, cancel).await;
         self.calls.push(Call {
-            what: "configure (config_exec)".into(),
+            what: "prepare (config_exec)".into(),
             took: start.elapsed(),
             result: describe(
                 &result

@@ -31,7 +31,7 @@ impl CredentialArgs {
     fn credentials(&self) -> JobCredentials {
         JobCredentials {
             url: self.url.clone(),
-            token: self.token.clone(),
+            token: runner_core::secret::Secret::new(self.token.clone()),
             id: self.id,
             tls_ca_file: self
                 .tls_ca_file
@@ -191,7 +191,7 @@ fn build_archive(
 
 pub async fn artifacts_uploader(args: UploaderArgs) -> i32 {
     let credentials = args.credentials.credentials();
-    if credentials.url.is_empty() || credentials.token.is_empty() {
+    if credentials.url.is_empty() || credentials.token.expose().is_empty() {
         log::fatal("Missing runner credentials");
     }
     if credentials.id <= 0 {
@@ -231,7 +231,7 @@ pub async fn artifacts_downloader(args: DownloaderArgs) -> i32 {
         log::warning("Missing URL (--url)");
         incomplete = true;
     }
-    if credentials.token.is_empty() {
+    if credentials.token.expose().is_empty() {
         log::warning("Missing runner credentials (--token)");
         incomplete = true;
     }

@@ -25,7 +25,8 @@ pub enum TransferError {
 #[derive(Debug, Clone)]
 pub struct JobCredentials {
     pub url: String,
-    pub token: String,
+    /// The job token (`CI_JOB_TOKEN`): kept out of `Debug` and logs.
+    pub token: runner_core::secret::Secret<String>,
     pub id: i64,
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
@@ -40,7 +41,7 @@ impl JobCredentials {
     }
 
     fn short_token(&self) -> String {
-        runner_core::dirs::short_token(&self.token)
+        runner_core::dirs::short_token(self.token.expose())
     }
 
     pub fn client(&self, timeout: Option<Duration>) -> Result<reqwest::Client, TransferError> {
@@ -207,7 +208,7 @@ async fn upload_once(
     let request = client
         .post(credentials.api(&format!("jobs/{}/artifacts", credentials.id)))
         .query(&query)
-        .header("JOB-TOKEN", &credentials.token)
+        .header("JOB-TOKEN", credentials.token.expose())
         .multipart(form);
     let response = match request.send().await {
         Ok(response) => response,
@@ -315,7 +316,7 @@ async fn download_once(
     let prefix = "Downloading artifacts from coordinator...";
     let mut request = client
         .get(credentials.api(&format!("jobs/{}/artifacts", credentials.id)))
-        .header("JOB-TOKEN", &credentials.token);
+        .header("JOB-TOKEN", credentials.token.expose());
     if direct_download {
         request = request.query(&[("direct_download", "true")]);
     }

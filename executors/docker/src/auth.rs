@@ -48,8 +48,8 @@ struct Login {
     identity_token: String,
 }
 
-/// What the credentials are resolved from.
-#[derive(Debug, Clone, Default)]
+/// What the credentials are resolved from. Its `Debug` leaves the credentials out.
+#[derive(Clone, Default)]
 pub struct AuthSources {
     /// The job's `DOCKER_AUTH_CONFIG` value.
     pub docker_auth_config: String,
@@ -57,6 +57,23 @@ pub struct AuthSources {
     pub home: Option<PathBuf>,
     /// The payload's `registry` credentials: (url, username, password).
     pub payload: Vec<(String, String, String)>,
+}
+
+impl std::fmt::Debug for AuthSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSources")
+            .field("docker_auth_config", &"[MASKED]")
+            .field("home", &self.home)
+            .field(
+                "payload",
+                &self
+                    .payload
+                    .iter()
+                    .map(|(url, username, _)| (url, username))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// The credentials for `image`, if a source has some; warnings name sources that could not be
@@ -330,6 +347,24 @@ pub fn home_dir() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_leaves_the_credentials_out() {
+        let sources = AuthSources {
+            docker_auth_config: r#"{"auths":{"r":{"auth":"dXNlcjpzM2NyZXQ="}}}"#.into(),
+            home: None,
+            payload: vec![("registry.example".into(), "ci".into(), "p4ssw0rd".into())],
+        };
+        let shown = format!("{sources:?}");
+        assert!(
+            !shown.contains("dXNlcjpzM2NyZXQ") && !shown.contains("p4ssw0rd"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("registry.example") && shown.contains("ci"),
+            "{shown}"
+        );
+    }
 
     fn encode(text: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(text)
