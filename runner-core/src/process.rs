@@ -60,7 +60,9 @@ pub fn signal_group(pgid: i32, signal: i32) {
 pub enum Leftovers {
     /// Killed: a stage script's background children are orphans of the stage.
     Kill,
-    /// Left running: a custom driver may start its backend in the background on purpose.
+    /// Left running after a normal exit: a custom driver may start its backend in the
+    /// background on purpose. After a stop, what is left is killed all the same (a child that
+    /// ignored SIGTERM while its driver died of it).
     Keep,
 }
 
@@ -92,8 +94,8 @@ impl StageProcess for LocalProcess {
         signal_group(self.pgid, libc::SIGKILL);
     }
 
-    async fn ended(&mut self) {
-        if self.leftovers == Leftovers::Kill {
+    async fn ended(&mut self, stopped: bool) {
+        if stopped || self.leftovers == Leftovers::Kill {
             signal_group(self.pgid, libc::SIGKILL);
         }
     }

@@ -14,7 +14,7 @@
 //!    to `graceful`; then `kill`, and `force` more for the kill to take effect; after that the
 //!    stage is given up as dormant;
 //! 5. once the stage ended, [`StageProcess::ended`] (the shell executor kills what the script
-//!    left in its group), then at most [`OUTPUT_DRAIN`] for the output to end (a background
+//!    left in its group; after a stop every transport does), then at most [`OUTPUT_DRAIN`] for the output to end (a background
 //!    child holding the pipes must not hold the job).
 //!
 //! [`run_stage`] is the same with the job log as the sink and the executor's wording of the exit
@@ -82,8 +82,9 @@ pub trait StageProcess: Send {
     /// Stops the stage now (SIGKILL, or the transport's equivalent).
     fn kill(&mut self) -> impl Future<Output = ()> + Send;
 
-    /// Called once after the stage ended, by itself or stopped, before the output is drained.
-    fn ended(&mut self) -> impl Future<Output = ()> + Send {
+    /// Called once after the stage ended, by itself or `stopped` (its cancel fired), before
+    /// the output is drained: where the transport removes what the stage left running.
+    fn ended(&mut self, _stopped: bool) -> impl Future<Output = ()> + Send {
         async {}
     }
 
@@ -199,7 +200,8 @@ where
         // Canceled, timed out or the runner is stopping: the stop sequence, output still flowing.
         _ = cancel.cancelled() => stop(&mut process, timeouts).await.map(|exit| Ended { exit, stopped: true }),
     };
-    process.ended().await;
+    let stopped = matches!(result, Ok(Ended { stopped: true, .. }) | Err(_));
+    process.ended(stopped).await;
     if let Some(feeder) = feeder {
         feeder.abort();
         let _ = feeder.await;

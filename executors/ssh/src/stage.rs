@@ -132,7 +132,11 @@ impl StageProcess for SshStage<'_> {
         self.signal(Sig::KILL, "KILL").await;
     }
 
-    async fn ended(&mut self) {
+    async fn ended(&mut self, stopped: bool) {
+        // A stopped stage may leave what ignored its TERM (a grandchild, say) in its group.
+        if stopped {
+            self.signal(Sig::KILL, "KILL").await;
+        }
         // No more input for a stage that is over (a killed one may not have read it all).
         let _ = self.writer.eof().await;
     }
