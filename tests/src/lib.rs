@@ -9,6 +9,7 @@
 pub mod bench_support;
 pub mod binary;
 pub mod certs;
+pub mod docker_objects;
 pub mod docker_tls;
 pub mod fake_gitlab;
 pub mod git_server;

@@ -34,8 +34,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use runner_tests::docker_objects::{objects_of_job, runner_label, DOCKER_KINDS};
 use runner_tests::{
-    job_payload, run, runner_binary, FakeGitlab, HelperImage, JobControl, RunnerProcess, SshServer,
+    job_payload, runner_binary, FakeGitlab, HelperImage, JobControl, RunnerProcess, SshServer,
     SshdOptions, DEBIAN_IMAGE,
 };
 use serde_json::json;
@@ -180,7 +181,7 @@ impl Target<'_> {
         let mut left = self.processes_of(case);
         if let Host::Docker { token } = self.host {
             left.extend(
-                docker_objects_of_job(token, job.id)
+                objects_of_job(token, job.id)
                     .into_iter()
                     .map(|object| format!("docker {object}")),
             );
@@ -360,64 +361,13 @@ fn docker_target(gitlab: &FakeGitlab, helper: &HelperImage) -> Target<'static> {
     }
 }
 
-fn docker_label(token: &str) -> String {
-    let short: String = token
-        .trim_start_matches("glrt-t1_")
-        .chars()
-        .take(9)
-        .collect();
-    format!("label=com.gitlab.gitlab-runner.runner.id={short}")
-}
-
-/// Docker's three kinds of objects a job makes, as `docker <kind> -q` lists them.
-const DOCKER_KINDS: [(&str, &[&str]); 3] = [
-    ("container", &["ps", "-a"]),
-    ("volume", &["volume", "ls"]),
-    ("network", &["network", "ls"]),
-];
-
-/// The ids of the objects of `list` (`ps -a`, `volume ls`, `network ls`) matching every filter.
-fn docker_ids(list: &[&str], filters: &[String]) -> Vec<String> {
-    let mut command = Command::new("docker");
-    command.args(list).arg("-q");
-    for filter in filters {
-        command.args(["--filter", filter]);
-    }
-    run(&mut command).lines().map(str::to_string).collect()
-}
-
-/// The job's containers, volumes and networks (`kind id`), but the volumes labelled reusable
-/// (caches kept for later jobs on purpose).
-fn docker_objects_of_job(token: &str, job_id: i64) -> Vec<String> {
-    let filters = [
-        docker_label(token),
-        format!("label=com.gitlab.gitlab-runner.job.id={job_id}"),
-    ];
-    let kept = docker_ids(
-        &["volume", "ls"],
-        &[
-            filters[0].clone(),
-            "label=com.gitlab.gitlab-runner.reusable=true".into(),
-        ],
-    );
-    DOCKER_KINDS
-        .iter()
-        .flat_map(|(kind, list)| {
-            docker_ids(list, &filters)
-                .into_iter()
-                .filter(|id| !kept.contains(id))
-                .map(move |id| format!("{kind} {id}"))
-        })
-        .collect()
-}
-
 /// Removes every container, volume and network labelled with the runner (what a failed run
 /// left), containers first: they hold the others. Never panics (it runs in `drop`).
 fn remove_docker_objects_of_runner(token: &str) {
     for (kind, list) in DOCKER_KINDS {
         let Ok(listed) = Command::new("docker")
             .args(list)
-            .args(["-q", "--filter", &docker_label(token)])
+            .args(["-q", "--filter", &runner_label(token)])
             .output()
         else {
             return;

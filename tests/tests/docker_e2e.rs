@@ -9,6 +9,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use runner_tests::docker_objects::{objects_of_job, reusable_volumes};
 use runner_tests::{
     job_payload, run, runner_binary, FakeGitlab, GitServer, HelperImage, RunnerProcess,
     DEBIAN_IMAGE,
@@ -24,52 +25,6 @@ const TOKEN_SERVICES: &str = "glrt-t1_dkrsvc001";
 const WAIT: Duration = Duration::from_secs(180);
 /// The containers reach the fake GitLab and the git server on the host's loopback.
 const HOST_NETWORK: &str = "    network_mode = \"host\"\n";
-
-fn runner_label(token: &str) -> String {
-    let short: String = token
-        .trim_start_matches("glrt-t1_")
-        .chars()
-        .take(9)
-        .collect();
-    format!("label=com.gitlab.gitlab-runner.runner.id={short}")
-}
-
-/// Containers, volumes and networks labelled with the runner (its short token: the 9
-/// characters after `glrt-t1_`) and `job_id`, but for the cache volumes kept for later jobs.
-fn objects_of_job(token: &str, job_id: i64) -> Vec<String> {
-    let runner = runner_label(token);
-    let job = format!("label=com.gitlab.gitlab-runner.job.id={job_id}");
-    let kept = reusable_volumes(token);
-    let mut out = Vec::new();
-    for kind in [["ps", "-a"], ["volume", "ls"], ["network", "ls"]] {
-        let listed = run(Command::new("docker")
-            .args(kind)
-            .args(["-q", "--filter", &runner, "--filter", &job]));
-        out.extend(
-            listed
-                .lines()
-                .filter(|name| !kept.iter().any(|kept| kept == name))
-                .map(str::to_string),
-        );
-    }
-    out
-}
-
-/// The runner's volumes labelled reusable (caches, and the builds directory of fetch jobs).
-fn reusable_volumes(token: &str) -> Vec<String> {
-    run(Command::new("docker").args([
-        "volume",
-        "ls",
-        "-q",
-        "--filter",
-        &runner_label(token),
-        "--filter",
-        "label=com.gitlab.gitlab-runner.reusable=true",
-    ]))
-    .lines()
-    .map(str::to_string)
-    .collect()
-}
 
 /// After a moment for the runner's cleanup to finish, nothing of these jobs is left but the
 /// cache volumes kept on purpose.
