@@ -48,10 +48,22 @@ fn describe(result: &Result<ScriptExit, ExecutorError>) -> String {
     match result {
         Ok(ScriptExit::Success) => "ok".into(),
         Ok(ScriptExit::Failed { message, .. }) => format!("build failure: {message}"),
-        Err(error) => match error.reason {
-            Some(reason) => format!("{reason}: {}", error.full_message()),
-            None => format!("system failure: {}", error.full_message()),
-        },
+        Err(error) => describe_error(error.reason, &error.full_message()),
+    }
+}
+
+/// A call that has no script exit (configure, prepare): `ok` or its error's own message.
+fn describe_done<T>(result: &Result<T, ExecutorError>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(error) => describe_error(error.reason, &error.message),
+    }
+}
+
+fn describe_error(reason: Option<FailureReason>, message: &str) -> String {
+    match reason {
+        Some(reason) => format!("{reason}: {message}"),
+        None => format!("system failure: {message}"),
     }
 }
 
@@ -68,16 +80,7 @@ impl Executor for Recording {
         self.calls.push(Call {
             what: "prepare (config_exec)".into(),
             took: start.elapsed(),
-            result: describe(
-                &result
-                    .as_ref()
-                    .map(|_| ScriptExit::Success)
-                    .map_err(|error| ExecutorError {
-                        message: error.message.clone(),
-                        reason: error.reason,
-                        source: None,
-                    }),
-            ),
+            result: describe_done(&result),
         });
         result
     }
@@ -93,16 +96,7 @@ impl Executor for Recording {
         self.calls.push(Call {
             what: "prepare (prepare_exec)".into(),
             took: start.elapsed(),
-            result: describe(
-                &result
-                    .as_ref()
-                    .map(|()| ScriptExit::Success)
-                    .map_err(|error| ExecutorError {
-                        message: error.message.clone(),
-                        reason: error.reason,
-                        source: None,
-                    }),
-            ),
+            result: describe_done(&result),
         });
         result
     }
