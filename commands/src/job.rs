@@ -14,7 +14,7 @@ use runner_core::build::{BuildDriver, BuildInput, BuildOutcome, RunnerSettings, 
 use runner_core::cancel::{CancelReason, JobCancel};
 use runner_core::executor::{Capacity, ExecutorProvider, FeaturesInfo, ReservationOf};
 use runner_core::failure::FailureReason;
-use runner_core::feature_flags::FeatureFlags;
+use runner_core::feature_flags::{FeatureFlag, FeatureFlags};
 use runner_core::job::{JobResponse, EXIT_CODE_UNSUPPORTED_OPTIONS};
 use runner_core::log::{token_prefixes, JobLog, LogOptions, MaskRules};
 use runner_core::panic::{panic_message, CatchUnwind};
@@ -248,14 +248,14 @@ fn log_options(runner: &RunnerConfig, job: &JobResponse) -> LogOptions {
     variables.extend(job.variables.iter().cloned());
     let (flags, _) = FeatureFlags::resolve(&runner.feature_flags, &variables);
     LogOptions {
-        timestamps: flags.enabled("FF_TIMESTAMPS"),
+        timestamps: flags.enabled(FeatureFlag::Timestamps),
         trace_sections: job.features.trace_sections,
         output_limit: runner.output_limit,
         mask: MaskRules::new(
             variables.masked_values(),
             token_prefixes(
                 &job.features.token_mask_prefixes,
-                flags.enabled("FF_MASK_ALL_DEFAULT_TOKENS"),
+                flags.enabled(FeatureFlag::MaskAllDefaultTokens),
             ),
         ),
     }

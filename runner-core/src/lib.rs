@@ -12,7 +12,8 @@
 //!   state and failure reason); [`stage`]: the stages; [`cancel`]: who stops a job and why;
 //!   [`failure`]: GitLab's failure reasons; [`dirs`]: where builds and caches go;
 //!   [`remote_cache`]: the distributed cache's settings and object names; [`glob`]: doublestar
-//!   path patterns; [`url`]: URL parts and credentials.
+//!   path patterns; [`url`]: URL parts and credentials; [`config_section`]: what the executors'
+//!   `config.toml` sections share (the bad-value error, value shapes).
 //! - [`log`]: the job log (masking, timestamps, sections, output limit, bounded memory).
 //! - [`panic`](mod@panic): containing a panic inside one job, so it still ends with cleanup and a final state.
 //! - [`script`]: the small trait through which the driver asks for stage scripts.
@@ -22,6 +23,7 @@
 
 pub mod build;
 pub mod cancel;
+pub mod config_section;
 pub mod dirs;
 pub mod executor;
 pub mod failure;

@@ -19,6 +19,7 @@ pub use stages::sanitize_cache_key;
 
 use runner_core::build::BuildContext;
 use runner_core::executor::ShellType;
+use runner_core::feature_flags::FeatureFlag;
 use runner_core::script::{ScriptError, ScriptGenerator, ShellCommand};
 use runner_core::stage::Stage;
 
@@ -100,12 +101,12 @@ impl ScriptGenerator for BashShell {
             .unwrap_or(self.kind);
         let mut writer = writer::BashWriter::new(kind.name(), &build.dirs.tmp_dir())
             .with_private_tmp(build.defaults.private_temporary_dir);
-        writer.check_for_errors = build.flags.enabled("FF_ENABLE_BASH_EXIT_CODE_CHECK");
-        writer.legacy_eval = build.flags.enabled("FF_USE_LEGACY_BASH_EVAL");
+        writer.check_for_errors = build.flags.enabled(FeatureFlag::EnableBashExitCodeCheck);
+        writer.legacy_eval = build.flags.enabled(FeatureFlag::UseLegacyBashEval);
         // ANSI-C `$'...'` quoting is a bash (and busybox) extension that dash, Debian's `sh`,
         // cannot parse, so `sh` scripts always use POSIX double quotes.
         writer.posix_escape =
-            kind == ShellKind::Sh || build.flags.enabled("FF_POSIXLY_CORRECT_ESCAPES");
+            kind == ShellKind::Sh || build.flags.enabled(FeatureFlag::PosixlyCorrectEscapes);
         if !stages::write_stage(&mut writer, stage, &info)? {
             return Ok(None);
         }

@@ -58,12 +58,10 @@ struct RawS3 {
 pub(super) fn remote_cache(
     key: &dyn Fn(&str) -> String,
     raw: &toml::Value,
+    file: &std::path::Path,
     warnings: &mut Vec<String>,
 ) -> Result<Option<RemoteCache>, ConfigError> {
-    let raw: RawCache = raw
-        .clone()
-        .try_into()
-        .map_err(|error: toml::de::Error| invalid(key("cache"), "", error.message()))?;
+    let raw: RawCache = super::section::section(&key("cache"), raw, file, warnings)?;
     let kind = raw.kind.clone().unwrap_or_default();
     match kind.as_str() {
         "" => return Ok(None),

@@ -2,17 +2,16 @@
 //! become warnings naming the key), then a validated layer with typed values. Bad values are
 //! rejected at load time naming the key and the value.
 //!
-//! Layout: `raw` holds the serde layer, `runner` the validated `[[runners]]` entry, `cache`,
-//! `docker`, `ssh` and `custom` one `[runners.*]` section each, and `values` the checks of
-//! counts and durations they share. This file keeps the error, the executor kinds and the
+//! Layout: `raw` holds the serde layer, `runner` the validated `[[runners]]` entry, `cache` the
+//! `[runners.cache]` section, `section` the one unknown-key policy every part of the file goes
+//! through, and `values` the checks of counts and durations. Each executor's section is its own
+//! crate's (`RawSshConfig`, `RawCustomConfig`, `RawDockerConfig`, validated there). This file keeps the error, the executor kinds and the
 //! validated file ([`Config`]), and re-exports the rest of the public face.
 
 mod cache;
-mod custom;
-mod docker;
 mod raw;
 mod runner;
-mod ssh;
+mod section;
 mod values;
 
 pub use raw::{RawConfig, RawCustomBuildDir, RawRunner};
@@ -22,6 +21,7 @@ pub use values::MAX_COUNT;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use runner_core::config_section::InvalidValue;
 use values::count;
 
 /// A config problem that stops loading.
@@ -35,12 +35,8 @@ pub enum ConfigError {
     },
     #[error("parsing {}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
-    #[error("invalid value for {key}: {value:?} ({reason})")]
-    Invalid {
-        key: String,
-        value: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] InvalidValue),
     #[error("writing {}", path.display())]
     Write {
         path: PathBuf,
@@ -50,11 +46,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, value: impl ToString, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        value: value.to_string(),
-        reason: reason.into(),
-    }
+    ConfigError::Invalid(InvalidValue::new(key, value, reason))
 }
 
 /// Executors this runner implements.
@@ -114,7 +106,7 @@ impl Config {
         let mut warnings = Vec::new();
         let deserializer = toml::Deserializer::new(text);
         let raw: RawConfig = serde_ignored::deserialize(deserializer, |ignored| {
-            warnings.push(format!("unknown key {ignored} in {}", path.display()));
+            warnings.push(section::ignored_key(&section::key_of(&ignored), path));
         })
         .map_err(|error| ConfigError::Parse {
             path: path.to_path_buf(),
@@ -143,7 +135,9 @@ impl Config {
             .runners
             .iter()
             .enumerate()
-            .map(|(index, runner)| RunnerConfig::from_raw(index, runner, &base_dir, &mut warnings))
+            .map(|(index, runner)| {
+                RunnerConfig::from_raw(index, runner, path, &base_dir, &mut warnings)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             path: path.to_path_buf(),

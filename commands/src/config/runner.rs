@@ -10,10 +10,12 @@ use executor_ssh::SshConfig;
 use runner_core::remote_cache::RemoteCache;
 use runner_core::secret::Secret;
 
+use executor_custom::RawCustomConfig;
+use executor_docker::RawDockerConfig;
+use executor_ssh::RawSshConfig;
+
 use super::cache::remote_cache;
-use super::custom::custom_config;
-use super::docker::docker_config;
-use super::ssh::ssh_config;
+use super::section::{ignored_key, section};
 use super::values::{attempts, count, duration, positive};
 use super::{invalid, ConfigError, ExecutorKind, RawRunner};
 
@@ -56,7 +58,7 @@ pub struct RunnerConfig {
     pub safe_directory_checkout: Option<bool>,
     pub clean_git_config: Option<bool>,
     pub custom_build_dir_enabled: Option<bool>,
-    pub feature_flags: BTreeMap<String, bool>,
+    pub feature_flags: BTreeMap<runner_core::feature_flags::FeatureFlag, bool>,
     pub graceful_kill_timeout: Duration,
     pub force_kill_timeout: Duration,
 }
@@ -71,6 +73,7 @@ impl RunnerConfig {
     pub(super) fn from_raw(
         index: usize,
         raw: &RawRunner,
+        file: &Path,
         base_dir: &Path,
         warnings: &mut Vec<String>,
     ) -> Result<Self, ConfigError> {
@@ -177,22 +180,28 @@ impl RunnerConfig {
                 10,
             )?,
             executor,
-            ssh: raw
-                .ssh
-                .as_ref()
-                .map(|value| ssh_config(&key, value))
-                .transpose()?,
-            custom: raw
-                .custom
-                .as_ref()
-                .map(|value| custom_config(&key, value))
-                .transpose()?,
+            ssh: match &raw.ssh {
+                Some(value) => Some(
+                    section::<RawSshConfig>(&key("ssh"), value, file, warnings)?
+                        .validate(&key("ssh"))?,
+                ),
+                None => None,
+            },
+            custom: match &raw.custom {
+                Some(value) => Some(
+                    section::<RawCustomConfig>(&key("custom"), value, file, warnings)?.validate(),
+                ),
+                None => None,
+            },
             docker: match &raw.docker {
-                Some(value) => Some(docker_config(&key, value, warnings)?),
+                Some(value) => Some(
+                    section::<RawDockerConfig>(&key("docker"), value, file, warnings)?
+                        .validate(&key("docker"))?,
+                ),
                 None => None,
             },
             remote_cache: match &raw.cache {
-                Some(value) => remote_cache(&key, value, warnings)?,
+                Some(value) => remote_cache(&key, value, file, warnings)?,
                 None => None,
             },
             shell: raw.shell.clone(),
@@ -212,7 +221,15 @@ impl RunnerConfig {
             safe_directory_checkout: raw.safe_directory_checkout,
             clean_git_config: raw.clean_git_config,
             custom_build_dir_enabled: raw.custom_build_dir.as_ref().and_then(|c| c.enabled),
-            feature_flags: raw.feature_flags.clone(),
+            feature_flags: {
+                let (flags, unknown) = runner_core::feature_flags::from_config(&raw.feature_flags);
+                warnings.extend(
+                    unknown
+                        .into_iter()
+                        .map(|name| ignored_key(&format!("{}.{name}", key("feature_flags")), file)),
+                );
+                flags
+            },
             graceful_kill_timeout: seconds(
                 "graceful_kill_timeout",
                 raw.graceful_kill_timeout,

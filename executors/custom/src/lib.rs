@@ -5,12 +5,14 @@
 //! `job_env`), exit-code classes and messages, timeouts and SIGTERM → SIGKILL of the driver's
 //! process group.
 //!
-//! Main types: [`CustomProvider`] (the `ExecutorProvider`), [`CustomExecutor`], [`CustomConfig`].
+//! Main types: [`CustomProvider`] (the `ExecutorProvider`), [`CustomExecutor`], [`CustomConfig`]
+//! (and [`RawCustomConfig`], the `[runners.custom]` section as written).
 //!
 //! Depends only on `runner-core`; it must not depend on `shells`, `network`, other executors or
 //! `commands`.
 
 mod driver_process;
+mod raw_config;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,6 +29,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 pub use driver_process::{DriverExit, Output};
+pub use raw_config::RawCustomConfig;
 
 /// `BUILD_FAILURE_EXIT_CODE`: the user's script failed.
 pub const BUILD_FAILURE_EXIT_CODE: i32 = 1;

@@ -16,7 +16,8 @@
 //! `graceful_kill_timeout`, the container is killed ([`stage`], through the stage runner).
 //!
 //! Main types: [`DockerProvider`], [`DockerExecutor`], [`DockerConfig`]. Modules: `config`
-//! (`[runners.docker]`), `pull` (images, pull policies, the pull-failure classifier),
+//! (the typed `[runners.docker]`), `raw_config` ([`RawDockerConfig`], the section as written,
+//! and its validation), `pull` (images, pull policies, the pull-failure classifier),
 //! `containers` (host configs, labels, the job's containers, network and volumes), `services`,
 //! [`volumes`], [`auth`], [`stage`] (the port to the stage runner).
 //!
@@ -38,6 +39,7 @@ use runner_core::executor::{
     ScriptExit, ShellType, Unlimited,
 };
 use runner_core::failure::FailureReason;
+use runner_core::feature_flags::FeatureFlag;
 use runner_core::log::JobLog;
 use runner_core::process::KillTimeouts;
 use runner_core::stage_runner::{run_stage, Started};
@@ -47,12 +49,14 @@ pub mod auth;
 mod config;
 mod containers;
 mod pull;
+mod raw_config;
 mod services;
 pub mod stage;
 pub mod volumes;
 
 pub use config::{DockerConfig, PullPolicy, Resources};
 pub use pull::classify_image_pull_failure;
+pub use raw_config::RawDockerConfig;
 
 use containers::*;
 use pull::*;
@@ -351,7 +355,7 @@ impl Executor for DockerExecutor {
             binds: plan.binds.clone(),
             user: user.clone(),
             platform,
-            init: build.flags.enabled("FF_USE_INIT_WITH_DOCKER_EXECUTOR"),
+            init: build.flags.enabled(FeatureFlag::UseInitWithDockerExecutor),
             containers: HashMap::new(),
             hostname: if self.config.hostname.is_empty() {
                 unique
@@ -370,7 +374,8 @@ impl Executor for DockerExecutor {
             .unwrap_or_default();
         self.create_volumes(&plan, &labels, settings.protected, &user, &image_user)
             .await?;
-        if self.config.network_mode.is_empty() && build.flags.enabled("FF_NETWORK_PER_BUILD") {
+        if self.config.network_mode.is_empty() && build.flags.enabled(FeatureFlag::NetworkPerBuild)
+        {
             self.create_network(&prefix, &labels).await?;
         }
         self.start_services(build, log).await

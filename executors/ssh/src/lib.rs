@@ -8,13 +8,17 @@
 //! stage gets SIGTERM, then SIGKILL after `graceful_kill_timeout`, through the stage runner
 //! ([`stage`]; upstream kills only the shell at once, and its children live on).
 //!
-//! Main types: [`SshProvider`] (the `ExecutorProvider`), [`SshExecutor`], [`SshConfig`].
+//! Main types: [`SshProvider`] (the `ExecutorProvider`), [`SshExecutor`], [`SshConfig`] (and
+//! [`RawSshConfig`], the `[runners.ssh]` section as written).
 //!
-//! Depends only on `runner-core` and russh; it must not depend on `shells`, `network`, other
+//! Depends only on `runner-core`, serde and russh; it must not depend on `shells`, `network`, other
 //! executors or `commands`.
 
 pub mod known_hosts;
+mod raw_config;
 pub mod stage;
+
+pub use raw_config::RawSshConfig;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -59,7 +59,7 @@ pub struct RunnerSettings {
     pub clean_git_config: Option<bool>,
     pub prepare_timeout: Option<Duration>,
     pub get_sources_timeout: Option<Duration>,
-    pub feature_flags: BTreeMap<String, bool>,
+    pub feature_flags: BTreeMap<FeatureFlag, bool>,
     pub debug_trace_disabled: bool,
     pub version: RunnerVersion,
     /// The GitLab connection's TLS material, given to the job as file variables.
@@ -84,21 +84,15 @@ impl RunnerSettings {
     }
 }
 
-/// Interpolates `inputs` unless `FF_ENABLE_JOB_INPUTS_INTERPOLATION` is off (in
-/// `[runners.feature_flags]`, else as a job variable).
+/// Interpolates `inputs` unless `FF_ENABLE_JOB_INPUTS_INTERPOLATION` is off (resolved as every
+/// other flag: `[runners.feature_flags]`, else a job variable, else an `environment` entry).
 pub(super) fn interpolate_inputs(input: &mut BuildInput) -> Result<(), crate::inputs::InputError> {
-    const FLAG: &str = "FF_ENABLE_JOB_INPUTS_INTERPOLATION";
-    let enabled = match input.runner.feature_flags.get(FLAG) {
-        Some(value) => *value,
-        None => input
-            .job
-            .variables
-            .iter()
-            .rev()
-            .find(|variable| variable.key == FLAG)
-            .map(|variable| crate::variables::parse_bool(&variable.value).unwrap_or(true))
-            .unwrap_or(true),
-    };
+    let (flags, _) = FeatureFlags::for_job(
+        &input.runner.feature_flags,
+        &input.runner.environment,
+        &input.job.variables,
+    );
+    let enabled = flags.enabled(FeatureFlag::EnableJobInputsInterpolation);
     if !enabled {
         return Ok(());
     }
@@ -379,7 +373,7 @@ impl BuildContext {
             "RUNNER_TEMP_PROJECT_DIR",
             dirs.tmp_dir(),
         ));
-        if flags.enabled("FF_NETWORK_PER_BUILD") {
+        if flags.enabled(FeatureFlag::NetworkPerBuild) {
             all.push(JobVariable::internal(
                 "CI_BUILD_NETWORK_NAME",
                 crate::dirs::project_unique_short_name(

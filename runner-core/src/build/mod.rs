@@ -17,7 +17,7 @@ use crate::cancel::{CancelReason, JobCancel};
 use crate::dirs::{compute_dirs, short_token, BuildDirs, DirOptions, ProjectIdentity};
 use crate::executor::{Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ScriptExit};
 use crate::failure::{BuildError, FailureReason};
-use crate::feature_flags::FeatureFlags;
+use crate::feature_flags::{FeatureFlag, FeatureFlags};
 use crate::job::JobResponse;
 use crate::log::{JobLog, ANSI_BOLD_CYAN, ANSI_RESET};
 use crate::panic::{panic_message, CatchUnwind};
@@ -394,7 +394,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         let attempts = attempts.clamp(1, 10);
         let (mut backoff, max_backoff) = if context
             .flags
-            .enabled("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY")
+            .enabled(FeatureFlag::UseExponentialBackoffStageRetry)
         {
             (Duration::from_secs(5), Duration::from_secs(5 * 60))
         } else {

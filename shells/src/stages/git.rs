@@ -2,6 +2,7 @@
 //! and the git cleanup the cleanup stage reuses.
 
 use runner_core::dirs::join_path;
+use runner_core::feature_flags::FeatureFlag;
 use runner_core::script::ScriptError;
 use runner_core::settings::{GitStrategy, SubmoduleStrategy};
 
@@ -74,7 +75,7 @@ pub(super) fn write_get_sources(w: &mut BashWriter, info: &Info<'_>) -> Result<(
     w.variable("GIT_TERMINAL_PROMPT", "0", false);
     w.variable("GCM_INTERACTIVE", "Never", false);
 
-    if info.flag("FF_GIT_URLS_WITHOUT_TOKENS") {
+    if info.flag(FeatureFlag::GitUrlsWithoutTokens) {
         let ext = w.tmp_file(EXTERNAL_GIT_CONFIG);
         let seed = w.tmp_file(GLOBAL_GIT_CONFIG_SEED);
         w.rm_file(&seed);
@@ -211,7 +212,7 @@ fn write_clone_fetch(w: &mut BashWriter, info: &Info<'_>) -> Result<(), ScriptEr
 }
 
 fn proactive_auth_args(w: &mut BashWriter, info: &Info<'_>) -> Vec<String> {
-    if !info.flag("FF_USE_GIT_PROACTIVE_AUTH") {
+    if !info.flag(FeatureFlag::UseGitProactiveAuth) {
         return Vec::new();
     }
     match info.remote_host() {
@@ -294,7 +295,7 @@ fn setup_template_dir(
     }
 
     w.rm_file(&ext_config);
-    if info.flag("FF_USE_GITALY_CORRELATION_ID") {
+    if info.flag(FeatureFlag::UseGitalyCorrelationId) {
         let correlation = &info.build.correlation_id;
         w.command_arg_expand(
             "git",
@@ -308,7 +309,7 @@ fn setup_template_dir(
         );
         w.notice(&format!("Gitaly correlation ID: {correlation}"));
     }
-    if info.flag("FF_USE_GIT_BUNDLE_URIS") {
+    if info.flag(FeatureFlag::UseGitBundleUris) {
         w.command_arg_expand(
             "git",
             &["config", "-f", &ext_config, "transfer.bundleURI", "true"],
@@ -335,7 +336,7 @@ fn setup_template_dir(
             ],
         );
     }
-    if info.flag("FF_GIT_URLS_WITHOUT_TOKENS") {
+    if info.flag(FeatureFlag::GitUrlsWithoutTokens) {
         let host = info.remote_host().ok_or_else(|| {
             ScriptError("setting up external git config: the repository URL has no host".into())
         })?;

@@ -15,6 +15,7 @@ pub use cache::sanitize_cache_key;
 
 use runner_core::build::BuildContext;
 use runner_core::dirs::{join_path, split_url};
+use runner_core::feature_flags::FeatureFlag;
 use runner_core::script::ScriptError;
 use runner_core::settings::GitStrategy;
 use runner_core::stage::Stage;
@@ -51,8 +52,8 @@ impl<'a> Info<'a> {
         }
     }
 
-    fn flag(&self, name: &str) -> bool {
-        self.build.flags.enabled(name)
+    fn flag(&self, flag: FeatureFlag) -> bool {
+        self.build.flags.enabled(flag)
     }
 
     fn lfs_smudge_disabled(&self) -> bool {
@@ -171,7 +172,7 @@ fn write_exports(w: &mut BashWriter, info: &Info<'_>, env_only: bool) {
     let env_file = w.tmp_file(GITLAB_ENV_FILE);
     w.variable("GITLAB_ENV", &env_file, false);
     w.source_env(&env_file);
-    if info.flag("FF_GIT_URLS_WITHOUT_TOKENS") {
+    if info.flag(FeatureFlag::GitUrlsWithoutTokens) {
         let seed = w.tmp_file(GLOBAL_GIT_CONFIG_SEED);
         w.export_raw("GIT_CONFIG_GLOBAL", &seed);
     }
@@ -231,7 +232,7 @@ fn write_cleanup(w: &mut BashWriter, info: &Info<'_>) -> Result<(), ScriptError>
         let path = w.tmp_file(&variable.key);
         w.rm_file(&path);
     }
-    if info.flag("FF_ENABLE_JOB_CLEANUP") {
+    if info.flag(FeatureFlag::EnableJobCleanup) {
         match info.build.settings.git_strategy {
             GitStrategy::Clone | GitStrategy::Empty => w.rm_dir(&info.project_dir),
             GitStrategy::Fetch => {

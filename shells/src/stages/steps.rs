@@ -1,6 +1,7 @@
 //! The user script steps (`script`, `release`, ...) with the runner's pre/post build hooks, and
 //! the command echoing they share with after_script and the get_sources hooks.
 
+use runner_core::feature_flags::FeatureFlag;
 use runner_core::script::ScriptError;
 use runner_core::stage::Stage;
 
@@ -19,7 +20,7 @@ pub(super) fn write_commands(
         if command.is_empty() {
             w.empty_line();
         } else if let Some((first_line, _)) = command.split_once('\n') {
-            if info.flag("FF_SCRIPT_SECTIONS") && info.build.job.features.trace_sections {
+            if info.flag(FeatureFlag::ScriptSections) && info.build.job.features.trace_sections {
                 let section = format!("{prefix}_{index}");
                 w.section_start(
                     &section,

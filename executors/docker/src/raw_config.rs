@@ -1,16 +1,17 @@
-//! `[runners.docker]`: the raw section, the keys it knows, and its conversion to `DockerConfig`.
+//! `[runners.docker]` as written, and its validation into [`DockerConfig`]. Keys of upstream's
+//! that this executor does not read yet are not fields here: the loader warns about each one it
+//! meets, so registered files load.
 
 use std::collections::HashMap;
 
-use executor_docker::{DockerConfig, PullPolicy};
+use runner_core::config_section::{InvalidValue, OneOrMany};
 use serde::Deserialize;
 
-use super::{invalid, ConfigError};
+use crate::{DockerConfig, PullPolicy, Resources};
 
-/// `[runners.docker]` as written; keys of upstream's that this runner does not use yet are
-/// warned about, not refused, so registered files load.
+/// `[runners.docker]` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
-struct RawDocker {
+pub struct RawDockerConfig {
     #[serde(default)]
     host: Option<String>,
     #[serde(default)]
@@ -18,7 +19,7 @@ struct RawDocker {
     #[serde(default)]
     helper_image: Option<String>,
     #[serde(default)]
-    pull_policy: Option<toml::Value>,
+    pull_policy: Option<OneOrMany>,
     #[serde(default)]
     allowed_pull_policies: Vec<String>,
     #[serde(default)]
@@ -157,7 +158,6 @@ struct RawDocker {
 
 /// `[[runners.docker.services]]`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDockerService {
     name: String,
     #[serde(default)]
@@ -170,80 +170,6 @@ struct RawDockerService {
     #[serde(default)]
     environment: Vec<String>,
 }
-
-const DOCKER_KEYS: &[&str] = &[
-    "host",
-    "image",
-    "helper_image",
-    "pull_policy",
-    "allowed_pull_policies",
-    "allowed_images",
-    "privileged",
-    "user",
-    "memory",
-    "cpus",
-    "network_mode",
-    "extra_hosts",
-    "dns",
-    "shm_size",
-    "cap_add",
-    "cap_drop",
-    "security_opt",
-    "devices",
-    "volumes",
-    "wait_for_services_timeout",
-    "cache_dir",
-    "disable_cache",
-    "services",
-    "services_limit",
-    "allowed_services",
-    "disable_entrypoint_overwrite",
-    "allowed_users",
-    "hostname",
-    "memory_swap",
-    "memory_reservation",
-    "cpuset_cpus",
-    "cpuset_mems",
-    "cpu_shares",
-    "cgroup_parent",
-    "oom_kill_disable",
-    "oom_score_adjust",
-    "dns_search",
-    "group_add",
-    "userns_mode",
-    "pid_mode",
-    "ipcmode",
-    "runtime",
-    "device_cgroup_rules",
-    "ulimit",
-    "tmpfs",
-    "services_tmpfs",
-    "sysctls",
-    "links",
-    "volumes_from",
-    "volume_driver",
-    "volume_driver_ops",
-    "volume_keep",
-    "mac_address",
-    "container_labels",
-    "services_privileged",
-    "allowed_privileged_images",
-    "allowed_privileged_services",
-    "services_security_opt",
-    "service_memory",
-    "service_memory_swap",
-    "service_memory_reservation",
-    "service_cpuset_cpus",
-    "service_cpu_shares",
-    "service_cpus",
-    "service_cgroup_parent",
-    "network_mtu",
-    "enable_ipv6",
-    "services_devices",
-    "log_options",
-    "tls_cert_path",
-    "tls_verify",
-];
 
 /// `512m`, `1g`, `1048576`: bytes, as docker's units.
 fn docker_bytes(text: &str) -> Option<i64> {
@@ -263,84 +189,51 @@ fn docker_bytes(text: &str) -> Option<i64> {
     Some((value * scale) as i64)
 }
 
-fn pull_policies(key: &str, values: &[String]) -> Result<Vec<PullPolicy>, ConfigError> {
+fn pull_policies(key: &str, values: &[String]) -> Result<Vec<PullPolicy>, InvalidValue> {
     values
         .iter()
         .map(|value| {
-            PullPolicy::parse(value)
-                .ok_or_else(|| invalid(key, value, "expected always, if-not-present or never"))
+            PullPolicy::parse(value).ok_or_else(|| {
+                InvalidValue::new(key, value, "expected always, if-not-present or never")
+            })
         })
         .collect()
 }
 
-pub(super) fn docker_config(
-    key: &dyn Fn(&str) -> String,
-    raw: &toml::Value,
-    warnings: &mut Vec<String>,
-) -> Result<DockerConfig, ConfigError> {
-    if let Some(table) = raw.as_table() {
-        for name in table.keys() {
-            if !DOCKER_KEYS.contains(&name.as_str()) {
-                warnings.push(format!(
-                    "{}: not supported by gitlab-runner-rs yet, ignored",
-                    key(&format!("docker.{name}"))
-                ));
-            }
-        }
+impl RawDockerConfig {
+    /// The typed section; `section` is the section's key in messages (`runners[0].docker`).
+    pub fn validate(self, section: &str) -> Result<DockerConfig, InvalidValue> {
+        validate(self, &|name| format!("{section}.{name}"))
     }
-    let raw: RawDocker = raw
-        .clone()
-        .try_into()
-        .map_err(|error: toml::de::Error| invalid(key("docker"), "", error.message()))?;
+}
+
+fn validate(
+    raw: RawDockerConfig,
+    key: &dyn Fn(&str) -> String,
+) -> Result<DockerConfig, InvalidValue> {
     let defaults = DockerConfig::default();
-    let pull_policy = match &raw.pull_policy {
+    let pull_policy = match raw.pull_policy.clone() {
         None => defaults.pull_policy.clone(),
-        Some(toml::Value::String(one)) => {
-            pull_policies(&key("docker.pull_policy"), std::slice::from_ref(one))?
-        }
-        Some(toml::Value::Array(list)) => pull_policies(
-            &key("docker.pull_policy"),
-            &list
-                .iter()
-                .map(|v| v.as_str().unwrap_or_default().to_string())
-                .collect::<Vec<_>>(),
-        )?,
-        Some(other) => {
-            return Err(invalid(
-                key("docker.pull_policy"),
-                other,
-                "expected a policy or a list of policies",
-            ))
-        }
+        Some(policies) => pull_policies(&key("pull_policy"), &policies.into_vec())?,
     };
-    let bytes = |name: &str, value: &Option<String>| -> Result<Option<i64>, ConfigError> {
+    let bytes = |name: &str, value: &Option<String>| -> Result<Option<i64>, InvalidValue> {
         match value.as_deref().filter(|text| !text.is_empty()) {
             None => Ok(None),
             Some(text) => docker_bytes(text).map(Some).ok_or_else(|| {
-                invalid(
-                    key(&format!("docker.{name}")),
-                    text,
-                    "expected a size such as 512m or 2g",
-                )
+                InvalidValue::new(key(name), text, "expected a size such as 512m or 2g")
             }),
         }
     };
-    let cpus = |name: &str, value: &Option<String>| -> Result<Option<i64>, ConfigError> {
+    let cpus = |name: &str, value: &Option<String>| -> Result<Option<i64>, InvalidValue> {
         match value.as_deref().filter(|text| !text.is_empty()) {
             None => Ok(None),
             Some(text) => text
                 .parse::<f64>()
                 .map(|cpus| Some((cpus * 1e9) as i64))
-                .map_err(|_| {
-                    invalid(
-                        key(&format!("docker.{name}")),
-                        text,
-                        "expected a number such as 1.5",
-                    )
-                }),
+                .map_err(|_| InvalidValue::new(key(name), text, "expected a number such as 1.5")),
         }
     };
-    let resources = executor_docker::Resources {
+    let resources = Resources {
         memory: bytes("memory", &raw.memory)?,
         memory_swap: bytes("memory_swap", &raw.memory_swap)?,
         memory_reservation: bytes("memory_reservation", &raw.memory_reservation)?,
@@ -349,7 +242,7 @@ pub(super) fn docker_config(
         cpu_shares: raw.cpu_shares.filter(|shares| *shares > 0),
         cgroup_parent: raw.cgroup_parent.clone().unwrap_or_default(),
     };
-    let service_resources = executor_docker::Resources {
+    let service_resources = Resources {
         memory: bytes("service_memory", &raw.service_memory)?,
         memory_swap: bytes("service_memory_swap", &raw.service_memory_swap)?,
         memory_reservation: bytes(
@@ -366,8 +259,8 @@ pub(super) fn docker_config(
         let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
         let parse = |text: &str| {
             text.trim().parse::<i64>().map_err(|_| {
-                invalid(
-                    key(&format!("docker.ulimit.{name}")),
+                InvalidValue::new(
+                    key(&format!("ulimit.{name}")),
                     limits,
                     "expected <soft>[:<hard>] numbers",
                 )
@@ -387,7 +280,7 @@ pub(super) fn docker_config(
             .unwrap_or(defaults.helper_image),
         pull_policy,
         allowed_pull_policies: pull_policies(
-            &key("docker.allowed_pull_policies"),
+            &key("allowed_pull_policies"),
             &raw.allowed_pull_policies,
         )?,
         allowed_images: raw.allowed_images,
