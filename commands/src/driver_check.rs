@@ -15,7 +15,7 @@ use runner_core::build::{
 };
 use runner_core::cancel::JobCancel;
 use runner_core::executor::{
-    Executor, ExecutorCommand, ExecutorError, ExecutorProvider, ScriptExit,
+    Executor, ExecutorCommand, ExecutorError, ExecutorErrorKind, ExecutorProvider, ScriptExit,
 };
 use runner_core::failure::{BuildError, FailureReason};
 use runner_core::job::{JobInfo, JobResponse, RunnerInfo, Step};
@@ -48,22 +48,22 @@ fn describe(result: &Result<ScriptExit, ExecutorError>) -> String {
     match result {
         Ok(ScriptExit::Success) => "ok".into(),
         Ok(ScriptExit::Failed { message, .. }) => format!("build failure: {message}"),
-        Err(error) => describe_error(error.reason, &error.full_message()),
+        Err(error) => describe_error(error.kind(), &error.full_message()),
     }
 }
 
-/// A call that has no script exit (configure, prepare): `ok` or its error's own message.
+/// A call that has no script exit (configure, prepare): `ok` or its error with its causes.
 fn describe_done<T>(result: &Result<T, ExecutorError>) -> String {
     match result {
         Ok(_) => "ok".into(),
-        Err(error) => describe_error(error.reason, &error.message),
+        Err(error) => describe_error(error.kind(), &error.full_message()),
     }
 }
 
-fn describe_error(reason: Option<FailureReason>, message: &str) -> String {
-    match reason {
-        Some(reason) => format!("{reason}: {message}"),
-        None => format!("system failure: {message}"),
+fn describe_error(kind: ExecutorErrorKind, message: &str) -> String {
+    match kind {
+        ExecutorErrorKind::Job(reason) => format!("{reason}: {message}"),
+        ExecutorErrorKind::System => format!("system failure: {message}"),
     }
 }
 

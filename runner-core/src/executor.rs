@@ -122,37 +122,69 @@ pub enum ScriptExit {
     },
 }
 
-/// An infrastructure failure. Without a reason it is a `runner_system_failure` (and prepare retries
-/// it); with one it is a `BuildError` that is not retried.
+/// What an [`ExecutorError`] means for the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorErrorKind {
+    /// The runner's side failed (the Docker engine, the SSH connection, a driver's backend):
+    /// the job fails with `runner_system_failure`, and prepare tries again first.
+    System,
+    /// The job cannot run as it is configured or as it asked (a refused image, a bad
+    /// `config_exec` answer): it fails at once with this reason, no retry.
+    Job(FailureReason),
+}
+
+/// An executor's failure: its kind, the executor's wording, and the error that caused it (kept
+/// as a real `source`, so the job log's text carries the whole chain and callers can inspect the
+/// cause). A failing user script is not one of these: it is a [`ScriptExit`].
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ExecutorError {
-    pub message: String,
-    pub reason: Option<FailureReason>,
+    kind: ExecutorErrorKind,
+    message: String,
     #[source]
-    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ExecutorError {
+    /// A [`ExecutorErrorKind::System`] failure.
     pub fn system(message: impl Into<String>) -> Self {
         Self {
+            kind: ExecutorErrorKind::System,
             message: message.into(),
-            reason: None,
             source: None,
         }
     }
 
+    /// A [`ExecutorErrorKind::Job`] failure with `reason`.
     pub fn with_reason(reason: FailureReason, message: impl Into<String>) -> Self {
         Self {
+            kind: ExecutorErrorKind::Job(reason),
             message: message.into(),
-            reason: Some(reason),
             source: None,
         }
     }
 
+    /// The same error, caused by `source`.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    pub fn kind(&self) -> ExecutorErrorKind {
+        self.kind
+    }
+
+    /// The executor's wording, without the causes ([`Self::full_message`] has them).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The reason GitLab is told.
+    pub fn failure_reason(&self) -> FailureReason {
+        match self.kind {
+            ExecutorErrorKind::System => FailureReason::RunnerSystemFailure,
+            ExecutorErrorKind::Job(reason) => reason,
+        }
     }
 
     /// The message with its causes, for the job log.
@@ -160,9 +192,14 @@ impl ExecutorError {
         crate::failure::error_chain(self)
     }
 
+    /// The same error with `hint` after its own message (before its causes).
+    pub fn with_hint(mut self, hint: &str) -> Self {
+        self.message.push_str(hint);
+        self
+    }
+
     pub fn into_build_error(self) -> BuildError {
-        let reason = self.reason.unwrap_or(FailureReason::RunnerSystemFailure);
-        BuildError::new(reason, self.full_message())
+        BuildError::new(self.failure_reason(), self.full_message())
     }
 }
 

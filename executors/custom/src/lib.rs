@@ -377,7 +377,7 @@ impl CustomExecutor {
             self.expect_success(exit)?;
             if !stdout.iter().all(u8::is_ascii_whitespace) {
                 let output: ConfigOutput = serde_json::from_slice(&stdout).map_err(|error| {
-                    ExecutorError::system(format!("error while parsing JSON output: {error}"))
+                    ExecutorError::system("error while parsing JSON output").with_source(error)
                 })?;
                 let shell = match output.shell.filter(|shell| !shell.is_empty()) {
                     None => None,
@@ -519,7 +519,7 @@ impl Executor for CustomExecutor {
 
     async fn cleanup(&mut self, log: &JobLog) {
         if let Err(error) = self.config() {
-            log.warning(&error.message);
+            log.warning(error.message());
             return;
         }
         if self.temp_dir.is_none() {

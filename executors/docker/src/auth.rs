@@ -17,6 +17,48 @@ pub const SOURCE_VARIABLE: &str = "$DOCKER_AUTH_CONFIG";
 pub const SOURCE_PAYLOAD: &str = "job payload (GitLab Registry)";
 const DEFAULT_REGISTRY: &str = "docker.io";
 
+/// Why one source of registry credentials could not be read (the source is then skipped with
+/// a warning that carries this error and its cause).
+#[derive(Debug, thiserror::Error)]
+enum CredentialError {
+    #[error(transparent)]
+    Read(std::io::Error),
+    #[error(transparent)]
+    Json(serde_json::Error),
+    #[error("expected a JSON object")]
+    NotAnObject,
+    #[error("decoding the auth of {server}")]
+    Decode {
+        server: String,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("the auth of {server} is not user:password")]
+    NotUserPassword { server: String },
+    #[error("path traversal is not allowed")]
+    HelperName,
+    #[error("running {program} {action}")]
+    Spawn {
+        program: String,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} {action}: {output}")]
+    HelperFailed {
+        program: String,
+        action: &'static str,
+        output: String,
+    },
+    #[error("docker-credential-{name} {action}")]
+    HelperOutput {
+        name: String,
+        action: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// One registry's credentials and where they came from.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RegistryAuth {
@@ -128,7 +170,7 @@ fn all_configs(sources: &AuthSources, warnings: &mut Vec<String>) -> Vec<Registr
         if let Some(file) = files.iter().find(|file| file.exists()) {
             let name = file.display().to_string();
             match std::fs::read(file)
-                .map_err(|error| error.to_string())
+                .map_err(CredentialError::Read)
                 .and_then(|bytes| read_config(&bytes))
             {
                 Ok(configs) => add(&name, configs),
@@ -156,17 +198,18 @@ fn all_configs(sources: &AuthSources, warnings: &mut Vec<String>) -> Vec<Registr
     found
 }
 
-fn unreadable(source: &str, error: &str) -> String {
+fn unreadable(source: &str, error: &CredentialError) -> String {
     format!(
-        "Failed to resolve credentials from {source}: {error}. Credentials from this source will not be used."
+        "Failed to resolve credentials from {source}: {}. Credentials from this source will not be used.",
+        runner_core::failure::error_chain(error)
     )
 }
 
 /// A docker config (`auths`, `credsStore`, `credHelpers`) as logins by server, sorted by
 /// server.
-fn read_config(bytes: &[u8]) -> Result<Vec<(String, Login)>, String> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
-    let object = value.as_object().ok_or("expected a JSON object")?;
+fn read_config(bytes: &[u8]) -> Result<Vec<(String, Login)>, CredentialError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(CredentialError::Json)?;
+    let object = value.as_object().ok_or(CredentialError::NotAnObject)?;
     let mut out: BTreeMap<String, Login> = BTreeMap::new();
     let auths = object.get("auths").and_then(Value::as_object);
     let store = object
@@ -188,11 +231,17 @@ fn read_config(bytes: &[u8]) -> Result<Vec<(String, Login)>, String> {
             if !encoded.is_empty() {
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(encoded.trim())
-                    .map_err(|error| format!("decoding the auth of {server}: {error}"))?;
+                    .map_err(|source| CredentialError::Decode {
+                        server: server.clone(),
+                        source,
+                    })?;
                 let decoded = String::from_utf8_lossy(&decoded).into_owned();
-                let (user, pass) = decoded
-                    .split_once(':')
-                    .ok_or_else(|| format!("the auth of {server} is not user:password"))?;
+                let (user, pass) =
+                    decoded
+                        .split_once(':')
+                        .ok_or_else(|| CredentialError::NotUserPassword {
+                            server: server.clone(),
+                        })?;
                 username = user.to_string();
                 password = pass.trim_end_matches('\0').to_string();
             }
@@ -223,14 +272,14 @@ fn read_config(bytes: &[u8]) -> Result<Vec<(String, Login)>, String> {
     Ok(out.into_iter().collect())
 }
 
-fn helper_program(name: &str) -> Result<String, String> {
+fn helper_program(name: &str) -> Result<String, CredentialError> {
     if name.is_empty() || name.contains('/') || name.contains("..") {
-        return Err("path traversal is not allowed".into());
+        return Err(CredentialError::HelperName);
     }
     Ok(format!("docker-credential-{name}"))
 }
 
-fn run_helper(name: &str, action: &str, input: &str) -> Result<Vec<u8>, String> {
+fn run_helper(name: &str, action: &'static str, input: &str) -> Result<Vec<u8>, CredentialError> {
     let program = helper_program(name)?;
     let mut child = Command::new(&program)
         .arg(action)
@@ -238,27 +287,40 @@ fn run_helper(name: &str, action: &str, input: &str) -> Result<Vec<u8>, String> 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|error| format!("running {program} {action}: {error}"))?;
+        .map_err(|source| CredentialError::Spawn {
+            program: program.clone(),
+            action,
+            source,
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(input.as_bytes());
     }
     let output = child
         .wait_with_output()
-        .map_err(|error| format!("running {program} {action}: {error}"))?;
+        .map_err(|source| CredentialError::Spawn {
+            program: program.clone(),
+            action,
+            source,
+        })?;
     if !output.status.success() {
-        return Err(format!(
-            "{program} {action}: {}",
-            String::from_utf8_lossy(&output.stdout).trim()
-        ));
+        return Err(CredentialError::HelperFailed {
+            program,
+            action,
+            output: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        });
     }
     Ok(output.stdout)
 }
 
 /// `get`: `{"ServerURL", "Username", "Secret"}`; a `<token>` user means an identity token.
-fn helper_get(name: &str, server: &str) -> Result<Login, String> {
+fn helper_get(name: &str, server: &str) -> Result<Login, CredentialError> {
     let output = run_helper(name, "get", server)?;
-    let value: Value = serde_json::from_slice(&output)
-        .map_err(|error| format!("docker-credential-{name} get: {error}"))?;
+    let value: Value =
+        serde_json::from_slice(&output).map_err(|source| CredentialError::HelperOutput {
+            name: name.to_string(),
+            action: "get",
+            source,
+        })?;
     let user = value["Username"].as_str().unwrap_or("").to_string();
     let secret = value["Secret"].as_str().unwrap_or("").to_string();
     Ok(if user == "<token>" {
@@ -275,10 +337,14 @@ fn helper_get(name: &str, server: &str) -> Result<Login, String> {
     })
 }
 
-fn store_all(name: &str) -> Result<Vec<(String, Login)>, String> {
+fn store_all(name: &str) -> Result<Vec<(String, Login)>, CredentialError> {
     let output = run_helper(name, "list", "")?;
-    let listed: BTreeMap<String, String> = serde_json::from_slice(&output)
-        .map_err(|error| format!("docker-credential-{name} list: {error}"))?;
+    let listed: BTreeMap<String, String> =
+        serde_json::from_slice(&output).map_err(|source| CredentialError::HelperOutput {
+            name: name.to_string(),
+            action: "list",
+            source,
+        })?;
     listed
         .keys()
         .map(|server| Ok((server.clone(), helper_get(name, server)?)))

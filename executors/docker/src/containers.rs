@@ -415,7 +415,7 @@ impl DockerExecutor {
                 ..Default::default()
             })
             .await
-            .map_err(|error| system(format!("creating the job network: {error}")))?;
+            .map_err(|error| system("creating the job network").with_source(error))?;
         if let Some(job) = self.job.as_mut() {
             job.network = Some(name);
         }
@@ -503,7 +503,7 @@ impl DockerExecutor {
                 body,
             )
             .await
-            .map_err(|error| system(format!("set volume permissions: {error}")))?;
+            .map_err(|error| system("set volume permissions").with_source(error))?;
         let outcome = async {
             docker
                 .start_container(
@@ -527,7 +527,7 @@ impl DockerExecutor {
                 Some(RemoveContainerOptionsBuilder::default().force(true).build()),
             )
             .await;
-        outcome.map_err(|error| system(format!("set volume permissions: {error}")))
+        outcome.map_err(|error| system("set volume permissions").with_source(error))
     }
 
     /// The container of `kind`, created on first use (a same-named leftover is removed first).

@@ -254,7 +254,7 @@ impl DockerExecutor {
             Some(host) => Docker::connect_with_host(&host),
             None => Docker::connect_with_local_defaults(),
         }
-        .map_err(|error| system(format!("creating the Docker client: {error}")))?;
+        .map_err(|error| system("creating the Docker client").with_source(error))?;
         self.docker = Some(docker);
         Ok(())
     }
@@ -309,15 +309,15 @@ impl Executor for DockerExecutor {
             None => log.println(&format!("Using docker image {id} for {image} ...")),
         }
         let helper = self.config.helper_image.clone();
-        if let Err(mut error) = self
+        if let Err(error) = self
             .ensure_image(&helper, "", &[PullPolicy::IfNotPresent], log)
             .await
         {
             // The default helper image is built locally, never published.
             if helper == DockerConfig::default().helper_image {
-                error.message.push_str(
+                return Err(error.with_hint(
                     " (the default helper image is built on the Docker host by scripts/build-helper-image.sh; or set helper_image)",
-                );
+                ));
             }
             return Err(error);
         }
@@ -336,7 +336,7 @@ impl Executor for DockerExecutor {
             &build.dirs.builds_dir,
             build.settings.git_strategy == runner_core::settings::GitStrategy::Fetch,
         )
-        .map_err(system)?;
+        .map_err(|error| system(error.to_string()))?;
         let entrypoint = self.entrypoint(&build.job.image.entrypoint, log);
         let env = container_env(build);
         let mut container_labels = labels.clone();
@@ -407,14 +407,16 @@ impl Executor for DockerExecutor {
                 ),
             )
             .await
-            .map_err(|error| system(format!("attaching to the {kind} container: {error}")))?;
+            .map_err(|error| {
+                system(format!("attaching to the {kind} container")).with_source(error)
+            })?;
         docker
             .start_container(
                 &id,
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
-            .map_err(|error| system(format!("starting the {kind} container: {error}")))?;
+            .map_err(|error| system(format!("starting the {kind} container")).with_source(error))?;
         let started = Started {
             process: stage::ContainerStage { docker, id, kind },
             output: stage::AttachOutput(attach.output),

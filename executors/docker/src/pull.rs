@@ -52,7 +52,7 @@ impl DockerExecutor {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
-            Err(error) => Err(system(format!("inspecting image {image:?}: {error}"))),
+            Err(error) => Err(system(format!("inspecting image {image:?}")).with_source(error)),
         }
     }
 
@@ -146,10 +146,11 @@ impl DockerExecutor {
             options = options.platform(platform);
         }
         let options = options.build();
-        let mut stream =
-            self.docker()
-                .map_err(|e| e.message)?
-                .create_image(Some(options), None, credentials);
+        let mut stream = self.docker().map_err(|e| e.full_message())?.create_image(
+            Some(options),
+            None,
+            credentials,
+        );
         let mut last_progress: HashMap<String, tokio::time::Instant> = HashMap::new();
         while let Some(item) = stream.next().await {
             let info = item.map_err(|error| match error {

@@ -229,7 +229,7 @@ impl DockerExecutor {
                     None::<bollard::query_parameters::InspectContainerOptions>,
                 )
                 .await
-                .map_err(|error| system(format!("getting exposed ports: {error}")))?;
+                .map_err(|error| system("getting exposed ports").with_source(error))?;
             let Some(ip) = container_ip(&inspect) else {
                 continue;
             };
@@ -317,7 +317,7 @@ impl DockerExecutor {
         let created = docker
             .create_container(Some(options.build()), body)
             .await
-            .map_err(|error| system(format!("create service container: {error}")))?;
+            .map_err(|error| system("create service container").with_source(error))?;
         if let Some(job) = self.job.as_mut() {
             job.services.push(created.id.clone());
         }
@@ -327,7 +327,7 @@ impl DockerExecutor {
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
-            .map_err(|error| system(format!("start service container: {error}")))?;
+            .map_err(|error| system("start service container").with_source(error))?;
         Ok(Started {
             id: created.id,
             name,

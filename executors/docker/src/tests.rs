@@ -2,6 +2,7 @@
 //! pull policies.
 
 use super::*;
+use runner_core::executor::ExecutorErrorKind;
 
 #[test]
 fn allowed_images_are_doublestar_patterns() {
@@ -136,13 +137,16 @@ fn log_options_and_service_devices_follow_upstream() {
         ("mode".to_string(), "x".to_string()),
     ]);
     let error = check_log_options(&refused).unwrap_err();
-    assert_eq!(error.reason, Some(FailureReason::RunnerConfigurationError));
+    assert_eq!(
+        error.kind(),
+        ExecutorErrorKind::Job(FailureReason::RunnerConfigurationError)
+    );
     assert!(
         error
-            .message
+            .message()
             .ends_with("only [\"env\" \"labels\"] are allowed, but found: [\"max-size\" \"mode\"]"),
         "{}",
-        error.message
+        error.message()
     );
     let executor = executor(DockerConfig {
         services_devices: vec![("postgres:*".into(), vec!["/dev/fuse".into()])],
@@ -191,9 +195,12 @@ fn effective_pull_policies_are_upstreams() {
     let error = default
         .effective_policies("a", &names(&["never"]))
         .unwrap_err();
-    assert_eq!(error.reason, Some(FailureReason::RunnerConfigurationError));
     assert_eq!(
-            error.message,
+        error.kind(),
+        ExecutorErrorKind::Job(FailureReason::RunnerConfigurationError)
+    );
+    assert_eq!(
+            error.message(),
             "invalid pull policy for image \"a\": pull_policy ([never]) defined in GitLab pipeline config is not one of the allowed_pull_policies ([always])"
         );
     let allowing = executor(DockerConfig {
@@ -214,9 +221,11 @@ fn effective_pull_policies_are_upstreams() {
     });
     let error = strict.effective_policies("a", &[]).unwrap_err();
     assert!(
-        error.message.contains("defined in Runner config (default)"),
+        error
+            .message()
+            .contains("defined in Runner config (default)"),
         "{}",
-        error.message
+        error.message()
     );
 }
 

@@ -13,6 +13,17 @@
 //! Names and host paths get `-protected` for protected refs, so unprotected jobs never see a
 //! protected job's files.
 
+/// A `volumes` entry or builds directory that cannot be mounted (upstream's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VolumeError {
+    #[error("unsupported volume definition {0}")]
+    Unsupported(String),
+    #[error("volume for container path {0:?} is already defined")]
+    AlreadyDefined(String),
+    #[error("build directory needs to be a non-root path")]
+    RootPath,
+}
+
 /// What the plan is made from.
 #[derive(Debug, Clone, Default)]
 pub struct VolumeSettings {
@@ -59,7 +70,7 @@ pub fn plan(
     volumes: &[String],
     builds_dir: &str,
     git_fetch: bool,
-) -> Result<VolumePlan, String> {
+) -> Result<VolumePlan, VolumeError> {
     let mut plan = VolumePlan::default();
     for volume in volumes.iter().filter(|volume| !volume.is_empty()) {
         add(settings, &mut plan, volume)?;
@@ -79,7 +90,7 @@ pub fn plan(
     Ok(plan)
 }
 
-fn add(settings: &VolumeSettings, plan: &mut VolumePlan, volume: &str) -> Result<(), String> {
+fn add(settings: &VolumeSettings, plan: &mut VolumePlan, volume: &str) -> Result<(), VolumeError> {
     let parts: Vec<&str> = volume.split(':').collect();
     match parts.as_slice() {
         [destination] => {
@@ -102,7 +113,7 @@ fn add(settings: &VolumeSettings, plan: &mut VolumePlan, volume: &str) -> Result
             let destination = absolute(settings, destination)?;
             mount(plan, source.to_string(), destination, parts.get(2).copied())
         }
-        _ => Err(format!("unsupported volume definition {volume}")),
+        _ => Err(VolumeError::Unsupported(volume.to_string())),
     }
 }
 
@@ -112,7 +123,7 @@ fn named(
     plan: &mut VolumePlan,
     destination: String,
     reusable: bool,
-) -> Result<(), String> {
+) -> Result<(), VolumeError> {
     let base = if reusable {
         &settings.unique_name
     } else {
@@ -132,11 +143,9 @@ fn mount(
     source: String,
     destination: String,
     mode: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), VolumeError> {
     if plan.destinations.contains(&destination) {
-        return Err(format!(
-            "volume for container path {destination:?} is already defined"
-        ));
+        return Err(VolumeError::AlreadyDefined(destination));
     }
     plan.binds.push(match mode {
         Some(mode) => format!("{source}:{destination}:{mode}"),
@@ -146,10 +155,10 @@ fn mount(
     Ok(())
 }
 
-fn absolute(settings: &VolumeSettings, path: &str) -> Result<String, String> {
+fn absolute(settings: &VolumeSettings, path: &str) -> Result<String, VolumeError> {
     let trimmed = path.trim_end_matches('/');
     if trimmed.is_empty() {
-        return Err("build directory needs to be a non-root path".into());
+        return Err(VolumeError::RootPath);
     }
     if path.starts_with('/') {
         Ok(trimmed.to_string())
@@ -275,9 +284,12 @@ mod tests {
     #[test]
     fn bad_definitions_are_refused_with_upstreams_words() {
         let error = plan(&settings(), &["/".into()], "/builds", false).unwrap_err();
-        assert_eq!(error, "build directory needs to be a non-root path");
+        assert_eq!(
+            error.to_string(),
+            "build directory needs to be a non-root path"
+        );
         let error = plan(&settings(), &["a:b:c:d".into()], "/builds", false).unwrap_err();
-        assert_eq!(error, "unsupported volume definition a:b:c:d");
+        assert_eq!(error.to_string(), "unsupported volume definition a:b:c:d");
         let error = plan(
             &settings(),
             &["/cache".into(), "/tmp/x:/cache".into()],
@@ -286,7 +298,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(
-            error,
+            error.to_string(),
             "volume for container path \"/cache\" is already defined"
         );
     }

@@ -84,14 +84,15 @@ impl SshConfig {
         format!("{}:{}", self.host, self.port)
     }
 
-    fn known_hosts_path(&self) -> Result<PathBuf, String> {
+    /// `known_hosts_file`, else `~/.ssh/known_hosts`; `None` when neither is there to name
+    /// (no `$HOME`).
+    fn known_hosts_path(&self) -> Option<PathBuf> {
         if let Some(path) = &self.known_hosts_file {
-            return Ok(path.clone());
+            return Some(path.clone());
         }
         std::env::var_os("HOME")
             .filter(|home| !home.is_empty())
             .map(|home| PathBuf::from(home).join(".ssh").join("known_hosts"))
-            .ok_or_else(|| "user home directory: $HOME is not defined".to_string())
     }
 }
 
@@ -375,8 +376,10 @@ impl SshExecutor {
         let known_hosts = if config.disable_strict_host_key_checking {
             None
         } else {
-            let path = config.known_hosts_path().map_err(|message| {
-                connect_error(format!("getting host key callback: {message}"))
+            let path = config.known_hosts_path().ok_or_else(|| {
+                connect_error(
+                    "getting host key callback: user home directory: $HOME is not defined".into(),
+                )
             })?;
             Some(KnownHosts::load(&path).map_err(|error| {
                 connect_error(format!(
@@ -468,7 +471,7 @@ impl Executor for SshExecutor {
             return Err(ExecutorError::system("not connected"));
         };
         let lost = |what: &str, error: russh::Error| {
-            ExecutorError::system(format!("ssh connection to {address}: {what}: {error}"))
+            ExecutorError::system(format!("ssh connection to {address}: {what}")).with_source(error)
         };
         let channel = handle
             .channel_open_session()

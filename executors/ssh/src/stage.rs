@@ -331,7 +331,9 @@ mod tests {
             word(SessionEnd::Status(0), false).ok(),
             Some(ScriptExit::Success)
         );
-        let lost = word(SessionEnd::Closed, false).err().map(|e| e.message);
+        let lost = word(SessionEnd::Closed, false)
+            .err()
+            .map(|e| e.message().to_string());
         assert_eq!(
             lost.as_deref(),
             Some("ssh connection to host:22: the session ended: wait: remote command exited without exit status or exit signal")

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{CancelReason, JobCancel};
 use crate::dirs::{compute_dirs, short_token, BuildDirs, DirOptions, ProjectIdentity};
-use crate::executor::{Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ScriptExit};
+use crate::executor::{
+    Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ExecutorErrorKind, ScriptExit,
+};
 use crate::failure::{BuildError, FailureReason};
 use crate::feature_flags::{FeatureFlag, FeatureFlags};
 use crate::job::JobResponse;
@@ -310,7 +312,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                 (Err(error), None) => {
                     self.cleanup().await;
                     self.needs_cleanup = false;
-                    if error.reason.is_some() {
+                    if error.kind() != ExecutorErrorKind::System {
                         return Err(JobError::Build(error.into_build_error()));
                     }
                     if let Some(stop) = scope.check(self.cancel) {
