@@ -1,14 +1,25 @@
 //! The runner API (`/api/v4/runners`, `/api/v4/jobs/...`) as upstream speaks it (1.1–1.8).
+//!
+//! This file holds the client itself (its HTTP transport, rebuilt when the TLS files change) and
+//! the job calls: `POST jobs/request`, `PUT jobs/:id`, `PATCH jobs/:id/trace`. The calls'
+//! values are in `wire`, reading answers (a job payload, an error body) in `payload`, and
+//! registering and removing the runner in `registration`.
+
+mod payload;
+mod registration;
+mod wire;
+
+pub use payload::without_quoted_values;
+pub use wire::*;
+
+use payload::{message_from_body, parse_job};
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
 use reqwest::{Response, StatusCode};
-use runner_core::executor::FeaturesInfo;
-use runner_core::job::JobResponse;
 use runner_core::secret::Secret;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::ClientError;
@@ -16,176 +27,12 @@ use crate::retry;
 
 pub use runner_http::TlsOptions;
 
-/// The `info` object sent with every runner request.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct VersionInfo {
-    pub name: String,
-    pub version: String,
-    pub revision: String,
-    pub platform: String,
-    pub architecture: String,
-    pub executor: String,
-    pub shell: String,
-    pub features: FeaturesInfo,
-}
-
 /// A random correlation id: a UUID v4 without dashes (32 hex characters).
 pub fn correlation_id() -> String {
     let mut bytes: [u8; 16] = rand::thread_rng().gen();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// What `POST jobs/request` gave.
-#[derive(Debug)]
-pub enum JobRequestResult {
-    Job {
-        job: Box<JobResponse>,
-        /// The request's `X-Request-Id`.
-        correlation_id: String,
-    },
-    /// A 201 whose payload does not parse: the job must still be failed so it does not hang.
-    Malformed {
-        id: i64,
-        token: Secret<String>,
-        error: String,
-    },
-    NoJob,
-    Forbidden,
-    Unavailable,
-    Failed(String),
-    ClientError(String),
-    /// Whether any attempt saw a retriable status, for adaptive request concurrency.
-    RetriableSeen(Box<JobRequestResult>),
-}
-
-impl JobRequestResult {
-    /// Upstream's health rule: 403 and transport errors are unhealthy, everything else healthy.
-    pub fn healthy(&self) -> bool {
-        match self {
-            Self::Forbidden | Self::ClientError(_) => false,
-            Self::RetriableSeen(inner) => inner.healthy(),
-            _ => true,
-        }
-    }
-}
-
-/// The internal state an update maps to (`createUpdateJobResult`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpdateState {
-    Succeeded,
-    /// 202: GitLab is still processing the trace; wait and retry.
-    Accepted,
-    /// 412: resend the whole log from offset 0.
-    TraceValidationFailed,
-    Abort,
-    Failed,
-}
-
-/// What GitLab said in `Job-Status` and `X-GitLab-Trace-Update-Interval`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RemoteJobState {
-    pub cancel_requested: bool,
-    pub aborted: bool,
-    pub update_interval: Option<Duration>,
-}
-
-impl RemoteJobState {
-    fn from_response(response: &Response) -> Self {
-        let status = response
-            .headers()
-            .get("Job-Status")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("");
-        let update_interval = response
-            .headers()
-            .get("X-GitLab-Trace-Update-Interval")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<i64>().ok())
-            .filter(|seconds| *seconds > 0)
-            .map(|seconds| Duration::from_secs(seconds as u64).min(Duration::from_secs(15 * 60)));
-        Self {
-            cancel_requested: status == "canceling",
-            aborted: matches!(status, "canceled" | "failed"),
-            update_interval,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct UpdateResult {
-    pub state: UpdateState,
-    pub remote: RemoteJobState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatchState {
-    Succeeded,
-    NotFound,
-    RangeMismatch,
-    Abort,
-    Failed,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct PatchResult {
-    pub state: PatchState,
-    /// The offset GitLab now has (the next byte to send).
-    pub sent_offset: u64,
-    pub remote: RemoteJobState,
-}
-
-/// The job states the runner reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Running,
-    Success,
-    Failed,
-}
-
-/// One `PUT jobs/:id`.
-#[derive(Debug, Clone)]
-pub struct JobUpdate {
-    pub state: JobState,
-    pub failure_reason: Option<String>,
-    pub exit_code: i32,
-    pub checksum: String,
-    pub bytesize: u64,
-}
-
-/// What registering returned.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RegisteredRunner {
-    #[serde(default)]
-    pub id: i64,
-    pub token: Secret<String>,
-    #[serde(default)]
-    pub token_expires_at: Option<String>,
-}
-
-/// Parameters of the legacy registration-token flow.
-#[derive(Debug, Clone, Default)]
-pub struct RegisterParameters {
-    pub description: String,
-    pub maintenance_note: String,
-    pub tags: Vec<String>,
-    pub run_untagged: bool,
-    pub locked: bool,
-    pub access_level: String,
-    pub maximum_timeout: i64,
-    pub paused: bool,
-}
-
-/// How verifying a runner token ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VerifyResult {
-    Valid,
-    /// 403: the token is invalid or the runner was removed.
-    Invalid,
-    /// Anything else: reported, not fatal.
-    Unknown(String),
 }
 
 /// A client for one GitLab instance.
@@ -207,35 +54,6 @@ pub fn api_base(url: &str) -> Result<String, ClientError> {
         return Err(ClientError::InvalidUrl(url.to_string()));
     }
     Ok(format!("{trimmed}/api/v4/"))
-}
-
-fn message_from_body(body: &str) -> String {
-    let Ok(value) = serde_json::from_str::<Value>(body) else {
-        return String::new();
-    };
-    match value.get("message") {
-        Some(Value::String(message)) => message.clone(),
-        Some(Value::Object(fields)) => fields
-            .iter()
-            .map(|(field, errors)| {
-                let list = match errors {
-                    Value::Array(items) => items
-                        .iter()
-                        .map(|item| {
-                            item.as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| item.to_string())
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    other => other.to_string(),
-                };
-                format!("{field}: {list}")
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => String::new(),
-    }
 }
 
 /// The HTTP client and the TLS file stamps it was built from.
@@ -584,202 +402,6 @@ impl GitlabClient {
             },
         }
     }
-
-    /// `POST runners` (legacy registration token).
-    pub async fn register(
-        &self,
-        registration_token: &Secret<String>,
-        parameters: &RegisterParameters,
-        info: &VersionInfo,
-    ) -> Result<RegisteredRunner, ClientError> {
-        let mut body = json!({
-            "description": parameters.description,
-            "maintenance_note": parameters.maintenance_note,
-            "tag_list": parameters.tags.join(","),
-            "run_untagged": parameters.run_untagged,
-            "locked": parameters.locked,
-            "maximum_timeout": parameters.maximum_timeout,
-            "paused": parameters.paused,
-            "info": info,
-            "token": registration_token.expose(),
-        });
-        if !parameters.access_level.is_empty() {
-            body["access_level"] = Value::String(parameters.access_level.clone());
-        }
-        let (response, _) = self
-            .post_json(
-                "runners",
-                Some(registration_token.expose()),
-                &body,
-                &correlation_id(),
-            )
-            .await
-            .map_err(|error| ClientError::Transport(error_chain(&error)))?;
-        match response.status() {
-            StatusCode::CREATED => response
-                .json::<RegisteredRunner>()
-                .await
-                .map_err(|error| ClientError::Decode(error_chain(&error))),
-            StatusCode::FORBIDDEN => Err(ClientError::Status(
-                403,
-                "forbidden (check registration token)".into(),
-            )),
-            status => {
-                let body = response.text().await.unwrap_or_default();
-                Err(ClientError::Status(
-                    status.as_u16(),
-                    message_from_body(&body),
-                ))
-            }
-        }
-    }
-
-    /// `POST runners/verify`.
-    pub async fn verify(
-        &self,
-        token: &Secret<String>,
-        system_id: &str,
-        info: &VersionInfo,
-    ) -> VerifyResult {
-        let body = json!({"info": info, "token": token.expose(), "system_id": system_id});
-        match self
-            .post_json(
-                "runners/verify",
-                Some(token.expose()),
-                &body,
-                &correlation_id(),
-            )
-            .await
-        {
-            Ok((response, _)) => match response.status().as_u16() {
-                200 => VerifyResult::Valid,
-                403 => VerifyResult::Invalid,
-                other => VerifyResult::Unknown(format!("unexpected status {other}")),
-            },
-            Err(error) => VerifyResult::Unknown(error_chain(&error)),
-        }
-    }
-
-    /// `DELETE runners`; `true` on 204.
-    pub async fn unregister(&self, token: &Secret<String>) -> Result<bool, ClientError> {
-        self.delete_runner("runners", token, json!({"token": token.expose()}))
-            .await
-    }
-
-    /// `DELETE runners/managers`: unregisters only this machine's runner manager.
-    pub async fn unregister_manager(
-        &self,
-        token: &Secret<String>,
-        system_id: &str,
-    ) -> Result<bool, ClientError> {
-        self.delete_runner(
-            "runners/managers",
-            token,
-            json!({"token": token.expose(), "system_id": system_id}),
-        )
-        .await
-    }
-
-    async fn delete_runner(
-        &self,
-        path: &str,
-        token: &Secret<String>,
-        body: Value,
-    ) -> Result<bool, ClientError> {
-        let url = self.url(path);
-        let request_id = correlation_id();
-        let (response, _) = retry::send(|| {
-            self.request(reqwest::Method::DELETE, &url, &request_id)
-                .header("RUNNER-TOKEN", token.expose())
-                .json(&body)
-        })
-        .await
-        .map_err(|error| ClientError::Transport(error_chain(&error)))?;
-        Ok(response.status() == StatusCode::NO_CONTENT)
-    }
-}
-
-async fn parse_job(
-    response: Response,
-    correlation_id: String,
-    payload_timeout: Duration,
-) -> JobRequestResult {
-    let is_json = response
-        .headers()
-        .get("Content-Type")
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(';').next().unwrap_or("").trim() == "application/json");
-    let bytes = match tokio::time::timeout(payload_timeout, response.bytes()).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(error)) => return JobRequestResult::ClientError(error_chain(&error)),
-        Err(_) => {
-            return JobRequestResult::ClientError(format!(
-                "reading the job payload: no complete answer within {}",
-                runner_core::settings::format_go_duration(payload_timeout)
-            ))
-        }
-    };
-    match JobResponse::from_json(&bytes) {
-        Ok(job) => JobRequestResult::Job {
-            job: Box::new(job),
-            correlation_id,
-        },
-        Err(error) => {
-            let identity = runner_core::job::recover_identity(&bytes);
-            let error = without_quoted_values(&error.to_string());
-            let problem = if is_json {
-                format!("invalid job payload: {error}")
-            } else {
-                format!("job payload is not JSON: {error}")
-            };
-            match (identity.id, identity.token) {
-                (Some(id), Some(token)) => JobRequestResult::Malformed {
-                    id,
-                    token: Secret::new(token),
-                    error: problem,
-                },
-                (id, _) => {
-                    let missing = match id {
-                        Some(id) => format!("job {id} has no readable token"),
-                        None => "the payload has no readable integer id".to_string(),
-                    };
-                    JobRequestResult::Failed(format!(
-                        "{problem}; the job cannot be failed ({missing}), so GitLab keeps it running until its timeout"
-                    ))
-                }
-            }
-        }
-    }
-}
-
-/// A decoder message with the payload's string values left out: serde quotes the offending
-/// value (`invalid type: string "…", expected i64`), and a token in a wrongly typed field would
-/// otherwise reach the job log and the runner's log.
-pub fn without_quoted_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut quoted = false;
-    let mut escaped = false;
-    for c in message.chars() {
-        if quoted {
-            match (escaped, c) {
-                (false, '\\') => escaped = true,
-                (false, '"') => {
-                    quoted = false;
-                    out.push_str("…\"");
-                }
-                _ => escaped = false,
-            }
-        } else {
-            if c == '"' {
-                quoted = true;
-            }
-            out.push(c);
-        }
-    }
-    if quoted {
-        out.push('…');
-    }
-    out
 }
 
 pub use runner_core::failure::error_chain;
