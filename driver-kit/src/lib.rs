@@ -306,7 +306,9 @@ impl Slots {
     }
 
     /// Claims a slot for `key`, waiting with back-off (100 ms doubling to 5 s) until `deadline`.
-    /// Calling it again for a job that holds a slot returns the same slot.
+    /// Calling it again for a job that holds a slot returns the same slot. When every slot is
+    /// busy it says so once on stderr (the job log, for a custom driver), so a job that waits
+    /// shows why.
     pub fn claim(
         &self,
         key: &JobKey,
@@ -314,9 +316,17 @@ impl Slots {
         deadline: Instant,
     ) -> Result<usize, Failure> {
         let mut pause = Duration::from_millis(100);
+        let mut said = false;
         loop {
             if let Some(slot) = self.try_claim(key, states)? {
                 return Ok(slot);
+            }
+            if !said {
+                eprintln!(
+                    "All {} slots are busy; waiting for one until the prepare deadline",
+                    self.max
+                );
+                said = true;
             }
             let now = Instant::now();
             if now >= deadline {

@@ -26,10 +26,10 @@ const WAIT: Duration = Duration::from_secs(180);
 /// The containers reach the fake GitLab and the git server on the host's loopback.
 const HOST_NETWORK: &str = "    network_mode = \"host\"\n";
 
-/// After a moment for the runner's cleanup to finish, nothing of these jobs is left but the
-/// cache volumes kept on purpose.
+/// Nothing of these jobs is left but the cache volumes kept on purpose. Checked as soon as
+/// their final updates arrived, with no grace: the executor's cleanup removes the containers,
+/// network and temporary volumes (and waits for each removal) before the final update is sent.
 async fn assert_nothing_left(token: &str, jobs: &[runner_tests::JobControl]) {
-    tokio::time::sleep(Duration::from_millis(500)).await;
     for job in jobs {
         let left = objects_of_job(token, job.id);
         assert!(left.is_empty(), "job {}: {left:?}", job.id);

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use runner_tests::{
     docker_vm_driver_binary, job_payload, runner_binary, FakeGitlab, RunnerProcess,
@@ -245,34 +245,39 @@ fn a_container_created_by_a_crashed_prepare_is_adopted_and_cleanup_leaves_nothin
 fn a_full_host_makes_prepare_wait_for_a_slot() {
     let world = World::new("full", 1);
     assert!(world.driver("51", &["prepare"], &[]).status.success());
-    let waiting = {
-        let mut command = Command::new(docker_vm_driver_binary());
-        command
-            .arg("prepare")
-            .envs(world.env())
-            .env("CUSTOM_ENV_CI_JOB_ID", "52")
-            .env("CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN", "direct")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let start = Instant::now();
-        (command.spawn().unwrap(), start)
-    };
-    std::thread::sleep(Duration::from_secs(3));
+    let mut waiting = Command::new(docker_vm_driver_binary())
+        .arg("prepare")
+        .envs(world.env())
+        .env("CUSTOM_ENV_CI_JOB_ID", "52")
+        .env("CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN", "direct")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Positive evidence that the second prepare runs and waits: it says all slots are busy
+    // (a prepare that never started, or that went ahead, would not).
+    let mut stderr = std::io::BufReader::new(waiting.stderr.take().unwrap());
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        said.push_str(&line);
+        assert!(read > 0, "the second prepare ended without waiting: {said}");
+        if line.contains("All 1 slots are busy; waiting for one") {
+            break;
+        }
+    }
+    assert!(waiting.try_wait().unwrap().is_none(), "{said}");
     assert_eq!(
-        world.containers().len(),
-        1,
-        "the second job waits: {:?}",
-        world.containers()
+        world.containers(),
+        vec![format!("{}-direct-51", world.prefix)],
+        "the second job has no container while it waits"
     );
     assert!(world.driver("51", &["cleanup"], &[]).status.success());
-    let (child, start) = waiting;
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(start.elapsed() >= Duration::from_secs(3));
+    let status = waiting.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(status.success(), "{said}{rest}");
     assert_eq!(
         world.containers(),
         vec![format!("{}-direct-52", world.prefix)]

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use runner_tests::{job_payload, FakeGitlab};
 use serde_json::json;
@@ -153,8 +152,8 @@ async fn the_static_helper_moves_artifacts_and_caches_from_an_image_with_nothing
         "{cache}"
     );
     assert!(source.path().join("cache/key/cache.zip").exists());
-    // Nothing left behind: the containers ran with --rm, the image goes with `image`.
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Nothing left behind: the containers ran with --rm (`docker run` returns once its
+    // container is removed), the image goes with `image`.
     let left = run(Command::new("docker").args([
         "ps",
         "-a",
