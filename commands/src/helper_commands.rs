@@ -137,21 +137,57 @@ fn working_directory() -> PathBuf {
     }
 }
 
+/// Why the artifacts uploader could not build the archive it sends; printed with
+/// [`runner_core::failure::error_chain`] before the uploader exits.
+#[derive(Debug, thiserror::Error)]
+enum BuildArchiveError {
+    /// The staging file could not be created or reopened.
+    #[error(transparent)]
+    StagingFile(std::io::Error),
+    /// The zip archive could not be written. [`archive::ArchiveError`]'s message already names
+    /// its cause, so it is shown as it is rather than as a source, which the chain would repeat.
+    #[error("{0}")]
+    Zip(archive::ArchiveError),
+    /// A file could not be read into its gzip member.
+    #[error("{name}")]
+    ReadFile {
+        /// The file, relative to the working directory.
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A gzip member could not be finished or flushed.
+    #[error(transparent)]
+    WriteGzip(std::io::Error),
+    /// The `raw` format sends exactly one regular file.
+    #[error("only one file can be sent as raw, got {count}")]
+    RawNeedsOneFile {
+        /// How many regular files were selected.
+        count: usize,
+    },
+    /// The single file could not be copied into the staging file.
+    #[error(transparent)]
+    CopyRaw(std::io::Error),
+    /// `--artifact-format` names a format the uploader does not know.
+    #[error("unsupported archive type: {0}")]
+    UnsupportedFormat(String),
+}
+
 /// Builds the archive file to upload in the requested format.
 fn build_archive(
     args: &UploaderArgs,
     wd: &Path,
     files: &runner_helpers::files::FileSet,
-) -> Result<tempfile::NamedTempFile, String> {
+) -> Result<tempfile::NamedTempFile, BuildArchiveError> {
     let mut temp = tempfile::Builder::new()
         .prefix("artifacts")
         .tempfile_in(staging_dir(wd))
-        .map_err(|error| error.to_string())?;
+        .map_err(BuildArchiveError::StagingFile)?;
     match args.artifact_format.as_str() {
         "" | "zip" => {
             let level = archive::compression_level(&args.compression_level);
-            archive::write_zip(temp.reopen().map_err(|e| e.to_string())?, wd, files, level)
-                .map_err(|error| error.to_string())?;
+            let out = temp.reopen().map_err(BuildArchiveError::StagingFile)?;
+            archive::write_zip(out, wd, files, level).map_err(BuildArchiveError::Zip)?;
         }
         "gzip" => {
             use std::io::Write;
@@ -159,15 +195,18 @@ fn build_archive(
                 if !metadata.is_file() {
                     continue;
                 }
+                let read_error = |source| BuildArchiveError::ReadFile {
+                    name: name.clone(),
+                    source,
+                };
                 let mut encoder = archive::gzip_member(temp.as_file_mut(), name);
-                let mut input =
-                    std::fs::File::open(wd.join(name)).map_err(|e| format!("{name}: {e}"))?;
-                std::io::copy(&mut input, &mut encoder).map_err(|e| format!("{name}: {e}"))?;
+                let mut input = std::fs::File::open(wd.join(name)).map_err(read_error)?;
+                std::io::copy(&mut input, &mut encoder).map_err(read_error)?;
                 encoder
                     .finish()
-                    .map_err(|e| e.to_string())?
+                    .map_err(BuildArchiveError::WriteGzip)?
                     .flush()
-                    .map_err(|e| e.to_string())?;
+                    .map_err(BuildArchiveError::WriteGzip)?;
             }
         }
         "raw" => {
@@ -177,14 +216,13 @@ fn build_archive(
                 .map(|(name, _)| name)
                 .collect();
             if regular.len() != 1 {
-                return Err(format!(
-                    "only one file can be sent as raw, got {}",
-                    regular.len()
-                ));
+                return Err(BuildArchiveError::RawNeedsOneFile {
+                    count: regular.len(),
+                });
             }
-            std::fs::copy(wd.join(regular[0]), temp.path()).map_err(|e| e.to_string())?;
+            std::fs::copy(wd.join(regular[0]), temp.path()).map_err(BuildArchiveError::CopyRaw)?;
         }
-        other => return Err(format!("unsupported archive type: {other}")),
+        other => return Err(BuildArchiveError::UnsupportedFormat(other.to_string())),
     }
     Ok(temp)
 }
@@ -205,7 +243,7 @@ pub async fn artifacts_uploader(args: UploaderArgs) -> i32 {
     }
     let archive = match build_archive(&args, &wd, &files) {
         Ok(archive) => archive,
-        Err(error) => log::fatal(&error),
+        Err(error) => log::fatal(&runner_core::failure::error_chain(&error)),
     };
     let options = UploadOptions {
         name: expand_env(&args.name),
@@ -396,7 +434,7 @@ pub async fn cache_archiver(args: CacheArchiverArgs) -> i32 {
     let level = archive::compression_level(&args.compression_level);
     let size = match cache::create_archive(&file, &wd, &files, level) {
         Ok(size) => size,
-        Err(error) => log::fatal(&error),
+        Err(error) => log::fatal(&error.to_string()),
     };
     if !args.gocloud_url.is_empty() {
         return gocloud_unsupported();

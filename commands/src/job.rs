@@ -107,7 +107,7 @@ impl Provider {
             }
             (provider, reservation) => tracing::error!(
                 provider = provider.name(),
-                reservation = reservation.provider_name(),
+                reservation = reservation.kind().as_str(),
                 "a reservation was given back to another provider; dropping it"
             ),
         }
@@ -132,12 +132,13 @@ pub enum Reservation {
 }
 
 impl Reservation {
-    fn provider_name(&self) -> &'static str {
+    /// The executor whose provider made this reservation.
+    fn kind(&self) -> ExecutorKind {
         match self {
-            Reservation::Shell(_) => "shell",
-            Reservation::Ssh(_) => "ssh",
-            Reservation::Custom(_) => "custom",
-            Reservation::Docker(_) => "docker",
+            Reservation::Shell(_) => ExecutorKind::Shell,
+            Reservation::Ssh(_) => ExecutorKind::Ssh,
+            Reservation::Custom(_) => ExecutorKind::Custom,
+            Reservation::Docker(_) => ExecutorKind::Docker,
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::archive;
+use crate::archive::{self, ArchiveError};
 use crate::files::FileSet;
 use crate::log::{self, Level};
 
@@ -235,6 +235,27 @@ pub fn archive_is_stale(archive: &Path, files: &FileSet) -> bool {
     })
 }
 
+/// Why [`create_archive`] could not write the cache archive. Each variant shows only its
+/// cause's own text, which is what the archiver logs before it exits.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateArchiveError {
+    /// The directory that holds the archive could not be created.
+    #[error(transparent)]
+    CreateDirectory(std::io::Error),
+    /// The temporary file next to the archive could not be created or reopened.
+    #[error(transparent)]
+    TempFile(std::io::Error),
+    /// The zip archive could not be written.
+    #[error(transparent)]
+    Write(#[from] ArchiveError),
+    /// The written archive's size could not be read.
+    #[error(transparent)]
+    Size(std::io::Error),
+    /// The temporary file could not be moved to the archive's path.
+    #[error(transparent)]
+    Persist(std::io::Error),
+}
+
 /// Writes the zip archive of `files` next to `archive`, then moves it into place. Returns its
 /// size.
 pub fn create_archive(
@@ -242,27 +263,26 @@ pub fn create_archive(
     wd: &Path,
     files: &FileSet,
     level: Option<i64>,
-) -> Result<u64, String> {
+) -> Result<u64, CreateArchiveError> {
     let directory = archive.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(directory).map_err(|error| error.to_string())?;
+    std::fs::create_dir_all(directory).map_err(CreateArchiveError::CreateDirectory)?;
     let temp = tempfile::Builder::new()
         .prefix("archive_")
         .tempfile_in(directory)
-        .map_err(|error| error.to_string())?;
+        .map_err(CreateArchiveError::TempFile)?;
     archive::write_zip(
-        temp.reopen().map_err(|error| error.to_string())?,
+        temp.reopen().map_err(CreateArchiveError::TempFile)?,
         wd,
         files,
         level,
-    )
-    .map_err(|error| error.to_string())?;
+    )?;
     let size = temp
         .as_file()
         .metadata()
-        .map_err(|error| error.to_string())?
+        .map_err(CreateArchiveError::Size)?
         .len();
     temp.persist(archive)
-        .map_err(|error| error.error.to_string())?;
+        .map_err(|error| CreateArchiveError::Persist(error.error))?;
     Ok(size)
 }
 

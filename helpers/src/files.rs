@@ -12,6 +12,14 @@ use crate::log;
 /// The selected files: relative `/`-separated path → its `lstat` metadata.
 pub type FileSet = BTreeMap<String, Metadata>;
 
+/// A `--path` or `--exclude` pattern that points outside the working directory.
+#[derive(Debug, thiserror::Error)]
+#[error("artifact path is not a subpath of project directory: {path}")]
+pub struct OutsideProject {
+    /// The pattern as given.
+    pub path: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct FileSelection {
     pub paths: Vec<String>,
@@ -54,7 +62,7 @@ struct Collector<'a> {
 
 impl Collector<'_> {
     /// The pattern or path relative to the working directory, refusing anything outside it.
-    fn relative_in_project(&self, path: &str) -> Result<String, String> {
+    fn relative_in_project(&self, path: &str) -> Result<String, OutsideProject> {
         let slash = path.replace('\\', "/");
         if clean(Path::new(&slash)) == clean(self.wd) {
             return Ok(".".into());
@@ -65,8 +73,8 @@ impl Collector<'_> {
             (slash.clone(), String::new())
         };
         let absolute = clean(&self.wd.join(&base));
-        let relative = relative_inside(self.wd, &absolute).ok_or_else(|| {
-            format!("artifact path is not a subpath of project directory: {path}")
+        let relative = relative_inside(self.wd, &absolute).ok_or_else(|| OutsideProject {
+            path: path.to_string(),
         })?;
         Ok(match (relative.as_str(), pattern.is_empty()) {
             (_, true) => relative,

@@ -18,8 +18,44 @@ pub enum InputError {
     Invalid(String),
     #[error("failed to interpolate job inputs: {0}")]
     Interpolation(String),
+    /// The text inside `${{ }}` is not an expression this parser reads. The parse error is
+    /// part of this message (not a `source`), as the job's error is this text alone.
+    #[error("failed to interpolate job inputs: {0}")]
+    Parse(ParseError),
     #[error("sensitive inputs are unsupported in interpolations yet")]
     Sensitive,
+}
+
+/// Why the text inside `${{ }}` could not be parsed as an expression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The text ends before the expression (or before its closing `}}`).
+    #[error("unterminated ${{{{ expression")]
+    Unterminated,
+    /// `.` is not followed by a name.
+    #[error("expected a name after \".\"")]
+    NameAfterDot,
+    /// An index `[` is not closed by `]`.
+    #[error("expected \"]\"")]
+    UnclosedIndex,
+    /// A string literal has no closing quote.
+    #[error("unterminated string literal")]
+    UnterminatedString,
+    /// Digits and dots that do not form a number.
+    #[error("invalid number {0:?}")]
+    InvalidNumber(String),
+    /// A character that cannot start an expression.
+    #[error("unexpected {0:?} in expression")]
+    Unexpected(char),
+    /// A complete expression is followed by something other than `}}`.
+    #[error("unexpected {0:?} in expression, expected \"}}}}\"")]
+    UnexpectedAfterExpression(char),
+    /// A function's argument is not followed by `)`.
+    #[error("expected \")\" after the argument of {function}")]
+    UnclosedCall {
+        /// The function's name.
+        function: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -105,15 +141,13 @@ impl Inputs {
                 text: body,
                 position: 0,
             };
-            let expression = parser.expression().map_err(InputError::Interpolation)?;
+            let expression = parser.expression().map_err(InputError::Parse)?;
             parser.skip_spaces();
             if !parser.rest().starts_with("}}") {
-                return Err(InputError::Interpolation(
-                    match parser.rest().chars().next() {
-                        Some(c) => format!("unexpected {c:?} in expression, expected \"}}}}\""),
-                        None => "unterminated ${{ expression".into(),
-                    },
-                ));
+                return Err(InputError::Parse(match parser.rest().chars().next() {
+                    Some(c) => ParseError::UnexpectedAfterExpression(c),
+                    None => ParseError::Unterminated,
+                }));
             }
             let (value, sensitive) = self.evaluate(&expression)?;
             if sensitive {
@@ -252,23 +286,21 @@ impl Parser<'_> {
         Some(name)
     }
 
-    fn expression(&mut self) -> Result<Expression, String> {
+    fn expression(&mut self) -> Result<Expression, ParseError> {
         self.skip_spaces();
         let mut expression = self.primary()?;
         loop {
             self.skip_spaces();
             if self.rest().starts_with('.') {
                 self.position += 1;
-                let name = self
-                    .identifier()
-                    .ok_or_else(|| "expected a name after \".\"".to_string())?;
+                let name = self.identifier().ok_or(ParseError::NameAfterDot)?;
                 expression = Expression::Attribute(Box::new(expression), name);
             } else if self.rest().starts_with('[') {
                 self.position += 1;
                 let index = self.expression()?;
                 self.skip_spaces();
                 if !self.rest().starts_with(']') {
-                    return Err("expected \"]\"".into());
+                    return Err(ParseError::UnclosedIndex);
                 }
                 self.position += 1;
                 expression = Expression::Index(Box::new(expression), Box::new(index));
@@ -278,16 +310,14 @@ impl Parser<'_> {
         }
     }
 
-    fn primary(&mut self) -> Result<Expression, String> {
+    fn primary(&mut self) -> Result<Expression, ParseError> {
         let rest = self.rest();
         let Some(first) = rest.chars().next() else {
-            return Err("unterminated ${{ expression".into());
+            return Err(ParseError::Unterminated);
         };
         if first == '"' || first == '\'' {
             let body = &rest[1..];
-            let end = body
-                .find(first)
-                .ok_or_else(|| "unterminated string literal".to_string())?;
+            let end = body.find(first).ok_or(ParseError::UnterminatedString)?;
             let text = body[..end].to_string();
             self.position += end + 2;
             return Ok(Expression::Literal(Value::String(text)));
@@ -299,20 +329,18 @@ impl Parser<'_> {
             let literal = &rest[..length];
             let number: serde_json::Number = literal
                 .parse()
-                .map_err(|_| format!("invalid number {literal:?}"))?;
+                .map_err(|_| ParseError::InvalidNumber(literal.to_string()))?;
             self.position += length;
             return Ok(Expression::Literal(Value::Number(number)));
         }
-        let name = self
-            .identifier()
-            .ok_or_else(|| format!("unexpected {first:?} in expression"))?;
+        let name = self.identifier().ok_or(ParseError::Unexpected(first))?;
         self.skip_spaces();
         if self.rest().starts_with('(') {
             self.position += 1;
             let argument = self.expression()?;
             self.skip_spaces();
             if !self.rest().starts_with(')') {
-                return Err(format!("expected \")\" after the argument of {name}"));
+                return Err(ParseError::UnclosedCall { function: name });
             }
             self.position += 1;
             return Ok(Expression::Call(name, Box::new(argument)));
@@ -449,6 +477,33 @@ mod tests {
         assert!(inputs.expand("${{ foo.bar }}").is_err());
         assert!(inputs.expand("${{ job.inputs.username").is_err());
         assert!(inputs.expand("${{ 1 + 2 }}").is_err());
+    }
+
+    #[test]
+    fn parse_errors_keep_their_messages() {
+        let inputs = inputs();
+        for (text, message) in [
+            ("${{ job.inputs.username", "unterminated ${{ expression"),
+            (
+                "${{ 1 + 2 }}",
+                "unexpected '+' in expression, expected \"}}\"",
+            ),
+            ("${{ job. }}", "expected a name after \".\""),
+            ("${{ job.inputs[\"username\" }}", "expected \"]\""),
+            ("${{ 'fred }}", "unterminated string literal"),
+            ("${{ 1.2.3 }}", "invalid number \"1.2.3\""),
+            ("${{ $x }}", "unexpected '$' in expression"),
+            (
+                "${{ str(job.inputs.age }}",
+                "expected \")\" after the argument of str",
+            ),
+        ] {
+            assert_eq!(
+                inputs.expand(text).unwrap_err().to_string(),
+                format!("failed to interpolate job inputs: {message}"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

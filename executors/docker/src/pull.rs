@@ -6,6 +6,53 @@ use super::*;
 /// Pull attempts when the registry cannot be reached (upstream's `defaultPullMaxAttempts`).
 pub(crate) const PULL_ATTEMPTS: u32 = 3;
 
+/// Why one pull of an image failed. The text is what docker's CLI prints for the failure (the
+/// daemon's own words where it answered) and is complete in itself: it is what
+/// [`classify_image_pull_failure`] reads and what the job log shows, so callers use its
+/// `Display`, not an error chain. The sources are the same failure as bollard reported it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PullError {
+    /// The executor has no connection to the daemon; the text is the executor's message with
+    /// its causes.
+    #[error("{}", .0.full_message())]
+    NotConnected(ExecutorError),
+    /// The daemon answered the pull request with an error response.
+    #[error("Error response from daemon: {message}")]
+    Daemon {
+        /// The daemon's message.
+        message: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The daemon reported an error in the pull's progress stream.
+    #[error("{message}")]
+    Stream {
+        /// The daemon's message.
+        message: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The daemon could not be reached, or its answer could not be read.
+    #[error(transparent)]
+    Transport(bollard::errors::Error),
+}
+
+impl From<bollard::errors::Error> for PullError {
+    fn from(error: bollard::errors::Error) -> Self {
+        match &error {
+            bollard::errors::Error::DockerResponseServerError { message, .. } => Self::Daemon {
+                message: message.clone(),
+                source: error,
+            },
+            bollard::errors::Error::DockerStreamError { error: message } => Self::Stream {
+                message: message.clone(),
+                source: error,
+            },
+            _ => Self::Transport(error),
+        }
+    }
+}
+
 /// No patterns, or one that matches (upstream's `isInAllowedPrivilegedImages`, and the
 /// pattern half of `VerifyAllowedImage`).
 pub(crate) fn matches_any_or_none(patterns: &[String], image: &str) -> bool {
@@ -112,7 +159,8 @@ impl DockerExecutor {
                 .await
             {
                 Ok(()) => return Ok(()),
-                Err(message) => {
+                Err(error) => {
+                    let message = error.to_string();
                     let reason = classify_image_pull_failure(&message);
                     if attempt >= PULL_ATTEMPTS
                         || reason != FailureReason::RunnerExternalDependencyFailure
@@ -140,26 +188,19 @@ impl DockerExecutor {
         platform: &str,
         credentials: Option<bollard::auth::DockerCredentials>,
         log: &JobLog,
-    ) -> Result<(), String> {
+    ) -> Result<(), PullError> {
         let mut options = CreateImageOptionsBuilder::default().from_image(reference);
         if !platform.is_empty() {
             options = options.platform(platform);
         }
         let options = options.build();
-        let mut stream = self.docker().map_err(|e| e.full_message())?.create_image(
-            Some(options),
-            None,
-            credentials,
-        );
+        let mut stream = self
+            .docker()
+            .map_err(PullError::NotConnected)?
+            .create_image(Some(options), None, credentials);
         let mut last_progress: HashMap<String, tokio::time::Instant> = HashMap::new();
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|error| match error {
-                bollard::errors::Error::DockerResponseServerError { message, .. } => {
-                    format!("Error response from daemon: {message}")
-                }
-                bollard::errors::Error::DockerStreamError { error } => error,
-                other => other.to_string(),
-            })?;
+            let info = item?;
             let Some(status) = info.status.as_deref() else {
                 continue;
             };
@@ -385,5 +426,42 @@ pub fn classify_image_pull_failure(message: &str) -> FailureReason {
         FailureReason::RunnerConfigurationError
     } else {
         FailureReason::ImagePullFailure
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_errors_read_as_the_daemon_worded_them() {
+        let daemon = PullError::from(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            message: "manifest for app:2 not found: manifest unknown".into(),
+        });
+        assert_eq!(
+            daemon.to_string(),
+            "Error response from daemon: manifest for app:2 not found: manifest unknown"
+        );
+        assert_eq!(
+            classify_image_pull_failure(&daemon.to_string()),
+            FailureReason::RunnerConfigurationError
+        );
+        let stream = PullError::from(bollard::errors::Error::DockerStreamError {
+            error: "Get \"https://registry/v2/\": dial tcp: i/o timeout".into(),
+        });
+        assert_eq!(
+            stream.to_string(),
+            "Get \"https://registry/v2/\": dial tcp: i/o timeout"
+        );
+        assert_eq!(
+            classify_image_pull_failure(&stream.to_string()),
+            FailureReason::RunnerExternalDependencyFailure
+        );
+        let not_connected = PullError::NotConnected(system("not connected to the Docker daemon"));
+        assert_eq!(
+            not_connected.to_string(),
+            "not connected to the Docker daemon"
+        );
     }
 }

@@ -373,9 +373,65 @@ struct HealthCheck {
     timeout: Duration,
 }
 
+/// A Docker API error as the cause of a [`HealthCheckError`], shown by its own text and with
+/// no further sources: bollard's messages already name their causes (`Error in the hyper
+/// legacy client: {err}`), so an error chain that also followed them would repeat them.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct DockerCause(bollard::errors::Error);
+
+/// Why a service's health check failed; the job log's warning block shows it with
+/// [`runner_core::failure::error_chain`].
+#[derive(Debug, thiserror::Error)]
+enum HealthCheckError {
+    /// The service container could not be inspected.
+    #[error(transparent)]
+    Inspect(DockerCause),
+    /// The service exposes no TCP port to check.
+    #[error("service {service:?} has no exposed ports")]
+    NoExposedPorts {
+        /// The service's name.
+        service: String,
+    },
+    /// The health check container could not be created.
+    #[error("create service container")]
+    Create(#[source] DockerCause),
+    /// The health check container could not be started.
+    #[error("start service container")]
+    Start(#[source] DockerCause),
+    /// The health check did not end within the timeout.
+    #[error("service {name:?} timeout")]
+    Timeout {
+        /// The health check container's name.
+        name: String,
+    },
+    /// The health check ended with a non-zero exit code.
+    #[error("service {name:?} health check: exit code {code}")]
+    ExitCode {
+        /// The health check container's name.
+        name: String,
+        /// The exit code.
+        code: i64,
+    },
+    /// Waiting for the health check container failed.
+    #[error("service {name:?} health check")]
+    Wait {
+        /// The health check container's name.
+        name: String,
+        #[source]
+        source: DockerCause,
+    },
+    /// The health check container was gone before it reported an exit code.
+    #[error("service {name:?} health check: the container vanished")]
+    Vanished {
+        /// The health check container's name.
+        name: String,
+    },
+}
+
 /// Why a health check failed, and its container's logs when it ran.
 struct Unhealthy {
-    error: String,
+    error: HealthCheckError,
     logs: Option<String>,
 }
 
@@ -394,7 +450,7 @@ impl HealthCheck {
         ));
         block.push_str(&format!(
             "Health check error:\n{}\n",
-            unhealthy.error.trim()
+            runner_core::failure::error_chain(&unhealthy.error).trim()
         ));
         if let Some(logs) = &unhealthy.logs {
             block.push_str(&format!("\nHealth check container logs:\n{logs}\n"));
@@ -415,7 +471,7 @@ impl HealthCheck {
     /// A helper container running `gitlab-runner-helper health-check` against the service's
     /// exposed TCP ports, for at most the timeout; removed afterwards.
     async fn run(&self, service: &Started) -> Result<(), Unhealthy> {
-        let failed = |error: String| Unhealthy { error, logs: None };
+        let failed = |error: HealthCheckError| Unhealthy { error, logs: None };
         let inspect = self
             .docker
             .inspect_container(
@@ -423,7 +479,7 @@ impl HealthCheck {
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
             .await
-            .map_err(|error| failed(error.to_string()))?;
+            .map_err(|error| failed(HealthCheckError::Inspect(DockerCause(error))))?;
         let mut ports: Vec<u16> = inspect
             .config
             .as_ref()
@@ -434,10 +490,9 @@ impl HealthCheck {
             .collect();
         ports.sort_unstable();
         if ports.is_empty() {
-            return Err(failed(format!(
-                "service {:?} has no exposed ports",
-                service.name
-            )));
+            return Err(failed(HealthCheckError::NoExposedPorts {
+                service: service.name.clone(),
+            }));
         }
         let short_id: String = service.id.chars().take(12).collect();
         let mut env = vec![format!("WAIT_FOR_SERVICE_TCP_ADDR={short_id}")];
@@ -477,7 +532,7 @@ impl HealthCheck {
                 body,
             )
             .await
-            .map_err(|error| failed(format!("create service container: {error}")))?;
+            .map_err(|error| failed(HealthCheckError::Create(DockerCause(error))))?;
         let outcome = self.run_container(&created.id, &name).await;
         let result = match outcome {
             Ok(()) => Ok(()),
@@ -490,28 +545,30 @@ impl HealthCheck {
         result
     }
 
-    async fn run_container(&self, id: &str, name: &str) -> Result<(), String> {
+    async fn run_container(&self, id: &str, name: &str) -> Result<(), HealthCheckError> {
         self.docker
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
             .await
-            .map_err(|error| format!("start service container: {error}"))?;
+            .map_err(|error| HealthCheckError::Start(DockerCause(error)))?;
         let mut wait = self
             .docker
             .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let name = name.to_string();
         match tokio::time::timeout(self.timeout, wait.next()).await {
-            Err(_) => Err(format!("service {name:?} timeout")),
+            Err(_) => Err(HealthCheckError::Timeout { name }),
             Ok(Some(Ok(response))) if response.status_code == 0 => Ok(()),
-            Ok(Some(Ok(response))) => Err(format!(
-                "service {name:?} health check: exit code {}",
-                response.status_code
-            )),
+            Ok(Some(Ok(response))) => Err(HealthCheckError::ExitCode {
+                name,
+                code: response.status_code,
+            }),
             Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
-                Err(format!("service {name:?} health check: exit code {code}"))
+                Err(HealthCheckError::ExitCode { name, code })
             }
-            Ok(Some(Err(error))) => Err(format!("service {name:?} health check: {error}")),
-            Ok(None) => Err(format!(
-                "service {name:?} health check: the container vanished"
-            )),
+            Ok(Some(Err(error))) => Err(HealthCheckError::Wait {
+                name,
+                source: DockerCause(error),
+            }),
+            Ok(None) => Err(HealthCheckError::Vanished { name }),
         }
     }
 }
@@ -550,6 +607,42 @@ async fn follow_service_logs(docker: bollard::Docker, id: String, name: String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_check_errors_read_as_before_in_the_warning_block() {
+        let chain = |error: HealthCheckError| runner_core::failure::error_chain(&error);
+        let refused = || bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: "boom".into(),
+        };
+        assert_eq!(
+            chain(HealthCheckError::Start(DockerCause(refused()))),
+            "start service container: Docker responded with status code 500: boom"
+        );
+        assert_eq!(
+            chain(HealthCheckError::Wait {
+                name: "db-wait-for-service".into(),
+                source: DockerCause(refused()),
+            }),
+            "service \"db-wait-for-service\" health check: Docker responded with status code 500: boom"
+        );
+        assert_eq!(
+            chain(HealthCheckError::ExitCode {
+                name: "db-wait-for-service".into(),
+                code: 1,
+            }),
+            "service \"db-wait-for-service\" health check: exit code 1"
+        );
+        // A bollard error whose text already holds its cause is not followed further.
+        #[derive(Debug, thiserror::Error)]
+        #[error("socket closed")]
+        struct Closed(#[source] std::io::Error);
+        let io = std::io::Error::other(Closed(std::io::Error::other("eof")));
+        assert_eq!(
+            chain(HealthCheckError::Create(DockerCause(io.into()))),
+            "create service container: socket closed"
+        );
+    }
 
     /// Upstream's own table (`helpers/container/services/test`), a sample of each shape.
     #[test]

@@ -14,8 +14,16 @@ use crate::writer::BashWriter;
 
 const CACHE_ENV_FILE: &str = "gitlab_runner_cache_env";
 
+/// A cache key that is empty, or still leaves the cache directory, once sanitised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cache key {raw:?} could not be sanitized")]
+pub struct UnsanitizableCacheKey {
+    /// The key as the job gave it, after variable expansion.
+    pub raw: String,
+}
+
 /// Upstream's cache key sanitising: `%2F`→`/`, `%2E`→`.`, `\`→`/`, cleaned, segments trimmed.
-pub fn sanitize_cache_key(raw: &str) -> Result<String, String> {
+pub fn sanitize_cache_key(raw: &str) -> Result<String, UnsanitizableCacheKey> {
     let replaced = raw
         .replace("%2F", "/")
         .replace("%2f", "/")
@@ -33,7 +41,9 @@ pub fn sanitize_cache_key(raw: &str) -> Result<String, String> {
     }
     if key.is_empty() || key == "." || key == ".." || key.starts_with("../") || key.starts_with('/')
     {
-        return Err(format!("cache key {raw:?} could not be sanitized"));
+        return Err(UnsanitizableCacheKey {
+            raw: raw.to_string(),
+        });
     }
     Ok(key)
 }
