@@ -20,7 +20,7 @@ use runner_core::log::{token_prefixes, JobLog, LogOptions, MaskRules};
 use runner_core::panic::{panic_message, CatchUnwind};
 use runner_core::process::KillTimeouts;
 use runner_core::secret::Secret;
-use runner_core::variables::{environment_variables, Variables};
+use runner_core::variables::{runner_and_job_variables, Variables};
 use shells::{BashShell, ShellKind};
 use tracing::Instrument;
 
@@ -243,10 +243,7 @@ pub struct JobEnvironment {
 }
 
 fn log_options(runner: &RunnerConfig, job: &JobResponse) -> LogOptions {
-    // The runner's `environment` comes first, as in the build's variable list, so a masked
-    // value referring to it is masked as the job sees it.
-    let mut variables = Variables::new(environment_variables(&runner.environment));
-    variables.extend(job.variables.iter().cloned());
+    let variables = runner_and_job_variables(&runner.environment, &job.variables);
     let (flags, _) = FeatureFlags::resolve(&runner.feature_flags, &variables);
     LogOptions {
         timestamps: flags.enabled(FeatureFlag::Timestamps),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::variables::{environment_variables, parse_bool, JobVariable, Variables};
+use crate::variables::{parse_bool, runner_and_job_variables, JobVariable, Variables};
 
 /// Declares [`FeatureFlag`] from `Variant = ("FF_NAME", default)` lines, in upstream's order.
 macro_rules! feature_flags {
@@ -162,9 +162,10 @@ impl FeatureFlags {
         environment: &[String],
         job_variables: &[JobVariable],
     ) -> (Self, Vec<String>) {
-        let mut variables = Variables::new(environment_variables(environment));
-        variables.extend(job_variables.iter().cloned());
-        Self::resolve(config, &variables)
+        Self::resolve(
+            config,
+            &runner_and_job_variables(environment, job_variables),
+        )
     }
 
     /// Whether `flag` is on for this build.

@@ -233,6 +233,15 @@ pub fn environment_variables(entries: &[String]) -> Vec<JobVariable> {
         .collect()
 }
 
+/// What a job's feature flags, settings and masking are read from: the runner's `environment`
+/// entries first and the job's variables after them, so a job variable wins and a masked value
+/// that refers to an entry is masked as the job sees it.
+pub fn runner_and_job_variables(environment: &[String], job: &[JobVariable]) -> Variables {
+    let mut variables = Variables::new(environment_variables(environment));
+    variables.extend(job.iter().cloned());
+    variables
+}
+
 /// Go's `strconv.ParseBool`.
 pub fn parse_bool(value: &str) -> Option<bool> {
     match value {

@@ -251,8 +251,7 @@ impl BuildContext {
             }
             usable
         });
-        let mut for_flags = Variables::new(environment.clone());
-        for_flags.extend(job.variables.iter().cloned());
+        let for_flags = runner_and_job_variables(&runner.environment, &job.variables);
         let (flags, mut warnings) = FeatureFlags::resolve(&runner.feature_flags, &for_flags);
         let settings = BuildSettings::from_variables(
             &for_flags,

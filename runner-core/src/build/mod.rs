@@ -27,7 +27,9 @@ use crate::script::{ScriptError, ScriptGenerator, ShellCommand};
 use crate::secret::Secret;
 use crate::settings::{format_go_duration, BuildSettings, GitStrategy};
 use crate::stage::Stage;
-use crate::variables::{environment_variables, is_variable_name, JobVariable, Variables};
+use crate::variables::{
+    environment_variables, is_variable_name, runner_and_job_variables, JobVariable, Variables,
+};
 
 /// Attempts at preparing the executor (`PreparationRetries`).
 pub const PREPARATION_ATTEMPTS: u32 = 3;
