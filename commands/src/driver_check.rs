@@ -269,10 +269,8 @@ fn reap_leftovers(marker: &str) -> Vec<String> {
                         .to_string()
                 })
                 .unwrap_or_default();
-            // SAFETY: killing a process the checked driver left behind.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            // A process the checked driver left behind.
+            runner_core::process::signal_process(pid, libc::SIGKILL);
             found.push(format!("pid {pid}: {command}"));
         }
     }

@@ -38,8 +38,7 @@ impl ConfigArg {
         if let Some(path) = &self.config {
             return path.clone();
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if runner_core::process::running_as_root() {
             return PathBuf::from("/etc/gitlab-runner/config.toml");
         }
         let home = std::env::var_os("HOME")

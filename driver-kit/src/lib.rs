@@ -15,7 +15,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -128,10 +127,7 @@ impl FileLock {
     /// Waits for the lock.
     pub fn acquire(path: &Path) -> std::io::Result<Self> {
         let file = Self::open(path)?;
-        // SAFETY: flock on a descriptor this value owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        file.lock()?;
         Ok(Self {
             file,
             path: path.to_path_buf(),
@@ -141,14 +137,10 @@ impl FileLock {
     /// Takes the lock only if it is free.
     pub fn try_acquire(path: &Path) -> std::io::Result<Option<Self>> {
         let file = Self::open(path)?;
-        // SAFETY: flock on a descriptor this value owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let error = std::io::Error::last_os_error();
-            return if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                Ok(None)
-            } else {
-                Err(error)
-            };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(error)) => return Err(error),
         }
         Ok(Some(Self {
             file,
@@ -163,10 +155,8 @@ impl FileLock {
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        // SAFETY: unlocking our own descriptor; closing it would release the lock anyway.
-        unsafe {
-            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
-        }
+        // Closing the descriptor would release the lock too; unlocking says so at once.
+        let _ = self.file.unlock();
     }
 }
 

@@ -13,8 +13,7 @@ use crate::client::TlsOptions;
 /// The certificate directory upstream uses: `/etc/gitlab-runner/certs` for root, else
 /// `~/.gitlab-runner/certs`.
 pub fn default_certificate_directory() -> Option<PathBuf> {
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::getuid() } == 0 {
+    if runner_core::process::running_as_root() {
         return Some(PathBuf::from("/etc/gitlab-runner/certs"));
     }
     std::env::var_os("HOME")

@@ -49,10 +49,35 @@ pub fn signal_group(pgid: i32, signal: i32) {
     if pgid <= 0 {
         return;
     }
-    // SAFETY: kill(2) with a negative pid signals the process group; no memory is touched.
-    unsafe {
-        libc::kill(-pgid, signal);
+    kill(-pgid, signal);
+}
+
+/// Sends `signal` to the one process `pid`. A `pid` of 0 or less is ignored: kill(2) would take
+/// it for a process group (or every process the caller may signal).
+pub fn signal_process(pid: i32, signal: i32) {
+    if pid <= 0 {
+        return;
     }
+    kill(pid, signal);
+}
+
+#[expect(
+    unsafe_code,
+    reason = "std has no kill(2) for an arbitrary pid or a process group; both callers check the pid"
+)]
+fn kill(pid: i32, signal: i32) {
+    // SAFETY: kill(2) touches no memory of ours; a pid that is gone only yields ESRCH.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Whether this process runs as root (effective uid 0): upstream's choice between
+/// `/etc/gitlab-runner` and `~/.gitlab-runner` for config.toml and certificates.
+#[expect(unsafe_code, reason = "std does not expose geteuid(2)")]
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// What happens to the rest of the process group when its leader has exited.
@@ -226,6 +251,7 @@ pub fn go_signal_name(signal: i32) -> String {
 }
 
 /// This machine's host name (`os.Hostname()`), empty when it cannot be read.
+#[expect(unsafe_code, reason = "std does not expose gethostname(2)")]
 pub fn host_name() -> String {
     let mut buffer = [0u8; 256];
     // SAFETY: the buffer outlives the call and its length is passed.

@@ -52,8 +52,10 @@ impl SshServer {
             Path::new(SSHD).exists(),
             "{SSHD} is missing: run scripts/setup.sh (installs openssh-server)"
         );
-        // SAFETY: reading our own uid.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "the sshd tests run as root");
+        // SAFETY: geteuid(2) has no preconditions.
+        #[expect(unsafe_code, reason = "std does not expose geteuid(2)")]
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "the sshd tests run as root");
         let dir = tempfile::Builder::new()
             .prefix("glrs-sshd-")
             .tempdir()
@@ -257,8 +259,11 @@ impl SshServer {
             for process in &all {
                 if process.command.starts_with("sshd") && descends_from(&all, process.pid, listener)
                 {
-                    // SAFETY: killing a process of our own server.
-                    unsafe { libc::kill(process.pid as i32, libc::SIGKILL) };
+                    // SAFETY: kill(2) touches no memory; the pid is our own server's child.
+                    #[expect(unsafe_code, reason = "std can only kill its own Child")]
+                    unsafe {
+                        libc::kill(process.pid as i32, libc::SIGKILL)
+                    };
                 }
             }
             let _ = child.kill();

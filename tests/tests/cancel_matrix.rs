@@ -204,6 +204,7 @@ impl Drop for Target<'_> {
         for (pid, command) in processes() {
             if command.contains(&prefix) || command == self.grandchild {
                 // SAFETY: kill(2) on a process this test's job started; no memory is touched.
+                #[expect(unsafe_code, reason = "std can only kill its own Child")]
                 unsafe {
                     libc::kill(pid as i32, libc::SIGKILL);
                 }
