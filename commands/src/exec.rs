@@ -36,13 +36,21 @@ const RESERVED: &[&str] = &[
     "pages:deploy",
 ];
 
+/// What `exec shell` and `exec docker` were asked to run, from their command-line arguments.
 pub struct ExecOptions {
+    /// Name of the job in the pipeline file to run.
     pub job: String,
+    /// The pipeline file, `.gitlab-ci.yml` by default (`--file`).
     pub file: PathBuf,
+    /// `--builds-dir`; `None` means the executor's default.
     pub builds_dir: Option<String>,
+    /// `--cache-dir`; `None` means the executor's default.
     pub cache_dir: Option<String>,
+    /// `--env` entries, `KEY=VALUE`, added after the file's variables.
     pub env: Vec<String>,
+    /// `--timeout`: job timeout in seconds; `None` means 3600.
     pub timeout: Option<i64>,
+    /// `--shell`: `bash` (the default) or `sh`.
     pub shell: String,
 }
 
@@ -103,7 +111,6 @@ fn variables(value: Option<&Value>) -> anyhow::Result<Vec<JobVariable>> {
     Ok(out)
 }
 
-/// The job's mapping with `extends` resolved (the job's own keys win).
 /// `image:` / a `services:` entry: a name, or a mapping with `name`, `entrypoint`, `command`,
 /// `alias` and `variables`.
 fn image(value: &Value) -> anyhow::Result<Image> {
@@ -142,6 +149,7 @@ fn image(value: &Value) -> anyhow::Result<Image> {
     }
 }
 
+/// The job's mapping with `extends` resolved (the job's own keys win).
 fn resolve_job(
     document: &serde_norway::Mapping,
     name: &str,

@@ -11,6 +11,8 @@ use runner_helpers::cache;
 use runner_helpers::files::{clean, FileSelection};
 use runner_helpers::log;
 
+/// The job's GitLab URL, job token, job ID and TLS files, from flags or the `CI_SERVER_*` and
+/// `CI_JOB_*` variables job scripts provide.
 #[derive(Args, Debug, Clone)]
 pub struct CredentialArgs {
     #[arg(long, env = "CI_SERVER_URL", default_value = "")]
@@ -49,6 +51,7 @@ impl CredentialArgs {
     }
 }
 
+/// Which files go into an artifacts or cache archive.
 #[derive(Args, Debug, Clone)]
 pub struct FileArgs {
     /// Add paths to archive (repeatable).
@@ -74,6 +77,7 @@ impl FileArgs {
     }
 }
 
+/// Flags of `artifacts-uploader`.
 #[derive(Args, Debug, Clone)]
 pub struct UploaderArgs {
     #[command(flatten)]
@@ -104,6 +108,7 @@ pub struct UploaderArgs {
     ci_debug_trace: bool,
 }
 
+/// Flags of `artifacts-downloader`.
 #[derive(Args, Debug, Clone)]
 pub struct DownloaderArgs {
     #[command(flatten)]
@@ -227,6 +232,9 @@ fn build_archive(
     Ok(temp)
 }
 
+/// `artifacts-uploader`: archives the selected files of the working directory and uploads them
+/// for the job. Returns the exit code: 0 also when no file matched (logged as an error); failures
+/// log and exit 1.
 pub async fn artifacts_uploader(args: UploaderArgs) -> i32 {
     let credentials = args.credentials.credentials();
     if credentials.url.is_empty() || credentials.token.expose().is_empty() {
@@ -261,6 +269,9 @@ pub async fn artifacts_uploader(args: UploaderArgs) -> i32 {
     }
 }
 
+/// `artifacts-downloader`: downloads the job's artifacts archive and extracts it into the working
+/// directory. Returns the exit code: 0, 1 on failure, or `MISSING_DEPENDENCY_EXIT_CODE` (3) when
+/// GitLab no longer has the archive.
 pub async fn artifacts_downloader(args: DownloaderArgs) -> i32 {
     let credentials = args.credentials.credentials();
     let wd = working_directory();
@@ -315,6 +326,7 @@ pub async fn artifacts_downloader(args: DownloaderArgs) -> i32 {
     }
 }
 
+/// Flags of `cache-extractor`.
 #[derive(Args, Debug, Clone)]
 pub struct CacheExtractorArgs {
     /// The file containing the cache archive.
@@ -335,6 +347,7 @@ pub struct CacheExtractorArgs {
     env_file: Option<PathBuf>,
 }
 
+/// Flags of `cache-archiver`.
 #[derive(Args, Debug, Clone)]
 pub struct CacheArchiverArgs {
     #[command(flatten)]
@@ -384,6 +397,8 @@ fn gocloud_unsupported() -> i32 {
     warn_and_fail("GoCloud cache URLs are not supported by gitlab-runner-rs; use a presigned-URL cache (Type = \"s3\")")
 }
 
+/// `cache-extractor`: downloads the cache archive from `--url` when given, then extracts the
+/// local `--file` into the working directory. Returns the exit code; no cache is a warning and 1.
 pub async fn cache_extractor(args: CacheExtractorArgs) -> i32 {
     let wd = working_directory();
     if args.file.is_empty() {
@@ -417,6 +432,9 @@ pub async fn cache_extractor(args: CacheExtractorArgs) -> i32 {
     }
 }
 
+/// `cache-archiver`: archives the selected files into `--file` unless it is up to date, then
+/// uploads it to `--url` when given. Returns the exit code; an archive over the size limit is kept
+/// local only and still exits 0.
 pub async fn cache_archiver(args: CacheArchiverArgs) -> i32 {
     if args.file.is_empty() {
         log::fatal("Missing --file");
@@ -463,6 +481,7 @@ pub async fn cache_archiver(args: CacheArchiverArgs) -> i32 {
     }
 }
 
+/// Arguments of `cache-init`.
 #[derive(Args, Debug, Clone)]
 pub struct CacheInitArgs {
     /// The paths to make world-writable.
@@ -485,6 +504,7 @@ pub fn cache_init(args: CacheInitArgs) -> i32 {
     0
 }
 
+/// Flags of `health-check`.
 #[derive(Args, Debug, Clone)]
 pub struct HealthCheckArgs {
     /// A port on localhost to wait for (repeatable; all must answer). Without it, the address

@@ -49,13 +49,19 @@ struct JobStart {
 /// The executor providers this binary has: an explicit enum, no registry.
 #[derive(Debug, Clone)]
 pub enum Provider {
+    /// `executor = "shell"`.
     Shell(ShellProvider),
+    /// `executor = "ssh"`.
     Ssh(SshProvider),
+    /// `executor = "custom"`.
     Custom(CustomProvider),
+    /// `executor = "docker"`.
     Docker(DockerProvider),
 }
 
 impl Provider {
+    /// The provider for `runner`'s `executor`, with its kill timeouts (the shell executor runs in
+    /// the current directory).
     pub fn for_runner(runner: &RunnerConfig) -> Self {
         // Every executor stops a canceled stage with the same timeouts; the custom executor
         // reads its own from `[runners.custom]`, as upstream.
@@ -78,6 +84,7 @@ impl Provider {
         }
     }
 
+    /// The executor's name, as reported to GitLab in `info.executor` and in logs.
     pub fn name(&self) -> &'static str {
         with_provider!(self, provider => provider.name())
     }
@@ -113,10 +120,12 @@ impl Provider {
         }
     }
 
+    /// What the executor supports, reported to GitLab in `info.features`.
     pub fn features(&self) -> FeaturesInfo {
         with_provider!(self, provider => provider.features())
     }
 
+    /// The shell used when the runner's `shell` key is unset.
     pub fn default_shell(&self) -> &'static str {
         with_provider!(self, provider => provider.default_shell())
     }
@@ -125,9 +134,13 @@ impl Provider {
 /// What [`Provider::acquire`] reserved, for the provider it came from.
 #[derive(Debug)]
 pub enum Reservation {
+    /// Held by a shell provider.
     Shell(ReservationOf<ShellProvider>),
+    /// Held by an ssh provider.
     Ssh(ReservationOf<SshProvider>),
+    /// Held by a custom provider.
     Custom(ReservationOf<CustomProvider>),
+    /// Held by a docker provider.
     Docker(ReservationOf<DockerProvider>),
 }
 
@@ -200,6 +213,8 @@ pub struct ConcurrencyIds {
 }
 
 impl ConcurrencyIds {
+    /// Gives job `job_id` of runner `token` the lowest `CI_CONCURRENT_ID` free for that runner and
+    /// the lowest `CI_CONCURRENT_PROJECT_ID` free for `project_id`; returns both.
     pub fn allocate(&self, token: &str, job_id: i64, project_id: i64) -> (usize, usize) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let lowest = |used: Vec<usize>| (0..).find(|id| !used.contains(id)).unwrap_or(0);
@@ -224,6 +239,7 @@ impl ConcurrencyIds {
         (concurrent, project)
     }
 
+    /// Frees the ids of job `job_id` of runner `token` once the job is over.
     pub fn release(&self, token: &str, job_id: i64) {
         self.running
             .lock()
@@ -234,11 +250,17 @@ impl ConcurrencyIds {
 
 /// Shared by every job of one runner process.
 pub struct JobEnvironment {
+    /// The `[[runners]]` entry the jobs belong to.
     pub runner: Arc<RunnerConfig>,
+    /// The executor provider built for that entry.
     pub provider: Provider,
+    /// The GitLab API client of the entry's `url`.
     pub client: Arc<GitlabClient>,
+    /// The process's `system_id` (`.runner_system_id`), sent in job requests and given to jobs.
     pub system_id: String,
+    /// The global `user` that scripts run as, where the executor switches users.
     pub user: Option<String>,
+    /// The concurrent-ID allocator, shared by every runner of the process.
     pub ids: Arc<ConcurrencyIds>,
 }
 
@@ -273,8 +295,11 @@ fn debug_trace(job: &JobResponse, runner: &RunnerConfig) -> bool {
 pub enum JobResult {
     /// GitLab dropped the job before it started (two-phase confirmation aborted).
     Dropped,
+    /// The job ran (or was refused or canceled) and its final state was sent.
     Finished {
+        /// Whether the job succeeded.
         success: bool,
+        /// GitLab's `failure_reason` (such as `script_failure`); `None` on success.
         reason: Option<String>,
     },
 }

@@ -115,6 +115,8 @@ impl Worker {
     }
 }
 
+/// The `User-Agent` header of every GitLab request: `gitlab-runner <version> (<name>;
+/// <revision>; <platform>)`, as upstream's.
 pub fn user_agent() -> String {
     let version = runner_core::build::RunnerVersion::default();
     format!(
@@ -125,6 +127,7 @@ pub fn user_agent() -> String {
 
 /// What the loop runs.
 pub struct LoopOptions {
+    /// The loaded config; its `path` is re-read on reload and keeps `.runner_system_id` beside it.
     pub config: Config,
     /// Stop after this many jobs (run-single `--max-builds`).
     pub max_builds: Option<usize>,
@@ -178,10 +181,6 @@ fn modified(path: &PathBuf) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Polls for jobs until told to stop. SIGQUIT stops gracefully (no new jobs, running ones
-/// finish); SIGTERM / SIGINT stop forcefully (running jobs are aborted and reported as
-/// `runner_interrupted`, then the runner waits at most `shutdown_timeout`); a second signal
-/// ends the wait.
 /// A job request gated by the executor's capacity.
 #[derive(Debug)]
 pub enum Gated<R> {
@@ -189,8 +188,11 @@ pub enum Gated<R> {
     NoCapacity,
     /// GitLab handed out a job (possibly after a retried error); the reservation is for it.
     Job {
+        /// The job payload.
         job: Box<JobResponse>,
+        /// GitLab's `X-Request-Id` response header for the request, else the one the runner sent.
         correlation_id: String,
+        /// The capacity held for the job; the caller releases it if the job does not start.
         reservation: R,
     },
     /// Anything else; the reservation was released.
@@ -231,6 +233,10 @@ pub async fn gated_request<R>(
     }
 }
 
+/// Polls for jobs until told to stop. SIGQUIT stops gracefully (no new jobs, running ones
+/// finish); SIGTERM / SIGINT stop forcefully (running jobs are aborted and reported as
+/// `runner_interrupted`, then the runner waits at most `shutdown_timeout`); a second signal
+/// ends the wait.
 pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
     let LoopOptions {
         config,

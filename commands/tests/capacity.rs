@@ -2,6 +2,11 @@
 //! is not asked for a job (no request reaches GitLab), and a reservation goes with the job or
 //! back to the provider when no job came.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gitlab_runner_rs::run::{gated_request, Gated};

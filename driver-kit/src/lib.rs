@@ -64,7 +64,9 @@ pub fn exit_for_script(code: i32) -> i32 {
 /// Which job a driver call belongs to: runner short token and job id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobKey {
+    /// The runner's short token (`CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN`); `runner` when it is unset.
     pub runner: String,
+    /// The job's id (`CUSTOM_ENV_CI_JOB_ID`).
     pub job: String,
 }
 
@@ -148,6 +150,7 @@ impl FileLock {
         }))
     }
 
+    /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -191,6 +194,8 @@ pub struct JobState {
 }
 
 impl StateStore {
+    /// A store whose `<runner>-<job>.json` state and `.lock` files live in `dir` (created when
+    /// first needed).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
     }
@@ -220,6 +225,8 @@ impl StateStore {
 }
 
 impl JobState {
+    /// The job's saved state; `None` when nothing was saved yet or it was removed. A file that is
+    /// not JSON of `T` is a [`Failure`] naming it.
     pub fn load<T: DeserializeOwned>(&self) -> Result<Option<T>, Failure> {
         match std::fs::read(&self.state) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -233,6 +240,7 @@ impl JobState {
         }
     }
 
+    /// Saves `value` as the job's state (pretty-printed JSON), replacing the old file atomically.
     pub fn save<T: Serialize>(&self, value: &T) -> Result<(), Failure> {
         let data = serde_json::to_vec_pretty(value).map_err(|error| Failure(error.to_string()))?;
         write_atomic(&self.state, &data)
@@ -253,6 +261,8 @@ pub struct PullGate {
 }
 
 impl PullGate {
+    /// A gate with its per-image lock files (`pull-<image>.lock`) in `dir`; only processes that
+    /// use the same directory wait for each other.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
     }
@@ -284,6 +294,8 @@ pub struct Slots {
 }
 
 impl Slots {
+    /// `max` slots (at least 1) with their owner files (`slot-<n>`) in `dir`; only processes that
+    /// use the same directory share them.
     pub fn new(dir: impl Into<PathBuf>, max: usize) -> Self {
         Self {
             dir: dir.into(),
@@ -404,11 +416,18 @@ pub trait Backend {
 
     /// The image the job needs.
     fn image(&self) -> String;
+    /// Whether the backend already holds `image`; asked under the image's pull lock.
     fn image_present(&mut self, image: &str) -> Result<bool, Failure>;
+    /// Fetches `image`; called only after [`Backend::image_present`] said no, by one process at a
+    /// time per image.
     fn pull(&mut self, image: &str) -> Result<(), Failure>;
     /// A resource an earlier attempt created under `name`, if it exists.
     fn find(&mut self, name: &str) -> Result<Option<Self::Resource>, Failure>;
+    /// Creates and starts the job's resource `name` from `image`; the kit saves what it returns
+    /// as the job's state.
     fn create(&mut self, name: &str, image: &str) -> Result<Self::Resource, Failure>;
+    /// Whether the resource can run scripts yet; polled every `ready_interval` until
+    /// `ready_timeout` has passed.
     fn ready(&mut self, resource: &Self::Resource) -> Result<bool, Failure>;
     /// Runs a stage script; returns the script's exit code.
     fn run(
@@ -426,12 +445,16 @@ pub trait Backend {
 pub struct Settings {
     /// Resource names are `<prefix>-<runner>-<job>`.
     pub prefix: String,
+    /// Directory of the kit's files (job state and locks, `slots/`, `pulls/`), shared by every
+    /// process of the driver on this host.
     pub state_dir: PathBuf,
     /// Jobs at once on this host.
     pub max_jobs: usize,
     /// How long prepare may wait for a slot.
     pub capacity_timeout: Duration,
+    /// How long prepare waits for [`Backend::ready`] once the resource exists.
     pub ready_timeout: Duration,
+    /// Pause between two [`Backend::ready`] polls.
     pub ready_interval: Duration,
 }
 

@@ -1,6 +1,11 @@
 //! The kit's primitives under concurrency (threads opening their own descriptors, so `flock`
 //! excludes them as it does separate processes) and a whole driver lifecycle on a fake backend.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

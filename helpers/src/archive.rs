@@ -13,34 +13,69 @@ use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use crate::files::FileSet;
 
+/// Why creating, detecting or extracting an archive failed; the message is what the helper
+/// commands print.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
+    /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file: the archive's path, or an entry's name relative to the working or
+        /// extraction directory.
         path: String,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
+    /// The zip library refused the archive (corrupt or not a zip) or failed writing one.
     #[error("zip: {0}")]
     Zip(#[from] zip::result::ZipError),
+    /// An entry name (given) is absolute, holds `..` or names the extraction directory itself.
     #[error("archive entry {0:?} would be written outside the extraction directory")]
     Escapes(String),
+    /// An entry (name given) would go through a symbolic link already on disk: a parent of it
+    /// is one, or, for a directory entry, the entry itself.
     #[error("archive entry {0:?} would be written through a symbolic link")]
     ThroughSymlink(String),
+    /// The archive is in a format extraction does not handle (zstd-compressed tar).
     #[error("unsupported archive format")]
     UnknownFormat,
+    /// A zip archive lists more entries than `ARCHIVE_EXTRACT_MAX_ENTRIES` allows.
     #[error("archive has {entries} entries, more than the limit of {limit} (ARCHIVE_EXTRACT_MAX_ENTRIES)")]
-    TooManyEntries { entries: u64, limit: u64 },
+    TooManyEntries {
+        /// Entries in the archive's central directory.
+        entries: u64,
+        /// The bound in force.
+        limit: u64,
+    },
+    /// Extraction reached `ARCHIVE_EXTRACT_MAX_SIZE`; the file being written is removed.
     #[error(
         "extracting the archive would write more than {limit} bytes (ARCHIVE_EXTRACT_MAX_SIZE)"
     )]
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The bound in force, in bytes.
+        limit: u64,
+    },
+    /// Extraction wrote more than `ARCHIVE_EXTRACT_MAX_RATIO` times the archive's size (and
+    /// more than [`crate::extract::RATIO_FLOOR`]): a likely zip bomb.
     #[error("the archive of {size} bytes expands to more than {ratio} times its size (ARCHIVE_EXTRACT_MAX_RATIO); refusing a possible zip bomb")]
-    Ratio { ratio: u64, size: u64 },
+    Ratio {
+        /// The bound in force.
+        ratio: u64,
+        /// The archive file's size in bytes.
+        size: u64,
+    },
+    /// An entry (name given) decompressed to more bytes than its header's size.
     #[error("archive entry {0:?} holds more data than its header declares")]
     LargerThanDeclared(String),
+    /// An `ARCHIVE_EXTRACT_MAX_*` variable is set to something other than a whole number.
     #[error("invalid {name}: {value:?} (expected a whole number, 0 for no limit)")]
-    InvalidLimit { name: &'static str, value: String },
+    InvalidLimit {
+        /// The variable's name.
+        name: &'static str,
+        /// Its value, trimmed.
+        value: String,
+    },
 }
 
 pub use crate::extract::{extract, extract_gzip, extract_with, extract_zip, ExtractLimits};
@@ -142,11 +177,17 @@ pub fn gzip_member<W: Write>(out: W, name: &str) -> GzEncoder<W> {
 /// The archive formats extraction recognises by their first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// Anything without one of the other signatures; a file that is not a zip fails later,
+    /// when it is opened as one.
     Zip,
+    /// A gzip stream (`1f 8b`), artifacts uploaded with `artifact_format: gzip`.
     Gzip,
+    /// A zstd frame (`28 b5 2f fd`), taken as a zstd-compressed tar; extraction refuses it.
     TarZstd,
 }
 
+/// The format of the archive at `path`, from its first four bytes; fails only when the file
+/// cannot be opened or read.
 pub fn detect(path: &Path) -> Result<Format, ArchiveError> {
     let mut magic = [0u8; 4];
     let mut file = File::open(path).map_err(io_error(path.display().to_string()))?;

@@ -7,16 +7,26 @@ use std::time::Duration;
 
 use crate::log::{self, Level};
 
+/// Why an artifacts upload or download failed; its message is what the helper command prints
+/// before it exits.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
+    /// GitLab answered 403: the job token may not upload or fetch these artifacts. Not retried.
     #[error("permission denied")]
     Forbidden,
+    /// GitLab answered 413 to an upload: the archive is over the instance's artifact size limit.
+    /// Not retried.
     #[error("too large")]
     TooLarge,
+    /// GitLab answered 401 to a download: the job token was refused. Not retried.
     #[error("unauthorized")]
     Unauthorized,
+    /// GitLab answered 404 to a download: the archive is gone (expired or erased);
+    /// `artifacts-downloader` then exits with `MISSING_DEPENDENCY_EXIT_CODE`.
     #[error("not found")]
     NotFound,
+    /// Anything else (connection errors, other statuses, local I/O, retries used up), as text;
+    /// downloads retry these.
     #[error("{0}")]
     Other(String),
 }
@@ -24,12 +34,19 @@ pub enum TransferError {
 /// Credentials of the job (or of the dependency, for downloads).
 #[derive(Debug, Clone)]
 pub struct JobCredentials {
+    /// GitLab's URL (`CI_SERVER_URL`, `--url`); a trailing `/ci` is dropped before `/api/v4/`.
     pub url: String,
     /// The job token (`CI_JOB_TOKEN`): kept out of `Debug` and logs.
     pub token: runner_core::secret::Secret<String>,
+    /// The job's id (`CI_JOB_ID`, `--id`): uploads go to it, downloads come from it.
     pub id: i64,
+    /// PEM bundle of CA certificates trusted for GitLab on top of the built-in roots
+    /// (`CI_SERVER_TLS_CA_FILE`).
     pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for GitLab (`CI_SERVER_TLS_CERT_FILE`); used only together with
+    /// `tls_key_file`.
     pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert_file` (`CI_SERVER_TLS_KEY_FILE`).
     pub tls_key_file: Option<PathBuf>,
 }
 
@@ -44,6 +61,8 @@ impl JobCredentials {
         runner_core::dirs::short_token(self.token.expose())
     }
 
+    /// An HTTP client for GitLab with these TLS files, no automatic redirects, 30 seconds to
+    /// connect and, when given, `timeout` for each request as a whole.
     pub fn client(&self, timeout: Option<Duration>) -> Result<reqwest::Client, TransferError> {
         let tls = runner_http::TlsOptions {
             ca_file: self.tls_ca_file.clone(),
@@ -68,10 +87,14 @@ impl JobCredentials {
 pub struct UploadOptions {
     /// `--name`: the archive's base name.
     pub name: String,
+    /// `--expire-in`: how long GitLab keeps the artifacts, such as `1 week`; empty: not sent, so
+    /// the instance's default applies.
     pub expire_in: String,
     /// `--artifact-format` as given (sent only when set).
     pub format: String,
+    /// `--artifact-type`: the report type, such as `junit`; empty: not sent (a plain archive).
     pub artifact_type: String,
+    /// `--timeout`: the limit for each upload request as a whole; `None`: no limit.
     pub timeout: Option<Duration>,
 }
 

@@ -12,7 +12,9 @@ use crate::log::{self, Level};
 /// Why a transfer failed; `retryable` ones are tried again (3 tries, 1 s apart, as upstream).
 #[derive(Debug)]
 pub struct CacheError {
+    /// What went wrong, as printed in the job log (`received: 404 Not Found`, an I/O error, ...).
     pub message: String,
+    /// The failure may pass (a network error or a 5xx answer), so the transfer is tried again.
     pub retryable: bool,
 }
 

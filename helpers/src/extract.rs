@@ -32,8 +32,13 @@ pub const RATIO_FLOOR: u64 = 64 * 1024 * 1024;
 /// Bounds on one extraction; `0` in a field means no bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExtractLimits {
+    /// Entries a zip archive may list (`ARCHIVE_EXTRACT_MAX_ENTRIES`); checked before anything is
+    /// written.
     pub max_entries: u64,
+    /// Bytes one extraction may write in all (`ARCHIVE_EXTRACT_MAX_SIZE`).
     pub max_size: u64,
+    /// How many times the archive file's size the output may reach (`ARCHIVE_EXTRACT_MAX_RATIO`);
+    /// never enforced below [`RATIO_FLOOR`].
     pub max_ratio: u64,
 }
 
@@ -54,6 +59,8 @@ impl ExtractLimits {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// As [`ExtractLimits::from_env`], with `lookup` answering for the environment (an empty or
+    /// missing value keeps the default).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ArchiveError> {
         let read = |name: &'static str, default: u64| -> Result<u64, ArchiveError> {
             match lookup(name).map(|value| value.trim().to_string()) {

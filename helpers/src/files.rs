@@ -20,10 +20,18 @@ pub struct OutsideProject {
     pub path: String,
 }
 
+/// What goes into an artifacts or cache archive: the helper's `--path`, `--exclude` and
+/// `--untracked` flags.
 #[derive(Debug, Clone, Default)]
 pub struct FileSelection {
+    /// `--path` values: paths or doublestar globs relative to the working directory (`$VAR`s
+    /// already expanded); a directory brings everything under it. Ones outside it are skipped.
     pub paths: Vec<String>,
+    /// `--exclude` values: doublestar globs relative to the working directory; matching files are
+    /// left out, and the log counts them per pattern.
     pub exclude: Vec<String>,
+    /// `--untracked`: also take what `git ls-files -o` lists in the working directory (untracked
+    /// files, ignored ones included).
     pub untracked: bool,
 }
 

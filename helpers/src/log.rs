@@ -4,11 +4,16 @@
 
 use runner_core::log::{ANSI_BOLD_RED as BOLD_RED, ANSI_RESET as RESET, ANSI_YELLOW as YELLOW};
 
+/// How serious a helper message is; it picks the line's prefix and colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// Progress and results: no prefix, no colour.
     Info,
+    /// `WARNING: ` in yellow: something was skipped or will be retried; the command goes on.
     Warning,
+    /// `ERROR: ` in bold red: a step failed.
     Error,
+    /// `FATAL: ` in bold red: the command is about to exit with a failure (see [`fatal`]).
     Fatal,
 }
 
@@ -31,18 +36,23 @@ pub fn format(level: Level, message: &str, fields: &[(&str, String)]) -> String 
     line
 }
 
+/// Writes one line at `level` to stderr, `fields` after the message as `key=value` sorted by
+/// key.
 pub fn log(level: Level, message: &str, fields: &[(&str, String)]) {
     eprintln!("{}", format(level, message, fields));
 }
 
+/// Writes `message` to stderr with no prefix and no fields.
 pub fn info(message: &str) {
     log(Level::Info, message, &[]);
 }
 
+/// Writes `message` to stderr as a `WARNING: ` line.
 pub fn warning(message: &str) {
     log(Level::Warning, message, &[]);
 }
 
+/// Writes `message` to stderr as an `ERROR: ` line; unlike [`fatal`] it does not exit.
 pub fn error(message: &str) {
     log(Level::Error, message, &[]);
 }

@@ -10,20 +10,27 @@ use std::path::PathBuf;
 /// TLS material for talking to GitLab (`tls-ca-file`, `tls-cert-file`, `tls-key-file`).
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
+    /// PEM bundle of CAs trusted on top of the system roots; `None` trusts the system roots only.
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate; used only together with `key_file`.
     pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`; used only together with it.
     pub key_file: Option<PathBuf>,
 }
 
 /// Why the client could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A TLS file could not be read.
     #[error("reading TLS file {}", path.display())]
     File {
+        /// The file that failed.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A file's contents were refused: not valid PEM certificates, or not a usable key pair.
     #[error("configuring TLS")]
     Tls(#[source] reqwest::Error),
 }

@@ -105,6 +105,9 @@ fn build_http(tls: &TlsOptions, timeouts: &Timeouts) -> Result<reqwest::Client, 
 }
 
 impl GitlabClient {
+    /// A client for the GitLab at `url` (a trailing `/ci` is dropped) with upstream's timeouts,
+    /// sending `user_agent` as `User-Agent`. Fails when `url` is not http(s) or a TLS file does
+    /// not load.
     pub fn new(url: &str, tls: &TlsOptions, user_agent: &str) -> Result<Self, ClientError> {
         Self::with_timeouts(url, tls, user_agent, Timeouts::default())
     }

@@ -7,8 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+/// How many times one request is sent at most, counting the first try.
 pub const MAX_ATTEMPTS: u32 = 5;
 
+/// Whether an answer with `status` is sent again: 408, 429, 500, 502, 503, 504, or 512 and above.
 pub fn is_retriable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504) || status.as_u16() >= 512
 }

@@ -24,11 +24,18 @@ pub const DEFAULT_FINAL_UPDATE_RETRY_LIMIT: u32 = 10;
 /// Who the trace belongs to.
 #[derive(Clone)]
 pub struct TraceTarget {
+    /// The client of the GitLab the job came from.
     pub client: Arc<GitlabClient>,
+    /// The job's ID, as in `jobs/:id`.
     pub job_id: i64,
+    /// The job's token, sent as `JOB-TOKEN` on every patch and update.
     pub job_token: Secret<String>,
+    /// The runner's `info`, sent with every `PUT jobs/:id`.
     pub info: VersionInfo,
+    /// Whether debug tracing is on (`CI_DEBUG_TRACE` or `CI_DEBUG_SERVICES`); sent as the
+    /// `debug_trace` query parameter of each trace patch.
     pub debug_trace: bool,
+    /// `job_status_final_update_retry_limit`: attempts at the final update (0 counts as 1).
     pub final_update_retry_limit: u32,
 }
 
@@ -42,6 +49,7 @@ struct Progress {
 /// The uploader only reports it; the code that owns the job decides what to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RemoteJob {
+    /// GitLab has said nothing against the job: it keeps running.
     #[default]
     Running,
     /// `Job-Status: canceling`: a graceful cancel was asked for (after_script still runs).
@@ -69,8 +77,11 @@ impl Drop for TraceUploader {
 /// The final state to report.
 #[derive(Debug, Clone)]
 pub struct FinalState {
+    /// Whether the job succeeded; sent as state `success` or `failed`.
     pub success: bool,
+    /// GitLab's `failure_reason` (such as `script_failure`); `None` on success.
     pub failure_reason: Option<String>,
+    /// The script's exit code; sent as `exit_code` only when it is not 0.
     pub exit_code: i32,
 }
 

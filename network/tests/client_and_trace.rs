@@ -13,6 +13,11 @@
 //! timers would fire while a request waits on the wire). So the tests that need a wait take
 //! one real wait of about 3 s and keep the retry limit small; none takes more than ~5 s.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

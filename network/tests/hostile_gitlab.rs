@@ -2,6 +2,11 @@
 //! that stall before their headers or in the middle of their body, and trace `Range` answers
 //! that lie. A raw HTTP/1.1 server on loopback plays GitLab, so each stall is exact.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

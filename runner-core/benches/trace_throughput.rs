@@ -2,6 +2,11 @@
 //! masked values and every token prefix, timestamps, on-disk buffer) per second, and peak RSS.
 //! Run with `cargo bench -p runner-core --bench trace_throughput`.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::time::Instant;
 
 use runner_core::log::{token_prefixes, JobLog, LogOptions, MaskRules, StreamId, StreamKind};

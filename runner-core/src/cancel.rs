@@ -32,6 +32,7 @@ impl Default for JobCancel {
 }
 
 impl JobCancel {
+    /// A cancel state of its own, not tied to a runner's shutdown token.
     pub fn new() -> Self {
         Self::with_parent(&CancellationToken::new())
     }
@@ -47,6 +48,7 @@ impl JobCancel {
         }
     }
 
+    /// Stops the job now: only executor cleanup still runs. A reason set before is kept.
     pub fn abort(&self, reason: CancelReason) {
         let _ = self.reason.set(reason);
         self.abort.cancel();
@@ -69,14 +71,17 @@ impl JobCancel {
         None
     }
 
+    /// Fires on an abort and on runner shutdown.
     pub fn abort_token(&self) -> &CancellationToken {
         &self.abort
     }
 
+    /// Fires on a graceful cancel and on an abort: what stops the user script.
     pub fn graceful_token(&self) -> &CancellationToken {
         &self.graceful
     }
 
+    /// Whether the job was aborted or the runner is shutting down.
     pub fn is_aborted(&self) -> bool {
         self.abort.is_cancelled()
     }

@@ -11,12 +11,16 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid value for {key}: {value:?} ({reason})")]
 pub struct InvalidValue {
+    /// The key as the file spells it (`runners[0].ssh.port`).
     pub key: String,
+    /// The refused value, as text.
     pub value: String,
+    /// What was expected instead, shown in parentheses after the value.
     pub reason: String,
 }
 
 impl InvalidValue {
+    /// `key` holding `value` was refused because of `reason`.
     pub fn new(key: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> Self {
         Self {
             key: key.into(),
@@ -31,7 +35,9 @@ impl InvalidValue {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
+    /// A single string (`key = "always"`).
     One(String),
+    /// A list of strings (`key = ["always"]`).
     Many(Vec<String>),
 }
 
@@ -50,7 +56,9 @@ impl OneOrMany {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum TextOrNumber {
+    /// Given as a string (`port = "22"`).
     Text(String),
+    /// Given as an integer (`port = 22`).
     Number(i64),
 }
 

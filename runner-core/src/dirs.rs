@@ -109,9 +109,16 @@ pub fn project_slug(repo_url: &str) -> Option<String> {
 /// What an executor says about where builds live (the per-executor defaults of 4.1).
 #[derive(Debug, Clone, Default)]
 pub struct DirOptions {
+    /// The builds root: `builds_dir` of config.toml, else the executor's default; empty fails
+    /// the build as a configuration error.
     pub builds_dir: String,
+    /// The local cache root, from the same places; empty fails the build too.
     pub cache_dir: String,
+    /// Concurrent jobs share the builds root: project directories get a
+    /// `<short token>/<concurrent project id>/` prefix.
     pub shared_builds_dir: bool,
+    /// Jobs may choose their project directory with `GIT_CLONE_PATH` (inside the
+    /// builds root).
     pub custom_build_dir_enabled: bool,
 }
 
@@ -135,11 +142,17 @@ impl BuildDirs {
 
 /// What identifies the project dir of a build.
 pub struct ProjectIdentity<'a> {
+    /// The payload's `git_info.repo_url`, whose path gives the project slug.
     pub repo_url: &'a str,
+    /// The project's numeric id: `project-<id>` stands in for a URL without a usable path.
     pub project_id: i64,
+    /// The runner's short token, the first part of a shared project directory.
     pub short_token: &'a str,
+    /// `CI_CONCURRENT_PROJECT_ID`, the second part of a shared project directory.
     pub concurrent_project_id: usize,
+    /// `GIT_STRATEGY: empty`: the project and cache directories get an `-empty` suffix.
     pub git_strategy_empty: bool,
+    /// `GIT_CLONE_PATH`; empty for the computed project directory.
     pub git_clone_path: &'a str,
 }
 

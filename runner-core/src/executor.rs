@@ -18,36 +18,69 @@ use crate::stage::Stage;
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct FeaturesInfo {
+    /// Job variables reach the scripts.
     pub variables: bool,
+    /// The job's `image` is used.
     pub image: bool,
+    /// The job's `services` are started.
     pub services: bool,
+    /// Artifacts are uploaded, and those of `dependencies` downloaded.
     pub artifacts: bool,
+    /// `cache` is restored and saved.
     pub cache: bool,
+    /// `cache:fallback_keys` are tried when the cache key has no archive.
     pub fallback_cache_keys: bool,
+    /// The environment is shared between jobs rather than disposable (shell executor).
     pub shared: bool,
+    /// A job may upload several artifact archives (`artifacts:reports` besides
+    /// `artifacts:paths`).
     pub upload_multiple_artifacts: bool,
+    /// Artifacts may be uploaded as a single unarchived file (`artifact_format: raw`).
     pub upload_raw_artifacts: bool,
+    /// The runner can serve an interactive session for the job (`runner_session_url`).
     pub session: bool,
+    /// The session offers a web terminal into the job's environment.
     pub terminal: bool,
+    /// get_sources fetches the payload's `git_info.refspecs`.
     pub refspecs: bool,
+    /// Masked variables are hidden in the job log.
     pub masking: bool,
+    /// The session can proxy requests to the job's services.
     pub proxy: bool,
+    /// Variables marked `raw` are left unexpanded.
     pub raw_variables: bool,
+    /// `artifacts:exclude` is honoured.
     pub artifacts_exclude: bool,
+    /// Script steps other than `script` (such as `release`) are run.
     pub multi_build_steps: bool,
+    /// The log upload resumes from the offset GitLab names when its copy does not line up (416).
     pub trace_reset: bool,
+    /// The final update carries the log's CRC-32 checksum.
     pub trace_checksum: bool,
+    /// The final update carries the log's size in bytes.
     pub trace_size: bool,
+    /// `secrets` can be read from HashiCorp Vault.
     pub vault_secrets: bool,
+    /// The job stops when GitLab reports it canceled.
     pub cancelable: bool,
+    /// A failed script's exit code is reported in the final update.
     pub return_exit_code: bool,
+    /// A service's own `variables` are given to that service.
     pub service_variables: bool,
+    /// A service may have several aliases, comma- or space-separated.
     pub service_multiple_aliases: bool,
+    /// The image's `executor_opts` (`image:docker:platform`, `user`) are honoured.
     pub image_executor_opts: bool,
+    /// A service's `executor_opts` are honoured.
     pub service_executor_opts: bool,
+    /// GitLab's `canceling` state stops the script but still runs after_script and uploads.
     pub cancel_gracefully: bool,
+    /// The `run` keyword's CI steps are run natively.
     pub native_steps_integration: bool,
+    /// A received job is confirmed as started in a second request, so GitLab may withdraw
+    /// it in between.
     pub two_phase_job_commit: bool,
+    /// The payload's `inputs` are interpolated into `${{ job.inputs.* }}`.
     pub job_inputs: bool,
 }
 
@@ -70,19 +103,30 @@ impl FeaturesInfo {
 /// Whether the shell runs as a login shell (`bash -l`): shell and ssh do, containers do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ShellType {
+    /// A plain shell (`bash`), as containers start it.
     #[default]
     Normal,
+    /// A login shell (`bash -l`), which reads the user's profile.
     Login,
 }
 
 /// How an executor places builds, per upstream's table of executor defaults (4.1).
 #[derive(Debug, Clone, Default)]
 pub struct ExecutorDefaults {
+    /// The builds root when `builds_dir` is not configured (`/builds` in containers).
     pub builds_dir: String,
+    /// The local cache root when `cache_dir` is not configured (`/cache` in containers).
     pub cache_dir: String,
+    /// Concurrent jobs share the builds root (shell, ssh): project directories get a
+    /// `<short token>/<concurrent project id>/` prefix.
     pub shared_builds_dir: bool,
+    /// Whether jobs may set `GIT_CLONE_PATH` when `[runners.custom_build_dir]` is
+    /// not configured.
     pub custom_build_dir_enabled: bool,
+    /// Whether get_sources adds the project directory to git's `safe.directory` when
+    /// `safe_directory_checkout` is not configured.
     pub safe_directory_checkout: bool,
+    /// Whether stage scripts run in a login shell.
     pub shell_type: ShellType,
     /// The helper binary the generated scripts call for cache and artifacts.
     pub runner_command: String,
@@ -105,7 +149,9 @@ pub struct ExecutorDefaults {
 /// One stage to run: the generated script and where it belongs.
 #[derive(Debug, Clone, Copy)]
 pub struct ExecutorCommand<'a> {
+    /// The generated stage script.
     pub script: &'a str,
+    /// The stage the script is for.
     pub stage: &'a Stage,
     /// Runs in the helper environment rather than the build environment.
     pub predefined: bool,
@@ -114,10 +160,13 @@ pub struct ExecutorCommand<'a> {
 /// How a stage's script ended. A failing user script is a result, not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScriptExit {
+    /// The script exited with status 0.
     Success,
     /// The script exited non-zero; `message` is the executor's wording (`exit status 1`).
     Failed {
+        /// The script's exit code, reported to GitLab with `script_failure`.
         code: i32,
+        /// The executor's wording of the exit.
         message: String,
     },
 }
@@ -170,6 +219,7 @@ impl ExecutorError {
         self
     }
 
+    /// What the failure means for the job: a system failure or a given reason.
     pub fn kind(&self) -> ExecutorErrorKind {
         self.kind
     }
@@ -198,6 +248,7 @@ impl ExecutorError {
         self
     }
 
+    /// The job failure this becomes: its reason, and its message with the causes.
     pub fn into_build_error(self) -> BuildError {
         BuildError::new(self.failure_reason(), self.full_message())
     }
@@ -280,21 +331,28 @@ pub type ReservationOf<P> = <<P as ExecutorProvider>::Capacity as Capacity>::Res
 pub trait ExecutorProvider: Send + Sync {
     /// Where this provider's capacity is counted ([`Unlimited`] for most).
     type Capacity: Capacity;
+    /// The executor made for each job.
     type Executor: Executor;
 
     /// The executor name as configured (`shell`, `docker`, ...).
     fn name(&self) -> &'static str;
 
+    /// Whether executors of this kind can be made at all (upstream's `CanCreate`); yes unless
+    /// a provider says otherwise.
     fn can_create(&self) -> bool {
         true
     }
 
+    /// What executors of this kind support, added to `info.features` of job requests.
     fn features(&self) -> FeaturesInfo;
 
+    /// The script shell when `[[runners]] shell` is not set (`bash`).
     fn default_shell(&self) -> &'static str;
 
+    /// Where builds go and how the shell starts on this executor.
     fn defaults(&self) -> ExecutorDefaults;
 
+    /// The capacity jobs of this provider reserve from.
     fn capacity(&self) -> &Self::Capacity;
 
     /// An executor for one job, owning the reservation made for it.

@@ -5,20 +5,35 @@ use std::fmt;
 /// The failure reasons the runner knows (`common/network.go`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureReason {
+    /// A user script exited non-zero (`script_failure`).
     ScriptFailure,
+    /// The runner or the executor's backend failed (`runner_system_failure`).
     RunnerSystemFailure,
+    /// The job, script, prepare or get_sources timeout ran out (`job_execution_timeout`).
     JobExecutionTimeout,
+    /// An image could not be pulled for a reason other than the network or the configuration
+    /// (`image_pull_failure`).
     ImagePullFailure,
+    /// No more specific reason applies (`unknown_failure`); also what GitLab gets for reasons
+    /// it does not know.
     UnknownFailure,
+    /// The runner's configuration or the job's request cannot work: bad inputs, a
+    /// `GIT_CLONE_PATH` outside the builds root, a missing image (`runner_configuration_error`).
     RunnerConfigurationError,
+    /// Something outside the runner was unreachable, such as a registry during a pull
+    /// (`runner_external_dependency_failure`).
     RunnerExternalDependencyFailure,
+    /// The runner stopped the job while shutting down (`runner_interrupted`).
     RunnerInterrupted,
+    /// The artifacts of a job in `dependencies` are gone: the downloader exited with
+    /// [`MISSING_DEPENDENCY_EXIT_CODE`] (`missing_dependency_failure`).
     MissingDependencyFailure,
     /// Internal only: GitLab has no such reason and receives `unknown_failure`.
     JobCanceled,
 }
 
 impl FailureReason {
+    /// The reason as GitLab's API spells it (`script_failure`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ScriptFailure => "script_failure",
@@ -77,13 +92,16 @@ pub const MISSING_DEPENDENCY_EXIT_CODE: i32 = 3;
 /// A job failure with the reason GitLab shows and, for scripts, the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildError {
+    /// Why the job failed; [`FailureReason::for_gitlab`] maps it to what GitLab accepts.
     pub reason: FailureReason,
+    /// What went wrong, shown after `Job failed:` in the log.
     pub message: String,
     /// The script's exit code; 0 when there is none (omitted from the update).
     pub exit_code: i32,
 }
 
 impl BuildError {
+    /// A failure with `reason` and no exit code.
     pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
         Self {
             reason,
@@ -92,6 +110,7 @@ impl BuildError {
         }
     }
 
+    /// A `script_failure` with the script's exit code.
     pub fn script(message: impl Into<String>, exit_code: i32) -> Self {
         Self {
             reason: FailureReason::ScriptFailure,
@@ -100,10 +119,12 @@ impl BuildError {
         }
     }
 
+    /// A `runner_system_failure`.
     pub fn system(message: impl Into<String>) -> Self {
         Self::new(FailureReason::RunnerSystemFailure, message)
     }
 
+    /// Whether it is a `runner_system_failure`, logged as `Job failed (system failure)`.
     pub fn is_system_failure(&self) -> bool {
         self.reason == FailureReason::RunnerSystemFailure
     }

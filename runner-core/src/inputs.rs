@@ -14,14 +14,19 @@ use crate::job::JobResponse;
 /// Why inputs could not be read or interpolated; shown as the job's error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
+    /// An `inputs` entry is malformed: no key, a null value, an unknown type, or content
+    /// that is not of the announced type.
     #[error("{0}")]
     Invalid(String),
+    /// An expression names what does not exist or cannot be used so: an unknown input,
+    /// attribute or function, an index out of range.
     #[error("failed to interpolate job inputs: {0}")]
     Interpolation(String),
     /// The text inside `${{ }}` is not an expression this parser reads. The parse error is
     /// part of this message (not a `source`), as the job's error is this text alone.
     #[error("failed to interpolate job inputs: {0}")]
     Parse(ParseError),
+    /// An expression reads a `sensitive` input, which may not be interpolated.
     #[error("sensitive inputs are unsupported in interpolations yet")]
     Sensitive,
 }

@@ -39,71 +39,130 @@ macro_rules! payload_struct {
 payload_struct! {
     /// The whole job as GitLab sends it.
     pub struct JobResponse {
+        /// The job's id (`CI_JOB_ID`).
         pub id: i64,
+        /// The job token (`CI_JOB_TOKEN`): authenticates the job's API, git and registry calls.
         pub token: Secret<String>,
+        /// Whether `GIT_STRATEGY` defaults to `fetch` (otherwise `clone`).
         pub allow_git_fetch: bool,
+        /// What the job is and which pipeline and project it belongs to.
         pub job_info: JobInfo,
+        /// The repository and revision to check out.
         pub git_info: GitInfo,
+        /// The job's timeout and session settings.
         pub runner_info: RunnerInfo,
+        /// The job's `inputs`, raw `{key, value: {type, content, sensitive}}` entries, checked
+        /// and interpolated by [`crate::inputs`].
         pub inputs: Vec<serde_json::Value>,
+        /// The job's variables in GitLab's order; a later definition of a key wins.
         pub variables: Vec<JobVariable>,
+        /// The script steps (`script`, `after_script`, `release`, ...), in order.
         pub steps: Vec<Step>,
+        /// The job's `image`; its name is empty when the job names none.
         pub image: Image,
+        /// The job's `services`.
         pub services: Vec<Image>,
+        /// What to upload as artifacts, one entry per archive or report.
         pub artifacts: Vec<Artifact>,
+        /// The job's `cache` entries.
         pub cache: Vec<Cache>,
+        /// Credentials GitLab provides, such as the job's registry login.
         pub credentials: Vec<Credential>,
+        /// Earlier jobs whose artifacts are downloaded before the script.
         pub dependencies: Vec<Dependency>,
+        /// What this GitLab supports and asks of the runner.
         pub features: GitlabFeatures,
+        /// The job's `secrets` by variable name, raw; a job with any fails with
+        /// `runner_configuration_error`, as secret providers are not supported.
         pub secrets: BTreeMap<String, serde_json::Value>,
+        /// The job's own hooks (`hooks:pre_get_sources_script`, ...).
         pub hooks: Vec<Hook>,
+        /// The `run` keyword (CI steps) as GitLab encodes it; empty for jobs using `script`.
         pub run: String,
+        /// Set when a pipeline execution policy added the job.
         pub policy_options: PolicyOptions,
+        /// Whether GitLab wants the job's environment kept suspended after the job.
         pub suspend_options: SuspendOptions,
     }
 }
 
 payload_struct! {
+    /// `job_info`: the job's names and ids and those of its pipeline and project.
     pub struct JobInfo {
+        /// The job's name (`CI_JOB_NAME`).
         pub name: String,
+        /// The pipeline stage the job is in (`CI_JOB_STAGE`).
         pub stage: String,
+        /// The pipeline's id (`CI_PIPELINE_ID`).
         pub pipeline_id: i64,
+        /// The project's numeric id (`CI_PROJECT_ID`): names cache objects and stands in for a
+        /// project slug the repository URL cannot give.
         pub project_id: i64,
+        /// The project's name (`CI_PROJECT_NAME`).
         pub project_name: String,
+        /// The project's path with its namespace (`group/project`).
         pub project_full_path: String,
+        /// The id of the group or user namespace the project is in.
         pub namespace_id: i64,
+        /// The id of the top-level namespace above the project.
         pub root_namespace_id: i64,
+        /// The id of the GitLab organization the project belongs to.
         pub organization_id: i64,
+        /// An identifier of the GitLab instance that sent the job.
         pub instance_id: String,
+        /// The UUID of the GitLab instance that sent the job.
         pub instance_uuid: String,
+        /// The id of the user the job runs for (`GITLAB_USER_ID`).
         pub user_id: i64,
+        /// The user a job running under a composite identity is scoped to; `None` when GitLab
+        /// sends none.
         pub scoped_user_id: Option<i64>,
+        /// Seconds the job waited in GitLab's queue before this runner took it.
         pub time_in_queue_seconds: f64,
+        /// How many of the project's jobs are running on instance runners, as the text
+        /// bucket GitLab reports.
         pub project_jobs_running_on_instance_runners_count: String,
+        /// How many jobs were waiting in GitLab's queue when this one was picked.
         pub queue_size: i64,
+        /// How far into that queue GitLab looked before picking this job.
         pub queue_depth: i64,
     }
 }
 
 payload_struct! {
+    /// `git_info`: the repository and revision to check out.
     pub struct GitInfo {
+        /// The repository to fetch, with the job token as its credentials.
         pub repo_url: Secret<String>,
+        /// The repository's hash algorithm (`sha1`, `sha256`); empty means `sha1`.
         pub repo_object_format: String,
+        /// The branch or tag the job runs for (JSON `ref`, `CI_COMMIT_REF_NAME`).
         #[serde(rename = "ref")]
         pub git_ref: String,
+        /// The commit to check out (`CI_COMMIT_SHA`).
         pub sha: String,
+        /// The branch's previous commit (`CI_COMMIT_BEFORE_SHA`); all zeros when there is none.
         pub before_sha: String,
+        /// `branch` or `tag`.
         pub ref_type: String,
+        /// The refspecs get_sources fetches.
         pub refspecs: Vec<String>,
+        /// The fetch depth (`GIT_DEPTH`); 0 fetches the whole history.
         pub depth: i64,
+        /// Whether the ref is protected; `None` when GitLab does not say (taken as unprotected).
         pub protected: Option<bool>,
     }
 }
 
 payload_struct! {
+    /// `runner_info`: how long the job may run and where its session is served.
     pub struct RunnerInfo {
+        /// `runner_info.uuid` as GitLab sends it; not read by this runner.
         pub uuid: String,
+        /// The job timeout in seconds as sent; read it through [`Self::timeout_seconds`], which
+        /// applies the default.
         pub timeout: i64,
+        /// Where the runner's session server is reached (web terminal); empty for none.
         pub runner_session_url: String,
     }
 }
@@ -125,23 +184,39 @@ impl RunnerInfo {
 payload_struct! {
     /// One entry of `steps`: `script`, `after_script`, `release`, `run`, ...
     pub struct Step {
+        /// The step's name; its stage is `step_<name>` ([`JobResponse::step_stage_name`]).
         pub name: String,
+        /// The step's commands, in order.
         pub script: Vec<String>,
+        /// The step's time limit in seconds, as sent; the driver applies the job timeout and
+        /// `RUNNER_SCRIPT_TIMEOUT` instead.
         pub timeout: i64,
+        /// `on_success`, `on_failure` or `always`: when GitLab wants the step to run.
         pub when: String,
+        /// Whether a failure of this step should leave the job successful, as sent.
         pub allow_failure: bool,
     }
 }
 
 payload_struct! {
+    /// The job's `image` or one of its `services`.
     pub struct Image {
+        /// The image reference (`alpine:3.20`).
         pub name: String,
+        /// A service's host names, comma- or space-separated ([`Self::aliases`]).
         pub alias: String,
+        /// `command`: replaces the image's command; empty keeps it.
         pub command: Vec<String>,
+        /// `entrypoint`: replaces the image's entrypoint; empty keeps it.
         pub entrypoint: Vec<String>,
+        /// The ports declared for the image (`ports`).
         pub ports: Vec<Port>,
+        /// Variables for this service alone (`services:variables`).
         pub variables: Vec<JobVariable>,
+        /// `pull_policy` (`always`, `if-not-present`, `never`); empty uses the configured one.
         pub pull_policy: Vec<String>,
+        /// Options per executor (`docker: {platform, user}`), checked by
+        /// [`JobResponse::validate`].
         pub executor_opts: BTreeMap<String, serde_json::Value>,
     }
 }
@@ -157,92 +232,146 @@ impl Image {
 }
 
 payload_struct! {
+    /// One `ports` entry of an image.
     pub struct Port {
+        /// The port number.
         pub number: i64,
+        /// `http` or `https`.
         pub protocol: String,
+        /// The port's name.
         pub name: String,
     }
 }
 
 payload_struct! {
+    /// One `artifacts` entry: what to archive and upload.
     pub struct Artifact {
+        /// The archive's name (`artifacts:name`).
         pub name: String,
+        /// Also take every file git does not track (`artifacts:untracked`).
         pub untracked: bool,
+        /// Paths and patterns to take, relative to the project directory.
         pub paths: Vec<String>,
+        /// Patterns to leave out (`artifacts:exclude`).
         pub exclude: Vec<String>,
+        /// `on_success`, `on_failure` or `always`; empty means `on_success`.
         pub when: String,
+        /// The report type (`archive` for plain artifacts, `junit`, ...).
         pub artifact_type: String,
+        /// How it is packed: `zip`, `gzip` or `raw`.
         pub artifact_format: String,
+        /// How long GitLab keeps it (`1 week`); empty leaves it to GitLab's default.
         pub expire_in: String,
     }
 }
 
 payload_struct! {
+    /// One `cache` entry.
     pub struct Cache {
+        /// The cache key (`cache:key`), which names the archive.
         pub key: String,
+        /// Also cache every file git does not track.
         pub untracked: bool,
+        /// `pull-push`, `pull` or `push`: whether the cache is restored, saved or both.
         pub policy: String,
+        /// Paths and patterns to cache, relative to the project directory.
         pub paths: Vec<String>,
+        /// `on_success`, `on_failure` or `always`: when the cache is saved; empty means
+        /// `on_success`.
         pub when: String,
+        /// Keys tried in order when `key` has no archive.
         pub fallback_keys: Vec<String>,
     }
 }
 
 payload_struct! {
+    /// One `credentials` entry.
     pub struct Credential {
+        /// The credential's type (JSON `type`); `registry` for image registries.
         #[serde(rename = "type")]
         pub kind: String,
+        /// The registry it is for (`registry.example.com`).
         pub url: String,
+        /// The user name to log in with.
         pub username: String,
+        /// The password or token to log in with.
         pub password: Secret<String>,
     }
 }
 
 payload_struct! {
+    /// One `dependencies` entry: an earlier job whose artifacts are downloaded.
     pub struct Dependency {
+        /// That job's id.
         pub id: i64,
+        /// The token its artifacts are downloaded with.
         pub token: Secret<String>,
+        /// That job's name.
         pub name: String,
+        /// Its artifacts archive; an empty file name means it has none.
         pub artifacts_file: ArtifactsFile,
     }
 }
 
 payload_struct! {
+    /// The artifacts archive of a dependency.
     pub struct ArtifactsFile {
+        /// The archive's file name (`artifacts.zip`).
         pub filename: String,
+        /// The archive's size in bytes.
         pub size: i64,
     }
 }
 
 payload_struct! {
+    /// `features`: what this GitLab supports and asks of the runner.
     pub struct GitlabFeatures {
+        /// Whether the log gets collapsible section markers.
         pub trace_sections: bool,
+        /// Further token prefixes to mask in the log.
         pub token_mask_prefixes: Vec<String>,
+        /// The failure reasons this GitLab accepts; [`crate::failure::FailureReason::for_gitlab`]
+        /// maps others onto them.
         pub failure_reasons: Vec<String>,
+        /// Tracing settings GitLab may send, kept as raw JSON and not read.
         pub tracing: serde_json::Value,
     }
 }
 
 payload_struct! {
+    /// One of the job's `hooks`.
     pub struct Hook {
+        /// When it runs: `pre_get_sources_script` or `post_get_sources_script`.
         pub name: String,
+        /// The hook's commands, in order.
         pub script: Vec<String>,
     }
 }
 
 payload_struct! {
+    /// `policy_options`: how a pipeline execution policy applies to the job; not acted on here.
     pub struct PolicyOptions {
+        /// The job was added by a pipeline execution policy.
         pub execution_policy_job: bool,
+        /// The name of that policy.
         pub policy_name: String,
+        /// Whether the project's variables may override the policy's; `None` when
+        /// GitLab does not say.
         pub policy_variables_override_allowed: Option<bool>,
+        /// The variables to which that answer does not apply.
         pub policy_variables_override_exceptions: Vec<String>,
     }
 }
 
 payload_struct! {
+    /// `suspend_options`: whether to keep the job's environment suspended after the job
+    /// (`FF_SUSPENDABLE_ENVIRONMENTS`); not acted on by this runner.
     pub struct SuspendOptions {
+        /// Suspend the environment when the job succeeds.
         pub suspend_on_success: bool,
+        /// Suspend the environment when the job fails.
         pub suspend_on_failure: bool,
+        /// The key that names the suspended environment.
         pub runtime_environment_key: String,
     }
 }
@@ -251,10 +380,14 @@ payload_struct! {
 /// `ExitCodeUnsupportedOptions`).
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PayloadValidationError {
+    /// The image or a service has `executor_opts` this runner does not take (it takes
+    /// docker `platform` and `user`, kubernetes `user`); lists them.
     #[error("the following executor_opts are not supported: {0}")]
     UnsupportedExecutorOpts(String),
+    /// The job has both `run` and a non-empty `script`.
     #[error("the `run` keyword cannot be used together with the `script` keyword")]
     RunWithScript,
+    /// The job has both `run` and a `STEPS` variable.
     #[error("the `run` keyword cannot be used together with the STEPS variable")]
     RunWithStepsVariable,
 }
@@ -278,6 +411,7 @@ impl JobResponse {
         format!("step_{}", step_name.to_lowercase())
     }
 
+    /// The job's hook called `name` (`pre_get_sources_script`, ...), if it has one.
     pub fn hook(&self, name: &str) -> Option<&Hook> {
         self.hooks.iter().find(|hook| hook.name == name)
     }

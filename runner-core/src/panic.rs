@@ -17,6 +17,7 @@ pub struct CatchUnwind<F> {
 }
 
 impl<F: Future> CatchUnwind<F> {
+    /// Wraps `future`, so that a panic while polling it becomes `Err`.
     pub fn new(future: F) -> Self {
         Self {
             inner: Box::pin(future),

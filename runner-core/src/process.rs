@@ -17,6 +17,7 @@ pub use crate::stage_runner::{
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessExit {
+    /// Exited by itself with this status code.
     Code(i32),
     /// Killed by a signal (reported upstream as `signal: killed`, exit code -1).
     Signal(i32),
@@ -33,11 +34,15 @@ impl ProcessExit {
     }
 }
 
+/// Why a local process could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
+    /// The program could not be started (not found, not executable, ...).
     #[error("starting {program}")]
     Spawn {
+        /// The program that was to be started.
         program: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },

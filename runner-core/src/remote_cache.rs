@@ -9,9 +9,13 @@ use crate::secret::Secret;
 pub struct S3Settings {
     /// `host[:port]`; empty means AWS (`s3.amazonaws.com`).
     pub server_address: String,
+    /// `AccessKey`: the access key id the URLs are signed with.
     pub access_key: String,
+    /// `SecretKey`: the secret the URLs are signed with.
     pub secret_key: Secret<String>,
+    /// `SessionToken` of temporary credentials; empty for none.
     pub session_token: Secret<String>,
+    /// `BucketName`: the bucket cache archives are stored in (required).
     pub bucket_name: String,
     /// The signing region; `us-east-1` when empty.
     pub bucket_location: String,
@@ -21,6 +25,8 @@ pub struct S3Settings {
     pub path_style: Option<bool>,
     /// ``, `S3`, `KMS` or `DSSE-KMS`.
     pub server_side_encryption: String,
+    /// `ServerSideEncryptionKeyID`: the KMS key for `KMS` and `DSSE-KMS`; empty uses
+    /// the bucket's default key.
     pub server_side_encryption_key_id: String,
 }
 
@@ -33,6 +39,7 @@ pub struct RemoteCache {
     pub shared: bool,
     /// `MaxUploadedArchiveSize` in bytes; 0 is no limit.
     pub max_uploaded_archive_size: u64,
+    /// `[runners.cache.s3]`: the server, bucket and credentials.
     pub s3: S3Settings,
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Secret<T>(T);
 
 impl<T> Secret<T> {
+    /// Wraps `value`, hiding it from `Debug` and `Display`.
     pub fn new(value: T) -> Self {
         Self(value)
     }

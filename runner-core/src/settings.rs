@@ -4,15 +4,21 @@ use std::time::Duration;
 
 use crate::variables::{parse_bool, Variables};
 
+/// How get_sources provides the repository (`GIT_STRATEGY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GitStrategy {
+    /// Clone afresh into an emptied project directory.
     Clone,
+    /// Reuse the project directory and fetch into it.
     Fetch,
+    /// Run no git commands: the project directory is used as it is.
     None,
+    /// Start from an empty project directory, without git.
     Empty,
 }
 
 impl GitStrategy {
+    /// The strategy as `GIT_STRATEGY` spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Clone => "clone",
@@ -23,10 +29,14 @@ impl GitStrategy {
     }
 }
 
+/// How get_sources handles submodules (`GIT_SUBMODULE_STRATEGY`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmoduleStrategy {
+    /// Leave submodules alone: the default, and always with the `none` and `empty` strategies.
     None,
+    /// Set up and update the top-level submodules only.
     Normal,
+    /// Set up and update submodules and theirs, recursively.
     Recursive,
     /// An unknown value: the get_sources stage fails with "unknown GIT_SUBMODULE_STRATEGY".
     Invalid(String),
@@ -35,30 +45,68 @@ pub enum SubmoduleStrategy {
 /// The default after_script timeout (`AfterScriptTimeout`).
 pub const DEFAULT_AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
+/// What a job's variables set about its build (upstream's `BuildSettings`); a value that
+/// cannot be read keeps the default and adds a warning.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildSettings {
+    /// `CI_DEBUG_TRACE`: scripts print each command they run; off when the runner sets
+    /// `debug_trace_disabled`.
     pub ci_debug_trace: bool,
+    /// `CI_DEBUG_SERVICES`: the services' output goes into the job log; off when the
+    /// runner sets `debug_trace_disabled`.
     pub ci_debug_services: bool,
+    /// `GIT_CLONE_PATH`: a project directory of the job's choosing inside the builds root;
+    /// empty for the computed one.
     pub git_clone_path: String,
+    /// `GIT_STRATEGY`; when unset or unknown, `fetch` if the payload's `allow_git_fetch` says so,
+    /// else `clone`.
     pub git_strategy: GitStrategy,
+    /// `GIT_CHECKOUT` (default true): check the commit out after fetching; always false with
+    /// the `none` and `empty` strategies.
     pub git_checkout: bool,
+    /// `GIT_SUBMODULE_STRATEGY`.
     pub git_submodule_strategy: SubmoduleStrategy,
+    /// `GIT_SUBMODULE_PATHS`: the submodules to update (pathspecs, `:(exclude)` ones too);
+    /// empty for all.
     pub git_submodule_paths: Vec<String>,
+    /// `GIT_SUBMODULE_DEPTH`: the submodules' fetch depth; defaults to the payload's
+    /// `git_info.depth`.
     pub git_submodule_depth: i64,
+    /// `GIT_CLEAN_FLAGS`: the arguments of `git clean` (default `-ffdx`); empty (`none`)
+    /// skips the clean.
     pub git_clean_flags: Vec<String>,
+    /// `GIT_CLONE_EXTRA_FLAGS`: extra arguments of `git clone`, which upstream uses with
+    /// `FF_USE_GIT_NATIVE_CLONE`; no stage reads them yet.
     pub git_clone_extra_flags: Vec<String>,
+    /// `GIT_FETCH_EXTRA_FLAGS`: the arguments added to `git fetch` (default
+    /// `--prune --quiet`); empty with `none`.
     pub git_fetch_extra_flags: Vec<String>,
+    /// `GIT_SUBMODULE_UPDATE_FLAGS`: extra arguments of `git submodule update`.
     pub git_submodule_update_flags: Vec<String>,
+    /// `GIT_LFS_SKIP_SMUDGE`: LFS files are not pulled after the checkout.
     pub git_lfs_skip_smudge: bool,
+    /// `GIT_SUBMODULE_FORCE_HTTPS`: fetch submodules over HTTPS with the job token
+    /// whatever their configured URL; no stage applies it yet.
     pub git_submodule_force_https: bool,
+    /// `GET_SOURCES_ATTEMPTS` (1 to 10, default 1): tries of get_sources.
     pub get_sources_attempts: u32,
+    /// `ARTIFACT_DOWNLOAD_ATTEMPTS` (1 to 10, default 1): tries of download_artifacts.
     pub artifact_download_attempts: u32,
+    /// `RESTORE_CACHE_ATTEMPTS` (1 to 10, default 1): tries of restore_cache.
     pub restore_cache_attempts: u32,
+    /// `EXECUTOR_JOB_SECTION_ATTEMPTS` (1 to 10, default 1): tries of an executor's own
+    /// job sections; no executor here retries them yet.
     pub executor_job_section_attempts: u32,
+    /// `SECRETS_RETRIEVAL_ATTEMPTS` (1 to 10, default 1): tries at resolving `secrets`;
+    /// unused, as jobs with secrets fail.
     pub secrets_retrieval_attempts: u32,
+    /// `AFTER_SCRIPT_IGNORE_ERRORS` (default true): a failed after_script only warns
+    /// instead of failing the job.
     pub after_script_ignore_errors: bool,
     /// Minutes.
     pub cache_request_timeout: i64,
+    /// `DOCKER_AUTH_CONFIG`: registry credentials in Docker's `config.json` form, for
+    /// pulling images.
     pub docker_auth_config: String,
     /// `RUNNER_SCRIPT_TIMEOUT` as given; read with [`stage_timeouts`] when the scripts start.
     pub script_timeout_raw: String,

@@ -2,26 +2,43 @@
 
 use std::fmt;
 
+/// One stage of a build; the driver runs them in the order listed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Stage {
+    /// Resolving the job's `secrets`; never run, as jobs with secrets fail before it.
     ResolveSecrets,
+    /// Preparing the executor (with retries); a log section, not a script.
     PrepareExecutor,
+    /// The prepare script (`prepare_script`), which reports where the job runs.
     Prepare,
+    /// Fetching and checking out the repository, with the get_sources hooks.
     GetSources,
+    /// Emptying the project directory before get_sources is tried again.
     ClearWorktree,
+    /// Restoring the cache archives.
     RestoreCache,
+    /// Downloading the artifacts of the job's `dependencies`.
     DownloadArtifacts,
     /// A user step: `step_<lowercased name>`.
     Step(String),
+    /// The job's after_script, run after the steps whether they failed or not (but not after an
+    /// abort or the job timeout).
     AfterScript,
+    /// Saving the cache after the scripts succeeded (`archive_cache`).
     ArchiveOnSuccessCache,
+    /// Saving the cache after the scripts failed.
     ArchiveOnFailureCache,
+    /// Uploading the `on_success` and `always` artifacts after the scripts succeeded.
     UploadOnSuccessArtifacts,
+    /// Uploading the `on_failure` and `always` artifacts after the scripts failed.
     UploadOnFailureArtifacts,
+    /// Removing the file variables and the git credentials (`cleanup_file_variables`); runs
+    /// even after a panic.
     Cleanup,
 }
 
 impl Stage {
+    /// The stage of the step called `name`, lowercased as upstream names it.
     pub fn step(name: &str) -> Self {
         Self::Step(name.to_lowercase())
     }

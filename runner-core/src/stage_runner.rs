@@ -31,6 +31,7 @@ use crate::log::{JobLog, LogWriter, StreamId, StreamKind};
 
 /// Upstream's defaults: 10 minutes of grace after SIGTERM, then 10 s for SIGKILL to take effect.
 pub const DEFAULT_GRACEFUL_KILL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Upstream's default `force_kill_timeout`: how long a killed stage gets to end.
 pub const DEFAULT_FORCE_KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long output may keep arriving after the stage's process ended.
@@ -40,7 +41,9 @@ pub const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 /// `force` for the kill to take effect (`force_kill_timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KillTimeouts {
+    /// From terminate to kill (`graceful_kill_timeout`).
     pub graceful: Duration,
+    /// From kill until the stage is given up as dormant (`force_kill_timeout`).
     pub force: Duration,
 }
 
@@ -56,7 +59,9 @@ impl Default for KillTimeouts {
 /// A piece of a stage's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
+    /// Whether it came from stdout or stderr.
     pub kind: StreamKind,
+    /// The bytes as the transport delivered them, not split at lines or characters.
     pub data: Vec<u8>,
 }
 
@@ -99,7 +104,9 @@ pub type StageStdin = std::pin::Pin<Box<dyn AsyncWrite + Send>>;
 
 /// A stage its transport has started.
 pub struct Started<P, O> {
+    /// The port to wait for, terminate and kill the stage.
     pub process: P,
+    /// The stage's output.
     pub output: O,
     /// Receives the script; `None` when the stage takes none (a custom driver call).
     pub stdin: Option<StageStdin>,
@@ -108,6 +115,7 @@ pub struct Started<P, O> {
 /// How a supervised stage ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ended<E> {
+    /// How the stage ended, in the transport's terms.
     pub exit: E,
     /// The stage was stopped because `cancel` fired (not by itself).
     pub stopped: bool,
@@ -115,7 +123,9 @@ pub struct Ended<E> {
 
 /// Where a stage's output goes.
 pub trait OutputSink: Send + 'static {
+    /// Takes one chunk of output.
     fn write(&mut self, chunk: Chunk);
+    /// Called once the output has ended, to store what is held back.
     fn finish(&mut self);
 }
 
@@ -126,6 +136,7 @@ pub struct LogSink {
 }
 
 impl LogSink {
+    /// A sink writing to `log`'s script stream.
     pub fn new(log: &JobLog) -> Self {
         Self {
             stdout: log.stream(StreamId::SCRIPT, StreamKind::Stdout),

@@ -5,6 +5,7 @@
 /// A URL split at its authority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UrlParts<'a> {
+    /// The scheme, without `://` (`https`).
     pub scheme: &'a str,
     /// `user[:password]`, without the `@`.
     pub userinfo: Option<&'a str>,

@@ -7,24 +7,30 @@ use crate::job::nullable;
 /// One variable as GitLab sends it (`[{key, value, public, file, masked, raw}]`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JobVariable {
+    /// The variable's name.
     #[serde(default, deserialize_with = "nullable")]
     pub key: String,
+    /// Its value as sent; for a file variable, the file's content.
     #[serde(default, deserialize_with = "nullable")]
     pub value: String,
+    /// Not secret: services get it too.
     #[serde(default, deserialize_with = "nullable")]
     pub public: bool,
+    /// A file variable: the value is written to a file, and the variable holds its path.
     #[serde(
         default,
         deserialize_with = "nullable",
         skip_serializing_if = "is_false"
     )]
     pub file: bool,
+    /// The value is masked in the job log.
     #[serde(
         default,
         deserialize_with = "nullable",
         skip_serializing_if = "is_false"
     )]
     pub masked: bool,
+    /// The value is used as it is, without `$VAR` expansion.
     #[serde(
         default,
         deserialize_with = "nullable",
@@ -41,6 +47,7 @@ fn is_false(value: &bool) -> bool {
 }
 
 impl JobVariable {
+    /// A public variable `key` = `value`.
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
         Self {
             key: key.into(),
@@ -50,6 +57,7 @@ impl JobVariable {
         }
     }
 
+    /// A public variable the runner adds itself (`CI_BUILDS_DIR`, ...).
     pub fn internal(key: impl Into<String>, value: impl Into<String>) -> Self {
         Self {
             internal: true,
@@ -57,16 +65,19 @@ impl JobVariable {
         }
     }
 
+    /// The same variable as a file variable.
     pub fn file(mut self) -> Self {
         self.file = true;
         self
     }
 
+    /// The same variable, masked in the log.
     pub fn masked(mut self) -> Self {
         self.masked = true;
         self
     }
 
+    /// The same variable, exempt from expansion.
     pub fn raw(mut self) -> Self {
         self.raw = true;
         self
@@ -81,6 +92,8 @@ impl JobVariable {
 pub struct Variables(Vec<JobVariable>, Option<String>);
 
 impl Variables {
+    /// A list in definition order; file variables expand to their content until
+    /// [`Self::with_file_dir`] is called.
     pub fn new(list: Vec<JobVariable>) -> Self {
         Self(list, None)
     }
@@ -91,26 +104,32 @@ impl Variables {
         self
     }
 
+    /// The directory file variables are written to, once set.
     pub fn file_dir(&self) -> Option<&str> {
         self.1.as_deref()
     }
 
+    /// Adds a definition after the others, so it wins on lookup.
     pub fn push(&mut self, variable: JobVariable) {
         self.0.push(variable);
     }
 
+    /// Adds definitions after the others, in order.
     pub fn extend(&mut self, other: impl IntoIterator<Item = JobVariable>) {
         self.0.extend(other);
     }
 
+    /// Every definition in order, duplicates included.
     pub fn iter(&self) -> std::slice::Iter<'_, JobVariable> {
         self.0.iter()
     }
 
+    /// How many definitions there are, duplicates included.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether there are no definitions.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -194,6 +213,7 @@ impl Variables {
         values
     }
 
+    /// The definitions, in order.
     pub fn into_vec(self) -> Vec<JobVariable> {
         self.0
     }

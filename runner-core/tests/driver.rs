@@ -1,6 +1,11 @@
 //! The build driver against a hand-written fake executor, on paused time: stage order, failure
 //! branches, retries, timeouts and cancellation, and the final state and reason.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

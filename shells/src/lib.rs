@@ -26,7 +26,9 @@ use runner_core::stage::Stage;
 /// The shells this crate writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShellKind {
+    /// GNU bash (`shell = "bash"`, the default); scripts may use bash's `$'...'` quoting.
     Bash,
+    /// A POSIX `sh` such as dash (`shell = "sh"`); scripts use only POSIX double quotes.
     Sh,
 }
 
@@ -40,6 +42,7 @@ impl ShellKind {
         }
     }
 
+    /// The name as config.toml's `shell` spells it, also the program that is started.
     pub fn name(self) -> &'static str {
         match self {
             Self::Bash => "bash",
@@ -51,10 +54,13 @@ impl ShellKind {
 /// Generates bash or sh scripts (the two share one generator, as upstream).
 #[derive(Debug, Clone, Copy)]
 pub struct BashShell {
+    /// The shell the scripts are written for, unless the build's shell override (the custom
+    /// executor's `config_exec`) names another.
     pub kind: ShellKind,
 }
 
 impl BashShell {
+    /// A generator for `kind` scripts, the runner's `shell` setting.
     pub fn new(kind: ShellKind) -> Self {
         Self { kind }
     }

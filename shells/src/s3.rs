@@ -12,7 +12,10 @@ use sha2::{Digest, Sha256};
 /// A presigned request: the URL, and the headers that must be sent with it as signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presigned {
+    /// The presigned URL, with the signature and credential scope in its query string.
     pub url: String,
+    /// Headers the request must carry as given, since they are signed: an upload's server-side
+    /// encryption headers, if the cache sets any; always empty for a `GET`.
     pub headers: Vec<(String, String)>,
 }
 

@@ -1,5 +1,10 @@
 //! Stage scripts: snapshots of what is generated, and the scripts executed under real shells.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -7,6 +7,11 @@
 //! `cargo bench -p runner-tests --bench artifacts`; `RUNNER_BENCH_ARTIFACT_MIB` sets the size
 //! (default 2048).
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -9,6 +9,11 @@
 //!
 //! `cargo bench -p runner-tests --bench docker`; `RUNNER_BENCH_JOBS=N` (default 10).
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -5,6 +5,11 @@
 //! Run with `cargo bench -p runner-tests --bench runner`. `RUNNER_BENCH_JOBS` sets the number of
 //! sequential trivial jobs (default 20).
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

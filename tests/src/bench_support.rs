@@ -35,10 +35,12 @@ pub fn time_in_stage_shells(log: &str) -> Duration {
     Duration::from_secs_f64(total)
 }
 
+/// The arithmetic mean of the measured durations; zero for none.
 pub fn mean(values: &[Duration]) -> Duration {
     values.iter().sum::<Duration>() / values.len().max(1) as u32
 }
 
+/// The middle duration (the upper of the two middle ones for an even count); panics on none.
 pub fn median(values: &[Duration]) -> Duration {
     let mut sorted = values.to_vec();
     sorted.sort();

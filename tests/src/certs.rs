@@ -4,12 +4,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A freshly generated CA with a server and a client certificate, as PEM files in a temporary
+/// directory that is deleted when the value is dropped.
 pub struct TestCertificates {
+    /// The temporary directory holding every file; it lives as long as the value.
     pub dir: tempfile::TempDir,
+    /// The CA certificate (`ca.pem`) that signed both the server and the client certificate.
     pub ca: PathBuf,
+    /// The server certificate (`server.pem`), valid for the IP address 127.0.0.1.
     pub server_cert: PathBuf,
+    /// The unencrypted private key of the server certificate (`server.key`).
     pub server_key: PathBuf,
+    /// The client certificate (`client.pem`), for TLS client authentication.
     pub client_cert: PathBuf,
+    /// The unencrypted private key of the client certificate (`client.key`).
     pub client_key: PathBuf,
 }
 
@@ -44,7 +52,8 @@ fn signed(dir: &Path, name: &str, subject: &str, extensions: &str) {
             subject,
         ],
     );
-    std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
+    std::fs::write(dir.join(format!("{name}.ext")), extensions)
+        .expect("write the certificate's openssl extensions file");
     openssl(
         dir,
         &[
@@ -68,8 +77,9 @@ fn signed(dir: &Path, name: &str, subject: &str, extensions: &str) {
 }
 
 impl TestCertificates {
+    /// Runs `openssl` to make a new CA, server and client certificate; panics if it fails.
     pub fn generate() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("create a temporary directory for the certificates");
         let path = dir.path();
         openssl(
             path,

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, UnixStream};
 use crate::certs::TestCertificates;
 use crate::http::tls_config;
 
+/// A running TLS proxy in front of the local Docker engine; the listener stops when dropped.
 pub struct DockerTlsProxy {
     address: std::net::SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -18,6 +19,8 @@ pub struct DockerTlsProxy {
 }
 
 impl DockerTlsProxy {
+    /// Starts listening on a free 127.0.0.1 port, serving `certificates`' server certificate and
+    /// requiring a client certificate signed by their CA.
     pub async fn start(certificates: &TestCertificates) -> Self {
         let config = tls_config(
             &certificates.server_cert,
@@ -28,7 +31,9 @@ impl DockerTlsProxy {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
-        let address = listener.local_addr().unwrap();
+        let address = listener
+            .local_addr()
+            .expect("read the TLS proxy's bound address");
         let accepted = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
         let (counted, denied) = (accepted.clone(), refused.clone());

@@ -15,17 +15,23 @@ use crate::http::{reply, serve_with_tls, tls_config, Received, Reply};
 /// A job's state as GitLab sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobStatus {
+    /// Queued and not yet handed to a runner.
     Pending,
+    /// Handed to a runner, which has not reported a final state.
     Running,
+    /// The runner reported `success`.
     Success,
+    /// The runner reported `failed`.
     Failed,
     /// A graceful cancel was requested (`Job-Status: canceling`).
     Canceling,
-    /// Canceled or deleted: every request about the job is refused.
+    /// Canceled or deleted: a state update is answered 200 with `Job-Status: canceled`, a trace
+    /// `PATCH` is refused with 403.
     Canceled,
 }
 
 impl JobStatus {
+    /// Whether the job reached a final state (a job still `Canceling` has not).
     pub fn finished(self) -> bool {
         matches!(self, Self::Success | Self::Failed | Self::Canceled)
     }
@@ -34,10 +40,15 @@ impl JobStatus {
 /// One `PUT /jobs/:id` the runner sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedUpdate {
+    /// The reported `state`: `running`, `success` or `failed` (empty if it was missing).
     pub state: String,
+    /// The `failure_reason` of a failed job, such as `script_failure`.
     pub failure_reason: Option<String>,
+    /// The `exit_code` of the job's script, when the runner sent one.
     pub exit_code: Option<i64>,
+    /// `output.checksum`: the runner's checksum of the whole trace it sent.
     pub checksum: Option<String>,
+    /// `output.bytesize`: how many bytes of trace the runner says it sent.
     pub bytesize: Option<u64>,
 }
 
@@ -63,8 +74,11 @@ struct Job {
 /// One artifacts archive a job uploaded.
 #[derive(Debug, Clone)]
 pub struct UploadedArtifact {
+    /// The file name of the upload's multipart `file` part.
     pub filename: String,
+    /// The upload request's raw query string, such as `artifact_type=archive&...`.
     pub query: String,
+    /// The archive's contents, as uploaded.
     pub bytes: Vec<u8>,
 }
 
@@ -105,6 +119,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// When the fake saw a job's milestones (for benchmarks).
 #[derive(Debug, Clone, Copy)]
 pub struct JobTiming {
+    /// Queued by [`FakeGitlab::enqueue`].
     pub queued: Instant,
     /// Handed to a runner by `POST /jobs/request`.
     pub picked_up: Option<Instant>,
@@ -142,6 +157,7 @@ impl Drop for FakeGitlab {
 /// A handle to one queued job.
 #[derive(Debug, Clone, Copy)]
 pub struct JobControl {
+    /// The job's id, as in `/jobs/:id` and `CI_JOB_ID`.
     pub id: i64,
 }
 
@@ -155,8 +171,11 @@ fn header<'a>(received: &'a Received, name: &str) -> Option<&'a str> {
 fn with_headers(mut response: Reply, headers: &[(&str, String)]) -> Reply {
     for (name, value) in headers {
         response.headers_mut().insert(
-            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
+            hyper::header::HeaderName::from_bytes(name.as_bytes())
+                .expect("the fake GitLab's response header name is valid"),
+            value
+                .parse()
+                .expect("the fake GitLab's response header value is valid"),
         );
     }
     response
@@ -175,7 +194,9 @@ fn status_header(status: JobStatus) -> String {
 }
 
 fn handle(state: &Mutex<State>, received: Received) -> Reply {
-    let mut state = state.lock().unwrap();
+    let mut state = state
+        .lock()
+        .expect("a test thread panicked while holding the fake GitLab's state");
     let segments: Vec<&str> = received.path.trim_start_matches('/').split('/').collect();
     match (received.method.as_str(), segments.as_slice()) {
         ("POST", ["api", "v4", "jobs", "request"]) => {
@@ -190,13 +211,20 @@ fn handle(state: &Mutex<State>, received: Received) -> Reply {
             let Some(id) = state.queue.pop_front() else {
                 return reply(204, "");
             };
-            let job = state.jobs.iter_mut().find(|job| job.id == id).unwrap();
+            let job = state
+                .jobs
+                .iter_mut()
+                .find(|job| job.id == id)
+                .expect("every queued job id is among the fake GitLab's jobs");
             job.status = JobStatus::Running;
             job.timing.picked_up = Some(Instant::now());
             let mut response = reply(201, job.payload.to_string());
-            response
-                .headers_mut()
-                .insert("Content-Type", "application/json".parse().unwrap());
+            response.headers_mut().insert(
+                "Content-Type",
+                "application/json"
+                    .parse()
+                    .expect("`application/json` is a valid header value"),
+            );
             with_headers(response, &[("X-Request-Id", format!("{id:032x}"))])
         }
         ("POST", ["api", "v4", "runners", "verify"]) => {
@@ -209,9 +237,12 @@ fn handle(state: &Mutex<State>, received: Received) -> Reply {
                 json!({"id": 4242, "token": state.runner_token, "token_expires_at": null})
                     .to_string(),
             );
-            response
-                .headers_mut()
-                .insert("Content-Type", "application/json".parse().unwrap());
+            response.headers_mut().insert(
+                "Content-Type",
+                "application/json"
+                    .parse()
+                    .expect("`application/json` is a valid header value"),
+            );
             response
         }
         ("PUT", ["api", "v4", "jobs", id]) => {
@@ -350,6 +381,8 @@ fn handle(state: &Mutex<State>, received: Received) -> Reply {
 }
 
 impl FakeGitlab {
+    /// Starts the fake over plain HTTP on a free 127.0.0.1 port; it accepts runners with
+    /// `runner_token`.
     pub async fn start(runner_token: &str) -> Self {
         Self::start_with_tls(runner_token, None).await
     }
@@ -396,6 +429,7 @@ impl FakeGitlab {
         }
     }
 
+    /// The base URL for a runner's `url`: `http(s)://127.0.0.1:<port>/`.
     pub fn url(&self) -> String {
         format!("{}://{}/", self.scheme, self.address)
     }
@@ -404,7 +438,10 @@ impl FakeGitlab {
     /// variables, and `JOB_TOKEN` in `git_info.repo_url` is replaced by the job token, as GitLab
     /// embeds it.
     pub fn enqueue(&self, mut payload: Value) -> JobControl {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self
+            .state
+            .lock()
+            .expect("a test thread panicked while holding the fake GitLab's state");
         state.next_id += 1;
         let id = state.next_id;
         let token = format!("glcbt-jobtoken{id}");
@@ -444,7 +481,10 @@ impl FakeGitlab {
     }
 
     fn with_job<T>(&self, job: JobControl, f: impl FnOnce(&mut Job) -> T) -> T {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self
+            .state
+            .lock()
+            .expect("a test thread panicked while holding the fake GitLab's state");
         let job = state
             .jobs
             .iter_mut()
@@ -453,22 +493,27 @@ impl FakeGitlab {
         f(job)
     }
 
+    /// The job's current state.
     pub fn status(&self, job: JobControl) -> JobStatus {
         self.with_job(job, |job| job.status)
     }
 
+    /// The job's trace so far, as text (invalid UTF-8 replaced).
     pub fn log(&self, job: JobControl) -> String {
         self.with_job(job, |job| String::from_utf8_lossy(&job.log).to_string())
     }
 
+    /// The job's trace so far, byte for byte.
     pub fn log_bytes(&self, job: JobControl) -> Vec<u8> {
         self.with_job(job, |job| job.log.clone())
     }
 
+    /// Every `PUT /jobs/:id` the runner sent for the job, in order.
     pub fn updates(&self, job: JobControl) -> Vec<RecordedUpdate> {
         self.with_job(job, |job| job.updates.clone())
     }
 
+    /// The update with the final state (`success` or `failed`), once the runner sent it.
     pub fn final_update(&self, job: JobControl) -> Option<RecordedUpdate> {
         self.with_job(job, |job| job.final_update.clone())
     }
@@ -483,10 +528,12 @@ impl FakeGitlab {
         self.with_job(job, |job| job.artifact_status = Some(status));
     }
 
+    /// When the fake saw the job's milestones.
     pub fn timing(&self, job: JobControl) -> JobTiming {
         self.with_job(job, |job| job.timing)
     }
 
+    /// The job token the fake issued for the job (`CI_JOB_TOKEN`).
     pub fn token(&self, job: JobControl) -> String {
         self.with_job(job, |job| job.token.clone())
     }
@@ -511,12 +558,21 @@ impl FakeGitlab {
         self.with_job(job, |job| job.range_mismatches = count);
     }
 
+    /// How many `POST /jobs/request` calls the fake received, from any runner.
     pub fn job_requests(&self) -> u32 {
-        self.state.lock().unwrap().requests
+        self.state
+            .lock()
+            .expect("a test thread panicked while holding the fake GitLab's state")
+            .requests
     }
 
+    /// The body of every `POST /jobs/request`, in order (`null` where it was not JSON).
     pub fn request_bodies(&self) -> Vec<Value> {
-        self.state.lock().unwrap().request_bodies.clone()
+        self.state
+            .lock()
+            .expect("a test thread panicked while holding the fake GitLab's state")
+            .request_bodies
+            .clone()
     }
 
     /// Waits until the runner reported a final state, or panics after `timeout`.

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::http::{reply, serve, Received, Reply};
 
+/// A running git server with one repository in a temporary directory; it stops when dropped.
 pub struct GitServer {
     address: SocketAddr,
     root: tempfile::TempDir,
@@ -78,10 +79,15 @@ fn cgi(root: &Path, received: &Received) -> Reply {
     };
     {
         use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
+        let mut stdin = child
+            .stdin
+            .take()
+            .expect("git http-backend was started with a piped stdin");
         let _ = stdin.write_all(&received.body);
     }
-    let output = child.wait_with_output().unwrap();
+    let output = child
+        .wait_with_output()
+        .expect("read the output of git http-backend");
     let data = output.stdout;
     let split = data
         .windows(4)
@@ -112,7 +118,7 @@ fn cgi(root: &Path, received: &Received) -> Reply {
     response
         .status(status)
         .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-        .unwrap()
+        .expect("git http-backend's CGI headers make a valid HTTP response")
 }
 
 impl GitServer {
@@ -121,25 +127,32 @@ impl GitServer {
     pub async fn start(files: &[(&str, &str)], require_auth: bool) -> Self {
         let root = tempfile::tempdir().expect("temp dir");
         let work = root.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
+        std::fs::create_dir_all(&work).expect("create the git server's work tree directory");
         git(&work, &["init", "-q", "-b", "main"]);
         for (name, contents) in files {
             let path = work.join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, contents).unwrap();
+            std::fs::create_dir_all(path.parent().expect("a committed file's path has a parent"))
+                .expect("create the directory of a file to commit");
+            std::fs::write(path, contents).expect("write a file to commit to the git repository");
         }
         git(&work, &["add", "-A"]);
         git(&work, &["commit", "-q", "-m", "initial"]);
         let bare = root.path().join("group").join("project.git");
-        std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(
+            bare.parent()
+                .expect("the bare repository's path has a parent"),
+        )
+        .expect("create the bare repository's group directory");
         git(
             root.path(),
             &[
                 "clone",
                 "-q",
                 "--bare",
-                work.to_str().unwrap(),
-                bare.to_str().unwrap(),
+                work.to_str()
+                    .expect("the temporary work tree's path is UTF-8"),
+                bare.to_str()
+                    .expect("the temporary bare repository's path is UTF-8"),
             ],
         );
         let seen_auth = Arc::new(Mutex::new(Vec::new()));
@@ -159,14 +172,18 @@ impl GitServer {
                     let mut response = reply(401, "");
                     response.headers_mut().insert(
                         "WWW-Authenticate",
-                        "Basic realm=\"GitLab\"".parse().unwrap(),
+                        "Basic realm=\"GitLab\""
+                            .parse()
+                            .expect("the WWW-Authenticate value is a valid header value"),
                     );
                     return response;
                 }
-                seen.lock().unwrap().push(auth);
+                seen.lock()
+                    .expect("a test thread panicked while holding the git server's auth log")
+                    .push(auth);
                 tokio::task::spawn_blocking(move || cgi(&root, &received))
                     .await
-                    .unwrap()
+                    .expect("the git http-backend CGI bridge panicked")
             }
         })
         .await;
@@ -191,6 +208,7 @@ impl GitServer {
         )
     }
 
+    /// The commit id `main` (HEAD) points to in the served repository.
     pub fn head(&self) -> String {
         git(
             &self.root.path().join("group").join("project.git"),
@@ -198,7 +216,11 @@ impl GitServer {
         )
     }
 
+    /// The `Authorization` header of every request passed to git, in order (empty if none).
     pub fn authorizations(&self) -> Vec<String> {
-        self.seen_auth.lock().unwrap().clone()
+        self.seen_auth
+            .lock()
+            .expect("a test thread panicked while holding the git server's auth log")
+            .clone()
     }
 }

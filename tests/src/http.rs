@@ -90,7 +90,9 @@ where
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
-    let address = listener.local_addr().unwrap();
+    let address = listener
+        .local_addr()
+        .expect("read the fake server's bound address");
     let handler = Arc::new(handler);
     let task = tokio::spawn(async move {
         loop {
@@ -144,5 +146,5 @@ pub fn reply(status: u16, body: impl Into<Bytes>) -> Reply {
     Response::builder()
         .status(status)
         .body(Full::new(body.into()))
-        .unwrap()
+        .expect("the fake's reply has a valid HTTP status code")
 }

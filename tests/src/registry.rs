@@ -27,6 +27,8 @@ struct Content {
     expected: String,
 }
 
+/// A running fake registry serving one image; when dropped it stops and removes the pulled image
+/// from the local engine.
 pub struct FakeRegistry {
     address: std::net::SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -55,7 +57,7 @@ impl FakeRegistry {
         user: &str,
         password: &str,
     ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("create a temporary directory for the exported image");
         let status = Command::new("sh")
             .arg("-c")
             .arg(format!(
@@ -65,26 +67,43 @@ impl FakeRegistry {
             .status()
             .expect("docker save");
         assert!(status.success(), "docker save {local_image}");
-        let saved: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap())
-                .unwrap();
+        let saved: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("manifest.json"))
+                .expect("read manifest.json of the `docker save` export"),
+        )
+        .expect("manifest.json of the `docker save` export is JSON");
         let entry = &saved[0];
         // A label of this registry makes it an image of its own: the engine pulls its layers
         // instead of finding the exported image by its configuration's digest.
-        let config_path = dir.path().join(entry["Config"].as_str().unwrap());
-        let mut config: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+        let config_path = dir.path().join(
+            entry["Config"]
+                .as_str()
+                .expect("the `docker save` manifest names the image's configuration file"),
+        );
+        let mut config: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&config_path).expect("read the exported image's configuration"),
+        )
+        .expect("the exported image's configuration is JSON");
         config["config"]["Labels"]["fake-registry"] =
             serde_json::Value::String(format!("{}-{repository}", std::process::id()));
-        let config = Bytes::from(serde_json::to_vec(&config).unwrap());
-        std::fs::write(&config_path, &config).unwrap();
+        let config = Bytes::from(
+            serde_json::to_vec(&config).expect("serialize the labelled image configuration"),
+        );
+        std::fs::write(&config_path, &config).expect("write the labelled image configuration");
         let config_digest = sha256_file(&config_path);
         let mut blobs = vec![(config_digest.clone(), config.clone())];
         let mut layers = Vec::new();
-        for layer in entry["Layers"].as_array().unwrap() {
-            let path = dir.path().join(layer.as_str().unwrap());
+        for layer in entry["Layers"]
+            .as_array()
+            .expect("the `docker save` manifest lists the image's layers")
+        {
+            let path = dir.path().join(
+                layer
+                    .as_str()
+                    .expect("each layer in the `docker save` manifest is a file path"),
+            );
             let digest = sha256_file(&path);
-            let bytes = Bytes::from(std::fs::read(&path).unwrap());
+            let bytes = Bytes::from(std::fs::read(&path).expect("read an exported image layer"));
             layers.push(serde_json::json!({
                 "mediaType": "application/vnd.docker.image.rootfs.diff.tar",
                 "size": bytes.len(),
@@ -102,9 +121,10 @@ impl FakeRegistry {
             },
             "layers": layers,
         }))
-        .unwrap();
+        .expect("serialize the fake registry's image manifest");
         let manifest_path = dir.path().join("registry-manifest.json");
-        std::fs::write(&manifest_path, &manifest).unwrap();
+        std::fs::write(&manifest_path, &manifest)
+            .expect("write the fake registry's image manifest");
         let manifest_digest = sha256_file(&manifest_path);
         let expected = format!(
             "Basic {}",
@@ -173,7 +193,7 @@ fn reply(status: StatusCode, content_type: &str, body: Bytes) -> Reply {
         .header("Docker-Distribution-API-Version", "registry/2.0")
         .header("Content-Length", body.len())
         .body(Full::new(body))
-        .unwrap()
+        .expect("the fake registry's response headers are valid")
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Reply {
@@ -182,7 +202,9 @@ fn error(status: StatusCode, code: &str, message: &str) -> Reply {
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             "WWW-Authenticate",
-            "Basic realm=\"fake-registry\"".parse().unwrap(),
+            "Basic realm=\"fake-registry\""
+                .parse()
+                .expect("the WWW-Authenticate value is a valid header value"),
         );
     }
     response
@@ -238,7 +260,10 @@ fn answer(
         );
         response.headers_mut().insert(
             "Docker-Content-Digest",
-            content.manifest_digest.parse().unwrap(),
+            content
+                .manifest_digest
+                .parse()
+                .expect("a sha256 digest is a valid header value"),
         );
         return response;
     }
@@ -246,9 +271,12 @@ fn answer(
         return match content.blobs.iter().find(|(known, _)| known == digest) {
             Some((known, bytes)) => {
                 let mut response = reply(StatusCode::OK, "application/octet-stream", bytes.clone());
-                response
-                    .headers_mut()
-                    .insert("Docker-Content-Digest", known.parse().unwrap());
+                response.headers_mut().insert(
+                    "Docker-Content-Digest",
+                    known
+                        .parse()
+                        .expect("a sha256 digest is a valid header value"),
+                );
                 response
             }
             None => error(

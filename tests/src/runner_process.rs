@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 
+/// A running `gitlab-runner-rs run`, killed with its whole process group when dropped.
 pub struct RunnerProcess {
     child: Child,
 }
@@ -52,6 +53,7 @@ impl RunnerProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The runner's process id (also its process group's id).
     pub fn id(&self) -> u32 {
         self.child.id()
     }
@@ -65,6 +67,7 @@ impl RunnerProcess {
         }
     }
 
+    /// Waits for the runner to exit, for example after a signal, and returns how it exited.
     pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
         self.child.wait()
     }

@@ -8,13 +8,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A running `s3s-fs` process and the temporary directory it serves; killed when dropped.
 pub struct S3Server {
     child: Child,
     root: tempfile::TempDir,
     port: u16,
 }
 
+/// The access key id the server requires of every signed request.
 pub const ACCESS_KEY: &str = "GLRSTESTACCESSKEY";
+/// The secret key that goes with [`ACCESS_KEY`].
 pub const SECRET_KEY: &str = "glrs-test-secret-key-0123456789";
 
 fn binary() -> PathBuf {

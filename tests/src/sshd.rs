@@ -19,6 +19,7 @@ pub struct SshdOptions {
     pub password: Option<String>,
 }
 
+/// A running sshd with its throwaway user, keys and config in a temporary directory.
 pub struct SshServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -47,6 +48,8 @@ fn free_port() -> u16 {
 }
 
 impl SshServer {
+    /// Adds a new user, makes host and client keys, and starts sshd on a free 127.0.0.1 port,
+    /// waiting until it listens; panics unless run as root with sshd installed.
     pub fn start(options: SshdOptions) -> Self {
         assert!(
             Path::new(SSHD).exists(),
@@ -74,12 +77,12 @@ impl SshServer {
             &["-M", "-d", &home_text, "-s", "/bin/bash", "-p", "*", &user],
         );
         let uid = user_id(&user);
-        std::fs::create_dir_all(home.join("bin")).unwrap();
+        std::fs::create_dir_all(home.join("bin")).expect("create the test user's ~/bin");
         std::fs::write(
             home.join(".profile"),
             "# written by the test harness\nPATH=\"$HOME/bin:$PATH\"\nexport PATH\n",
         )
-        .unwrap();
+        .expect("write the test user's ~/.profile");
         run("chown", &["-R", &format!("{user}:{user}"), &home_text]);
         if let Some(password) = &options.password {
             let mut child = Command::new("chpasswd")
@@ -87,12 +90,22 @@ impl SshServer {
                 .spawn()
                 .expect("run chpasswd");
             use std::io::Write;
-            writeln!(child.stdin.take().unwrap(), "{user}:{password}").unwrap();
-            assert!(child.wait().unwrap().success(), "chpasswd failed");
+            writeln!(
+                child
+                    .stdin
+                    .take()
+                    .expect("chpasswd was started with a piped stdin"),
+                "{user}:{password}"
+            )
+            .expect("write the test user's password to chpasswd");
+            assert!(
+                child.wait().expect("wait for chpasswd to exit").success(),
+                "chpasswd failed"
+            );
         }
 
         let key_dir = dir.path().join("keys");
-        std::fs::create_dir_all(&key_dir).unwrap();
+        std::fs::create_dir_all(&key_dir).expect("create the sshd key directory");
         for (name, kind) in [
             ("host_ed25519", "ed25519"),
             ("host_ecdsa", "ecdsa"),
@@ -112,11 +125,12 @@ impl SshServer {
                     "-C",
                     name,
                     "-f",
-                    path.to_str().unwrap(),
+                    path.to_str().expect("the temporary key path is UTF-8"),
                 ],
             );
         }
-        std::fs::copy(key_dir.join("client.pub"), key_dir.join("authorized_keys")).unwrap();
+        std::fs::copy(key_dir.join("client.pub"), key_dir.join("authorized_keys"))
+            .expect("copy the client's public key to authorized_keys");
         set_mode(&key_dir, 0o755);
         set_mode(&key_dir.join("authorized_keys"), 0o644);
 
@@ -130,8 +144,8 @@ impl SshServer {
             password = if options.password.is_some() { "yes" } else { "no" },
         );
         let config_path = dir.path().join("sshd_config");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
+        std::fs::write(&config_path, config).expect("write sshd_config");
+        let log = std::fs::File::create(dir.path().join("sshd.log")).expect("create sshd.log");
         let child = Command::new(SSHD)
             .args(["-D", "-e", "-f"])
             .arg(&config_path)
@@ -162,14 +176,17 @@ impl SshServer {
         panic!("sshd did not listen on {}: {}", self.port, self.log());
     }
 
+    /// The loopback port sshd listens on.
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// The name of the throwaway user to log in as.
     pub fn user(&self) -> &str {
         &self.user
     }
 
+    /// The user's home directory; `~/bin` is on the PATH its `.profile` sets.
     pub fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
@@ -186,7 +203,7 @@ impl SshServer {
 
     fn public_key(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("keys/{name}.pub")))
-            .unwrap()
+            .expect("read a public key that `start` generated")
             .trim()
             .to_string()
     }
@@ -197,11 +214,11 @@ impl SshServer {
             .arg("-lf")
             .arg(self.dir.path().join("keys/host_ed25519.pub"))
             .output()
-            .unwrap();
+            .expect("run ssh-keygen -lf on the host key");
         String::from_utf8_lossy(&output.stdout)
             .split_whitespace()
             .nth(1)
-            .unwrap()
+            .expect("ssh-keygen -lf printed the host key's fingerprint")
             .to_string()
     }
 
@@ -219,9 +236,18 @@ impl SshServer {
             self.public_key("host_ed25519"),
             self.public_key("host_ecdsa")
         );
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, text).expect("write the known_hosts file");
         if hashed {
-            run("ssh-keygen", &["-q", "-H", "-f", path.to_str().unwrap()]);
+            run(
+                "ssh-keygen",
+                &[
+                    "-q",
+                    "-H",
+                    "-f",
+                    path.to_str()
+                        .expect("the temporary known_hosts path is UTF-8"),
+                ],
+            );
         }
         path
     }
@@ -237,7 +263,7 @@ impl SshServer {
                 self.public_key("other_host")
             ),
         )
-        .unwrap();
+        .expect("write the wrong known_hosts file");
         path
     }
 
@@ -358,7 +384,10 @@ fn descends_from(all: &[Process], pid: u32, ancestor: u32) -> bool {
 }
 
 fn user_id(user: &str) -> u32 {
-    let output = Command::new("id").args(["-u", user]).output().unwrap();
+    let output = Command::new("id")
+        .args(["-u", user])
+        .output()
+        .expect("run id -u for the test user");
     String::from_utf8_lossy(&output.stdout)
         .trim()
         .parse()
@@ -367,7 +396,8 @@ fn user_id(user: &str) -> u32 {
 
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .expect("set the mode of an sshd test file");
 }
 
 fn rand_suffix() -> u32 {

@@ -29,6 +29,11 @@
 //!
 //! Needs sshd (the ssh test) and the Docker engine (the docker test); never skipped.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,6 +2,11 @@
 //! over real HTTP, driving real driver scripts: the `local` example driver and small broken
 //! drivers written by each test.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

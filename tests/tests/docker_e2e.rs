@@ -6,6 +6,11 @@
 //!
 //! Needs the Docker engine; never skipped.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::process::Command;
 use std::time::Duration;
 

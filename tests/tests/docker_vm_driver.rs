@@ -6,6 +6,11 @@
 //!
 //! Needs the Docker engine and debootstrap (installed on demand); never skipped.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

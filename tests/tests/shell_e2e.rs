@@ -1,6 +1,11 @@
 //! End to end: the `gitlab-runner-rs` binary against a fake GitLab over real HTTP, running jobs
 //! with the shell executor that clone a real repository served over git smart HTTP.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

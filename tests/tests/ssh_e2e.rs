@@ -2,6 +2,11 @@
 //! real HTTP and a real OpenSSH server on loopback (started by the harness, logging in as a
 //! throwaway user), cloning a real repository served over git smart HTTP.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

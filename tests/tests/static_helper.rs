@@ -4,6 +4,11 @@
 //!
 //! Needs a running Docker engine; without one the test fails, it is never skipped.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -27,19 +27,33 @@ use values::count;
 /// A config problem that stops loading.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file exists but could not be read.
     #[error("reading {}", path.display())]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The text is not valid TOML or a value has the wrong type; also raised when the raw layer
+    /// cannot be serialized for saving.
     #[error("parsing {}: {message}", path.display())]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The TOML parser's (or serializer's) message.
+        message: String,
+    },
+    /// A value failed validation; names the key, the value and the rule.
     #[error(transparent)]
     Invalid(#[from] InvalidValue),
+    /// Saving the file failed: creating its directory, writing the temporary file or renaming it.
     #[error("writing {}", path.display())]
     Write {
+        /// The config file being written.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -52,9 +66,13 @@ fn invalid(key: impl Into<String>, value: impl ToString, reason: &str) -> Config
 /// Executors this runner implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecutorKind {
+    /// `shell`: scripts run on the runner's own host.
     Shell,
+    /// `ssh`: scripts run on a remote host over SSH (`[runners.ssh]`).
     Ssh,
+    /// `custom`: stages run by the driver executables of `[runners.custom]`.
     Custom,
+    /// `docker`: scripts run in containers (`[runners.docker]`).
     Docker,
 }
 
@@ -77,6 +95,7 @@ impl ExecutorKind {
         Self::ALL.map(Self::as_str).join(", ")
     }
 
+    /// The name as written in the `executor` key of `config.toml`.
     pub fn as_str(self) -> &'static str {
         match self {
             ExecutorKind::Shell => "shell",
@@ -90,13 +109,23 @@ impl ExecutorKind {
 /// The validated file.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file this was loaded from; `run` re-reads it on reload and keeps `.runner_system_id`
+    /// beside it.
     pub path: PathBuf,
+    /// `concurrent`: most jobs at once across all runners; 1 when unset.
     pub concurrent: usize,
+    /// `check_interval`: pause between job-request rounds over all runners; 3 s when unset or ≤ 0.
     pub check_interval: Duration,
+    /// `shutdown_timeout`: how long a forceful stop waits for aborted jobs; 30 s when unset or 0.
     pub shutdown_timeout: Duration,
+    /// Global `user` that job scripts run as, where the executor switches users; `None` when unset
+    /// or empty.
     pub user: Option<String>,
+    /// The validated `[[runners]]` entries, in the same order as `raw.runners`.
     pub runners: Vec<RunnerConfig>,
+    /// The file as read, so `register` and `unregister` can save it back with unknown keys intact.
     pub raw: RawConfig,
+    /// Messages about ignored keys and unknown feature flags, for the caller to log.
     pub warnings: Vec<String>,
 }
 
@@ -151,6 +180,7 @@ impl Config {
         })
     }
 
+    /// Reads and parses the file at `path`; a missing file loads as an empty config (no runners).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,

@@ -22,20 +22,33 @@ use super::{invalid, ConfigError, ExecutorKind, RawRunner};
 /// One validated `[[runners]]` entry.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
+    /// `name`: the runner's description, shown in logs and passed to jobs.
     pub name: String,
+    /// `url`: the GitLab instance URL, checked to be http or https.
     pub url: String,
+    /// `token`: the runner authentication token.
     pub token: Secret<String>,
+    /// `tls-ca-file`, anchored at the config file's directory; `None` when unset or empty.
     pub tls_ca_file: Option<PathBuf>,
+    /// `tls-cert-file`, anchored at the config file's directory; `None` when unset or empty.
     pub tls_cert_file: Option<PathBuf>,
+    /// `tls-key-file`, anchored at the config file's directory; `None` when unset or empty.
     pub tls_key_file: Option<PathBuf>,
+    /// `limit`: most jobs of this runner at once; 0 means no limit of its own.
     pub limit: usize,
     /// Bytes.
     pub output_limit: u64,
+    /// `request_concurrency`: most job requests in flight at once for this runner; at least 1.
     pub request_concurrency: usize,
+    /// `strict_check_interval`: when true, a received job does not trigger an immediate re-request.
     pub strict_check_interval: bool,
+    /// `unhealthy_requests_limit`: failed requests in a row before the runner is skipped (3).
     pub unhealthy_requests_limit: u32,
+    /// `unhealthy_interval`: how long an unhealthy runner is skipped (1 hour).
     pub unhealthy_interval: Duration,
+    /// `job_status_final_update_retry_limit`: attempts at sending the final job state; default 10.
     pub job_status_final_update_retry_limit: u32,
+    /// `executor`: which executor runs this runner's jobs.
     pub executor: ExecutorKind,
     /// `[runners.ssh]`; `None` when the section is missing.
     pub ssh: Option<SshConfig>,
@@ -47,23 +60,39 @@ pub struct RunnerConfig {
     pub docker: Option<DockerConfig>,
     /// `bash` or `sh`.
     pub shell: Option<String>,
+    /// `builds_dir`; `None` (unset or empty) means the executor's default.
     pub builds_dir: Option<String>,
+    /// `cache_dir`; `None` (unset or empty) means the executor's default.
     pub cache_dir: Option<String>,
+    /// `clone_url`: base URL jobs clone from; empty means the GitLab `url`.
     pub clone_url: String,
+    /// `environment`: `KEY=VALUE` entries added to every job's variables.
     pub environment: Vec<String>,
+    /// The `pre_get_sources_script`, `post_get_sources_script`, `pre_build_script` and
+    /// `post_build_script` hooks; empty strings when unset.
     pub hooks: runner_core::build::RunnerHooks,
+    /// `prepare_timeout`; `None` leaves the prepare stage bounded by the job timeout only.
     pub prepare_timeout: Option<Duration>,
+    /// `get_sources_timeout`; `None` leaves get_sources bounded by the job timeout only.
     pub get_sources_timeout: Option<Duration>,
+    /// `debug_trace_disabled`: when true, jobs cannot turn on `CI_DEBUG_TRACE`.
     pub debug_trace_disabled: bool,
+    /// `safe_directory_checkout`; `None` means the executor's default.
     pub safe_directory_checkout: Option<bool>,
+    /// `clean_git_config`; `None` means on, except for the shell executor and `GIT_STRATEGY=none`.
     pub clean_git_config: Option<bool>,
+    /// `[runners.custom_build_dir] enabled`; `None` means the executor's default.
     pub custom_build_dir_enabled: Option<bool>,
+    /// `[runners.feature_flags]` entries this runner knows; unknown names were warned about.
     pub feature_flags: BTreeMap<runner_core::feature_flags::FeatureFlag, bool>,
+    /// `graceful_kill_timeout`: SIGTERM-to-SIGKILL delay for a canceled stage; default 10 min.
     pub graceful_kill_timeout: Duration,
+    /// `force_kill_timeout`: time to wait for SIGKILL to take effect; default 10 s.
     pub force_kill_timeout: Duration,
 }
 
 impl RunnerConfig {
+    /// The short token for logs and directory names: known prefixes stripped, then 9 characters.
     pub fn short_token(&self) -> String {
         runner_core::dirs::short_token(self.token.expose())
     }

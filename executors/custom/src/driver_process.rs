@@ -24,7 +24,9 @@ pub enum Output<'a> {
     Log(&'a JobLog),
     /// stdout collected (config_exec's JSON), stderr to the job log.
     Capture {
+        /// Where the call's stderr goes.
         log: &'a JobLog,
+        /// Receives every byte the call writes to stdout.
         stdout: &'a mut Vec<u8>,
     },
     /// stdout to the runner's log at debug level, stderr at warning level (cleanup_exec).

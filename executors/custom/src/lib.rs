@@ -39,18 +39,37 @@ pub const SYSTEM_FAILURE_EXIT_CODE: i32 = 2;
 /// `[runners.custom]`, with upstream's defaults for unset or non-positive timeouts.
 #[derive(Debug, Clone)]
 pub struct CustomConfig {
+    /// `config_exec`: run once before prepare; its JSON on stdout may set the builds and cache
+    /// directories, host name, shell, `job_env` and driver info. Empty: not called.
     pub config_exec: String,
+    /// Arguments given to `config_exec`.
     pub config_args: Vec<String>,
+    /// How long `config_exec` may run (`config_exec_timeout`, seconds; default one hour).
     pub config_exec_timeout: Duration,
+    /// `prepare_exec`: sets up the job's environment, its output in the job log. Empty: not called.
     pub prepare_exec: String,
+    /// Arguments given to `prepare_exec`.
     pub prepare_args: Vec<String>,
+    /// How long `prepare_exec` may run (`prepare_exec_timeout`, seconds; default one hour).
     pub prepare_exec_timeout: Duration,
+    /// `run_exec`, called for every stage with the script's path and the stage name after
+    /// `run_args`. Required: a job fails in prepare when it is empty.
     pub run_exec: String,
+    /// Arguments given to `run_exec` before the script path and stage name.
     pub run_args: Vec<String>,
+    /// `cleanup_exec`: called at the end of every job that got as far as configure, its output in
+    /// the runner's log, never the job's. Empty: not called.
     pub cleanup_exec: String,
+    /// Arguments given to `cleanup_exec`.
     pub cleanup_args: Vec<String>,
+    /// How long `cleanup_exec` may run (`cleanup_exec_timeout`, seconds; default one hour). The
+    /// job's cancellation does not cut it short.
     pub cleanup_exec_timeout: Duration,
+    /// After SIGTERM to a stopped driver call's process group, how long before SIGKILL
+    /// (`[runners.custom] graceful_kill_timeout`; default 10 minutes).
     pub graceful_kill_timeout: Duration,
+    /// After SIGKILL, how long to wait for the call to end before giving up on it
+    /// (`[runners.custom] force_kill_timeout`; default 10 seconds).
     pub force_kill_timeout: Duration,
 }
 
@@ -81,6 +100,8 @@ pub struct CustomProvider {
 }
 
 impl CustomProvider {
+    /// The provider for a runner with `executor = "custom"`; `None` when config.toml has no
+    /// `[runners.custom]` section, which fails every job in prepare.
     pub fn new(config: Option<CustomConfig>) -> Self {
         Self { config }
     }

@@ -13,7 +13,10 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use serde_json::Value;
 
+/// [`RegistryAuth::source`] of credentials read from the job's `DOCKER_AUTH_CONFIG` variable, as
+/// the job log's "Authenticating with credentials from ..." line shows it.
 pub const SOURCE_VARIABLE: &str = "$DOCKER_AUTH_CONFIG";
+/// [`RegistryAuth::source`] of the job payload's `registry` credentials (GitLab's own registry).
 pub const SOURCE_PAYLOAD: &str = "job payload (GitLab Registry)";
 const DEFAULT_REGISTRY: &str = "docker.io";
 
@@ -66,9 +69,15 @@ pub struct RegistryAuth {
     pub path: String,
     /// `$DOCKER_AUTH_CONFIG`, a file's path, or the payload.
     pub source: String,
+    /// The server key as the source wrote it (such as `https://index.docker.io/v1/`), sent to the
+    /// daemon with the pull.
     pub server_address: String,
+    /// User name; empty when an identity token is used instead.
     pub username: String,
+    /// Password or access token; empty when an identity token is used instead.
     pub password: String,
+    /// OAuth identity token (`identitytoken`, or a credential helper's `<token>` user); empty when
+    /// there is none.
     pub identity_token: String,
 }
 

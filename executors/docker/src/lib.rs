@@ -68,6 +68,8 @@ pub const HELPER_PATH: &str = "/usr/bin/gitlab-runner-helper";
 /// Labels on everything the executor creates.
 pub const LABEL_PREFIX: &str = "com.gitlab.gitlab-runner";
 
+/// Creates a [`DockerExecutor`] for each job of a runner with `executor = "docker"`; holds the
+/// runner's `[runners.docker]` section.
 #[derive(Debug, Clone)]
 pub struct DockerProvider {
     /// Shared by the provider's clones; each job gets its own copy.
@@ -76,6 +78,8 @@ pub struct DockerProvider {
 }
 
 impl DockerProvider {
+    /// The provider for a runner's `[runners.docker]` section; `None` (no section) runs with the
+    /// defaults, which name no image, so only jobs that bring their own `image` can run.
     pub fn new(config: Option<DockerConfig>) -> Self {
         Self {
             config: std::sync::Arc::new(config.unwrap_or_default()),
@@ -179,6 +183,8 @@ struct Job {
     log_followers: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// One job's Docker executor: connects to the daemon, creates the job's containers, network and
+/// volumes in prepare, runs each stage in the right container and removes it all at cleanup.
 pub struct DockerExecutor {
     config: DockerConfig,
     docker: Option<Docker>,

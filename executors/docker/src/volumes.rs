@@ -16,10 +16,14 @@
 /// A `volumes` entry or builds directory that cannot be mounted (upstream's messages).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VolumeError {
+    /// A `volumes` entry that is neither a lone container path nor `host:container[:mode]` with
+    /// a host part (the entry as written).
     #[error("unsupported volume definition {0}")]
     Unsupported(String),
+    /// Two `volumes` entries mount the same container path (the path, made absolute).
     #[error("volume for container path {0:?} is already defined")]
     AlreadyDefined(String),
+    /// A container path that is `/` (or only slashes), for an entry or the builds directory.
     #[error("build directory needs to be a non-root path")]
     RootPath,
 }
@@ -35,14 +39,20 @@ pub struct VolumeSettings {
     pub unique_name: String,
     /// The job's container name prefix: names of temporary volumes.
     pub temporary_name: String,
+    /// `[runners.docker] disable_cache`: lone container paths get temporary volumes, removed at
+    /// cleanup, instead of cache volumes.
     pub disable_cache: bool,
+    /// The job's ref is protected, or one of its cache keys ends in `-protected`: volume names and
+    /// `cache_dir` paths get the `-protected` suffix.
     pub protected: bool,
 }
 
 /// A named volume the job needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedVolume {
+    /// Docker volume name, `<unique or temporary name>-cache-<md5 of destination>[-protected]`.
     pub name: String,
+    /// Absolute container path the volume is mounted on.
     pub destination: String,
     /// Kept after the job (a cache); temporary volumes are removed at cleanup.
     pub reusable: bool,
@@ -51,7 +61,9 @@ pub struct NamedVolume {
 /// The binds of every job container and the named volumes behind them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VolumePlan {
+    /// `source:destination[:mode]` binds for the containers' host config, named volumes included.
     pub binds: Vec<String>,
+    /// The named volumes to create before the containers, cache and temporary ones alike.
     pub volumes: Vec<NamedVolume>,
     /// Destinations already mounted.
     destinations: Vec<String>,

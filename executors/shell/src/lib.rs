@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub struct ShellConfig {
     /// Made absolute against this directory when relative (the runner's working directory).
     pub working_dir: PathBuf,
+    /// How a canceled or timed-out stage's process group is stopped: SIGTERM, SIGKILL after
+    /// `[runners] graceful_kill_timeout`, then at most `force_kill_timeout` more for it to end.
     pub kill_timeouts: KillTimeouts,
 }
 
@@ -37,6 +39,7 @@ pub struct ShellProvider {
 }
 
 impl ShellProvider {
+    /// The provider for a runner with `executor = "shell"`.
     pub fn new(config: ShellConfig) -> Self {
         Self { config }
     }

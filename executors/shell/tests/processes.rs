@@ -1,6 +1,11 @@
 //! The shell executor against real processes: exit codes, output streams, cancellation of a
 //! script that ignores SIGTERM, and grandchildren that would otherwise outlive their stage.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
 use std::time::{Duration, Instant};
 
 use executor_shell::{ShellConfig, ShellExecutor, ShellProvider};

@@ -17,8 +17,11 @@ use russh::keys::ssh_key::{HashAlg, PublicKey};
 /// Why a host key was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostKeyRefusal {
+    /// No line names the host: the host has never been added to the file.
     Unknown,
+    /// Lines name the host, but none of them holds the offered key.
     Mismatch,
+    /// An `@revoked` line holds the offered key, whichever host it names.
     Revoked,
 }
 
@@ -62,6 +65,8 @@ impl KnownHosts {
         Ok(Self::parse(path, &text))
     }
 
+    /// Parses the text of a `known_hosts` file; `path` only names the file in warnings about
+    /// lines that are skipped. Never fails.
     pub fn parse(path: &Path, text: &str) -> Self {
         let mut lines = Vec::new();
         for (number, raw) in text.lines().enumerate() {
@@ -86,6 +91,7 @@ impl KnownHosts {
         }
     }
 
+    /// The file that was read, for refusal messages.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -49,8 +49,13 @@ pub struct SshConfig {
     pub port: u16,
     /// Default `root`.
     pub user: String,
+    /// `[runners.ssh] password`; empty: password authentication is not tried.
     pub password: Secret<String>,
+    /// `[runners.ssh] identity_file`, a private key without passphrase for public-key
+    /// authentication; `None`: no key is offered.
     pub identity_file: Option<PathBuf>,
+    /// `[runners.ssh] disable_strict_host_key_checking`: accept any host key, without reading
+    /// `known_hosts_file`.
     pub disable_strict_host_key_checking: bool,
     /// Default `~/.ssh/known_hosts` of the user the runner runs as.
     pub known_hosts_file: Option<PathBuf>,
@@ -105,6 +110,8 @@ pub struct SshProvider {
 }
 
 impl SshProvider {
+    /// The provider for a runner with `executor = "ssh"`; `None` when config.toml has no
+    /// `[runners.ssh]` section.
     pub fn new(config: Option<SshConfig>) -> Self {
         Self {
             config,

@@ -42,7 +42,9 @@ impl SessionState {
 /// How a stage's session ended.
 #[derive(Debug, Clone)]
 pub enum SessionEnd {
+    /// The remote command exited with this status (0 is success).
     Status(u32),
+    /// The remote command was killed by this signal; reported as status 128 + its number.
     Signal(Sig),
     /// The session closed without an exit status or signal.
     Closed,

@@ -7,17 +7,26 @@ use super::*;
 /// The runner-level hook scripts of `[[runners]]`.
 #[derive(Debug, Clone, Default)]
 pub struct RunnerHooks {
+    /// `pre_get_sources_script`: commands run in get_sources before the repository is fetched;
+    /// empty for none.
     pub pre_get_sources_script: String,
+    /// `post_get_sources_script`: commands run in get_sources after the checkout; empty for none.
     pub post_get_sources_script: String,
+    /// `pre_build_script`: commands run at the start of every script step; empty for none.
     pub pre_build_script: String,
+    /// `post_build_script`: commands run at the end of every script step; empty for none.
     pub post_build_script: String,
 }
 
 /// Who is running the job.
 #[derive(Debug, Clone)]
 pub struct RunnerVersion {
+    /// The runner's product name, first in the log's `Running with` line.
     pub name: String,
+    /// This build's version (the crate version), given to jobs as `CI_RUNNER_VERSION`.
     pub version: String,
+    /// The source revision built from (`GITLAB_RUNNER_RS_REVISION` at build time, else
+    /// `unknown`), given to jobs as `CI_RUNNER_REVISION`.
     pub revision: String,
     /// `<os>/<arch>` as Go spells it (`linux/amd64`).
     pub platform: String,
@@ -45,22 +54,50 @@ impl Default for RunnerVersion {
 /// The `[[runners]]` settings the build needs, already validated.
 #[derive(Debug, Clone, Default)]
 pub struct RunnerSettings {
+    /// `name`: the runner's description, shown in the log's `on <name> <short token>` line.
     pub name: String,
+    /// `token`: the runner authentication token. Its short form names build directories and is
+    /// `CI_RUNNER_SHORT_TOKEN`.
     pub token: Secret<String>,
+    /// The runner's system ID (`s_…` from the machine id, or a random `r_…`), shown in the log
+    /// header and set as a container label.
     pub system_id: String,
+    /// `url`: the GitLab instance; artifact uploads and downloads go to it.
     pub url: String,
+    /// `clone_url`: when set, git fetches from here plus the project path instead of the payload's
+    /// `repo_url`; empty when unset.
     pub clone_url: String,
+    /// `environment`: `KEY=VALUE` entries added to every job's variables (they may set `FF_*`
+    /// flags too).
     pub environment: Vec<String>,
+    /// The `*_script` hook commands of `[[runners]]`.
     pub hooks: RunnerHooks,
+    /// `builds_dir`; `None` uses the executor's default.
     pub builds_dir: Option<String>,
+    /// `cache_dir`, where local cache archives go; `None` uses the executor's default.
     pub cache_dir: Option<String>,
+    /// `[runners.custom_build_dir] enabled`: whether jobs may pick their directory with
+    /// `GIT_CLONE_PATH`; `None` uses the executor's default.
     pub custom_build_dir_enabled: Option<bool>,
+    /// `safe_directory_checkout`: whether get_sources adds the project directory to git's
+    /// `safe.directory`; `None` uses the executor's default.
     pub safe_directory_checkout: Option<bool>,
+    /// `clean_git_config`: whether the git config and hooks in the project are removed before
+    /// and after the job; `None` does so except on the shell executor and with
+    /// `GIT_STRATEGY: none`.
     pub clean_git_config: Option<bool>,
+    /// `prepare_timeout`: the time limit of preparing the executor and the prepare script; `None`,
+    /// zero or more than the job timeout uses the job timeout.
     pub prepare_timeout: Option<Duration>,
+    /// `get_sources_timeout`: the time limit of get_sources, all attempts together; `None`, zero
+    /// or more than the job timeout uses the job timeout.
     pub get_sources_timeout: Option<Duration>,
+    /// `[runners.feature_flags]`: each set flag wins over the job's `FF_*` variable.
     pub feature_flags: BTreeMap<FeatureFlag, bool>,
+    /// `debug_trace_disabled`: jobs cannot turn on `CI_DEBUG_TRACE` or `CI_DEBUG_SERVICES`
+    /// (they get a warning instead).
     pub debug_trace_disabled: bool,
+    /// What is running the job, for the log header and the `CI_RUNNER_*` variables.
     pub version: RunnerVersion,
     /// The GitLab connection's TLS material, given to the job as file variables.
     pub server_tls: ServerTls,
@@ -75,10 +112,14 @@ pub struct ServerTls {
     pub ca_chain: Option<String>,
     /// `CI_SERVER_TLS_CERT_FILE` and `CI_SERVER_TLS_KEY_FILE`: set together or not at all.
     pub auth_cert: Option<String>,
+    /// The client key (PEM) matching `auth_cert`, given as `CI_SERVER_TLS_KEY_FILE`; not
+    /// public, so services do not get it.
     pub auth_key: Option<String>,
 }
 
 impl RunnerSettings {
+    /// The runner token's short form (known prefixes stripped, then 9 characters), as in
+    /// `CI_RUNNER_SHORT_TOKEN` and build paths.
     pub fn short_token(&self) -> String {
         short_token(self.token.expose())
     }
@@ -102,14 +143,23 @@ pub(super) fn interpolate_inputs(input: &mut BuildInput) -> Result<(), crate::in
 /// Everything the driver needs to start a build.
 #[derive(Debug, Clone)]
 pub struct BuildInput {
+    /// The job payload as received; inputs are interpolated when the build starts.
     pub job: JobResponse,
+    /// The `[[runners]]` settings of the runner that took the job.
     pub runner: RunnerSettings,
+    /// The executor's configured name (`shell`, `docker`, ...), shown in
+    /// `Preparing the "<name>" executor`.
     pub executor_name: String,
+    /// The executor's defaults for directories and the shell.
     pub defaults: ExecutorDefaults,
     /// The executor's `shared` feature: a non-disposable environment.
     pub shared_environment: bool,
+    /// How the executor starts the shell that reads each stage script.
     pub shell: ShellCommand,
+    /// `CI_CONCURRENT_ID`: the lowest slot number no other running job of this runner holds.
     pub concurrent_id: usize,
+    /// `CI_CONCURRENT_PROJECT_ID`: the same among this runner's running jobs of the same
+    /// project; part of the project directory when builds directories are shared.
     pub concurrent_project_id: usize,
     /// The `X-Request-Id` of the job request, passed to Gitaly by git.
     pub correlation_id: String,
@@ -143,22 +193,38 @@ impl BuildInput {
 /// The resolved state of a build, shared with the executor and the script generator.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
+    /// The job payload, with its inputs interpolated.
     pub job: JobResponse,
+    /// The runner's settings, with the directories of a [`Reconfigure`] applied.
     pub runner: RunnerSettings,
+    /// The executor's configured name (`shell`, `docker`, ...).
     pub executor_name: String,
+    /// The executor's defaults, with the shared-builds-dir choice of a [`Reconfigure`]
+    /// applied.
     pub defaults: ExecutorDefaults,
+    /// The executor's environment outlives the job (shell executor): the job gets
+    /// `CI_SHARED_ENVIRONMENT`, otherwise `CI_DISPOSABLE_ENVIRONMENT`.
     pub shared_environment: bool,
+    /// How the executor starts the shell that reads each stage script.
     pub shell: ShellCommand,
+    /// The build's directories: `CI_BUILDS_DIR`, `CI_PROJECT_DIR` and the local cache.
     pub dirs: BuildDirs,
     /// Every variable of the job (`GetAllVariables`), unexpanded; file variables expand to paths.
     pub variables: Variables,
+    /// What the job's variables set (`GIT_STRATEGY`, attempts, script timeouts, ...).
     pub settings: BuildSettings,
+    /// The feature flags in effect for this job (config first, then variables, then defaults).
     pub flags: FeatureFlags,
+    /// `CI_CONCURRENT_ID`, as in [`BuildInput::concurrent_id`].
     pub concurrent_id: usize,
+    /// `CI_CONCURRENT_PROJECT_ID`, as in [`BuildInput::concurrent_project_id`].
     pub concurrent_project_id: usize,
     /// The host name the prepare script reports (`via <hostname>`); empty for the shell executor.
     pub hostname: String,
+    /// Whether get_sources adds the project directory to git's `safe.directory`
+    /// (`safe_directory_checkout`, else the executor's default).
     pub safe_directory_checkout: bool,
+    /// The job request's `X-Request-Id`, which git passes to Gitaly; empty when unknown.
     pub correlation_id: String,
     /// The script shell an executor switched to in prepare (custom executor's config_exec);
     /// the script generator uses it instead of its own.
@@ -171,9 +237,14 @@ pub struct BuildContext {
 /// executor's `config_exec` output); the default changes nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reconfigure {
+    /// Another builds directory; `None` or empty keeps the configured one.
     pub builds_dir: Option<String>,
+    /// Another local cache directory; `None` or empty keeps the configured one.
     pub cache_dir: Option<String>,
+    /// Whether concurrent jobs share the builds directory (project directories then get a
+    /// `<short token>/<concurrent project id>/` prefix); `None` keeps the executor's default.
     pub builds_dir_is_shared: Option<bool>,
+    /// The host name the prepare script reports; `None` or empty keeps the current one.
     pub hostname: Option<String>,
     /// Another script shell (custom executor's config_exec `shell`).
     pub shell: Option<ShellCommand>,
@@ -417,6 +488,8 @@ impl BuildContext {
         ))
     }
 
+    /// The job's time limit: the payload's `runner_info.timeout`, or two hours when GitLab
+    /// sends none.
     pub fn job_timeout(&self) -> Duration {
         Duration::from_secs(self.job.runner_info.timeout_seconds() as u64)
     }

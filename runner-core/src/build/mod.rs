@@ -94,6 +94,8 @@ pub struct BuildDriver<'a, E, G> {
 }
 
 impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
+    /// A driver running `executor`'s stages with `generator`'s scripts, writing to `log` and
+    /// stopping when `cancel` fires.
     pub fn new(
         executor: &'a mut E,
         generator: &'a G,

@@ -5,14 +5,20 @@ use super::*;
 /// The runtime state upstream reports (`BuildRuntimeState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeState {
+    /// Every stage the job needed succeeded.
     Success,
+    /// A script, the executor or the runner failed the job; the outcome's error says why.
     Failed,
+    /// GitLab canceled the job, or its script was canceled from the UI or API.
     Canceled,
+    /// The job timeout or `RUNNER_SCRIPT_TIMEOUT` ran out (`job_execution_timeout`).
     Timedout,
+    /// The runner stopped the job while shutting down (`runner_interrupted`).
     Terminated,
 }
 
 impl RuntimeState {
+    /// The state in lowercase, as upstream spells it; also the `CI_JOB_STATUS` after_script sees.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",
@@ -27,7 +33,9 @@ impl RuntimeState {
 /// How a build ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildOutcome {
+    /// The runtime state the build ended in.
     pub state: RuntimeState,
+    /// Why the job failed, with the reason GitLab is told; `None` when it succeeded.
     pub error: Option<BuildError>,
 }
 

@@ -9,7 +9,9 @@
 /// What could be recovered of a job's identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveredIdentity {
+    /// The job's `id`; `None` when missing or not an integer.
     pub id: Option<i64>,
+    /// The job's `token`; `None` when missing or not a string.
     pub token: Option<String>,
 }
 

@@ -31,14 +31,17 @@ impl TraceBuffer {
         })
     }
 
+    /// Bytes stored so far, the limit notice included.
     pub fn len(&self) -> u64 {
         self.len
     }
 
+    /// Whether nothing has been stored yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Whether output was cut at the limit; everything written since is dropped.
     pub fn limit_reached(&self) -> bool {
         self.limit_reached
     }

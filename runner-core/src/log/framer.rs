@@ -10,14 +10,20 @@ const PARTIAL_LINE_LIMIT: usize = 8 * 1024;
 pub struct StreamId(pub u8);
 
 impl StreamId {
+    /// The runner's own messages.
     pub const RUNNER: StreamId = StreamId(0x00);
+    /// The output of the stage scripts.
     pub const SCRIPT: StreamId = StreamId(0x01);
+    /// The first id of service output.
     pub const FIRST_SERVICE: StreamId = StreamId(0x0f);
 }
 
+/// Which output of a stream a line comes from: `O` or `E` in the line header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamKind {
+    /// Standard output.
     Stdout,
+    /// Standard error.
     Stderr,
 }
 
@@ -83,6 +89,7 @@ pub struct LineFramer {
 }
 
 impl LineFramer {
+    /// A framer for `kind` output of `stream`; without `timestamps` the text passes unframed.
     pub fn new(stream: StreamId, kind: StreamKind, timestamps: bool) -> Self {
         Self {
             stream,

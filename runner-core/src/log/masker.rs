@@ -2,6 +2,7 @@
 //! query parameters, then token prefixes. Each filter keeps at most a pattern's length of
 //! look-ahead, so memory stays bounded and matches that straddle write boundaries are still caught.
 
+/// What a masked secret is replaced with in the log.
 pub const MASK: &[u8] = b"[MASKED]";
 
 /// Token prefixes masked by default (`FF_MASK_ALL_DEFAULT_TOKENS` adds all but `glpat-`).
@@ -61,10 +62,12 @@ pub fn token_prefixes(job_prefixes: &[String], mask_all_default_tokens: bool) ->
 pub struct MaskRules {
     /// Masked values, longest first.
     pub phrases: Vec<Vec<u8>>,
+    /// Prefixes whose following token characters are masked; the prefix itself stays.
     pub token_prefixes: Vec<Vec<u8>>,
 }
 
 impl MaskRules {
+    /// Rules masking every one of `phrases` and the tokens after `token_prefixes`.
     pub fn new(mut phrases: Vec<String>, token_prefixes: Vec<String>) -> Self {
         phrases.sort_by_key(|phrase| std::cmp::Reverse(phrase.len()));
         Self {
@@ -85,6 +88,7 @@ pub struct Masker {
 }
 
 impl Masker {
+    /// A masker for one stream, applying `rules`.
     pub fn new(rules: &MaskRules) -> Self {
         Self {
             phrases: PhraseFilter::new(&rules.phrases),

@@ -17,17 +17,25 @@ pub use framer::{
 };
 pub use masker::{token_prefixes, MaskRules, Masker, DEFAULT_TOKEN_PREFIXES, MASK};
 
+/// Bold red, for `ERROR:` lines.
 pub const ANSI_BOLD_RED: &str = "\x1b[31;1m";
+/// Bold green, for runner notices such as `Job succeeded`.
 pub const ANSI_BOLD_GREEN: &str = "\x1b[32;1m";
+/// Bold yellow, for the output-limit notice.
 pub const ANSI_BOLD_YELLOW: &str = "\x1b[33;1m";
+/// Bold cyan, for stage headers.
 pub const ANSI_BOLD_CYAN: &str = "\x1b[36;1m";
+/// Yellow, for `WARNING:` lines.
 pub const ANSI_YELLOW: &str = "\x1b[0;33m";
+/// Resets the colour; ends every runner line.
 pub const ANSI_RESET: &str = "\x1b[0;m";
+/// Erases to the end of the line; after a section marker it hides the marker.
 pub const ANSI_CLEAR: &str = "\x1b[0K";
 
 /// The default `output_limit`: 4096 KiB.
 pub const DEFAULT_OUTPUT_LIMIT: u64 = 4096 * 1024;
 
+/// How one job's log is written: framing, sections, size limit and masking.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
     /// `FF_TIMESTAMPS`.
@@ -36,6 +44,7 @@ pub struct LogOptions {
     pub trace_sections: bool,
     /// Bytes.
     pub output_limit: u64,
+    /// What to mask in every stream.
     pub mask: MaskRules,
 }
 
@@ -124,6 +133,7 @@ impl std::fmt::Debug for JobLog {
 }
 
 impl JobLog {
+    /// An empty log kept in a temporary file; fails when the file cannot be created.
     pub fn new(options: LogOptions) -> std::io::Result<Self> {
         let buffer = TraceBuffer::new(options.output_limit)?;
         let runner = StreamState::new(&options, StreamId::RUNNER, StreamKind::Stdout);
@@ -137,6 +147,7 @@ impl JobLog {
         })
     }
 
+    /// The options the log was made with.
     pub fn options(&self) -> &LogOptions {
         &self.shared.options
     }
@@ -200,6 +211,8 @@ impl JobLog {
         self.section_marker("section_start", name);
     }
 
+    /// `section_end:<unix>:<name>` + CR + erase line, closing a [`Self::section_start`];
+    /// only with `trace_sections`.
     pub fn section_end(&self, name: &str) {
         self.section_marker("section_end", name);
     }
@@ -209,14 +222,17 @@ impl JobLog {
         lock(&self.shared.buffer).len()
     }
 
+    /// Whether nothing has been stored yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// `crc32:` and eight hex digits over the stored bytes, for the final job update.
     pub fn checksum(&self) -> String {
         lock(&self.shared.buffer).checksum()
     }
 
+    /// Up to `max` stored bytes from `offset`, for the trace uploader.
     pub fn read_at(&self, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
         lock(&self.shared.buffer).read_at(offset, max)
     }
@@ -249,11 +265,14 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
+    /// Masks and frames `data` and stores it; a possible start of a secret or an unfinished
+    /// line waits for the next write.
     pub fn write(&mut self, data: &[u8]) {
         self.state.write(data, &self.log.shared.buffer);
         self.log.shared.written.notify_one();
     }
 
+    /// Stores what the masker and framer still hold; later calls do nothing.
     pub fn finish(&mut self) {
         if !self.finished {
             self.finished = true;
