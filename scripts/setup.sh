@@ -33,6 +33,11 @@ if [ "$mode" = full ]; then
   command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
   # The reference docker-vm driver's image is a debootstrap rootfs (scripts/build-sshd-image.sh).
   command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+  # The service test checks the unit `install` writes with systemd's own `systemd-analyze
+  # verify` (systemd is installed, not started: these machines run no init system).
+  command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+  # Jobs of the service test run as `nobody` through su.
+  command -v su >/dev/null 2>&1 || need_apt+=(util-linux)
 fi
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then

@@ -7,10 +7,13 @@
 //! and every executor together. Nothing depends on it except its own binary, the fuzz targets and
 //! the tests.
 
+pub mod admin;
 pub mod config;
 pub mod driver_check;
 pub mod exec;
 pub mod helper_commands;
 pub mod job;
+pub mod logging;
 pub mod run;
+pub mod service;
 pub mod system_id;

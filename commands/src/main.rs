@@ -1,13 +1,13 @@
 //! The `gitlab-runner-rs` binary: the runner (`run`, `run-single`), runner administration
-//! (`register`, `verify`, `unregister`, `list`) and local mode (`exec`).
+//! (`register`, `verify`, `unregister`, `list`), the systemd service (`install`, `start`, ...)
+//! and local mode (`exec`).
 
-use gitlab_runner_rs::{config, driver_check, exec, helper_commands, run, system_id};
+use gitlab_runner_rs::admin::{self, ConfigArg, RegisterArgs};
+use gitlab_runner_rs::{config, driver_check, exec, helper_commands, logging, run, service};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use network::{GitlabClient, RegisterParameters, TlsOptions, VerifyResult};
-use runner_core::secret::Secret;
 
 use gitlab_runner_rs::config::{Config, RawConfig, RawRunner};
 
@@ -18,34 +18,77 @@ use gitlab_runner_rs::config::{Config, RawConfig, RawRunner};
     about = "GitLab Runner's executor core, in Rust"
 )]
 struct Cli {
-    /// Log level of the runner's own log (trace, debug, info, warn, error).
-    #[arg(long, global = true, env = "LOG_LEVEL")]
+    /// Debug mode: the runner's own log at debug level.
+    #[arg(long, global = true, env = "RUNNER_DEBUG")]
+    debug: bool,
+    /// Log level of the runner's own log (debug, info, warn, error, fatal, panic); default:
+    /// config.toml's log_level, else info.
+    #[arg(short = 'l', long, global = true, env = "LOG_LEVEL")]
     log_level: Option<String>,
+    /// Log format (runner, text, json); default: config.toml's log_format, else runner.
+    #[arg(long, global = true, env = "LOG_FORMAT")]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Commands,
 }
 
-#[derive(Args, Clone)]
-struct ConfigArg {
-    /// The config file (default: /etc/gitlab-runner/config.toml as root, else
-    /// ~/.gitlab-runner/config.toml).
-    #[arg(short = 'c', long = "config", env = "CONFIG_FILE")]
-    config: Option<PathBuf>,
+/// `run`'s flags: upstream's, so a systemd unit written for `gitlab-runner` starts this binary.
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Change to this directory before starting.
+    #[arg(short = 'd', long)]
+    working_directory: Option<PathBuf>,
+    /// The service name (names the syslog tag).
+    #[arg(short = 'n', long = "service", default_value = service::DEFAULT_SERVICE_NAME)]
+    service: String,
+    /// The user shell-executor jobs run as; replaces config.toml's `user` on every load, as
+    /// upstream.
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Also log to the system logger (/dev/log).
+    #[arg(long, env = "LOG_SYSLOG")]
+    syslog: bool,
+    /// The metrics server's address (not built yet: warned about and ignored).
+    #[arg(long, env = "LISTEN_ADDRESS")]
+    listen_address: Option<String>,
 }
 
-impl ConfigArg {
-    fn path(&self) -> PathBuf {
-        if let Some(path) = &self.config {
-            return path.clone();
-        }
-        if runner_core::process::running_as_root() {
-            return PathBuf::from("/etc/gitlab-runner/config.toml");
-        }
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default();
-        home.join(".gitlab-runner").join("config.toml")
-    }
+/// `--service` / `-n`, shared by the service commands.
+#[derive(Args)]
+struct ServiceArg {
+    /// The service name: the unit is `<name>.service`.
+    #[arg(short = 'n', long = "service", default_value = service::DEFAULT_SERVICE_NAME)]
+    service: String,
+    /// Where systemd units are written (a gitlab-runner-rs addition, for image builds).
+    #[arg(long, default_value = "/etc/systemd/system")]
+    systemd_unit_dir: PathBuf,
+}
+
+/// `install`'s flags, upstream's plus `--graceful-stop`.
+#[derive(Args)]
+struct InstallArgs {
+    #[command(flatten)]
+    service: ServiceArg,
+    /// The directory `run` changes to.
+    #[arg(short = 'd', long)]
+    working_directory: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Pass `--syslog` to `run`.
+    #[arg(long)]
+    syslog: bool,
+    /// The user jobs run as (`run --user`); required as root unless --init-user is given.
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// The user the whole service runs as (the unit's `User=`).
+    #[arg(short = 'i', long)]
+    init_user: Option<String>,
+    /// Also write a drop-in with `KillSignal=SIGQUIT` and this `TimeoutStopSec`, so stopping
+    /// the service lets running jobs finish (a gitlab-runner-rs addition).
+    #[arg(long, value_name = "SECONDS")]
+    graceful_stop: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -54,13 +97,19 @@ enum Commands {
     #[command(subcommand)]
     CustomDriver(CustomDriverCommand),
     /// Run the multi-runner service: poll GitLab for jobs of every configured runner.
-    Run {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Change to this directory before starting.
-        #[arg(short = 'd', long)]
-        working_directory: Option<PathBuf>,
-    },
+    Run(RunArgs),
+    /// Install the runner as a systemd service.
+    Install(InstallArgs),
+    /// Remove the systemd service.
+    Uninstall(ServiceArg),
+    /// Start the systemd service.
+    Start(ServiceArg),
+    /// Stop the systemd service.
+    Stop(ServiceArg),
+    /// Restart the systemd service.
+    Restart(ServiceArg),
+    /// Get the status of the systemd service.
+    Status(ServiceArg),
     /// Run jobs of a single runner, given on the command line or picked from the config.
     RunSingle(RunSingleArgs),
     /// Register a runner and add it to the config file.
@@ -203,341 +252,6 @@ struct RunSingleArgs {
     max_builds: Option<usize>,
 }
 
-#[derive(Args)]
-struct RegisterArgs {
-    #[command(flatten)]
-    config: ConfigArg,
-    /// Accepted for compatibility; registration is always non-interactive.
-    #[arg(short = 'n', long)]
-    non_interactive: bool,
-    #[arg(short = 'u', long, env = "CI_SERVER_URL")]
-    url: String,
-    /// A legacy registration token.
-    #[arg(short = 'r', long, env = "REGISTRATION_TOKEN")]
-    registration_token: Option<String>,
-    /// A runner authentication token (glrt-) created in GitLab.
-    #[arg(short = 't', long, env = "CI_SERVER_TOKEN")]
-    token: Option<String>,
-    #[arg(long, env = "RUNNER_NAME", alias = "description")]
-    name: Option<String>,
-    #[arg(long, default_value = "shell", env = "RUNNER_EXECUTOR")]
-    executor: String,
-    #[arg(long, env = "RUNNER_SHELL")]
-    shell: Option<String>,
-    #[arg(long, env = "RUNNER_BUILDS_DIR")]
-    builds_dir: Option<String>,
-    #[arg(long, env = "RUNNER_CACHE_DIR")]
-    cache_dir: Option<String>,
-    #[arg(long, env = "RUNNER_TAG_LIST", default_value = "")]
-    tag_list: String,
-    #[arg(long, env = "REGISTER_RUN_UNTAGGED")]
-    run_untagged: bool,
-    #[arg(long, env = "REGISTER_LOCKED", default_value_t = true, action = clap::ArgAction::Set)]
-    locked: bool,
-    #[arg(long, env = "REGISTER_ACCESS_LEVEL", default_value = "")]
-    access_level: String,
-    #[arg(long, env = "REGISTER_MAXIMUM_TIMEOUT", default_value_t = 0)]
-    maximum_timeout: i64,
-    #[arg(long, env = "REGISTER_PAUSED")]
-    paused: bool,
-    #[arg(long, env = "REGISTER_MAINTENANCE_NOTE", default_value = "")]
-    maintenance_note: String,
-    #[arg(long)]
-    limit: Option<i64>,
-    #[arg(long)]
-    tls_ca_file: Option<String>,
-    #[command(flatten)]
-    ssh: SshRegisterArgs,
-}
-
-/// Upstream's `--ssh-*` registration flags; they fill `[runners.ssh]`.
-#[derive(Args)]
-struct SshRegisterArgs {
-    #[arg(long = "ssh-user", env = "SSH_USER")]
-    user: Option<String>,
-    #[arg(long = "ssh-password", env = "SSH_PASSWORD")]
-    password: Option<String>,
-    #[arg(long = "ssh-host", env = "SSH_HOST")]
-    host: Option<String>,
-    #[arg(long = "ssh-port", env = "SSH_PORT")]
-    port: Option<String>,
-    #[arg(long = "ssh-identity-file", env = "SSH_IDENTITY_FILE")]
-    identity_file: Option<String>,
-    #[arg(
-        long = "ssh-disable-strict-host-key-checking",
-        env = "DISABLE_STRICT_HOST_KEY_CHECKING"
-    )]
-    disable_strict_host_key_checking: Option<bool>,
-    #[arg(long = "ssh-known-hosts-file", env = "KNOWN_HOSTS_FILE")]
-    known_hosts_file: Option<String>,
-}
-
-impl SshRegisterArgs {
-    /// The `[runners.ssh]` table, when the executor is `ssh`.
-    fn section(&self, executor: &str) -> Option<toml::Value> {
-        if executor != "ssh" {
-            return None;
-        }
-        let mut table = toml::map::Map::new();
-        let mut put = |key: &str, value: &Option<String>| {
-            if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
-                table.insert(key.into(), toml::Value::String(value.clone()));
-            }
-        };
-        put("user", &self.user);
-        put("password", &self.password);
-        put("host", &self.host);
-        put("port", &self.port);
-        put("identity_file", &self.identity_file);
-        put("known_hosts_file", &self.known_hosts_file);
-        if let Some(disable) = self.disable_strict_host_key_checking {
-            table.insert(
-                "disable_strict_host_key_checking".into(),
-                toml::Value::Boolean(disable),
-            );
-        }
-        Some(toml::Value::Table(table))
-    }
-}
-
-fn init_logging(level: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-fn client_for(url: &str, tls_ca_file: Option<PathBuf>) -> anyhow::Result<GitlabClient> {
-    let tls = network::tls::with_certificate_directory(
-        url,
-        TlsOptions {
-            ca_file: tls_ca_file,
-            ..TlsOptions::default()
-        },
-        network::tls::default_certificate_directory().as_deref(),
-    );
-    Ok(GitlabClient::new(url, &tls, &run::user_agent())?)
-}
-
-fn register_info(executor: &str, shell: &str) -> network::VersionInfo {
-    let version = runner_core::build::RunnerVersion::default();
-    let (platform, architecture) = version
-        .platform
-        .split_once('/')
-        .unwrap_or(("linux", "amd64"));
-    network::VersionInfo {
-        name: version.name.clone(),
-        version: version.version.clone(),
-        revision: version.revision.clone(),
-        platform: platform.into(),
-        architecture: architecture.into(),
-        executor: executor.into(),
-        shell: shell.into(),
-        features: Default::default(),
-    }
-}
-
-async fn register(args: RegisterArgs) -> anyhow::Result<()> {
-    let path = args.config.path();
-    let config = Config::load(&path)?;
-    let system_id = system_id::load_or_create(&path)?;
-    let client = client_for(&args.url, args.tls_ca_file.clone().map(PathBuf::from))?;
-    let shell = args.shell.clone().unwrap_or_else(|| "bash".into());
-    let info = register_info(&args.executor, &shell);
-    let name = args.name.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "gitlab-runner-rs".into())
-    });
-    let (id, token) = match (&args.token, &args.registration_token) {
-        (Some(token), _) => {
-            let token = Secret::new(token.clone());
-            match client.verify(&token, &system_id, &info).await {
-                VerifyResult::Valid => {}
-                VerifyResult::Invalid => {
-                    bail!("verifying runner... is removed: GitLab does not accept the token")
-                }
-                VerifyResult::Unknown(message) => bail!("verifying runner failed: {message}"),
-            }
-            (0, token)
-        }
-        (None, Some(registration_token)) => {
-            let registered = client
-                .register(
-                    &Secret::new(registration_token.clone()),
-                    &RegisterParameters {
-                        description: name.clone(),
-                        maintenance_note: args.maintenance_note.clone(),
-                        tags: args
-                            .tag_list
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|tag| !tag.is_empty())
-                            .map(str::to_string)
-                            .collect(),
-                        run_untagged: args.run_untagged,
-                        locked: args.locked,
-                        access_level: args.access_level.clone(),
-                        maximum_timeout: args.maximum_timeout,
-                        paused: args.paused,
-                    },
-                    &info,
-                )
-                .await
-                .context("registering the runner")?;
-            (registered.id, registered.token)
-        }
-        (None, None) => bail!(
-            "either --token (a runner authentication token) or --registration-token is required"
-        ),
-    };
-    let mut raw: RawConfig = config.raw.clone();
-    if raw.concurrent.is_none() {
-        raw.concurrent = Some(1);
-    }
-    if raw.check_interval.is_none() {
-        raw.check_interval = Some(0);
-    }
-    raw.runners.push(RawRunner {
-        name: name.clone(),
-        url: args.url.clone(),
-        id,
-        token: token.expose().clone(),
-        executor: args.executor.clone(),
-        shell: args.shell.clone(),
-        builds_dir: args.builds_dir.clone(),
-        cache_dir: args.cache_dir.clone(),
-        limit: args.limit,
-        tls_ca_file: args.tls_ca_file.clone(),
-        ssh: args.ssh.section(&args.executor),
-        ..RawRunner::default()
-    });
-    // Validate before writing, so a bad value never lands in the file.
-    let text = toml::to_string_pretty(&raw)?;
-    Config::parse(&path, &text)?;
-    Config::save_raw(&path, &raw)?;
-    println!(
-        "Runner registered successfully. Runner {name:?} ({}) was added to {}",
-        runner_core::dirs::short_token(token.expose()),
-        path.display()
-    );
-    Ok(())
-}
-
-async fn verify(config: ConfigArg, delete: bool) -> anyhow::Result<i32> {
-    let path = config.path();
-    let config = Config::load(&path)?;
-    let system_id = system_id::load_or_create(&path)?;
-    let mut keep = Vec::new();
-    let mut failures = 0;
-    for (runner, raw) in config.runners.iter().zip(config.raw.runners.iter()) {
-        let client = client_for(&runner.url, runner.tls_ca_file.clone())?;
-        let info = register_info(&raw.executor, raw.shell.as_deref().unwrap_or("bash"));
-        let short = runner.short_token();
-        match client.verify(&runner.token, &system_id, &info).await {
-            VerifyResult::Valid => {
-                let word = if runner.token.expose().starts_with("glrt-") {
-                    "is valid"
-                } else {
-                    "is alive"
-                };
-                println!("Verifying runner... {word}  runner={short}");
-                keep.push(raw.clone());
-            }
-            VerifyResult::Invalid => {
-                println!("Verifying runner... is removed  runner={short}");
-                failures += 1;
-                if !delete {
-                    keep.push(raw.clone());
-                }
-            }
-            VerifyResult::Unknown(message) => {
-                println!("Verifying runner... failed: {message}  runner={short}");
-                failures += 1;
-                keep.push(raw.clone());
-            }
-        }
-    }
-    if delete && keep.len() != config.raw.runners.len() {
-        let mut raw = config.raw.clone();
-        raw.runners = keep;
-        Config::save_raw(&path, &raw)?;
-        println!("Updated {}", path.display());
-    }
-    Ok(if failures > 0 { 1 } else { 0 })
-}
-
-async fn unregister(
-    config: ConfigArg,
-    name: Option<String>,
-    url: Option<String>,
-    token: Option<String>,
-    all: bool,
-) -> anyhow::Result<()> {
-    let path = config.path();
-    let config = Config::load(&path)?;
-    let system_id = system_id::load_or_create(&path)?;
-    if !all && name.is_none() && token.is_none() {
-        bail!("say which runner: --name, --url with --token, or --all-runners");
-    }
-    let mut keep = Vec::new();
-    let mut removed = 0;
-    for (runner, raw) in config.runners.iter().zip(config.raw.runners.iter()) {
-        let selected = all
-            || name.as_deref() == Some(runner.name.as_str())
-            || (token.as_deref() == Some(runner.token.expose().as_str())
-                && url.as_deref().is_none_or(|u| u == runner.url));
-        if !selected {
-            keep.push(raw.clone());
-            continue;
-        }
-        let client = client_for(&runner.url, runner.tls_ca_file.clone())?;
-        let ok = if runner.token.expose().starts_with("glrt-") {
-            client.unregister_manager(&runner.token, &system_id).await?
-        } else {
-            client.unregister(&runner.token).await?
-        };
-        if ok {
-            println!(
-                "Unregistering runner from GitLab succeeded  runner={}",
-                runner.short_token()
-            );
-            removed += 1;
-        } else {
-            println!(
-                "Unregistering runner from GitLab failed  runner={}",
-                runner.short_token()
-            );
-            keep.push(raw.clone());
-        }
-    }
-    if removed == 0 && keep.len() == config.raw.runners.len() && !all {
-        bail!("no runner matches");
-    }
-    let mut raw = config.raw.clone();
-    raw.runners = keep;
-    Config::save_raw(&path, &raw)?;
-    Ok(())
-}
-
-fn list(config: ConfigArg) -> anyhow::Result<()> {
-    let path = config.path();
-    let config = Config::load(&path)?;
-    eprintln!("Listing configured runners  ConfigFile={}", path.display());
-    for runner in &config.runners {
-        println!(
-            "{:<20} Executor={} Token={} URL={}",
-            runner.name,
-            runner.executor.as_str(),
-            runner.short_token(),
-            runner.url
-        );
-    }
-    Ok(())
-}
-
 fn run_single_config(args: &RunSingleArgs) -> anyhow::Result<Config> {
     if let (Some(url), Some(token)) = (&args.url, &args.token) {
         let mut raw = RawRunner {
@@ -560,12 +274,17 @@ fn run_single_config(args: &RunSingleArgs) -> anyhow::Result<Config> {
     }
     let mut config = Config::load(&args.config.path())?;
     let runner = match &args.runner {
-        Some(name) => config
-            .runners
-            .iter()
-            .find(|runner| &runner.name == name)
-            .cloned()
-            .with_context(|| format!("no runner named {name:?} in {}", config.path.display()))?,
+        Some(name) => match config.runners.iter().find(|runner| &runner.name == name) {
+            Some(runner) => runner.clone(),
+            None => match config
+                .unavailable
+                .iter()
+                .find(|runner| &runner.name == name)
+            {
+                Some(runner) => bail!("runner {name:?}: {}", runner.reason),
+                None => bail!("no runner named {name:?} in {}", config.path.display()),
+            },
+        },
         None => config.runners.first().cloned().with_context(|| {
             format!(
                 "no runners in {}; pass --url and --token",
@@ -574,13 +293,25 @@ fn run_single_config(args: &RunSingleArgs) -> anyhow::Result<Config> {
         })?,
     };
     config.runners = vec![runner];
+    config.unavailable.clear();
     config.concurrent = 1;
     Ok(config)
 }
 
 fn main() {
+    if let Some(revision) = option_env!("GITLAB_RUNNER_RS_REVISION") {
+        runner_core::build::RunnerVersion::set_revision(revision);
+    }
     let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    let logging_flags = logging::CliLogging {
+        level: cli.log_level.clone(),
+        debug: cli.debug,
+        format: cli.log_format.clone(),
+    };
+    if let Err(error) = logging::init(&logging_flags) {
+        eprintln!("FATAL: Error while setting up logging configuration  error={error}");
+        std::process::exit(1);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -634,45 +365,78 @@ fn main() {
             Commands::ArtifactsDownloader(args) => {
                 Ok(helper_commands::artifacts_downloader(args).await)
             }
-            Commands::Run {
-                config,
-                working_directory,
-            } => {
-                if let Some(dir) = working_directory {
-                    std::env::set_current_dir(&dir)
+            Commands::Run(args) => {
+                if let Some(dir) = &args.working_directory {
+                    std::env::set_current_dir(dir)
                         .with_context(|| format!("changing to {}", dir.display()))?;
                 }
-                let config = Config::load(&config.path())?;
+                if args.syslog {
+                    logging::enable_syslog(&args.service);
+                }
+                if let Some(address) = &args.listen_address {
+                    tracing::warn!(
+                        "--listen-address {address}: gitlab-runner-rs has no metrics server yet; ignored"
+                    );
+                }
+                let config = Config::load(&args.config.path())?;
                 run::run_loop(run::LoopOptions {
                     config,
                     max_builds: None,
                     reload: true,
+                    user: run::UserSource::Flag(args.user),
                 })
                 .await?;
                 Ok(0)
             }
+            Commands::Install(args) => {
+                let executable = std::env::current_exe()
+                    .context("finding this binary's path for the unit's ExecStart")?;
+                service::install(
+                    &service::InstallOptions {
+                        service: args.service.service,
+                        config: args.config.path(),
+                        working_directory: args.working_directory,
+                        user: args.user,
+                        init_user: args.init_user,
+                        syslog: args.syslog,
+                        executable,
+                        unit_dir: args.service.systemd_unit_dir,
+                        graceful_stop: args.graceful_stop,
+                    },
+                    runner_core::process::running_as_root(),
+                )
+                .map(|()| 0)
+            }
+            Commands::Uninstall(args) => {
+                service::uninstall(&args.service, &args.systemd_unit_dir).map(|()| 0)
+            }
+            Commands::Start(args) => service::control("start", &args.service).map(|()| 0),
+            Commands::Stop(args) => service::control("stop", &args.service).map(|()| 0),
+            Commands::Restart(args) => service::control("restart", &args.service).map(|()| 0),
+            Commands::Status(args) => Ok(service::status(&args.service)),
             Commands::RunSingle(args) => {
                 let config = run_single_config(&args)?;
                 run::run_loop(run::LoopOptions {
                     config,
                     max_builds: args.max_builds,
                     reload: false,
+                    user: run::UserSource::Config,
                 })
                 .await?;
                 Ok(0)
             }
-            Commands::Register(args) => register(args).await.map(|()| 0),
-            Commands::Verify { config, delete } => verify(config, delete).await,
+            Commands::Register(args) => admin::register(args).await.map(|()| 0),
+            Commands::Verify { config, delete } => admin::verify(config, delete).await,
             Commands::Unregister {
                 config,
                 name,
                 url,
                 token,
                 all_runners,
-            } => unregister(config, name, url, token, all_runners)
+            } => admin::unregister(config, name, url, token, all_runners)
                 .await
                 .map(|()| 0),
-            Commands::List { config } => list(config).map(|()| 0),
+            Commands::List { config } => admin::list(config).map(|()| 0),
             Commands::Exec {
                 executor: ExecExecutor::Docker(args),
             } => {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, RunnerConfig};
+use crate::config::{Config, RunnerConfig, UnavailableRunner};
 use crate::job::{version_info, ConcurrencyIds, JobEnvironment, JobResult, Provider};
 
 /// One `[[runners]]` entry at work.
@@ -133,10 +133,67 @@ pub struct LoopOptions {
     pub max_builds: Option<usize>,
     /// Re-read the config file on SIGHUP or when it changes.
     pub reload: bool,
+    /// Where the user jobs run as comes from.
+    pub user: UserSource,
+}
+
+/// Where the user that shell-executor jobs run as (through `su`) comes from.
+#[derive(Debug, Clone)]
+pub enum UserSource {
+    /// `run --user`: replaces `config.toml`'s `user` on every load, as upstream's `run` does
+    /// (`None` runs jobs as the runner's own user, whatever the file says).
+    Flag(Option<String>),
+    /// `config.toml`'s global `user` (`run-single`).
+    Config,
+}
+
+impl UserSource {
+    fn resolve(&self, config: &Config) -> Option<String> {
+        match self {
+            UserSource::Flag(user) => {
+                if user.is_none() {
+                    if let Some(ignored) = &config.user {
+                        tracing::warn!(
+                            "user = {ignored:?} in {} has no effect on run: as upstream, only \
+                             `run --user` sets the user jobs run as",
+                            config.path.display()
+                        );
+                    }
+                }
+                user.clone()
+            }
+            UserSource::Config => config.user.clone(),
+        }
+    }
+}
+
+/// A runner out of service, and when `run` says so again.
+struct OutOfService {
+    runner: UnavailableRunner,
+    next_report: Instant,
+}
+
+impl OutOfService {
+    /// Upstream logs its line each time the runner comes up again after `unhealthy_interval`.
+    fn report_if_due(&mut self, now: Instant) {
+        if now < self.next_report {
+            return;
+        }
+        tracing::error!(
+            runner = %self.runner.short_token(),
+            runner_name = %self.runner.name,
+            "{}",
+            self.runner.reason
+        );
+        self.next_report = now
+            .checked_add(self.runner.unhealthy_interval)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+    }
 }
 
 struct State {
     workers: Vec<Arc<Worker>>,
+    out_of_service: Vec<OutOfService>,
     global: Arc<Semaphore>,
     check_interval: Duration,
     shutdown_timeout: Duration,
@@ -146,19 +203,31 @@ fn build_state(
     config: &Config,
     system_id: &str,
     ids: &Arc<ConcurrencyIds>,
+    user: &UserSource,
 ) -> anyhow::Result<State> {
+    crate::logging::apply_config(config.log_level.as_deref(), config.log_format.as_deref());
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    let user = user.resolve(config);
     let workers = config
         .runners
         .iter()
         .map(|runner| {
-            Worker::new(runner.clone(), system_id, config.user.clone(), ids.clone()).map(Arc::new)
+            Worker::new(runner.clone(), system_id, user.clone(), ids.clone()).map(Arc::new)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let now = Instant::now();
     Ok(State {
         workers,
+        out_of_service: config
+            .unavailable
+            .iter()
+            .map(|runner| OutOfService {
+                runner: runner.clone(),
+                next_report: now,
+            })
+            .collect(),
         global: Arc::new(Semaphore::new(config.concurrent)),
         check_interval: config.check_interval,
         shutdown_timeout: config.shutdown_timeout,
@@ -173,6 +242,7 @@ pub fn check_state(config: &Config) -> anyhow::Result<()> {
         config,
         "s_000000000000",
         &Arc::new(ConcurrencyIds::default()),
+        &UserSource::Config,
     )
     .map(drop)
 }
@@ -242,13 +312,19 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
         config,
         max_builds,
         reload,
+        user,
     } = options;
     let config_path = config.path.clone();
     let system_id = crate::system_id::load_or_create(&config_path)
         .with_context(|| format!("storing the system id beside {}", config_path.display()))?;
     let ids = Arc::new(ConcurrencyIds::default());
-    let mut state = build_state(&config, &system_id, &ids)?;
-    if state.workers.is_empty() {
+    let mut state = build_state(&config, &system_id, &ids, &user)?;
+    tracing::info!(
+        builds = 0,
+        max_builds = config.concurrent,
+        "Configuration loaded"
+    );
+    if state.workers.is_empty() && state.out_of_service.is_empty() {
         tracing::warn!("no runners are configured in {}", config_path.display());
     }
     tracing::info!(
@@ -304,14 +380,23 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
             // by the new file (a panic) is contained too: running jobs keep going, and the
             // runner keeps the configuration it has.
             let reloaded = std::panic::catch_unwind(|| {
-                Config::load(&config_path).map(|config| build_state(&config, &system_id, &ids))
+                Config::load(&config_path).map(|config| {
+                    (
+                        config.concurrent,
+                        build_state(&config, &system_id, &ids, &user),
+                    )
+                })
             });
             match reloaded {
-                Ok(Ok(Ok(new_state))) => {
-                    tracing::info!(runners = new_state.workers.len(), "configuration reloaded");
+                Ok(Ok((concurrent, Ok(new_state)))) => {
+                    tracing::info!(
+                        builds = tracker.len(),
+                        max_builds = concurrent,
+                        "Configuration loaded"
+                    );
                     state = new_state;
                 }
-                Ok(Ok(Err(error))) => tracing::error!(
+                Ok(Ok((_, Err(error)))) => tracing::error!(
                     "reloading the configuration failed, keeping the previous one: {error:#}"
                 ),
                 Ok(Err(error)) => tracing::error!(
@@ -322,6 +407,10 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
                     runner_core::panic::panic_message(payload.as_ref())
                 ),
             }
+        }
+        let now = Instant::now();
+        for runner in &mut state.out_of_service {
+            runner.report_if_due(now);
         }
         if state.workers.is_empty() {
             continue;

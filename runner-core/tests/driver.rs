@@ -430,7 +430,21 @@ async fn the_script_timeout_still_runs_after_script() {
     harness.variables.push(("RUNNER_SCRIPT_TIMEOUT", "30s"));
     let result = harness.run().await;
     assert_eq!(result.reason(), Some(FailureReason::JobExecutionTimeout));
-    assert_eq!(result.outcome.state, RuntimeState::Timedout);
+    // Parity audit item 9: upstream fails the job with the script context's error, not the job
+    // timeout's `execution took longer than 1h0m0s seconds`.
+    assert_eq!(result.outcome.state, RuntimeState::Failed);
+    assert!(
+        result
+            .log
+            .contains("ERROR: Job failed: script timeout: context deadline exceeded"),
+        "{}",
+        result.log
+    );
+    assert!(
+        !result.log.contains("execution took longer"),
+        "{}",
+        result.log
+    );
     assert_eq!(result.script("after_script"), "status=timedout");
     assert!(result
         .stages()
@@ -632,11 +646,47 @@ async fn a_job_timeout_past_the_clocks_range_runs_without_a_deadline() {
     .behave("step_script", Behaviour::Hang)
     .run()
     .await;
-    assert_eq!(
-        result.outcome.state,
-        RuntimeState::Timedout,
+    assert!(
+        result
+            .log
+            .contains("ERROR: Job failed: script timeout: context deadline exceeded"),
         "{}",
         result.log
     );
     assert_eq!(result.reason(), Some(FailureReason::JobExecutionTimeout));
+}
+
+/// Parity audit item 6: a dependency whose artifacts are gone fails the job as a missing
+/// dependency, and the failure tail still runs (cache and artifacts on failure, and the removal
+/// of file variables, which are often secrets).
+#[tokio::test(start_paused = true)]
+async fn a_missing_dependency_still_runs_the_failure_uploads_and_removes_file_variables() {
+    let mut harness = Harness::default().behave(
+        "download_artifacts",
+        Behaviour::Exit(runner_core::failure::MISSING_DEPENDENCY_EXIT_CODE),
+    );
+    for stage in [
+        "download_artifacts",
+        "archive_cache_on_failure",
+        "upload_artifacts_on_failure",
+    ] {
+        harness.skip.remove(stage);
+    }
+    let result = harness.run().await;
+    assert_eq!(
+        result.reason(),
+        Some(FailureReason::MissingDependencyFailure)
+    );
+    assert_eq!(
+        result.stages(),
+        [
+            "prepare_script",
+            "get_sources",
+            "download_artifacts",
+            "archive_cache_on_failure",
+            "upload_artifacts_on_failure",
+            "cleanup_file_variables"
+        ]
+    );
+    assert_eq!(result.record.lock().unwrap().cleanups, 1);
 }

@@ -450,11 +450,16 @@ impl FakeGitlab {
         if let Some(url) = payload["git_info"]["repo_url"].as_str() {
             payload["git_info"]["repo_url"] = json!(url.replace("JOB_TOKEN", &token));
         }
-        // GitLab always sends the job's own id among the variables.
+        // GitLab always sends the job's own id and token among the variables.
         if let Some(variables) = payload["variables"].as_array_mut() {
             if !variables.iter().any(|v| v["key"] == "CI_JOB_ID") {
                 variables
                     .push(json!({"key": "CI_JOB_ID", "value": id.to_string(), "public": true}));
+            }
+            if !variables.iter().any(|v| v["key"] == "CI_JOB_TOKEN") {
+                variables.push(
+                    json!({"key": "CI_JOB_TOKEN", "value": token, "public": false, "masked": true}),
+                );
             }
         }
         state.jobs.push(Job {

@@ -8,6 +8,17 @@ use std::sync::{Arc, Mutex};
 
 use crate::http::{reply, serve, Received, Reply};
 
+/// Which requests the server answers.
+#[derive(Clone)]
+enum Auth {
+    /// Every request.
+    None,
+    /// Requests with any `Authorization` header.
+    AnyCredentials,
+    /// Requests authenticated as `gitlab-ci-token:<token>`, the token starting with this.
+    JobToken(String),
+}
+
 /// A running git server with one repository in a temporary directory; it stops when dropped.
 pub struct GitServer {
     address: SocketAddr,
@@ -125,7 +136,47 @@ impl GitServer {
     /// Starts a server holding one repository, `group/project.git`, with `files` committed on
     /// `main`. Requests must carry basic auth with user `gitlab-ci-token` when `require_auth`.
     pub async fn start(files: &[(&str, &str)], require_auth: bool) -> Self {
+        let auth = if require_auth {
+            Auth::AnyCredentials
+        } else {
+            Auth::None
+        };
+        Self::start_inner(files, auth, false).await
+    }
+
+    /// Starts a server whose `group/project.git` has `files` and a submodule `library` at
+    /// `../library.git` (relative, as GitLab projects on one instance name each other), and
+    /// answers only requests authenticated as `gitlab-ci-token:<job token>`, the token starting
+    /// with `token_prefix` (the fake GitLab's job tokens are `glcbt-jobtoken<id>`), for both
+    /// repositories.
+    pub async fn start_with_submodule(files: &[(&str, &str)], token_prefix: &str) -> Self {
+        Self::start_inner(files, Auth::JobToken(token_prefix.to_string()), true).await
+    }
+
+    async fn start_inner(files: &[(&str, &str)], required: Auth, submodule: bool) -> Self {
         let root = tempfile::tempdir().expect("temp dir");
+        if submodule {
+            let library = root.path().join("library-work");
+            std::fs::create_dir_all(&library).expect("create the library's work tree");
+            git(&library, &["init", "-q", "-b", "main"]);
+            std::fs::write(library.join("lib.txt"), "from the private library\n")
+                .expect("write the library's file");
+            git(&library, &["add", "-A"]);
+            git(&library, &["commit", "-q", "-m", "library"]);
+            let bare = root.path().join("group").join("library.git");
+            std::fs::create_dir_all(root.path().join("group"))
+                .expect("create the bare repositories' group directory");
+            git(
+                root.path(),
+                &[
+                    "clone",
+                    "-q",
+                    "--bare",
+                    library.to_str().expect("the library's path is UTF-8"),
+                    bare.to_str().expect("the library's bare path is UTF-8"),
+                ],
+            );
+        }
         let work = root.path().join("work");
         std::fs::create_dir_all(&work).expect("create the git server's work tree directory");
         git(&work, &["init", "-q", "-b", "main"]);
@@ -134,6 +185,31 @@ impl GitServer {
             std::fs::create_dir_all(path.parent().expect("a committed file's path has a parent"))
                 .expect("create the directory of a file to commit");
             std::fs::write(path, contents).expect("write a file to commit to the git repository");
+        }
+        if submodule {
+            let library = root.path().join("group").join("library.git");
+            git(
+                &work,
+                &[
+                    "-c",
+                    "protocol.file.allow=always",
+                    "submodule",
+                    "add",
+                    "-q",
+                    library.to_str().expect("the library's bare path is UTF-8"),
+                    "library",
+                ],
+            );
+            git(
+                &work,
+                &[
+                    "config",
+                    "-f",
+                    ".gitmodules",
+                    "submodule.library.url",
+                    "../library.git",
+                ],
+            );
         }
         git(&work, &["add", "-A"]);
         git(&work, &["commit", "-q", "-m", "initial"]);
@@ -161,6 +237,7 @@ impl GitServer {
         let (address, task) = serve(move |received| {
             let root = served_root.clone();
             let seen = seen.clone();
+            let required = required.clone();
             async move {
                 let auth = received
                     .headers
@@ -168,7 +245,25 @@ impl GitServer {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_string();
-                if require_auth && auth.is_empty() {
+                let allowed = match &required {
+                    Auth::None => true,
+                    Auth::AnyCredentials => !auth.is_empty(),
+                    Auth::JobToken(prefix) => {
+                        use base64::Engine as _;
+                        auth.strip_prefix("Basic ")
+                            .and_then(|encoded| {
+                                base64::engine::general_purpose::STANDARD
+                                    .decode(encoded)
+                                    .ok()
+                            })
+                            .and_then(|decoded| String::from_utf8(decoded).ok())
+                            .and_then(|pair| {
+                                pair.strip_prefix("gitlab-ci-token:").map(str::to_string)
+                            })
+                            .is_some_and(|token| token.starts_with(prefix.as_str()))
+                    }
+                };
+                if !allowed {
                     let mut response = reply(401, "");
                     response.headers_mut().insert(
                         "WWW-Authenticate",

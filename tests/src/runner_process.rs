@@ -48,6 +48,22 @@ impl RunnerProcess {
         Self { child }
     }
 
+    /// Starts `binary` with exactly `args` (a service unit's `ExecStart` line, say) in `cwd`,
+    /// its own log written to `log`.
+    pub fn spawn_args_logged(binary: &Path, args: &[String], cwd: &Path, log: &Path) -> Self {
+        use std::os::unix::process::CommandExt;
+        let file = std::fs::File::create(log).expect("create the runner's log file");
+        let child = Command::new(binary)
+            .args(args)
+            .current_dir(cwd)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .process_group(0)
+            .spawn()
+            .expect("start gitlab-runner-rs with the given arguments");
+        Self { child }
+    }
+
     /// Whether the runner is still running (it has not exited).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

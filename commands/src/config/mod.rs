@@ -15,7 +15,7 @@ mod section;
 mod values;
 
 pub use raw::{RawConfig, RawCustomBuildDir, RawRunner};
-pub use runner::RunnerConfig;
+pub use runner::{RunnerConfig, RunnerEntry, UnavailableRunner};
 pub use values::MAX_COUNT;
 
 use std::path::{Path, PathBuf};
@@ -106,6 +106,30 @@ impl ExecutorKind {
     }
 }
 
+/// Who a `[[runners]]` entry is to GitLab, whether this binary can run its jobs or not.
+#[derive(Debug, Clone, Copy)]
+pub struct RunnerCredentials<'a> {
+    /// Position in the file's `[[runners]]` list (and in `raw.runners`).
+    pub index: usize,
+    /// `name`.
+    pub name: &'a str,
+    /// `url`.
+    pub url: &'a str,
+    /// `token`.
+    pub token: &'a runner_core::secret::Secret<String>,
+    /// `tls-ca-file`, anchored at the config file's directory.
+    pub tls_ca_file: Option<&'a Path>,
+    /// `executor`, as written.
+    pub executor: &'a str,
+}
+
+impl RunnerCredentials<'_> {
+    /// The short token for logs: known prefixes stripped, then 9 characters.
+    pub fn short_token(&self) -> String {
+        runner_core::dirs::short_token(self.token.expose())
+    }
+}
+
 /// The validated file.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -118,11 +142,17 @@ pub struct Config {
     pub check_interval: Duration,
     /// `shutdown_timeout`: how long a forceful stop waits for aborted jobs; 30 s when unset or 0.
     pub shutdown_timeout: Duration,
+    /// `log_level`, checked to be a level upstream knows; `None` means `info`.
+    pub log_level: Option<String>,
+    /// `log_format`, checked to be `runner`, `text` or `json`; `None` means `runner`.
+    pub log_format: Option<String>,
     /// Global `user` that job scripts run as, where the executor switches users; `None` when unset
     /// or empty.
     pub user: Option<String>,
-    /// The validated `[[runners]]` entries, in the same order as `raw.runners`.
+    /// The `[[runners]]` entries that get jobs, in file order (`index` says where each is).
     pub runners: Vec<RunnerConfig>,
+    /// The entries this binary cannot run jobs for (an executor or shell it does not have).
+    pub unavailable: Vec<UnavailableRunner>,
     /// The file as read, so `register` and `unregister` can save it back with unknown keys intact.
     pub raw: RawConfig,
     /// Messages about ignored keys and unknown feature flags, for the caller to log.
@@ -159,25 +189,79 @@ impl Config {
             }
             _ => Duration::from_secs(30),
         };
+        if let Some(level) = &raw.log_level {
+            crate::logging::parse_level(level)
+                .map_err(|_| invalid("log_level", level, "expected debug, info, warn or error"))?;
+        }
+        if let Some(format) = &raw.log_format {
+            crate::logging::LogFormat::parse(format)
+                .map_err(|_| invalid("log_format", format, "expected runner, text or json"))?;
+        }
+        // Upstream keys this runner keeps (so the file round-trips) but does not act on yet: the
+        // same warning as any other key nothing reads, so none is ignored silently.
+        let unread = [
+            ("listen_address", raw.listen_address.is_some()),
+            ("sentry_dsn", raw.sentry_dsn.is_some()),
+            ("connection_max_age", raw.connection_max_age.is_some()),
+            ("labels", !raw.labels.is_empty()),
+            ("session_server", raw.session_server.is_some()),
+            ("machine", raw.machine.is_some()),
+            ("experimental", raw.experimental.is_some()),
+        ];
+        for (key, present) in unread {
+            if present {
+                warnings.push(section::ignored_key(key, path));
+            }
+        }
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let runners = raw
-            .runners
-            .iter()
-            .enumerate()
-            .map(|(index, runner)| {
-                RunnerConfig::from_raw(index, runner, path, &base_dir, &mut warnings)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut runners = Vec::new();
+        let mut unavailable = Vec::new();
+        for (index, runner) in raw.runners.iter().enumerate() {
+            match RunnerConfig::from_raw(index, runner, path, &base_dir, &mut warnings)? {
+                RunnerEntry::Ready(runner) => runners.push(*runner),
+                RunnerEntry::Unavailable(runner) => unavailable.push(runner),
+            }
+        }
         Ok(Self {
             path: path.to_path_buf(),
             concurrent,
             check_interval,
             shutdown_timeout,
+            log_level: raw.log_level.clone(),
+            log_format: raw.log_format.clone(),
             user: raw.user.clone().filter(|user| !user.is_empty()),
             runners,
+            unavailable,
             raw,
             warnings,
         })
+    }
+
+    /// The credentials of every `[[runners]]` entry, in file order, whether it gets jobs or not:
+    /// what `verify`, `unregister` and `list` work with.
+    pub fn credentials(&self) -> Vec<RunnerCredentials<'_>> {
+        let mut all: Vec<RunnerCredentials<'_>> = self
+            .runners
+            .iter()
+            .map(|runner| RunnerCredentials {
+                index: runner.index,
+                name: &runner.name,
+                url: &runner.url,
+                token: &runner.token,
+                tls_ca_file: runner.tls_ca_file.as_deref(),
+                executor: runner.executor.as_str(),
+            })
+            .chain(self.unavailable.iter().map(|runner| RunnerCredentials {
+                index: runner.index,
+                name: &runner.name,
+                url: &runner.url,
+                token: &runner.token,
+                tls_ca_file: runner.tls_ca_file.as_deref(),
+                executor: &runner.executor,
+            }))
+            .collect();
+        all.sort_by_key(|credentials| credentials.index);
+        all
     }
 
     /// Reads and parses the file at `path`; a missing file loads as an empty config (no runners).

@@ -13,10 +13,10 @@ pub struct RawConfig {
     /// `check_interval`: seconds between job-request rounds; missing, 0 or less means 3.
     #[serde(default)]
     pub check_interval: Option<i64>,
-    /// `log_level`; kept so the file round-trips (the `--log-level` flag sets the level).
+    /// `log_level`: the runner log's level when no `--log-level` / `--debug` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
-    /// `log_format`; kept so the file round-trips, not read by this runner.
+    /// `log_format` (`runner`, `text`, `json`) when no `--log-format` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
     /// `listen_address` (metrics server); kept so the file round-trips, not read by this runner.

@@ -22,6 +22,8 @@ use super::{invalid, ConfigError, ExecutorKind, RawRunner};
 /// One validated `[[runners]]` entry.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
+    /// Position of the entry in the file's `[[runners]]` list (and in `raw.runners`).
+    pub index: usize,
     /// `name`: the runner's description, shown in logs and passed to jobs.
     pub name: String,
     /// `url`: the GitLab instance URL, checked to be http or https.
@@ -98,6 +100,58 @@ impl RunnerConfig {
     }
 }
 
+/// A `[[runners]]` entry this binary cannot run jobs for: an executor or a shell it does not
+/// have. As upstream does with an executor it does not know, only this runner is out of
+/// service (`run` says so, and asks GitLab for no jobs on its behalf); the other runners of the
+/// file work, and `verify`, `unregister` and `list` still see it.
+#[derive(Debug, Clone)]
+pub struct UnavailableRunner {
+    /// Position of the entry in the file's `[[runners]]` list.
+    pub index: usize,
+    /// `name`.
+    pub name: String,
+    /// `url`, checked as for any runner.
+    pub url: String,
+    /// `token`.
+    pub token: Secret<String>,
+    /// `tls-ca-file`, anchored at the config file's directory.
+    pub tls_ca_file: Option<PathBuf>,
+    /// `executor`, as written.
+    pub executor: String,
+    /// `unhealthy_interval`: how often `run` repeats that the runner is out of service.
+    pub unhealthy_interval: Duration,
+    /// Why no job can run: upstream's wording where upstream has one, for `run`'s log.
+    pub reason: String,
+}
+
+impl UnavailableRunner {
+    /// The short token for logs: known prefixes stripped, then 9 characters.
+    pub fn short_token(&self) -> String {
+        runner_core::dirs::short_token(self.token.expose())
+    }
+}
+
+/// Executors upstream GitLab Runner has and this binary does not (yet): a runner of one of them
+/// is out of service here, with a load-time warning that says it is not an unknown name.
+const UPSTREAM_ONLY_EXECUTORS: &[&str] = &[
+    "kubernetes",
+    "docker+machine",
+    "docker-autoscaler",
+    "instance",
+    "docker-windows",
+    "parallels",
+    "virtualbox",
+];
+
+/// What one `[[runners]]` entry turned into.
+#[derive(Debug, Clone)]
+pub enum RunnerEntry {
+    /// The runner gets jobs.
+    Ready(Box<RunnerConfig>),
+    /// The runner is out of service; the rest of the file is unaffected.
+    Unavailable(UnavailableRunner),
+}
+
 impl RunnerConfig {
     pub(super) fn from_raw(
         index: usize,
@@ -105,7 +159,7 @@ impl RunnerConfig {
         file: &Path,
         base_dir: &Path,
         warnings: &mut Vec<String>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<RunnerEntry, ConfigError> {
         let key = |name: &str| format!("runners[{index}].{name}");
         if raw.url.is_empty() {
             return Err(invalid(key("url"), "", "the GitLab URL is required"));
@@ -120,36 +174,86 @@ impl RunnerConfig {
         if raw.token.is_empty() {
             return Err(invalid(key("token"), "", "the runner token is required"));
         }
-        let executor = match (raw.executor.as_str(), ExecutorKind::parse(&raw.executor)) {
-            (_, Some(kind)) => kind,
-            ("", None) => return Err(invalid(key("executor"), "", "an executor is required")),
-            (other, None) => {
-                return Err(invalid(
+        let tls = |value: &Option<String>| {
+            value.as_ref().filter(|v| !v.is_empty()).map(|v| {
+                let path = PathBuf::from(v);
+                if path.is_absolute() {
+                    path
+                } else {
+                    base_dir.join(path)
+                }
+            })
+        };
+        let unavailable = |reason: String| {
+            RunnerEntry::Unavailable(UnavailableRunner {
+                index,
+                name: raw.name.clone(),
+                url: raw.url.clone(),
+                token: Secret::new(raw.token.clone()),
+                tls_ca_file: tls(&raw.tls_ca_file),
+                executor: raw.executor.clone(),
+                unhealthy_interval: duration(&key("unhealthy_interval"), &raw.unhealthy_interval)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(Duration::from_secs(60 * 60)),
+                reason,
+            })
+        };
+        let Some(executor) = ExecutorKind::parse(&raw.executor) else {
+            if UPSTREAM_ONLY_EXECUTORS.contains(&raw.executor.as_str()) {
+                warnings.push(format!(
+                    "{} = {:?} in {}: gitlab-runner-rs has no {} executor yet (it has: {}); \
+                     runner {:?} gets no jobs",
                     key("executor"),
-                    other,
-                    &format!(
-                        "not supported by this runner (supported: {})",
-                        ExecutorKind::names()
-                    ),
-                ))
+                    raw.executor,
+                    file.display(),
+                    raw.executor,
+                    ExecutorKind::names(),
+                    raw.name
+                ));
             }
+            return Ok(unavailable(format!(
+                "Executor {:?} is not known; marking Runner as unhealthy",
+                raw.executor
+            )));
         };
         if let Some(shell) = &raw.shell {
             if !matches!(shell.as_str(), "bash" | "sh") {
-                return Err(invalid(
-                    key("shell"),
-                    shell,
-                    "supported shells are bash and sh",
-                ));
+                return Ok(unavailable(format!(
+                    "Shell {shell:?} is not supported by gitlab-runner-rs (it has: bash, sh); \
+                     marking Runner as unhealthy"
+                )));
             }
         }
-        for entry in &raw.environment {
-            if !entry.contains('=') {
-                return Err(invalid(
-                    key("environment"),
-                    entry,
-                    "entries must be KEY=VALUE",
-                ));
+        // Upstream skips an entry without `=` without a word; here the skip is said.
+        for entry in raw.environment.iter().filter(|entry| !entry.contains('=')) {
+            warnings.push(format!(
+                "{} entry {entry:?} in {}: not KEY=VALUE; ignored",
+                key("environment"),
+                file.display()
+            ));
+        }
+        // Kept for the round trip, not acted on yet; said, as every key nothing reads is.
+        let unread = [
+            ("labels", !raw.labels.is_empty()),
+            ("artifact", raw.artifact.is_some()),
+            ("referees", raw.referees.is_some()),
+            ("monitoring", raw.monitoring.is_some()),
+            ("kubernetes", raw.kubernetes.is_some()),
+            ("machine", raw.machine.is_some()),
+            ("autoscaler", raw.autoscaler.is_some()),
+            ("instance", raw.instance.is_some()),
+            ("parallels", raw.parallels.is_some()),
+            ("virtualbox", raw.virtualbox.is_some()),
+            ("experimental", raw.experimental.is_some()),
+            ("proxy_exec", raw.proxy_exec.is_some()),
+            ("use_slot_cgroups", raw.use_slot_cgroups.is_some()),
+            ("slot_cgroup_template", raw.slot_cgroup_template.is_some()),
+            ("step_runner_image", raw.step_runner_image.is_some()),
+        ];
+        for (name, present) in unread {
+            if present {
+                warnings.push(ignored_key(&key(name), file));
             }
         }
         let request_concurrency =
@@ -163,16 +267,6 @@ impl RunnerConfig {
         let output_limit = (output_limit_kib as u64)
             .checked_mul(1024)
             .ok_or_else(|| invalid(key("output_limit"), output_limit_kib, "is too large"))?;
-        let tls = |value: &Option<String>| {
-            value.as_ref().filter(|v| !v.is_empty()).map(|v| {
-                let path = PathBuf::from(v);
-                if path.is_absolute() {
-                    path
-                } else {
-                    base_dir.join(path)
-                }
-            })
-        };
         let seconds =
             |name: &str, value: Option<i64>, default: u64| -> Result<Duration, ConfigError> {
                 match value {
@@ -185,7 +279,8 @@ impl RunnerConfig {
                     Some(v) => Ok(Duration::from_secs(v as u64)),
                 }
             };
-        Ok(Self {
+        Ok(RunnerEntry::Ready(Box::new(Self {
+            index,
             name: raw.name.clone(),
             url: raw.url.clone(),
             token: Secret::new(raw.token.clone()),
@@ -237,7 +332,12 @@ impl RunnerConfig {
             builds_dir: raw.builds_dir.clone().filter(|v| !v.is_empty()),
             cache_dir: raw.cache_dir.clone().filter(|v| !v.is_empty()),
             clone_url: raw.clone_url.clone().unwrap_or_default(),
-            environment: raw.environment.clone(),
+            environment: raw
+                .environment
+                .iter()
+                .filter(|entry| entry.contains('='))
+                .cloned()
+                .collect(),
             hooks: runner_core::build::RunnerHooks {
                 pre_get_sources_script: raw.pre_get_sources_script.clone().unwrap_or_default(),
                 post_get_sources_script: raw.post_get_sources_script.clone().unwrap_or_default(),
@@ -265,6 +365,6 @@ impl RunnerConfig {
                 10 * 60,
             )?,
             force_kill_timeout: seconds("force_kill_timeout", raw.force_kill_timeout, 10)?,
-        })
+        })))
     }
 }

@@ -25,11 +25,22 @@ pub struct RunnerVersion {
     pub name: String,
     /// This build's version (the crate version), given to jobs as `CI_RUNNER_VERSION`.
     pub version: String,
-    /// The source revision built from (`GITLAB_RUNNER_RS_REVISION` at build time, else
-    /// `unknown`), given to jobs as `CI_RUNNER_REVISION`.
+    /// The source revision built from (what the binary gave [`RunnerVersion::set_revision`],
+    /// else `unknown`), given to jobs as `CI_RUNNER_REVISION`.
     pub revision: String,
     /// `<os>/<arch>` as Go spells it (`linux/amd64`).
     pub platform: String,
+}
+
+/// The revision the binary was built from; set once at start (the binary's build script finds
+/// it), so a new commit rebuilds only the binary, not every crate that reads the version.
+static REVISION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+impl RunnerVersion {
+    /// Records the revision the running binary was built from (first call wins).
+    pub fn set_revision(revision: &str) {
+        let _ = REVISION.set(revision.to_string());
+    }
 }
 
 impl Default for RunnerVersion {
@@ -43,9 +54,9 @@ impl Default for RunnerVersion {
         Self {
             name: "gitlab-runner-rs".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            revision: option_env!("GITLAB_RUNNER_RS_REVISION")
-                .unwrap_or("unknown")
-                .into(),
+            revision: REVISION
+                .get()
+                .map_or_else(|| "unknown".to_string(), Clone::clone),
             platform: format!("{}/{arch}", std::env::consts::OS),
         }
     }
@@ -308,7 +319,11 @@ impl BuildContext {
         let mut job_variables: Vec<JobVariable> = job
             .variables
             .iter()
-            .filter(|variable| !variable.key.starts_with("FF_"))
+            // Known flags are exported once, resolved, in upstream's order; a variable that
+            // only looks like one (`FF_MY_APP_FLAG`) is the job's own, as upstream keeps it.
+            .filter(|variable| {
+                crate::feature_flags::FeatureFlag::from_name(&variable.key).is_none()
+            })
             .cloned()
             .collect();
         // A file variable's key becomes a path under the temporary directory and a word in

@@ -492,7 +492,9 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                 )
                 .await;
         }
+        let mut downloading = false;
         if result.is_ok() {
+            downloading = true;
             result = self
                 .attempt_stage(
                     context,
@@ -502,19 +504,20 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                     false,
                 )
                 .await;
-            // The helper's "no such archive" exit: a dependency whose artifacts are gone.
-            if let Err(StageError::Exit { code, message }) = &result {
-                if *code == crate::failure::MISSING_DEPENDENCY_EXIT_CODE {
-                    let mut error =
-                        BuildError::new(FailureReason::MissingDependencyFailure, message.clone());
-                    error.exit_code = *code;
-                    return Err(JobError::Build(error));
-                }
-            }
         }
         let mut job_error: Option<JobError> = match result {
             Ok(()) => None,
             Err(StageError::Stopped(stop)) => return Err(JobError::Stopped(stop)),
+            // The helper's "no such archive" exit: a dependency whose artifacts are gone. The
+            // job fails with that reason, and the failure tail (cache and artifacts on failure,
+            // the file-variable cleanup) still runs, as upstream's `executeScript`.
+            Err(StageError::Exit { code, message })
+                if downloading && code == crate::failure::MISSING_DEPENDENCY_EXIT_CODE =>
+            {
+                let mut error = BuildError::new(FailureReason::MissingDependencyFailure, message);
+                error.exit_code = code;
+                Some(JobError::Build(error))
+            }
             Err(error) => Some(error.into()),
         };
 

@@ -127,6 +127,15 @@ pub(super) fn outcome_of(
                 ),
             ))
         }
+        // Upstream returns the script context's error as is (the job context is still alive),
+        // so the job fails with `script timeout: context deadline exceeded`, not the job
+        // timeout's text; after_script saw `CI_JOB_STATUS=timedout` all the same.
+        Err(JobError::Stopped(Stop::Deadline(Limit::Script))) => {
+            BuildOutcome::failed(BuildError::new(
+                FailureReason::JobExecutionTimeout,
+                "script timeout: context deadline exceeded",
+            ))
+        }
         Err(JobError::Stopped(Stop::Deadline(_))) => timed_out(),
     }
 }

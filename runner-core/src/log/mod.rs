@@ -25,6 +25,8 @@ pub const ANSI_BOLD_GREEN: &str = "\x1b[32;1m";
 pub const ANSI_BOLD_YELLOW: &str = "\x1b[33;1m";
 /// Bold cyan, for stage headers.
 pub const ANSI_BOLD_CYAN: &str = "\x1b[36;1m";
+/// Bold white, for the runner's own `debug` lines (upstream's runner log format).
+pub const ANSI_BOLD_WHITE: &str = "\x1b[37;1m";
 /// Yellow, for `WARNING:` lines.
 pub const ANSI_YELLOW: &str = "\x1b[0;33m";
 /// Resets the colour; ends every runner line.

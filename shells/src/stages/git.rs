@@ -318,11 +318,10 @@ fn setup_template_dir(
     if info.build.shared_environment {
         write_git_ssl_config(w, info, &["-f", &ext_config]);
     }
-    let with_credentials = info.remote_url_with_credentials();
     let without_credentials = info.remote_url_without_credentials();
-    if with_credentials != without_credentials {
-        let stanza = format!("url.{with_credentials}.insteadOf");
-        let pattern = format!("^{}$", quote_meta(&without_credentials));
+    for (with, without) in info.git_auth().instead_ofs() {
+        let stanza = format!("url.{with}.insteadOf");
+        let pattern = format!("^{}$", quote_meta(&without));
         w.command_arg_expand(
             "git",
             &[
@@ -331,7 +330,7 @@ fn setup_template_dir(
                 &ext_config,
                 "--replace-all",
                 &stanza,
-                &without_credentials,
+                &without,
                 &pattern,
             ],
         );

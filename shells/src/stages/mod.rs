@@ -9,6 +9,7 @@
 mod artifacts;
 mod cache;
 mod git;
+mod git_auth;
 mod steps;
 
 pub use cache::sanitize_cache_key;
@@ -60,20 +61,26 @@ impl<'a> Info<'a> {
         self.build.settings.git_lfs_skip_smudge
     }
 
-    /// The remote URL with credentials: `clone_url` + project path, or the payload's `repo_url`.
+    /// What git's URLs and `insteadOf` rules are built from.
+    fn git_auth(&self) -> git_auth::GitAuth<'_> {
+        git_auth::GitAuth {
+            clone_url: &self.build.runner.clone_url,
+            credentials_url: &self.build.runner.url,
+            repo_url: self.build.job.git_info.repo_url.expose(),
+            force_https: self.build.settings.git_submodule_force_https,
+            token: self.build.job.token.expose(),
+            project_path: self.variables.value("CI_PROJECT_PATH"),
+            server_host: self.variables.value("CI_SERVER_HOST"),
+            ssh_host: self.variables.value("CI_SERVER_SHELL_SSH_HOST"),
+            ssh_port: self.variables.value("CI_SERVER_SHELL_SSH_PORT"),
+            authenticated: !self.flag(FeatureFlag::GitUrlsWithoutTokens),
+        }
+    }
+
+    /// The remote URL, with the job token unless `FF_GIT_URLS_WITHOUT_TOKENS`: `clone_url` +
+    /// project path, or the payload's `repo_url`.
     fn remote_url_with_credentials(&self) -> String {
-        let clone_url = self.build.runner.clone_url.trim_end_matches('/');
-        if clone_url.is_empty() {
-            return self.build.job.git_info.repo_url.expose().clone();
-        }
-        let project_path = self.variables.value("CI_PROJECT_PATH");
-        let token = self.build.job.token.expose();
-        match clone_url.split_once("://") {
-            Some((scheme, rest)) => {
-                format!("{scheme}://gitlab-ci-token:{token}@{rest}/{project_path}.git")
-            }
-            None => format!("{clone_url}/{project_path}.git"),
-        }
+        self.git_auth().remote_url()
     }
 
     fn remote_url_without_credentials(&self) -> String {

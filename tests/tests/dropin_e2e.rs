@@ -1,0 +1,303 @@
+//! Swapping this binary into an existing GitLab Runner install (parity audit items 2, 3, 5): the
+//! unit `install` writes is upstream's (checked with `systemd-analyze verify`), its exact
+//! `ExecStart` line starts the runner, and an upstream `config.toml` with several runners, one
+//! of an executor this binary does not have, runs jobs on the others. The runner's own log
+//! follows `log_format` and carries no colour into a file.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use runner_tests::{job_payload, runner_binary, FakeGitlab, RunnerProcess, SHELL_RUNNER_TOKEN};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The words of a unit's `ExecStart=` line: the executable, then each double-quoted argument.
+fn exec_start_words(unit: &str) -> Vec<String> {
+    let line = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecStart="))
+        .expect("the unit has an ExecStart line");
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c == ' ' {
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            let mut word = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => word.extend(chars.next()),
+                    '"' => break,
+                    c => word.push(c),
+                }
+            }
+            words.push(word);
+        } else {
+            let mut word = String::new();
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                word.push(c);
+                chars.next();
+            }
+            words.push(word.replace("\\x20", " "));
+        }
+    }
+    words
+}
+
+async fn wait_for_log(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runner log never said {needle:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_unit_and_config_start_this_binary_and_jobs_run_on_the_runners_it_has() {
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Jobs run as `nobody` (through su): it must be able to create the builds directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"concurrent = 4
+check_interval = 1
+log_format = "json"
+user = "root"
+
+[session_server]
+  session_timeout = 1800
+
+[[runners]]
+  name = "k8s"
+  url = "{url}"
+  token = "glrt-kubernetes-runner-token"
+  executor = "kubernetes"
+  [runners.kubernetes]
+    namespace = "ci"
+    image = "alpine"
+
+[[runners]]
+  name = "shell"
+  url = "{url}"
+  token = "{SHELL_RUNNER_TOKEN}"
+  executor = "shell"
+  builds_dir = "{builds}"
+  environment = ["FROM_CONFIG=yes", "BROKEN_ENTRY"]
+
+[[runners]]
+  name = "machines"
+  url = "{url}"
+  token = "glrt-docker-machine-token"
+  executor = "docker+machine"
+  [runners.docker]
+    image = "alpine"
+  [runners.machine]
+    IdleCount = 0
+"#,
+            url = gitlab.url(),
+            builds = dir.path().join("builds").display(),
+        ),
+    )
+    .unwrap();
+
+    // `install` writes the unit (as root, --user is required: upstream's rule).
+    let units = dir.path().join("units");
+    let refused = Command::new(runner_binary())
+        .args(["install", "--systemd-unit-dir"])
+        .arg(&units)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("Please specify user that will run gitlab-runner service"),
+        "{refused:?}"
+    );
+    let installed = Command::new(runner_binary())
+        .args(["install", "--systemd-unit-dir"])
+        .arg(&units)
+        .arg("--config")
+        .arg(&config)
+        .arg("--working-directory")
+        .arg(dir.path())
+        .args(["--user", "nobody"])
+        .output()
+        .unwrap();
+    assert!(installed.status.success(), "{installed:?}");
+    let unit_path = units.join("gitlab-runner.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let words = exec_start_words(&unit);
+    assert_eq!(
+        words[1..],
+        [
+            "run".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--working-directory".into(),
+            dir.path().display().to_string(),
+            "--service".into(),
+            "gitlab-runner".into(),
+            "--user".into(),
+            "nobody".into(),
+        ],
+        "{unit}"
+    );
+    assert_eq!(Path::new(&words[0]), runner_binary());
+    // systemd's own checker accepts the unit.
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit_path)
+        .output()
+        .expect("systemd-analyze is installed (scripts/setup.sh installs systemd)");
+    let verify_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(verify.status.success(), "{verify_text}\n{unit}");
+    assert!(
+        !verify_text.contains("gitlab-runner.service:"),
+        "{verify_text}"
+    );
+
+    // The unit's exact command line runs the runner.
+    let log = dir.path().join("runner.log");
+    let _runner =
+        RunnerProcess::spawn_args_logged(Path::new(&words[0]), &words[1..], Path::new("/"), &log);
+    let job = gitlab.enqueue(job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo \"whoami=$(id -un) from-config=$FROM_CONFIG\""],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        60,
+    ));
+    let job_log = gitlab.wait_success(job, WAIT).await;
+    // `--user` replaced the file's `user = "root"`.
+    assert!(
+        job_log.contains("whoami=nobody from-config=yes"),
+        "{job_log}"
+    );
+
+    let runner_log = wait_for_log(&log, "is not known; marking Runner as unhealthy").await;
+    assert!(
+        !runner_log.contains('\x1b'),
+        "colour in a file:\n{runner_log}"
+    );
+    let lines: Vec<serde_json::Value> = runner_log
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("not a JSON log line ({error}): {line}"))
+        })
+        .collect();
+    let unhealthy: Vec<_> = lines
+        .iter()
+        .filter(|line| {
+            line["msg"]
+                .as_str()
+                .is_some_and(|msg| msg.ends_with("is not known; marking Runner as unhealthy"))
+        })
+        .collect();
+    assert_eq!(unhealthy.len(), 2, "{runner_log}");
+    assert_eq!(
+        unhealthy[0]["msg"],
+        "Executor \"kubernetes\" is not known; marking Runner as unhealthy"
+    );
+    assert_eq!(unhealthy[0]["level"], "error");
+    assert_eq!(unhealthy[0]["runner_name"], "k8s");
+    assert_eq!(
+        unhealthy[1]["msg"],
+        "Executor \"docker+machine\" is not known; marking Runner as unhealthy"
+    );
+    for needle in [
+        "runners[0].executor = \"kubernetes\"",
+        "runners[1].environment entry \"BROKEN_ENTRY\"",
+        "session_server in ",
+    ] {
+        assert!(
+            lines.iter().any(|line| line["level"] == "warning"
+                && line["msg"].as_str().is_some_and(|msg| msg.contains(needle))),
+            "no warning about {needle}:\n{runner_log}"
+        );
+    }
+    // Nobody asked GitLab for jobs with the tokens of the runners that cannot run them.
+    let requests = gitlab.request_bodies();
+    assert!(!requests.is_empty());
+    assert!(
+        requests
+            .iter()
+            .all(|body| body["token"] == SHELL_RUNNER_TOKEN),
+        "{requests:?}"
+    );
+
+    // `uninstall` removes the unit again (systemd is not running here: nothing to disable).
+    let uninstalled = Command::new(runner_binary())
+        .args(["uninstall", "--systemd-unit-dir"])
+        .arg(&units)
+        .output()
+        .unwrap();
+    assert!(uninstalled.status.success(), "{uninstalled:?}");
+    assert!(!unit_path.exists());
+}
+
+#[test]
+fn upstreams_logging_flags_are_accepted_and_a_bad_level_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "concurrent = 1\n").unwrap();
+    for flags in [
+        &["--debug"][..],
+        &["-l", "warn"],
+        &["--log-level", "error", "--log-format", "text"],
+    ] {
+        let output = Command::new(runner_binary())
+            .args(flags)
+            .arg("list")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{flags:?}: {output:?}");
+    }
+    let output = Command::new(runner_binary())
+        .args(["--log-level", "loud", "list", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "FATAL: Error while setting up logging configuration  error=failed to parse log level: \
+         not a valid logrus Level: \"loud\"\n"
+    );
+    // The service commands answer as upstream's where systemd does not run.
+    let status = Command::new(runner_binary())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&status.stderr),
+        "gitlab-runner: Service status unknown\n"
+    );
+}

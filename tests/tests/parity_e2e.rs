@@ -1,0 +1,179 @@
+//! End to end, the parity audit's in-job items (shell executor, fake GitLab over HTTP, a git
+//! server that wants the job token): submodules on the same GitLab get the token (item 1),
+//! `FF_GIT_URLS_WITHOUT_TOKENS` keeps it out of every URL and file (item 13), job variables
+//! named `FF_*` that are not flags survive (item 11), `RUNNER_SCRIPT_TIMEOUT` says its own
+//! message (item 9), and a missing dependency still removes file variables (item 6).
+//!
+//! Each marker a script prints is built at run time (`$((40+2))`), so the `$ command` echo of
+//! the script line cannot satisfy an assertion.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use runner_tests::{job_payload, FakeGitlab, GitServer, ShellRunner, SHELL_RUNNER_TOKEN};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn variables(extra: serde_json::Value) -> serde_json::Value {
+    let mut list =
+        vec![json!({"key": "CI_PROJECT_PATH", "value": "group/project", "public": true})];
+    list.extend(extra.as_array().cloned().unwrap_or_default());
+    serde_json::Value::Array(list)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_submodule_on_the_same_gitlab_is_fetched_with_the_job_token() {
+    let git = GitServer::start_with_submodule(&[("README.md", "top\n")], "glcbt-jobtoken").await;
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job_payload(
+        &git.url_with_token("JOB_TOKEN"),
+        &git.head(),
+        &["cat library/lib.txt", "echo \"checked-$((40+2))\""],
+        &[],
+        variables(json!([{"key": "GIT_SUBMODULE_STRATEGY", "value": "normal", "public": true}])),
+        120,
+    ));
+    let _runner = ShellRunner::start(&gitlab, "");
+    let log = gitlab.wait_success(job, WAIT).await;
+    assert!(log.contains("from the private library"), "{log}");
+    assert!(log.contains("checked-42"), "{log}");
+    // Every request the git server answered carried credentials, the submodule's included.
+    let authorizations = git.authorizations();
+    assert!(authorizations.len() >= 4, "{authorizations:?}");
+    assert!(authorizations.iter().all(|auth| auth.starts_with("Basic ")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_git_urls_without_tokens_no_url_or_file_holds_the_token() {
+    let git = GitServer::start_with_submodule(&[("README.md", "top\n")], "glcbt-jobtoken").await;
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job_payload(
+        &git.url_with_token("JOB_TOKEN"),
+        &git.head(),
+        &[
+            "cat library/lib.txt",
+            "echo \"remote=$(git remote get-url origin)\"",
+            "if grep -rqsF \"$CI_JOB_TOKEN\" .git library/.git \"$CI_PROJECT_DIR.tmp\"; then echo \"token-on-disk-$((40+2))\"; else echo \"no-token-$((40+2))\"; fi",
+        ],
+        &[],
+        variables(json!([
+            {"key": "GIT_SUBMODULE_STRATEGY", "value": "normal", "public": true},
+            {"key": "FF_GIT_URLS_WITHOUT_TOKENS", "value": "true", "public": true}
+        ])),
+        120,
+    ));
+    let _runner = ShellRunner::start(&gitlab, "");
+    let log = gitlab.wait_success(job, WAIT).await;
+    assert!(log.contains("from the private library"), "{log}");
+    assert!(log.contains(&format!("remote={}", git.url())), "{log}");
+    assert!(log.contains("no-token-42"), "{log}");
+    assert!(!log.contains("token-on-disk-42"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_variables_that_only_look_like_feature_flags_reach_the_script() {
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo \"app-flag=[$FF_MY_APP_FLAG] known=[$FF_SCRIPT_SECTIONS]\""],
+        &[],
+        variables(json!([
+            {"key": "GIT_STRATEGY", "value": "none", "public": true},
+            {"key": "FF_MY_APP_FLAG", "value": "on", "public": true},
+            {"key": "FF_SCRIPT_SECTIONS", "value": "true", "public": true}
+        ])),
+        60,
+    ));
+    let _runner = ShellRunner::start(&gitlab, "");
+    let log = gitlab.wait_success(job, WAIT).await;
+    assert!(log.contains("app-flag=[on] known=[true]"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_script_timeout_fails_the_job_with_its_own_message() {
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let job = gitlab.enqueue(job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["sleep 60"],
+        &["echo \"after-status=$CI_JOB_STATUS\""],
+        variables(json!([
+            {"key": "GIT_STRATEGY", "value": "none", "public": true},
+            {"key": "RUNNER_SCRIPT_TIMEOUT", "value": "2s", "public": true}
+        ])),
+        600,
+    ));
+    let _runner = ShellRunner::start(&gitlab, "");
+    let log = gitlab
+        .wait_failure(job, "job_execution_timeout", WAIT)
+        .await;
+    assert!(
+        log.contains("ERROR: Job failed: script timeout: context deadline exceeded"),
+        "{log}"
+    );
+    assert!(!log.contains("execution took longer"), "{log}");
+    assert!(log.contains("after-status=timedout"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dependency_still_saves_on_failure_and_removes_file_variables() {
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let no_artifacts = |script: &[&str]| {
+        job_payload(
+            "https://gitlab.example/group/project.git",
+            "0123456789abcdef0123456789abcdef01234567",
+            script,
+            &[],
+            variables(json!([
+                {"key": "GIT_STRATEGY", "value": "none", "public": true},
+                {"key": "SECRET_FILE", "value": "s3cr3t-in-a-file", "public": false, "file": true}
+            ])),
+            120,
+        )
+    };
+    let gone = gitlab.enqueue(no_artifacts(&["echo uploads nothing"]));
+    let runner = ShellRunner::start(&gitlab, "");
+    gitlab.wait_success(gone, WAIT).await;
+    let mut dependent = no_artifacts(&["echo must-not-run"]);
+    dependent["dependencies"] = json!([{
+        "id": gone.id, "token": gitlab.token(gone), "name": "build",
+        "artifacts_file": {"filename": "artifacts.zip", "size": 100}
+    }]);
+    dependent["artifacts"] = json!([{
+        "name": "report", "untracked": false, "paths": ["report.txt"],
+        "when": "on_failure", "artifact_type": "archive", "artifact_format": "zip"
+    }]);
+    let dependent = gitlab.enqueue(dependent);
+    let update = gitlab.wait_final(dependent, WAIT).await;
+    let log = gitlab.log(dependent);
+    assert_eq!(update.state, "failed", "{log}");
+    assert!(!log.contains("must-not-run"), "{log}");
+    assert!(log.contains("Uploading artifacts for failed job"), "{log}");
+    assert!(
+        log.contains("Cleaning up project directory and file based variables"),
+        "{log}"
+    );
+    let left: Vec<_> = files_under(&runner.builds)
+        .into_iter()
+        .filter(|path| path.file_name().is_some_and(|name| name == "SECRET_FILE"))
+        .collect();
+    assert!(left.is_empty(), "file variables left on disk: {left:?}");
+}
