@@ -192,6 +192,17 @@ user = "root"
         60,
     ));
     let job_log = gitlab.wait_success(job, WAIT).await;
+    // The header names the revision the binary was built from (upstream: 8 hex digits).
+    let revision = job_log
+        .split("Running with gitlab-runner-rs ")
+        .nth(1)
+        .and_then(|rest| rest.split_once('(')?.1.split_once(')'))
+        .map(|(revision, _)| revision.to_string())
+        .unwrap_or_default();
+    assert!(
+        revision.len() == 8 && revision.chars().all(|c| c.is_ascii_hexdigit()),
+        "revision {revision:?} in:\n{job_log}"
+    );
     // `--user` replaced the file's `user = "root"`.
     assert!(
         job_log.contains("whoami=nobody from-config=yes"),
