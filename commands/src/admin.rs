@@ -134,7 +134,7 @@ impl SshRegisterArgs {
     }
 }
 
-fn client_for(url: &str, tls_ca_file: Option<PathBuf>) -> anyhow::Result<GitlabClient> {
+pub(crate) fn client_for(url: &str, tls_ca_file: Option<PathBuf>) -> anyhow::Result<GitlabClient> {
     let tls = network::tls::with_certificate_directory(
         url,
         TlsOptions {
@@ -177,17 +177,19 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "gitlab-runner-rs".into())
     });
-    let (id, token) = match (&args.token, &args.registration_token) {
+    let (id, token, token_expires_at) = match (&args.token, &args.registration_token) {
         (Some(token), _) => {
             let token = Secret::new(token.clone());
             match client.verify(&token, &system_id, &info).await {
-                VerifyResult::Valid => {}
+                VerifyResult::Valid {
+                    id,
+                    token_expires_at,
+                } => (id, token, token_expires_at),
                 VerifyResult::Invalid => {
                     bail!("verifying runner... is removed: GitLab does not accept the token")
                 }
                 VerifyResult::Unknown(message) => bail!("verifying runner failed: {message}"),
             }
-            (0, token)
         }
         (None, Some(registration_token)) => {
             let registered = client
@@ -213,7 +215,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("registering the runner")?;
-            (registered.id, registered.token)
+            (registered.id, registered.token, registered.token_expires_at)
         }
         (None, None) => bail!(
             "either --token (a runner authentication token) or --registration-token is required"
@@ -238,6 +240,12 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         limit: args.limit,
         tls_ca_file: args.tls_ca_file.clone(),
         ssh: args.ssh.section(&args.executor),
+        // As upstream, the entry records when the token was obtained and when it expires, so
+        // `run` can rotate it before it does.
+        token_obtained_at: crate::token_rotation::toml_time(std::time::SystemTime::now()),
+        token_expires_at: token_expires_at
+            .as_deref()
+            .and_then(crate::token_rotation::toml_time_from_text),
         ..RawRunner::default()
     });
     // Validate before writing, so a bad value never lands in the file.
@@ -265,7 +273,7 @@ pub async fn verify(config: ConfigArg, delete: bool) -> anyhow::Result<i32> {
         let info = register_info(&raw.executor, raw.shell.as_deref().unwrap_or("bash"));
         let short = runner.short_token();
         match client.verify(runner.token, &system_id, &info).await {
-            VerifyResult::Valid => {
+            VerifyResult::Valid { .. } => {
                 let word = if runner.token.expose().starts_with("glrt-") {
                     "is valid"
                 } else {
@@ -366,5 +374,57 @@ pub fn list(config: ConfigArg) -> anyhow::Result<()> {
             runner.url
         );
     }
+    Ok(())
+}
+
+/// `reset-token`: resets the selected runners' tokens with GitLab and saves them.
+pub async fn reset_token(
+    config: ConfigArg,
+    name: Option<String>,
+    url: Option<String>,
+    id: Option<i64>,
+    all_runners: bool,
+    personal_access_token: Option<String>,
+) -> anyhow::Result<()> {
+    let path = config.path();
+    let loaded = Config::load(&path)?;
+    let mut raw = loaded.raw.clone();
+    let pat = personal_access_token.map(Secret::new);
+    if all_runners {
+        tracing::warn!("Resetting all runner authentication tokens");
+        for index in 0..raw.runners.len() {
+            if !crate::token_rotation::reset_one(&mut raw, index, pat.as_ref()).await {
+                tracing::error!(
+                    name = %raw.runners[index].name,
+                    "Failed to reset runner authentication token"
+                );
+            }
+        }
+    } else {
+        let index = match (&name, &url, id) {
+            (Some(name), _, _) => raw
+                .runners
+                .iter()
+                .position(|runner| &runner.name == name)
+                .with_context(|| format!("could not find a runner with the name '{name}'"))?,
+            (None, Some(url), Some(id)) => raw
+                .runners
+                .iter()
+                .position(|runner| &runner.url == url && runner.id == id)
+                .with_context(|| {
+                    format!("could not find a runner with the URL {url:?} and ID {id}")
+                })?,
+            _ => bail!("No runner provided"),
+        };
+        if !crate::token_rotation::reset_one(&mut raw, index, pat.as_ref()).await {
+            bail!(
+                "Failed to reset runner authentication token  name={} id={}",
+                raw.runners[index].name,
+                raw.runners[index].id
+            );
+        }
+    }
+    Config::save_raw(&path, &raw).context("Failed to update configuration")?;
+    println!("Updated");
     Ok(())
 }

@@ -17,3 +17,4 @@ pub mod logging;
 pub mod run;
 pub mod service;
 pub mod system_id;
+pub mod token_rotation;

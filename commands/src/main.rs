@@ -135,6 +135,26 @@ enum Commands {
         #[arg(long)]
         all_runners: bool,
     },
+    /// Reset a runner's authentication token with GitLab and save the new one.
+    ResetToken {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The runner, by name.
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        /// The runner, by URL (with --id).
+        #[arg(short = 'u', long)]
+        url: Option<String>,
+        /// The runner, by ID (with --url).
+        #[arg(short = 'i', long)]
+        id: Option<i64>,
+        /// Reset every runner's token.
+        #[arg(long)]
+        all_runners: bool,
+        /// A personal access token to use instead of the runner's current token.
+        #[arg(long)]
+        pat: Option<String>,
+    },
     /// List the configured runners.
     List {
         #[command(flatten)]
@@ -437,6 +457,16 @@ fn main() {
                 .await
                 .map(|()| 0),
             Commands::List { config } => admin::list(config).map(|()| 0),
+            Commands::ResetToken {
+                config,
+                name,
+                url,
+                id,
+                all_runners,
+                pat,
+            } => admin::reset_token(config, name, url, id, all_runners, pat)
+                .await
+                .map(|()| 0),
             Commands::Exec {
                 executor: ExecExecutor::Docker(args),
             } => {

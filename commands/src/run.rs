@@ -334,6 +334,15 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
     );
     let root = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // Tokens that expire are reset before they do (run only: run-single has no file to save).
+    let rotation_stop = CancellationToken::new();
+    if reload {
+        tokio::spawn(crate::token_rotation::rotate_tokens(
+            config_path.clone(),
+            system_id.clone(),
+            rotation_stop.clone(),
+        ));
+    }
     let wake = Arc::new(Notify::new());
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
@@ -512,6 +521,7 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
         });
     }
 
+    rotation_stop.cancel();
     tracker.close();
     if forceful {
         tracing::warn!("forceful shutdown: aborting running jobs");

@@ -13,7 +13,7 @@ pub mod trace;
 
 pub use client::{
     GitlabClient, JobRequestResult, JobState, JobUpdate, PatchState, RegisterParameters,
-    TlsOptions, UpdateState, VerifyResult, VersionInfo,
+    ResetTokenResult, TlsOptions, UpdateState, VerifyResult, VersionInfo,
 };
 pub use error::ClientError;
 pub use tls::job_tls_data;

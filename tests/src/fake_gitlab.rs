@@ -132,6 +132,9 @@ pub struct JobTiming {
 #[derive(Debug)]
 struct State {
     runner_token: String,
+    /// Tokens handed out by `POST runners/reset_authentication_token`, oldest first; the last
+    /// one replaced `runner_token` (GitLab then refuses the old one).
+    token_resets: Vec<String>,
     next_id: i64,
     jobs: Vec<Job>,
     queue: VecDeque<i64>,
@@ -226,6 +229,27 @@ fn handle(state: &Mutex<State>, received: Received) -> Reply {
                     .expect("`application/json` is a valid header value"),
             );
             with_headers(response, &[("X-Request-Id", format!("{id:032x}"))])
+        }
+        ("POST", ["api", "v4", "runners", "reset_authentication_token"]) => {
+            let body: Value = serde_json::from_slice(&received.body).unwrap_or(Value::Null);
+            if body["token"].as_str() != Some(state.runner_token.as_str()) {
+                return reply(403, r#"{"message":"403 Forbidden"}"#);
+            }
+            let token = format!("glrt-rotated{}", state.token_resets.len() + 1);
+            state.token_resets.push(token.clone());
+            state.runner_token = token.clone();
+            let mut response = reply(
+                201,
+                json!({"id": 4242, "token": token, "token_expires_at": "2099-01-01T00:00:00.000Z"})
+                    .to_string(),
+            );
+            response.headers_mut().insert(
+                "Content-Type",
+                "application/json"
+                    .parse()
+                    .expect("`application/json` is a valid header value"),
+            );
+            response
         }
         ("POST", ["api", "v4", "runners", "verify"]) => {
             let body: Value = serde_json::from_slice(&received.body).unwrap_or(Value::Null);
@@ -405,6 +429,7 @@ impl FakeGitlab {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Arc::new(Mutex::new(State {
             runner_token: runner_token.to_string(),
+            token_resets: Vec::new(),
             next_id: 1000,
             jobs: Vec::new(),
             queue: VecDeque::new(),
@@ -561,6 +586,15 @@ impl FakeGitlab {
     /// Answers the next `count` trace patches with 416.
     pub fn inject_range_mismatches(&self, job: JobControl, count: u32) {
         self.with_job(job, |job| job.range_mismatches = count);
+    }
+
+    /// The runner tokens handed out by `POST runners/reset_authentication_token`, oldest first.
+    pub fn token_resets(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .expect("a test thread panicked while holding the fake GitLab's state")
+            .token_resets
+            .clone()
     }
 
     /// How many `POST /jobs/request` calls the fake received, from any runner.

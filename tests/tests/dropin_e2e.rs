@@ -312,3 +312,147 @@ fn upstreams_logging_flags_are_accepted_and_a_bad_level_is_fatal() {
         "gitlab-runner: Service status unknown\n"
     );
 }
+
+/// A TOML date-time `offset_seconds` from now (negative: in the past).
+fn toml_time_from_now(offset_seconds: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_secs() as i64;
+    let output = Command::new("date")
+        .args(["-u", "-d"])
+        .arg(format!("@{}", now + offset_seconds))
+        .arg("+%Y-%m-%dT%H:%M:%SZ")
+        .output()
+        .expect("run date(1)");
+    String::from_utf8(output.stdout)
+        .expect("date(1) prints ASCII")
+        .trim()
+        .to_string()
+}
+
+/// Parity audit item 7: a token that expires is reset before it does, through
+/// `runners/reset_authentication_token`, saved into config.toml, and used from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_runner_token_is_rotated_saved_and_used() {
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    // Three quarters of the token's life (70 min) were over 7.5 min ago: the reset is due.
+    let dates = format!(
+        "token_obtained_at = {}\n  token_expires_at = {}",
+        toml_time_from_now(-3600),
+        toml_time_from_now(600)
+    );
+    std::fs::write(
+        &config,
+        runner_tests::ShellRunner::config(&gitlab, dir.path(), 1, &dates),
+    )
+    .unwrap();
+    let log = dir.path().join("runner.log");
+    let _runner = RunnerProcess::spawn_logged(&runner_binary(), &config, dir.path(), &log);
+    wait_for_log(&log, "Resetting runner authentication token... succeeded").await;
+    assert_eq!(gitlab.token_resets(), ["glrt-rotated1"]);
+    // The file holds the new token and its dates; the fake refuses the old token now, so a job
+    // that runs proves the loop took the new one.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(&config).unwrap();
+        if text.contains("token = \"glrt-rotated1\"") {
+            assert!(
+                text.contains("token_expires_at = 2099-01-01T00:00:00"),
+                "{text}"
+            );
+            assert!(!text.contains(SHELL_RUNNER_TOKEN), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "config.toml never got the new token:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = gitlab.enqueue(job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo \"rotated-$((40+2))\""],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        60,
+    ));
+    assert!(gitlab.wait_success(job, WAIT).await.contains("rotated-42"));
+    // One reset: the new token expires in 2099.
+    assert_eq!(gitlab.token_resets().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_rotation_disabled_the_runner_only_warns() {
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let extra = format!(
+        "token_obtained_at = {}\n  token_expires_at = {}\n  [runners.feature_flags]\n    FF_DISABLE_AUTOMATIC_TOKEN_ROTATION = true",
+        toml_time_from_now(-3600),
+        toml_time_from_now(600)
+    );
+    std::fs::write(
+        &config,
+        runner_tests::ShellRunner::config(&gitlab, dir.path(), 1, &extra),
+    )
+    .unwrap();
+    let log = dir.path().join("runner.log");
+    let _runner = RunnerProcess::spawn_logged(&runner_binary(), &config, dir.path(), &log);
+    wait_for_log(
+        &log,
+        "Automatic token rotation is disabled for runner: e2erunner-",
+    )
+    .await;
+    assert!(gitlab.token_resets().is_empty());
+}
+
+/// `reset-token --name` resets one runner's token on demand and saves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_token_resets_the_named_runner_and_saves_it() {
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        runner_tests::ShellRunner::config(&gitlab, dir.path(), 1, ""),
+    )
+    .unwrap();
+    let binary = runner_binary();
+    let config_arg = config.clone();
+    let missing = tokio::task::spawn_blocking({
+        let binary = binary.clone();
+        let config = config_arg.clone();
+        move || {
+            Command::new(binary)
+                .args(["reset-token", "--name", "nobody-has-this-name", "--config"])
+                .arg(config)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("could not find a runner with the name 'nobody-has-this-name'"),
+        "{missing:?}"
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(binary)
+            .args(["reset-token", "--name", "e2e", "--config"])
+            .arg(config_arg)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "Updated\n");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("token = \"glrt-rotated1\""), "{text}");
+}

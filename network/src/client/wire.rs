@@ -220,11 +220,34 @@ pub struct RegisterParameters {
     pub paused: bool,
 }
 
+/// What `POST runners/reset_authentication_token` answered.
+#[derive(Debug, Clone)]
+pub enum ResetTokenResult {
+    /// 201: the new token, and when it expires (`None`: never).
+    Reset {
+        /// The new runner authentication token.
+        token: Secret<String>,
+        /// `token_expires_at` as GitLab wrote it (RFC 3339), when it expires.
+        expires_at: Option<String>,
+    },
+    /// 403: GitLab refused the token (or the personal access token).
+    Forbidden(String),
+    /// A 4xx other than 403: the request itself was wrong.
+    ClientError(String),
+    /// Anything else: no answer, a 5xx, a body that is not the expected JSON.
+    Failed(String),
+}
+
 /// How verifying a runner token ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyResult {
-    /// 200: the token is valid.
-    Valid,
+    /// 200: the token is valid; GitLab's answer names the runner.
+    Valid {
+        /// The runner's ID on GitLab (`id`); 0 when the answer has none.
+        id: i64,
+        /// `token_expires_at` as GitLab wrote it; `None` when the token does not expire.
+        token_expires_at: Option<String>,
+    },
     /// 403: the token is invalid or the runner was removed.
     Invalid,
     /// Anything else: reported, not fatal.
