@@ -125,8 +125,8 @@ impl Default for FeatureFlags {
 
 impl FeatureFlags {
     /// Resolves flags: the default, then a variable when it parses as a bool, but
-    /// `[runners.feature_flags]` always wins. Unparsable values produce a warning and leave the
-    /// default.
+    /// `[runners.feature_flags]` always wins. A defined value that does not parse (an empty one
+    /// too) produces a warning and leaves the default.
     pub fn resolve(
         config: &BTreeMap<FeatureFlag, bool>,
         variables: &Variables,
@@ -138,10 +138,11 @@ impl FeatureFlags {
                 flags.values.insert(*flag, *value);
                 continue;
             }
-            let raw = variables.value(flag.name());
-            if raw.is_empty() {
+            // Only an undefined flag keeps its default quietly; an empty value is no bool either.
+            if variables.find(flag.name()).is_none() {
                 continue;
             }
+            let raw = variables.value(flag.name());
             match parse_bool(&raw) {
                 Some(value) => {
                     flags.values.insert(*flag, value);
@@ -227,14 +228,20 @@ mod tests {
             JobVariable::new("FF_TIMESTAMPS", "true"),
             JobVariable::new("FF_SCRIPT_SECTIONS", "1"),
             JobVariable::new("FF_ENABLE_JOB_CLEANUP", "maybe"),
+            JobVariable::new("FF_USE_FASTZIP", ""),
         ]);
         let (flags, warnings) = FeatureFlags::resolve(&config, &variables);
         assert!(!flags.enabled(FeatureFlag::Timestamps));
         assert!(flags.enabled(FeatureFlag::ScriptSections));
         assert!(!flags.enabled(FeatureFlag::EnableJobCleanup));
+        assert!(flags.enabled(FeatureFlag::UseFastzip));
+        // Go's ParseBool refuses an empty string too; the text ends in a space, as upstream's.
         assert_eq!(
             warnings,
-            ["FF_ENABLE_JOB_CLEANUP: could not parse feature flag, expected bool, got maybe"]
+            [
+                "FF_USE_FASTZIP: could not parse feature flag, expected bool, got ",
+                "FF_ENABLE_JOB_CLEANUP: could not parse feature flag, expected bool, got maybe",
+            ]
         );
         assert_eq!(
             flags.non_default_summary(),

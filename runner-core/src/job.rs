@@ -349,7 +349,8 @@ payload_struct! {
 }
 
 payload_struct! {
-    /// `policy_options`: how a pipeline execution policy applies to the job; not acted on here.
+    /// `policy_options`: how a pipeline execution policy applies to the job; the build prints
+    /// it before the scripts.
     pub struct PolicyOptions {
         /// The job was added by a pipeline execution policy.
         pub execution_policy_job: bool,
@@ -358,8 +359,9 @@ payload_struct! {
         /// Whether the project's variables may override the policy's; `None` when
         /// GitLab does not say.
         pub policy_variables_override_allowed: Option<bool>,
-        /// The variables to which that answer does not apply.
-        pub policy_variables_override_exceptions: Vec<String>,
+        /// The variables to which that answer does not apply. `None` when GitLab sends none,
+        /// apart from an empty list: the log mentions even an empty list of exceptions.
+        pub policy_variables_override_exceptions: Option<Vec<String>>,
     }
 }
 

@@ -76,7 +76,7 @@ pub struct BuildSettings {
     /// skips the clean.
     pub git_clean_flags: Vec<String>,
     /// `GIT_CLONE_EXTRA_FLAGS`: extra arguments of `git clone`, which upstream uses with
-    /// `FF_USE_GIT_NATIVE_CLONE`; no stage reads them yet.
+    /// `FF_USE_GIT_NATIVE_CLONE` (the native clone adds them last).
     pub git_clone_extra_flags: Vec<String>,
     /// `GIT_FETCH_EXTRA_FLAGS`: the arguments added to `git fetch` (default
     /// `--prune --quiet`); empty with `none`.
@@ -112,7 +112,8 @@ pub struct BuildSettings {
     pub script_timeout_raw: String,
     /// `RUNNER_AFTER_SCRIPT_TIMEOUT` as given.
     pub after_script_timeout_raw: String,
-    /// Problems found while reading the variables, printed as one `WARNING:` line.
+    /// Problems found while reading the variables, in upstream's order; the log prints them
+    /// under one `WARNING:`, a line each.
     pub warnings: Vec<String>,
 }
 
@@ -321,13 +322,10 @@ impl BuildSettings {
             variables,
             warnings: Vec::new(),
         };
-        let mut ci_debug_trace = reader.boolean("CI_DEBUG_TRACE", false);
+        // Read in upstream's order (`validateVariables`, then the debug and attempt checks), as
+        // the warnings are printed in the order they are found.
         let mut ci_debug_services = reader.boolean("CI_DEBUG_SERVICES", false);
-        let git_checkout = reader.boolean("GIT_CHECKOUT", true);
-        let git_lfs_skip_smudge = reader.boolean("GIT_LFS_SKIP_SMUDGE", false);
-        let git_submodule_force_https = reader.boolean("GIT_SUBMODULE_FORCE_HTTPS", false);
-        let after_script_ignore_errors = reader.boolean("AFTER_SCRIPT_IGNORE_ERRORS", true);
-
+        let mut ci_debug_trace = reader.boolean("CI_DEBUG_TRACE", false);
         let default_strategy = if allow_git_fetch {
             GitStrategy::Fetch
         } else {
@@ -347,19 +345,29 @@ impl BuildSettings {
                 default_strategy
             }
         };
+        let git_checkout = reader.boolean("GIT_CHECKOUT", true);
+        // Warned about whatever the git strategy, though only a strategy that fetches fails on it.
         let git_submodule_strategy = match variables.value("GIT_SUBMODULE_STRATEGY").as_str() {
             "" | "none" => SubmoduleStrategy::None,
             "normal" => SubmoduleStrategy::Normal,
             "recursive" => SubmoduleStrategy::Recursive,
-            other => SubmoduleStrategy::Invalid(other.to_string()),
+            other => {
+                reader.warnings.push(format!(
+                    "GIT_SUBMODULE_STRATEGY: expected either 'normal', 'recursive' or 'none' got {other:?}"
+                ));
+                SubmoduleStrategy::Invalid(other.to_string())
+            }
         };
         let git_submodule_depth = reader.integer("GIT_SUBMODULE_DEPTH", git_depth);
+        let git_lfs_skip_smudge = reader.boolean("GIT_LFS_SKIP_SMUDGE", false);
+        let git_submodule_force_https = reader.boolean("GIT_SUBMODULE_FORCE_HTTPS", false);
+        let get_sources_attempts = reader.integer("GET_SOURCES_ATTEMPTS", 1);
+        let artifact_download_attempts = reader.integer("ARTIFACT_DOWNLOAD_ATTEMPTS", 1);
+        let restore_cache_attempts = reader.integer("RESTORE_CACHE_ATTEMPTS", 1);
+        let executor_job_section_attempts = reader.integer("EXECUTOR_JOB_SECTION_ATTEMPTS", 1);
+        let secrets_retrieval_attempts = reader.integer("SECRETS_RETRIEVAL_ATTEMPTS", 1);
+        let after_script_ignore_errors = reader.boolean("AFTER_SCRIPT_IGNORE_ERRORS", true);
         let cache_request_timeout = reader.integer("CACHE_REQUEST_TIMEOUT", 10);
-        let executor_job_section_attempts = reader.attempts("EXECUTOR_JOB_SECTION_ATTEMPTS");
-        let get_sources_attempts = reader.attempts("GET_SOURCES_ATTEMPTS");
-        let artifact_download_attempts = reader.attempts("ARTIFACT_DOWNLOAD_ATTEMPTS");
-        let restore_cache_attempts = reader.attempts("RESTORE_CACHE_ATTEMPTS");
-        let secrets_retrieval_attempts = reader.attempts("SECRETS_RETRIEVAL_ATTEMPTS");
 
         if debug_trace_disabled {
             if ci_debug_trace {
@@ -375,6 +383,18 @@ impl BuildSettings {
             ci_debug_trace = false;
             ci_debug_services = false;
         }
+
+        let executor_job_section_attempts = reader.attempts(
+            "EXECUTOR_JOB_SECTION_ATTEMPTS",
+            executor_job_section_attempts,
+        );
+        let get_sources_attempts = reader.attempts("GET_SOURCES_ATTEMPTS", get_sources_attempts);
+        let artifact_download_attempts =
+            reader.attempts("ARTIFACT_DOWNLOAD_ATTEMPTS", artifact_download_attempts);
+        let restore_cache_attempts =
+            reader.attempts("RESTORE_CACHE_ATTEMPTS", restore_cache_attempts);
+        let secrets_retrieval_attempts =
+            reader.attempts("SECRETS_RETRIEVAL_ATTEMPTS", secrets_retrieval_attempts);
 
         let script_timeout_raw = variables.value("RUNNER_SCRIPT_TIMEOUT");
         let after_script_timeout_raw = variables.value("RUNNER_AFTER_SCRIPT_TIMEOUT");
@@ -450,8 +470,7 @@ impl Reader<'_> {
         })
     }
 
-    fn attempts(&mut self, name: &str) -> u32 {
-        let value = self.integer(name, 1);
+    fn attempts(&mut self, name: &str, value: i64) -> u32 {
         let clamped = value.clamp(1, 10);
         if clamped != value {
             self.warnings.push(format!(

@@ -31,6 +31,8 @@ enum Behaviour {
     FailTimes(u32),
     /// Runs until cancelled.
     Hang,
+    /// Runs until cancelled, then exits with this code (a TERM trap's `exit 143`, or 0).
+    HangThenExit(i32),
     SystemError,
     /// A bug in the executor: the stage panics.
     Panic,
@@ -101,6 +103,16 @@ impl Executor for FakeExecutor {
                     message: "signal: killed".into(),
                 })
             }
+            Some(Behaviour::HangThenExit(code)) => {
+                cancel.cancelled().await;
+                Ok(match code {
+                    0 => ScriptExit::Success,
+                    code => ScriptExit::Failed {
+                        code,
+                        message: format!("exit status {code}"),
+                    },
+                })
+            }
             Some(Behaviour::SystemError) => Err(ExecutorError::system("lost the backend")),
             Some(Behaviour::Panic) => {
                 tokio::task::yield_now().await;
@@ -148,6 +160,8 @@ struct Harness {
     variables: Vec<(&'static str, &'static str)>,
     timeout: i64,
     skip: HashSet<&'static str>,
+    /// More top-level payload fields (`policy_options`, ...).
+    payload: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for Harness {
@@ -167,6 +181,7 @@ impl Default for Harness {
             ]
             .into_iter()
             .collect(),
+            payload: serde_json::Map::new(),
         }
     }
 }
@@ -208,21 +223,18 @@ impl Harness {
                 .iter()
                 .map(|(k, v)| serde_json::json!({"key": k, "value": v, "public": true}))
                 .collect();
-            let job = JobResponse::from_json(
-                serde_json::json!({
-                    "id": 1, "token": "t",
-                    "git_info": {"repo_url": "https://example.com/g/p.git", "sha": "abc"},
-                    "runner_info": {"timeout": self.timeout},
-                    "variables": variables,
-                    "steps": [
-                        {"name": "script", "script": ["true"]},
-                        {"name": "after_script", "script": ["true"]}
-                    ]
-                })
-                .to_string()
-                .as_bytes(),
-            )
-            .unwrap();
+            let mut payload = serde_json::json!({
+                "id": 1, "token": "t",
+                "git_info": {"repo_url": "https://example.com/g/p.git", "sha": "abc"},
+                "runner_info": {"timeout": self.timeout},
+                "variables": variables,
+                "steps": [
+                    {"name": "script", "script": ["true"]},
+                    {"name": "after_script", "script": ["true"]}
+                ]
+            });
+            payload.as_object_mut().unwrap().extend(self.payload);
+            let job = JobResponse::from_json(payload.to_string().as_bytes()).unwrap();
             let record = Arc::new(Mutex::new(Record::default()));
             let mut executor = FakeExecutor {
                 behaviours: self.behaviours,
@@ -689,4 +701,208 @@ async fn a_missing_dependency_still_runs_the_failure_uploads_and_removes_file_va
         ]
     );
     assert_eq!(result.record.lock().unwrap().cleanups, 1);
+}
+
+/// Parity audit item 18: the policy lines come right before the scripts, in upstream's words.
+#[tokio::test(start_paused = true)]
+async fn pipeline_execution_policy_lines_come_before_the_scripts() {
+    let run = |options: serde_json::Value| async move {
+        let mut harness = Harness::default();
+        harness.payload.insert("policy_options".into(), options);
+        harness.run().await
+    };
+    let line = |text: &str| format!("\x1b[32;1m{text}\x1b[0;m\n");
+
+    let result = run(serde_json::json!({
+        "execution_policy_job": true,
+        "policy_name": "Security scans",
+        "policy_variables_override_allowed": false,
+        "policy_variables_override_exceptions": ["SAST_DISABLED", "SECRET_DETECTION_DISABLED"]
+    }))
+    .await;
+    let expected = line("Job triggered by policy \"Security scans\".")
+        + &line("User-defined CI/CD variables are ignored in this job (except for SAST_DISABLED, SECRET_DETECTION_DISABLED) according to the policy.");
+    let at = result.log.find(&expected).expect(&result.log);
+    assert!(
+        result
+            .log
+            .find("Getting source from Git repository")
+            .unwrap()
+            < at,
+        "{}",
+        result.log
+    );
+    assert!(
+        at < result
+            .log
+            .find("Executing \"step_script\" stage of the job script")
+            .unwrap(),
+        "{}",
+        result.log
+    );
+
+    let result = run(serde_json::json!({
+        "execution_policy_job": true,
+        "policy_name": "p"
+    }))
+    .await;
+    assert!(
+        result.log.contains(&(line("Job triggered by policy \"p\".") + &line("Variables defined in the policy take precedence over matching user-defined CI/CD variables for this job."))),
+        "{}",
+        result.log
+    );
+
+    let result = run(serde_json::json!({
+        "execution_policy_job": true,
+        "policy_name": "p",
+        "policy_variables_override_allowed": true
+    }))
+    .await;
+    assert!(
+        result.log.contains(&line(
+            "User-defined CI/CD variables are allowed in this job according to the policy."
+        )),
+        "{}",
+        result.log
+    );
+
+    // An empty list is still a list to upstream.
+    let result = run(serde_json::json!({
+        "execution_policy_job": true,
+        "policy_name": "p",
+        "policy_variables_override_allowed": true,
+        "policy_variables_override_exceptions": []
+    }))
+    .await;
+    assert!(
+        result.log.contains(&line(
+            "User-defined CI/CD variables are allowed in this job (except for ) according to the policy."
+        )),
+        "{}",
+        result.log
+    );
+
+    let result = run(serde_json::json!({
+        "execution_policy_job": false,
+        "policy_name": "p",
+        "policy_variables_override_allowed": true
+    }))
+    .await;
+    assert!(!result.log.contains("policy"), "{}", result.log);
+}
+
+/// Parity audit item 28: every failed attempt, the last one too, is announced as retried and
+/// waited out before the job fails.
+#[tokio::test(start_paused = true)]
+async fn a_preparation_that_always_fails_announces_and_waits_out_every_retry() {
+    let started = tokio::time::Instant::now();
+    let result = Harness {
+        prepare_failures: 3,
+        ..Harness::default()
+    }
+    .run()
+    .await;
+    assert_eq!(result.reason(), Some(FailureReason::RunnerSystemFailure));
+    assert_eq!(started.elapsed(), Duration::from_secs(9));
+    let retry = "\x1b[31;1mERROR: Preparation failed: backend unavailable\x1b[0;m\n\x1b[32;1mWill be retried in 3s ...\x1b[0;m\n";
+    assert_eq!(result.log.matches(retry).count(), 3, "{}", result.log);
+}
+
+/// Parity audit items 22 and 29: the settings' problems follow one `WARNING:` a line each, in
+/// upstream's order, with a bad submodule strategy and an empty flag among them, and each flag
+/// problem twice as upstream's two resolution passes give it.
+#[tokio::test(start_paused = true)]
+async fn setting_warnings_are_one_warning_of_upstreams_lines() {
+    let result = Harness {
+        variables: vec![
+            ("FF_USE_FASTZIP", ""),
+            ("GET_SOURCES_ATTEMPTS", "20"),
+            ("GIT_SUBMODULE_STRATEGY", "sideways"),
+            ("GIT_STRATEGY", "bogus"),
+        ],
+        ..Harness::default()
+    }
+    .run()
+    .await;
+    let expected = "\x1b[0;33mWARNING: GIT_STRATEGY: expected either 'clone', 'fetch', 'none' or 'empty' got \"bogus\", using default value 'clone'\n\
+        GIT_SUBMODULE_STRATEGY: expected either 'normal', 'recursive' or 'none' got \"sideways\"\n\
+        GET_SOURCES_ATTEMPTS: number of attempts out of the range [1, 10], clamping to: 10\n\
+        FF_USE_FASTZIP: could not parse feature flag, expected bool, got \n\
+        FF_USE_FASTZIP: could not parse feature flag, expected bool, got \x1b[0;m\n";
+    assert!(result.log.contains(expected), "{}", result.log);
+    assert_eq!(result.log.matches("WARNING:").count(), 1, "{}", result.log);
+
+    // Upstream checks the submodule strategy whatever the git strategy.
+    let result = Harness {
+        variables: vec![
+            ("GIT_STRATEGY", "none"),
+            ("GIT_SUBMODULE_STRATEGY", "sideways"),
+        ],
+        ..Harness::default()
+    }
+    .run()
+    .await;
+    assert!(
+        result.log.contains("\x1b[0;33mWARNING: GIT_SUBMODULE_STRATEGY: expected either 'normal', 'recursive' or 'none' got \"sideways\"\x1b[0;m\n"),
+        "{}",
+        result.log
+    );
+}
+
+/// Parity audit item 10: an after_script stopped at its deadline reports what the stopped
+/// script returned, as upstream's kill-and-wait does, not the deadline.
+#[tokio::test(start_paused = true)]
+async fn an_after_script_stopped_at_its_deadline_reports_the_scripts_exit() {
+    let harness = |code: i32, ignore: &'static str| Harness {
+        variables: vec![
+            ("RUNNER_AFTER_SCRIPT_TIMEOUT", "10s"),
+            ("AFTER_SCRIPT_IGNORE_ERRORS", ignore),
+        ],
+        ..Harness::default().behave("after_script", Behaviour::HangThenExit(code))
+    };
+
+    let result = harness(143, "true").run().await;
+    assert_eq!(
+        result.outcome.state,
+        RuntimeState::Success,
+        "{}",
+        result.log
+    );
+    assert!(
+        result.log.contains("\x1b[0;33mWARNING: after_script failed, but job will continue unaffected: exit status 143\x1b[0;m\n"),
+        "{}",
+        result.log
+    );
+    assert!(
+        result
+            .log
+            .contains("after_script could not run to completion because the timeout was exceeded"),
+        "{}",
+        result.log
+    );
+    assert!(
+        !result.log.contains("context deadline exceeded"),
+        "{}",
+        result.log
+    );
+
+    // A script that still exits 0 when stopped has not failed.
+    let result = harness(0, "true").run().await;
+    assert_eq!(result.outcome.state, RuntimeState::Success);
+    assert!(
+        !result.log.contains("after_script failed"),
+        "{}",
+        result.log
+    );
+
+    // Not ignored, the exit fails the job as the script's own failure.
+    let result = harness(143, "false").run().await;
+    let error = result.outcome.error.clone().unwrap();
+    assert_eq!(error.reason, FailureReason::ScriptFailure);
+    assert_eq!(error.exit_code, 143);
+    assert!(
+        result.log.contains("ERROR: Job failed: exit status 143"),
+        "{}",
+        result.log
+    );
 }

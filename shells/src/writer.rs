@@ -289,6 +289,22 @@ impl BashWriter {
         self.indent += 1;
     }
 
+    /// Opens an `if` whose body runs when the `git` on the job's host is at least `version`
+    /// (dotted numbers, compared field by field as numbers); announces it in the log.
+    /// Close it with [`BashWriter::else_`] / [`BashWriter::end_if`]. The check happens in the
+    /// script, as upstream's does: the host's git is only known there.
+    pub fn if_git_version_is_at_least(&mut self, version: &str) {
+        self.line(r#"current_ver="$(git version|cut -d ' ' -f 3)""#);
+        self.line(&format!("required_ver={}", go_quote(version)));
+        self.line(
+            r#"minimum_ver="$(printf '%s\n%s' "$required_ver" "$current_ver" | sort -t '.' -k 1,1n -k 2,2n -k 3,3n | sed -n '1p')""#,
+        );
+        self.line(r#"if [ "$minimum_ver" = "$required_ver" ]; then"#);
+        // Upstream prints the notice before indenting the body; kept for identical scripts.
+        self.print(&format!("Git version at least {}", go_quote(version)));
+        self.indent += 1;
+    }
+
     pub fn else_(&mut self) {
         self.flush_rm();
         self.indent = self.indent.saturating_sub(1);
@@ -364,6 +380,12 @@ impl BashWriter {
         self.line(&line);
     }
 
+    /// A message in the terminal's default colour (upstream's `Printf`): a colour reset, then
+    /// the text.
+    pub fn print(&mut self, text: &str) {
+        self.colored_echo(format!("{ANSI_RESET}{text}"));
+    }
+
     pub fn notice(&mut self, text: &str) {
         self.colored_echo(format!("{ANSI_BOLD_GREEN}{text}{ANSI_RESET}"));
     }
@@ -425,6 +447,56 @@ impl BashWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_git_version_check_compares_each_field_as_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = dir.path().join("git");
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        for (reported, recent) in [
+            ("2.49", true),
+            ("2.49.0", true),
+            ("2.49.1.windows.1", true),
+            ("2.50.0", true),
+            ("2.100.1", true),
+            ("3.0.0", true),
+            ("2.48.9", false),
+            ("2.5.0", false),
+            ("2.4.90", false),
+            ("1.99.99", false),
+        ] {
+            std::fs::write(&git, format!("#!/bin/sh\necho 'git version {reported}'\n")).unwrap();
+            std::fs::set_permissions(&git, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            for shell in ["bash", "sh"] {
+                let mut writer = BashWriter::new(shell, "/nonexistent");
+                writer.posix_escape = shell == "sh";
+                writer.if_git_version_is_at_least("2.49");
+                writer.line("echo recent");
+                writer.else_();
+                writer.line("echo old");
+                writer.end_if();
+                let output = std::process::Command::new(shell)
+                    .arg("-c")
+                    .arg(writer.finish(false))
+                    .env("PATH", &path)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&output.stdout);
+                assert!(output.status.success(), "{shell} {reported}: {output:?}");
+                let expected = if recent {
+                    format!("{ANSI_RESET}Git version at least \"2.49\"\nrecent\n")
+                } else {
+                    "old\n".to_string()
+                };
+                assert_eq!(text, expected, "{shell} {reported}");
+            }
+        }
+    }
 
     #[test]
     fn dot_env_values_are_written_literally_under_bash_and_sh() {

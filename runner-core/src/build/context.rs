@@ -338,14 +338,18 @@ impl BuildContext {
             usable
         });
         let for_flags = runner_and_job_variables(&runner.environment, &job.variables);
-        let (flags, mut warnings) = FeatureFlags::resolve(&runner.feature_flags, &for_flags);
+        let (flags, flag_warnings) = FeatureFlags::resolve(&runner.feature_flags, &for_flags);
         let settings = BuildSettings::from_variables(
             &for_flags,
             job.allow_git_fetch,
             job.git_info.depth,
             runner.debug_trace_disabled,
         );
-        warnings.extend(settings.warnings.iter().cloned());
+        let mut warnings = settings.warnings.clone();
+        // Upstream resolves the flags twice while reading the settings and keeps the errors of
+        // both passes, so its log lists each bad flag twice, after the other settings.
+        warnings.extend(flag_warnings.iter().cloned());
+        warnings.extend(flag_warnings);
         if !refused.is_empty() {
             warnings.push(format!(
                 "skipping file variables with invalid names (only letters, digits and _, not starting with a digit): {}",

@@ -20,7 +20,7 @@ use crate::executor::{
 };
 use crate::failure::{BuildError, FailureReason};
 use crate::feature_flags::{FeatureFlag, FeatureFlags};
-use crate::job::JobResponse;
+use crate::job::{JobResponse, PolicyOptions};
 use crate::log::{JobLog, ANSI_BOLD_CYAN, ANSI_RESET};
 use crate::panic::{panic_message, CatchUnwind};
 use crate::script::{ScriptError, ScriptGenerator, ShellCommand};
@@ -60,6 +60,24 @@ enum StageError {
     Executor(ExecutorError),
     Script(ScriptError),
     Stopped(Stop),
+}
+
+/// A stage that started: the executor's answer and, when the scope stopped the stage, why.
+#[derive(Debug)]
+struct StageRun {
+    result: Result<ScriptExit, ExecutorError>,
+    stopped: Option<Stop>,
+}
+
+impl StageRun {
+    /// The executor's answer as a stage result, whatever stopped the stage.
+    fn exit(self) -> Result<(), StageError> {
+        match self.result {
+            Ok(ScriptExit::Success) => Ok(()),
+            Ok(ScriptExit::Failed { code, message }) => Err(StageError::Exit { code, message }),
+            Err(error) => Err(StageError::Executor(error)),
+        }
+    }
 }
 
 /// A job error on its way to becoming the final state.
@@ -143,7 +161,8 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                     log.println(&format!("  feature flags: {summary}"));
                 }
                 if !warnings.is_empty() {
-                    log.warning(&warnings.join(", "));
+                    // One `WARNING:` prefix, then one problem a line, as Go's `errors.Join`.
+                    log.warning(&warnings.join("\n"));
                 }
                 match CatchUnwind::new(self.run_with_context(&mut context)).await {
                     Ok(outcome) => outcome,
@@ -285,15 +304,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         scope: &Scope,
     ) -> Result<(), JobError> {
         let mut last_error = None;
-        for attempt in 0..PREPARATION_ATTEMPTS {
-            if attempt > 0 {
-                let wait = tokio::time::sleep(PREPARATION_RETRY_INTERVAL);
-                tokio::select! {
-                    // The retry pause ends early when the job is stopped.
-                    stop = scope.wait(self.cancel) => return Err(JobError::Stopped(stop)),
-                    _ = wait => {}
-                }
-            }
+        for _ in 0..PREPARATION_ATTEMPTS {
             let token = CancellationToken::new();
             self.needs_cleanup = true;
             let result = {
@@ -324,13 +335,18 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                     }
                     self.log
                         .error(&format!("Preparation failed: {}", error.full_message()));
-                    if attempt + 1 < PREPARATION_ATTEMPTS {
-                        self.log.info(&format!(
-                            "Will be retried in {} ...",
-                            format_go_duration(PREPARATION_RETRY_INTERVAL)
-                        ));
-                    }
+                    // Upstream announces and waits out a retry after every failed attempt, the
+                    // last one too, and only then gives up.
+                    self.log.info(&format!(
+                        "Will be retried in {} ...",
+                        format_go_duration(PREPARATION_RETRY_INTERVAL)
+                    ));
                     last_error = Some(error);
+                    tokio::select! {
+                        // The retry pause ends early when the job is stopped.
+                        stop = scope.wait(self.cancel) => return Err(JobError::Stopped(stop)),
+                        _ = tokio::time::sleep(PREPARATION_RETRY_INTERVAL) => {}
+                    }
                 }
             }
         }
@@ -347,12 +363,32 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         stage: Stage,
         scope: &Scope,
     ) -> Result<(), StageError> {
+        let run = self.run_stage(context, stage, scope).await?;
+        if let Some(stop) = run.stopped {
+            return Err(StageError::Stopped(stop));
+        }
+        run.exit()
+    }
+
+    /// [`Self::execute_stage`] up to the executor's answer, kept even when the scope stopped the
+    /// stage. `Err` when the stage did not start: stopped before it, or no script.
+    async fn run_stage(
+        &mut self,
+        context: &BuildContext,
+        stage: Stage,
+        scope: &Scope,
+    ) -> Result<StageRun, StageError> {
         if let Some(stop) = scope.check(self.cancel) {
             return Err(StageError::Stopped(stop));
         }
         let script = match self.generator.generate(&stage, context) {
             Ok(Some(script)) => script,
-            Ok(None) => return Ok(()),
+            Ok(None) => {
+                return Ok(StageRun {
+                    result: Ok(ScriptExit::Success),
+                    stopped: None,
+                })
+            }
             Err(error) => return Err(StageError::Script(error)),
         };
         let name = stage.name();
@@ -378,14 +414,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                 "{name} could not run to completion because the timeout was exceeded. For more control over job and script timeouts see: {TIMEOUT_DOCS}"
             ));
         }
-        if let Some(stop) = stopped {
-            return Err(StageError::Stopped(stop));
-        }
-        match result {
-            Ok(ScriptExit::Success) => Ok(()),
-            Ok(ScriptExit::Failed { code, message }) => Err(StageError::Exit { code, message }),
-            Err(error) => Err(StageError::Executor(error)),
-        }
+        Ok(StageRun { result, stopped })
     }
 
     /// `attemptExecuteStage`: up to `attempts` tries with upstream's backoff between them.
@@ -596,6 +625,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         for warning in warnings {
             self.log.warning(&warning);
         }
+        self.print_policy_options(&context.job.policy_options);
         let mut script_scope = job_scope.clone();
         if let Some(timeout) = script_timeout {
             script_scope = script_scope.limited(now, timeout, Limit::Script);
@@ -645,9 +675,21 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         if let Some(timeout) = after_script_timeout {
             after_scope = after_scope.limited(Instant::now(), timeout, Limit::AfterScript);
         }
-        let after = self
-            .execute_stage(context, Stage::AfterScript, &after_scope)
-            .await;
+        let after = match self
+            .run_stage(context, Stage::AfterScript, &after_scope)
+            .await
+        {
+            // Stopped at its own deadline, after_script ends with what the stopped script
+            // returned (`exit status 143`, or success), as upstream's kill-and-wait hands back
+            // the killed process's exit.
+            Ok(run) if run.stopped == Some(Stop::Deadline(Limit::AfterScript)) => run.exit(),
+            Ok(StageRun {
+                stopped: Some(stop),
+                ..
+            }) => Err(StageError::Stopped(stop)),
+            Ok(run) => run.exit(),
+            Err(error) => Err(error),
+        };
         match after {
             Ok(()) => Ok(job_error),
             Err(StageError::Stopped(Stop::Abort)) => Err(JobError::Stopped(Stop::Abort)),
@@ -656,6 +698,7 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
             }
             Err(after_error) => {
                 let after_error = match after_error {
+                    // Stopped before it started: upstream's stage returns the context's error.
                     StageError::Stopped(_) => JobError::Build(BuildError::new(
                         FailureReason::JobExecutionTimeout,
                         "context deadline exceeded",
@@ -676,6 +719,32 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
                 }
             }
         }
+    }
+
+    /// `printPolicyOptions`: the pipeline execution policy that added the job, and whether the
+    /// project's own variables may override the policy's.
+    fn print_policy_options(&self, options: &PolicyOptions) {
+        if !options.execution_policy_job {
+            return;
+        }
+        self.log.info(&format!(
+            "Job triggered by policy \"{}\".",
+            options.policy_name
+        ));
+        let Some(allowed) = options.policy_variables_override_allowed else {
+            self.log.info("Variables defined in the policy take precedence over matching user-defined CI/CD variables for this job.");
+            return;
+        };
+        let verdict = if allowed { "allowed" } else { "ignored" };
+        // The exceptions reverse the verdict for the variables they name. GitLab may send an
+        // empty list, which upstream still prints (its check is for a missing list).
+        let exceptions = match &options.policy_variables_override_exceptions {
+            Some(names) => format!(" (except for {})", names.join(", ")),
+            None => String::new(),
+        };
+        self.log.info(&format!(
+            "User-defined CI/CD variables are {verdict} in this job{exceptions} according to the policy."
+        ));
     }
 }
 

@@ -2,6 +2,7 @@
 //! shared cache's presigned URLs.
 
 use runner_core::dirs::{clean_path, join_path};
+use runner_core::feature_flags::FeatureFlag;
 use runner_core::job::Cache;
 use runner_core::remote_cache::RemoteCache;
 
@@ -216,7 +217,7 @@ pub(super) fn write_restore_cache(
             }
         }
         guard_runner_command(w, info, "Extracting cache", |w| {
-            write_extract_chain(w, info, &keys, &timeout);
+            write_extract_chain(w, info, &keys, &cache.paths, &timeout);
         });
     }
     write_change_ownership(
@@ -227,7 +228,16 @@ pub(super) fn write_restore_cache(
     Ok(true)
 }
 
-fn write_extract_chain(w: &mut BashWriter, info: &Info<'_>, keys: &[String], timeout: &str) {
+/// Tries each key in turn until one extracts. With `FF_CLEAN_UP_FAILED_CACHE_EXTRACT` a failed
+/// extraction removes the cache's `paths`, so that a half-extracted archive leaves nothing
+/// behind for the next key or the job.
+fn write_extract_chain(
+    w: &mut BashWriter,
+    info: &Info<'_>,
+    keys: &[String],
+    paths: &[String],
+    timeout: &str,
+) {
     let Some((key, rest)) = keys.split_first() else {
         return;
     };
@@ -248,7 +258,13 @@ fn write_extract_chain(w: &mut BashWriter, info: &Info<'_>, keys: &[String], tim
     w.notice("Successfully extracted cache");
     w.else_();
     w.warning("Failed to extract cache");
-    write_extract_chain(w, info, rest, timeout);
+    if info.flag(FeatureFlag::CleanUpFailedCacheExtract) {
+        for path in paths {
+            w.print(&format!("Removing {path}"));
+            w.rm_dir(path);
+        }
+    }
+    write_extract_chain(w, info, rest, paths, timeout);
     w.end_if();
 }
 

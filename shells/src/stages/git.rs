@@ -167,9 +167,10 @@ fn write_clone_fetch(w: &mut BashWriter, info: &Info<'_>) -> Result<(), ScriptEr
             write_git_cleanup(w, info);
             let (template_dir, remote_url) = setup_template_dir(w, info)?;
             if info.build.settings.git_strategy == GitStrategy::Clone {
-                w.rm_dir(&project_dir);
+                write_clone_if_possible(w, info, &template_dir, &remote_url);
+            } else {
+                write_refspec_fetch(w, info, &template_dir, &remote_url);
             }
-            write_refspec_fetch(w, info, &template_dir, &remote_url);
         }
         GitStrategy::None => {
             w.notice("Skipping Git repository setup");
@@ -410,14 +411,7 @@ fn write_refspec_fetch(w: &mut BashWriter, info: &Info<'_>, template_dir: &str, 
     );
     w.end_if();
 
-    let version = &info.build.runner.version;
-    let mut args = vec![
-        "-c".to_string(),
-        format!(
-            "http.userAgent={} {} {}",
-            version.name, version.version, version.platform
-        ),
-    ];
+    let mut args = vec!["-c".to_string(), user_agent_config(info)];
     args.extend(proactive_auth_args(w, info));
     args.extend(["fetch", "origin", "--no-recurse-submodules"].map(String::from));
     args.extend(git.refspecs.iter().cloned());
@@ -437,6 +431,84 @@ fn write_refspec_fetch(w: &mut BashWriter, info: &Info<'_>, template_dir: &str, 
     } else {
         w.command("git", &as_refs(&args));
     }
+}
+
+/// `http.userAgent=<name> <version> <os>/<arch>`, which git sends with every request.
+fn user_agent_config(info: &Info<'_>) -> String {
+    let version = &info.build.runner.version;
+    format!(
+        "http.userAgent={} {} {}",
+        version.name, version.version, version.platform
+    )
+}
+
+/// The git release whose `git clone --revision` can clone a ref that is not a branch or tag.
+const GIT_NATIVE_CLONE_MIN_VERSION: &str = "2.49";
+
+/// `GIT_STRATEGY=clone`: removes the old clone, then fetches into a fresh repository; with
+/// `FF_USE_GIT_NATIVE_CLONE` the script uses `git clone` instead when the host's git is recent
+/// enough, and falls back to the fetch otherwise.
+fn write_clone_if_possible(
+    w: &mut BashWriter,
+    info: &Info<'_>,
+    template_dir: &str,
+    remote_url: &str,
+) {
+    w.rm_dir(&info.project_dir);
+    if !info.flag(FeatureFlag::UseGitNativeClone) {
+        write_refspec_fetch(w, info, template_dir, remote_url);
+        return;
+    }
+    w.if_git_version_is_at_least(GIT_NATIVE_CLONE_MIN_VERSION);
+    write_native_clone(w, info, template_dir, remote_url);
+    w.else_();
+    write_refspec_fetch(w, info, template_dir, remote_url);
+    w.end_if();
+}
+
+/// `git clone --no-checkout` of the job's ref (`--revision` for a full `refs/...` name,
+/// `--branch` otherwise) with `GIT_CLONE_EXTRA_FLAGS`; the checkout follows as for a fetch.
+fn write_native_clone(w: &mut BashWriter, info: &Info<'_>, template_dir: &str, remote_url: &str) {
+    let project_dir = &info.project_dir;
+    let git = &info.build.job.git_info;
+    let depth = git.depth;
+    let git_ref = git.git_ref.as_str();
+    if depth > 0 {
+        w.notice(&format!(
+            "Cloning repository for {git_ref} with git depth set to {depth}..."
+        ));
+    } else if !git_ref.is_empty() {
+        w.notice(&format!("Cloning repository for {git_ref}..."));
+    } else {
+        w.notice("Cloning repository...");
+    }
+    let mut args = vec!["-c".to_string(), user_agent_config(info)];
+    args.extend(proactive_auth_args(w, info));
+    args.extend(
+        [
+            "clone",
+            "--no-checkout",
+            remote_url,
+            project_dir,
+            "--template",
+            template_dir,
+        ]
+        .map(String::from),
+    );
+    if depth > 0 {
+        args.push("--depth".into());
+        args.push(depth.to_string());
+    }
+    if git_ref.starts_with("refs/") {
+        args.push("--revision".into());
+        args.push(git_ref.into());
+    } else if !git_ref.is_empty() {
+        args.push("--branch".into());
+        args.push(git_ref.into());
+    }
+    args.extend(info.build.settings.git_clone_extra_flags.iter().cloned());
+    w.command("git", &as_refs(&args));
+    w.cd(project_dir);
 }
 
 fn write_submodules(w: &mut BashWriter, info: &Info<'_>) -> Result<(), ScriptError> {

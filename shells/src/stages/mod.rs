@@ -18,7 +18,7 @@ use runner_core::build::BuildContext;
 use runner_core::dirs::{join_path, split_url};
 use runner_core::feature_flags::FeatureFlag;
 use runner_core::script::ScriptError;
-use runner_core::settings::GitStrategy;
+use runner_core::settings::{GitStrategy, SubmoduleStrategy};
 use runner_core::stage::Stage;
 use runner_core::url::strip_userinfo;
 use runner_core::variables::Variables;
@@ -240,20 +240,7 @@ fn write_cleanup(w: &mut BashWriter, info: &Info<'_>) -> Result<(), ScriptError>
         w.rm_file(&path);
     }
     if info.flag(FeatureFlag::EnableJobCleanup) {
-        match info.build.settings.git_strategy {
-            GitStrategy::Clone | GitStrategy::Empty => w.rm_dir(&info.project_dir),
-            GitStrategy::Fetch => {
-                w.cd(&info.project_dir);
-                let clean = &info.build.settings.git_clean_flags;
-                if !clean.is_empty() {
-                    let mut args = vec!["clean".to_string()];
-                    args.extend(clean.iter().cloned());
-                    w.command("git", &as_refs(&args));
-                }
-                w.command("git", &["reset", "--hard"]);
-            }
-            GitStrategy::None => w.notice("Skipping build directory cleanup step"),
-        }
+        write_cleanup_build_directory(w, info);
     }
     write_git_cleanup(w, info);
     w.rm_file(&join_path(&[
@@ -261,6 +248,43 @@ fn write_cleanup(w: &mut BashWriter, info: &Info<'_>) -> Result<(), ScriptError>
         BUILD_UID_GID_FILE,
     ]));
     Ok(())
+}
+
+/// `FF_ENABLE_JOB_CLEANUP`: leaves the project directory as the next job of this runner should
+/// find it. A clone (or empty directory) is removed; a fetched repository is kept, cleaned and
+/// reset, and so are its submodules when `GIT_SUBMODULE_STRATEGY` checked them out.
+fn write_cleanup_build_directory(w: &mut BashWriter, info: &Info<'_>) {
+    let settings = &info.build.settings;
+    match settings.git_strategy {
+        GitStrategy::Clone | GitStrategy::Empty => w.rm_dir(&info.project_dir),
+        GitStrategy::Fetch => {
+            w.cd(&info.project_dir);
+            let mut clean = Vec::new();
+            if !settings.git_clean_flags.is_empty() {
+                clean.push("clean".to_string());
+                clean.extend(settings.git_clean_flags.iter().cloned());
+                w.command("git", &as_refs(&clean));
+            }
+            let reset = ["reset".to_string(), "--hard".to_string()];
+            w.command("git", &as_refs(&reset));
+
+            let mut foreach = vec!["submodule".to_string(), "foreach".to_string()];
+            match settings.git_submodule_strategy {
+                SubmoduleStrategy::Normal => {}
+                SubmoduleStrategy::Recursive => foreach.push("--recursive".into()),
+                SubmoduleStrategy::None | SubmoduleStrategy::Invalid(_) => return,
+            }
+            foreach.push("git".into());
+            if !clean.is_empty() {
+                let mut args = foreach.clone();
+                args.extend(clean);
+                w.command("git", &as_refs(&args));
+            }
+            foreach.extend(reset);
+            w.command("git", &as_refs(&foreach));
+        }
+        GitStrategy::None => w.notice("Skipping build directory cleanup step"),
+    }
 }
 
 #[cfg(test)]
