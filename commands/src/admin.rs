@@ -146,7 +146,11 @@ pub(crate) fn client_for(url: &str, tls_ca_file: Option<PathBuf>) -> anyhow::Res
     Ok(GitlabClient::new(url, &tls, &run::user_agent())?)
 }
 
-fn register_info(executor: &str, shell: &str) -> network::VersionInfo {
+fn register_info(
+    executor: &str,
+    shell: &str,
+    labels: std::collections::BTreeMap<String, String>,
+) -> network::VersionInfo {
     let version = runner_core::build::RunnerVersion::default();
     let (platform, architecture) = version
         .platform
@@ -161,6 +165,7 @@ fn register_info(executor: &str, shell: &str) -> network::VersionInfo {
         executor: executor.into(),
         shell: shell.into(),
         features: Default::default(),
+        labels,
     }
 }
 
@@ -171,7 +176,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     let system_id = system_id::load_or_create(&path)?;
     let client = client_for(&args.url, args.tls_ca_file.clone().map(PathBuf::from))?;
     let shell = args.shell.clone().unwrap_or_else(|| "bash".into());
-    let info = register_info(&args.executor, &shell);
+    let info = register_info(&args.executor, &shell, config.raw.labels.clone());
     let name = args.name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
@@ -270,7 +275,11 @@ pub async fn verify(config: ConfigArg, delete: bool) -> anyhow::Result<i32> {
     for runner in config.credentials() {
         let raw = &config.raw.runners[runner.index];
         let client = client_for(runner.url, runner.tls_ca_file.map(Path::to_path_buf))?;
-        let info = register_info(&raw.executor, raw.shell.as_deref().unwrap_or("bash"));
+        let info = register_info(
+            &raw.executor,
+            raw.shell.as_deref().unwrap_or("bash"),
+            crate::config::labels::computed(&config.raw.labels, &raw.labels),
+        );
         let short = runner.short_token();
         match client.verify(runner.token, &system_id, &info).await {
             VerifyResult::Valid { .. } => {

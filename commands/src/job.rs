@@ -198,6 +198,7 @@ pub fn version_info(runner: &RunnerConfig, provider: &Provider) -> VersionInfo {
             .features()
             .union(shell_features())
             .union(network::network_features()),
+        labels: runner.labels.clone(),
     }
 }
 

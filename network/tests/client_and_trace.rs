@@ -255,6 +255,7 @@ fn info() -> VersionInfo {
         executor: "shell".into(),
         shell: "bash".into(),
         features: network::network_features(),
+        labels: Default::default(),
     }
 }
 

@@ -84,6 +84,10 @@ user = "root"
 [session_server]
   session_timeout = 1800
 
+[labels]
+  env = "prod"
+  team = "ci"
+
 [[runners]]
   name = "k8s"
   url = "{url}"
@@ -100,6 +104,8 @@ user = "root"
   executor = "shell"
   builds_dir = "{builds}"
   environment = ["FROM_CONFIG=yes", "BROKEN_ENTRY"]
+  [runners.labels]
+    env = "staging"
 
 [[runners]]
   name = "machines"
@@ -258,6 +264,13 @@ user = "root"
         requests
             .iter()
             .all(|body| body["token"] == SHELL_RUNNER_TOKEN),
+        "{requests:?}"
+    );
+    // Parity audit item 16: the computed labels (the runner's over the global ones) go out.
+    assert!(
+        requests
+            .iter()
+            .all(|body| body["info"]["labels"] == json!({"env": "staging", "team": "ci"})),
         "{requests:?}"
     );
 

@@ -9,6 +9,7 @@
 //! validated file ([`Config`]), and re-exports the rest of the public face.
 
 mod cache;
+pub mod labels;
 mod raw;
 mod runner;
 mod section;
@@ -203,7 +204,6 @@ impl Config {
             ("listen_address", raw.listen_address.is_some()),
             ("sentry_dsn", raw.sentry_dsn.is_some()),
             ("connection_max_age", raw.connection_max_age.is_some()),
-            ("labels", !raw.labels.is_empty()),
             ("session_server", raw.session_server.is_some()),
             ("machine", raw.machine.is_some()),
             ("experimental", raw.experimental.is_some()),
@@ -213,11 +213,12 @@ impl Config {
                 warnings.push(section::ignored_key(key, path));
             }
         }
+        labels::check("labels", &raw.labels)?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut runners = Vec::new();
         let mut unavailable = Vec::new();
         for (index, runner) in raw.runners.iter().enumerate() {
-            match RunnerConfig::from_raw(index, runner, path, &base_dir, &mut warnings)? {
+            match RunnerConfig::from_raw(index, runner, &raw, path, &base_dir, &mut warnings)? {
                 RunnerEntry::Ready(runner) => runners.push(*runner),
                 RunnerEntry::Unavailable(runner) => unavailable.push(runner),
             }

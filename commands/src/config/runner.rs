@@ -87,6 +87,8 @@ pub struct RunnerConfig {
     pub custom_build_dir_enabled: Option<bool>,
     /// `[runners.feature_flags]` entries this runner knows; unknown names were warned about.
     pub feature_flags: BTreeMap<runner_core::feature_flags::FeatureFlag, bool>,
+    /// The global `labels` with this runner's `labels` on top, checked; sent as `info.labels`.
+    pub labels: BTreeMap<String, String>,
     /// `graceful_kill_timeout`: SIGTERM-to-SIGKILL delay for a canceled stage; default 10 min.
     pub graceful_kill_timeout: Duration,
     /// `force_kill_timeout`: time to wait for SIGKILL to take effect; default 10 s.
@@ -156,6 +158,7 @@ impl RunnerConfig {
     pub(super) fn from_raw(
         index: usize,
         raw: &RawRunner,
+        file_raw: &super::RawConfig,
         file: &Path,
         base_dir: &Path,
         warnings: &mut Vec<String>,
@@ -235,7 +238,6 @@ impl RunnerConfig {
         }
         // Kept for the round trip, not acted on yet; said, as every key nothing reads is.
         let unread = [
-            ("labels", !raw.labels.is_empty()),
             ("artifact", raw.artifact.is_some()),
             ("referees", raw.referees.is_some()),
             ("monitoring", raw.monitoring.is_some()),
@@ -279,8 +281,11 @@ impl RunnerConfig {
                     Some(v) => Ok(Duration::from_secs(v as u64)),
                 }
             };
+        let labels =
+            super::labels::computed_checked(&key("labels"), &file_raw.labels, &raw.labels)?;
         Ok(RunnerEntry::Ready(Box::new(Self {
             index,
+            labels,
             name: raw.name.clone(),
             url: raw.url.clone(),
             token: Secret::new(raw.token.clone()),

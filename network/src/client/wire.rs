@@ -29,6 +29,10 @@ pub struct VersionInfo {
     pub shell: String,
     /// What the runner, its executor and shell support, so GitLab can hand out fitting jobs.
     pub features: FeaturesInfo,
+    /// `labels`: the global ones with the runner's on top (upstream's computed labels);
+    /// omitted when there are none.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What `POST jobs/request` gave.
