@@ -14,6 +14,7 @@ pub mod exec;
 pub mod helper_commands;
 pub mod job;
 pub mod logging;
+pub mod register;
 pub mod run;
 pub mod service;
 pub mod system_id;

@@ -2,7 +2,8 @@
 //! (`register`, `verify`, `unregister`, `list`), the systemd service (`install`, `start`, ...)
 //! and local mode (`exec`).
 
-use gitlab_runner_rs::admin::{self, ConfigArg, RegisterArgs};
+use gitlab_runner_rs::admin::{self, ConfigArg};
+use gitlab_runner_rs::register::{self, RegisterArgs};
 use gitlab_runner_rs::{config, driver_check, exec, helper_commands, logging, run, service};
 use std::path::PathBuf;
 
@@ -445,7 +446,7 @@ fn main() {
                 .await?;
                 Ok(0)
             }
-            Commands::Register(args) => admin::register(args).await.map(|()| 0),
+            Commands::Register(args) => register::register(args).await.map(|()| 0),
             Commands::Verify { config, delete } => admin::verify(config, delete).await,
             Commands::Unregister {
                 config,

@@ -469,3 +469,106 @@ async fn reset_token_resets_the_named_runner_and_saves_it() {
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("token = \"glrt-rotated1\""), "{text}");
 }
+
+/// Parity audit item 4: upstream's register flags (every config key, with its environment
+/// variable), `--template-config`, upstream's Docker rules, and the saved id and token dates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_takes_upstreams_config_flags_a_template_and_keeps_the_runner_id() {
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let register = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut command = Command::new(runner_binary());
+        command
+            .args(["register", "--non-interactive", "--config"])
+            .arg(&config)
+            .args(["--url", &gitlab.url(), "--token", SHELL_RUNNER_TOKEN])
+            .args(["--executor", "docker", "--name", "docker-runner"])
+            .args(extra)
+            .env_remove("DOCKER_IMAGE");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().unwrap()
+    };
+    // A docker registration needs an image, as upstream's.
+    let refused = register(&[], &[]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("The docker-image needs to be entered"),
+        "{refused:?}"
+    );
+    // Server-side settings cannot come with a runner authentication token.
+    let reserved = register(&["--tag-list", "a,b"], &[("DOCKER_IMAGE", "alpine:3")]);
+    assert!(!reserved.status.success());
+    assert!(
+        String::from_utf8_lossy(&reserved.stderr).contains("is reserved"),
+        "{reserved:?}"
+    );
+    let template = dir.path().join("template.toml");
+    std::fs::write(
+        &template,
+        "[[runners]]\n  output_limit = 8192\n  token = \"must-not-be-used\"\n  [runners.docker]\n    privileged = true\n    image = \"from-template\"\n",
+    )
+    .unwrap();
+    let output = register(
+        &[
+            "--env",
+            "A=1",
+            "--env",
+            "B=two words",
+            "--docker-volumes",
+            "/data:/data",
+            "--cache-type",
+            "s3",
+            "--cache-s3-bucket-name",
+            "runner-cache",
+            "--request-concurrency",
+            "2",
+            "--docker-disable-entrypoint-overwrite",
+            "--template-config",
+            template.to_str().unwrap(),
+        ],
+        &[("DOCKER_IMAGE", "alpine:3")],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let document: toml::Value = toml::from_str(&text).unwrap();
+    let runner = &document["runners"][0];
+    assert_eq!(runner["id"].as_integer(), Some(4242), "{text}");
+    assert_eq!(runner["token"].as_str(), Some(SHELL_RUNNER_TOKEN), "{text}");
+    assert!(runner.get("token_obtained_at").is_some(), "{text}");
+    assert_eq!(runner["name"].as_str(), Some("docker-runner"));
+    assert_eq!(runner["request_concurrency"].as_integer(), Some(2));
+    assert_eq!(runner["output_limit"].as_integer(), Some(8192), "{text}");
+    assert_eq!(
+        runner["environment"],
+        toml::Value::Array(vec!["A=1".into(), "B=two words".into()])
+    );
+    // The flag's image wins over the template's; the template fills what the flags left.
+    assert_eq!(
+        runner["docker"]["image"].as_str(),
+        Some("alpine:3"),
+        "{text}"
+    );
+    assert_eq!(
+        runner["docker"]["privileged"].as_bool(),
+        Some(true),
+        "{text}"
+    );
+    assert_eq!(
+        runner["docker"]["disable_entrypoint_overwrite"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        runner["docker"]["volumes"],
+        toml::Value::Array(vec!["/data:/data".into(), "/cache".into()]),
+        "{text}"
+    );
+    assert_eq!(runner["cache"]["Type"].as_str(), Some("s3"));
+    assert_eq!(
+        runner["cache"]["s3"]["BucketName"].as_str(),
+        Some("runner-cache")
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Runner registered successfully."));
+}
