@@ -71,15 +71,51 @@ pub(crate) fn register_info(
     }
 }
 
+/// `verify --name / --url --token`: which runners to verify (all when none is given).
+#[derive(Debug, Clone, Default)]
+pub struct VerifySelector {
+    /// `-n` / `--name`.
+    pub name: Option<String>,
+    /// `-u` / `--url` (with `--token`).
+    pub url: Option<String>,
+    /// `-t` / `--token` (with `--url`).
+    pub token: Option<String>,
+}
+
+impl VerifySelector {
+    fn any(&self) -> bool {
+        self.name.is_some() || self.url.is_some() || self.token.is_some()
+    }
+
+    /// Upstream's rule: every runner without a selector, else the runner of that name or the
+    /// one with that URL and token.
+    fn selects(&self, name: &str, url: &str, token: &str) -> bool {
+        !self.any()
+            || self.name.as_deref() == Some(name)
+            || (self.url.as_deref().unwrap_or_default() == url
+                && self.token.as_deref().unwrap_or_default() == token)
+    }
+}
+
 /// `verify`: checks each runner's token with GitLab; `--delete` removes the refused ones.
-pub async fn verify(config: ConfigArg, delete: bool) -> anyhow::Result<i32> {
+pub async fn verify(
+    config: ConfigArg,
+    selector: VerifySelector,
+    delete: bool,
+) -> anyhow::Result<i32> {
     let path = config.path();
     let config = Config::load(&path)?;
     let system_id = system_id::load_or_create(&path)?;
     let mut keep = Vec::new();
     let mut failures = 0;
+    let mut selected = 0;
     for runner in config.credentials() {
         let raw = &config.raw.runners[runner.index];
+        if !selector.selects(runner.name, runner.url, runner.token.expose()) {
+            keep.push(raw.clone());
+            continue;
+        }
+        selected += 1;
         let client = client_for(runner.url, runner.tls_ca_file.map(Path::to_path_buf))?;
         let info = register_info(
             &raw.executor,
@@ -94,30 +130,42 @@ pub async fn verify(config: ConfigArg, delete: bool) -> anyhow::Result<i32> {
                 } else {
                     "is alive"
                 };
-                println!("Verifying runner... {word}  runner={short}");
+                tracing::info!(runner = %short, "Verifying runner... {word}");
                 keep.push(raw.clone());
             }
             VerifyResult::Invalid => {
-                println!("Verifying runner... is removed  runner={short}");
+                tracing::error!(runner = %short, "Verifying runner... is removed");
                 failures += 1;
                 if !delete {
                     keep.push(raw.clone());
                 }
             }
+            // Not GitLab's refusal (no answer, a 5xx): the runner is kept even with --delete.
             VerifyResult::Unknown(message) => {
-                println!("Verifying runner... failed: {message}  runner={short}");
+                tracing::error!(runner = %short, status = %message, "Verifying runner... failed");
                 failures += 1;
                 keep.push(raw.clone());
             }
         }
     }
-    if delete && keep.len() != config.raw.runners.len() {
+    if selector.any() && selected == 0 {
+        bail!("no runner matches the filtering parameters");
+    }
+    if failures == 0 {
+        return Ok(0);
+    }
+    if !delete {
+        tracing::error!("Failed to verify runners");
+        return Ok(1);
+    }
+    if keep.len() != config.raw.runners.len() {
         let mut raw = config.raw.clone();
         raw.runners = keep;
-        Config::save_raw(&path, &raw)?;
-        println!("Updated {}", path.display());
+        Config::save_raw(&path, &raw)
+            .with_context(|| format!("Failed to update {}", path.display()))?;
+        tracing::info!("Updated {}", path.display());
     }
-    Ok(if failures > 0 { 1 } else { 0 })
+    Ok(0)
 }
 
 /// `unregister`: unregisters the selected runners and removes them from the config file.
@@ -179,17 +227,46 @@ pub async fn unregister(
 pub fn list(config: ConfigArg) -> anyhow::Result<()> {
     let path = config.path();
     let config = Config::load(&path)?;
-    eprintln!("Listing configured runners  ConfigFile={}", path.display());
+    // Through the log, as upstream's: the header and the runners in one stream, in order. The
+    // token is the short one (upstream prints it whole).
+    tracing::info!(ConfigFile = %path.display(), "Listing configured runners");
     for runner in config.credentials() {
-        println!(
-            "{:<20} Executor={} Token={} URL={}",
-            runner.name,
-            runner.executor,
-            runner.short_token(),
-            runner.url
+        tracing::info!(
+            Executor = %runner.executor,
+            Token = %runner.short_token(),
+            URL = %runner.url,
+            "{}",
+            runner.name
         );
     }
     Ok(())
+}
+
+/// `lint`: checks a config file as `run` would load it, and names every unknown key; exits 1
+/// when the file does not load or has one.
+pub fn lint(config: ConfigArg) -> anyhow::Result<i32> {
+    let path = config.path();
+    if !path.exists() {
+        bail!("config file not found: {}", path.display());
+    }
+    let loaded =
+        Config::load(&path).map_err(|error| anyhow::anyhow!("decoding config: {error}"))?;
+    if !loaded.unknown_keys.is_empty() {
+        let lines: Vec<String> = loaded
+            .unknown_keys
+            .iter()
+            .map(|key| format!("  unknown key: {key}"))
+            .collect();
+        tracing::error!(
+            "{} unknown key(s) found in {}:\n{}",
+            loaded.unknown_keys.len(),
+            path.display(),
+            lines.join("\n")
+        );
+        return Ok(1);
+    }
+    tracing::info!("Configuration file is valid.");
+    Ok(0)
 }
 
 /// `reset-token`: resets the selected runners' tokens with GitLab and saves them.

@@ -119,6 +119,15 @@ enum Commands {
     Verify {
         #[command(flatten)]
         config: ConfigArg,
+        /// Only the runner of this name.
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        /// Only the runner with this URL (and --token).
+        #[arg(short = 'u', long)]
+        url: Option<String>,
+        /// Only the runner with this token (and --url).
+        #[arg(short = 't', long)]
+        token: Option<String>,
         /// Remove runners whose token GitLab no longer accepts.
         #[arg(long)]
         delete: bool,
@@ -155,6 +164,11 @@ enum Commands {
         /// A personal access token to use instead of the runner's current token.
         #[arg(long)]
         pat: Option<String>,
+    },
+    /// Validate a config file: syntax, values and unknown keys.
+    Lint {
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// List the configured runners.
     List {
@@ -447,7 +461,14 @@ fn main() {
                 Ok(0)
             }
             Commands::Register(args) => register::register(args).await.map(|()| 0),
-            Commands::Verify { config, delete } => admin::verify(config, delete).await,
+            Commands::Verify {
+                config,
+                name,
+                url,
+                token,
+                delete,
+            } => admin::verify(config, admin::VerifySelector { name, url, token }, delete).await,
+            Commands::Lint { config } => admin::lint(config),
             Commands::Unregister {
                 config,
                 name,

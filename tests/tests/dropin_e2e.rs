@@ -572,3 +572,100 @@ async fn register_takes_upstreams_config_flags_a_template_and_keeps_the_runner_i
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("Runner registered successfully."));
 }
+
+/// Parity audit items 19 and 20: `lint`, and `verify` with upstream's selectors and outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lint_names_unknown_keys_and_verify_selects_and_deletes_as_upstream() {
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let run = |args: &[&str]| {
+        let output = Command::new(runner_binary())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (code, stderr) = run(&["lint"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!("config file not found: {}", config.display())),
+        "{stderr}"
+    );
+    let good = format!(
+        "{}\n[[runners]]\n  name = \"stale\"\n  url = \"{}\"\n  token = \"glrt-not-known-to-gitlab\"\n  executor = \"shell\"\n",
+        runner_tests::ShellRunner::config(&gitlab, dir.path(), 1, ""),
+        gitlab.url()
+    );
+    std::fs::write(
+        &config,
+        format!("[session_server]\n  session_timeout = 1800\n{good}"),
+    )
+    .unwrap();
+    let (code, stderr) = run(&["lint"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("Configuration file is valid."), "{stderr}");
+    std::fs::write(
+        &config,
+        good.replacen(
+            "executor = \"shell\"\n",
+            "executor = \"shell\"\n  frobnicate = 1\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = run(&["lint"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "1 unknown key(s) found in {}:\n  unknown key: runners.frobnicate",
+            config.display()
+        )),
+        "{stderr}"
+    );
+
+    std::fs::write(&config, &good).unwrap();
+    // A selector verifies only its runner.
+    let (code, stderr) = run(&["verify", "--name", "e2e"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("Verifying runner... is valid"), "{stderr}");
+    assert!(!stderr.contains("is removed"), "{stderr}");
+    let (code, stderr) = run(&["verify", "--name", "nobody"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("no runner matches the filtering parameters"),
+        "{stderr}"
+    );
+    // All of them: the stale one is refused, at ERROR level, and the command fails.
+    let (code, stderr) = run(&["verify"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ERROR: Verifying runner... is removed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ERROR: Failed to verify runners"),
+        "{stderr}"
+    );
+    // --delete removes it and saves the file.
+    let (code, stderr) = run(&["verify", "--delete"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Updated {}", config.display())),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(!text.contains("stale"), "{text}");
+    assert!(text.contains(SHELL_RUNNER_TOKEN), "{text}");
+    // list: the header and the runners on one stream, in order.
+    let (code, stderr) = run(&["list"]);
+    assert_eq!(code, Some(0));
+    let header = stderr.find("Listing configured runners").unwrap();
+    let runner = stderr.find("Executor=shell").unwrap();
+    assert!(header < runner, "{stderr}");
+}

@@ -158,6 +158,9 @@ pub struct Config {
     pub raw: RawConfig,
     /// Messages about ignored keys and unknown feature flags, for the caller to log.
     pub warnings: Vec<String>,
+    /// The keys nothing reads (typos, keys upstream does not have either), spelled as
+    /// upstream's `lint` names them (`runners.frobnicate`).
+    pub unknown_keys: Vec<String>,
 }
 
 impl Config {
@@ -210,7 +213,7 @@ impl Config {
         ];
         for (key, present) in unread {
             if present {
-                warnings.push(section::ignored_key(key, path));
+                warnings.push(section::kept_key(key, path));
             }
         }
         labels::check("labels", &raw.labels)?;
@@ -231,6 +234,10 @@ impl Config {
             log_level: raw.log_level.clone(),
             log_format: raw.log_format.clone(),
             user: raw.user.clone().filter(|user| !user.is_empty()),
+            unknown_keys: warnings
+                .iter()
+                .filter_map(|warning| section::unknown_key_of(warning, path))
+                .collect(),
             runners,
             unavailable,
             raw,

@@ -255,7 +255,7 @@ impl RunnerConfig {
         ];
         for (name, present) in unread {
             if present {
-                warnings.push(ignored_key(&key(name), file));
+                warnings.push(super::section::kept_key(&key(name), file));
             }
         }
         let request_concurrency =

@@ -17,6 +17,36 @@ pub(super) fn ignored_key(key: &str, file: &Path) -> String {
     )
 }
 
+/// The warning for an upstream key this runner keeps (so the file round-trips) but does not
+/// act on yet: not a typo, so `lint` does not count it as unknown.
+pub(super) fn kept_key(key: &str, file: &Path) -> String {
+    format!(
+        "{key} in {}: gitlab-runner-rs keeps this key but does not act on it yet",
+        file.display()
+    )
+}
+
+/// The key an [`ignored_key`] warning names, spelled as upstream's `lint` does
+/// (`runners.frobnicate`: no list indexes); `None` for any other warning.
+pub(super) fn unknown_key_of(warning: &str, file: &Path) -> Option<String> {
+    let suffix = format!(
+        " in {}: gitlab-runner-rs does not read this key; ignored",
+        file.display()
+    );
+    let key = warning.strip_suffix(&suffix)?;
+    let mut spelled = String::with_capacity(key.len());
+    let mut in_index = false;
+    for c in key.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            c if !in_index => spelled.push(c),
+            _ => {}
+        }
+    }
+    Some(spelled)
+}
+
 /// `serde_ignored`'s path spelled as the file's keys are in messages: `runners[0].frobnicate`.
 pub(super) fn key_of(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path as P;

@@ -42,6 +42,11 @@ fn loads_a_real_gitlab_config_and_warns_on_unknown_keys() {
     assert_eq!(config.concurrent, 4);
     assert_eq!(config.check_interval, Duration::from_secs(3));
     assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+    // `lint` names the keys nothing reads as upstream's does; a kept upstream key is not one.
+    assert_eq!(
+        config.unknown_keys,
+        ["runners.frobnicate", "runners.feature_flags.FF_TIMESTAMP"]
+    );
     let runner = &config.runners[0];
     assert_eq!(runner.limit, 2);
     assert_eq!(runner.short_token(), "abcdefghi");
@@ -62,7 +67,7 @@ fn loads_a_real_gitlab_config_and_warns_on_unknown_keys() {
     // An upstream section this runner keeps but does not act on is said, not silently kept.
     assert_eq!(
         config.warnings[1],
-        "session_server in /etc/gitlab-runner/config.toml: gitlab-runner-rs does not read this key; ignored"
+        "session_server in /etc/gitlab-runner/config.toml: gitlab-runner-rs keeps this key but does not act on it yet"
     );
     // The empty `[runners.cache.gcs]` and `[runners.cache.azure]` that `register` writes are
     // not warned about; a misspelled flag is named, not silently dropped (upstream drops it).
