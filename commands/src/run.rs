@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, RunnerConfig, UnavailableRunner};
+use runner_core::feature_flags::FeatureFlag;
 use crate::job::{version_info, ConcurrencyIds, JobEnvironment, JobResult, Provider};
 
 /// One `[[runners]]` entry at work.
@@ -23,8 +24,8 @@ struct Worker {
     environment: Arc<JobEnvironment>,
     /// `limit`: jobs of this runner at once (0 = unlimited).
     jobs: Arc<Semaphore>,
-    /// `request_concurrency`: job requests in flight at once.
-    requests: Arc<Semaphore>,
+    /// `request_concurrency`: job requests in flight at once, adaptive by default.
+    requests: Arc<RequestSlots>,
     unhealthy_count: AtomicU32,
     unhealthy_until: Mutex<Option<Instant>>,
 }
@@ -67,7 +68,14 @@ impl Worker {
                 ids,
             }),
             jobs: Arc::new(Semaphore::new(limit)),
-            requests: Arc::new(Semaphore::new(runner.request_concurrency)),
+            requests: Arc::new(RequestSlots::new(
+                runner.request_concurrency,
+                runner
+                    .feature_flags
+                    .get(&FeatureFlag::UseAdaptiveRequestConcurrency)
+                    .copied()
+                    .unwrap_or(FeatureFlag::UseAdaptiveRequestConcurrency.default_value()),
+            )),
             runner,
             unhealthy_count: AtomicU32::new(0),
             unhealthy_until: Mutex::new(None),
@@ -111,6 +119,93 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some(until);
             self.unhealthy_count.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A runner's job requests in flight, bounded by `request_concurrency` and, with
+/// `FF_USE_ADAPTIVE_REQUEST_CONCURRENCY` (on by default), by upstream's AIMD limit: it starts
+/// at 1, grows by 10 % with each job picked up, shrinks by 5 % with each empty answer and halves
+/// when GitLab asked the runner to retry, so a runner polls with more requests only while they
+/// bring jobs.
+#[derive(Debug)]
+pub struct RequestSlots {
+    hard_limit: usize,
+    adaptive: bool,
+    /// Requests in flight, and the adaptive limit.
+    state: Mutex<(usize, f64)>,
+}
+
+impl RequestSlots {
+    /// Slots for `hard_limit` (at least 1) requests; `adaptive` turns the AIMD limit on.
+    pub fn new(hard_limit: usize, adaptive: bool) -> Self {
+        Self {
+            hard_limit: hard_limit.max(1),
+            adaptive,
+            state: Mutex::new((0, 1.0)),
+        }
+    }
+
+    /// How many requests may be in flight now.
+    pub fn limit(&self) -> usize {
+        let (_, adaptive_limit) = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if self.adaptive {
+            (adaptive_limit.ceil() as usize).clamp(1, self.hard_limit)
+        } else {
+            self.hard_limit
+        }
+    }
+
+    /// A slot, or `None` when the limit is reached (the request is skipped this round).
+    pub fn try_acquire(self: &Arc<Self>) -> Option<RequestSlot> {
+        let limit = self.limit();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 >= limit {
+            return None;
+        }
+        state.0 += 1;
+        Some(RequestSlot {
+            slots: self.clone(),
+            released: false,
+        })
+    }
+
+    fn release(&self, has_job: bool, retried: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = state.0.saturating_sub(1);
+        if self.adaptive {
+            let factor = if retried {
+                0.5
+            } else if has_job {
+                1.1
+            } else {
+                0.95
+            };
+            state.1 = (state.1 * factor).clamp(1.0, self.hard_limit as f64);
+        }
+    }
+}
+
+/// One job request in flight; it goes back when dropped (as an empty answer) or with
+/// [`RequestSlot::release`].
+#[derive(Debug)]
+pub struct RequestSlot {
+    slots: Arc<RequestSlots>,
+    released: bool,
+}
+
+impl RequestSlot {
+    /// Gives the slot back, telling the adaptive limit how the request went.
+    pub fn release(mut self, has_job: bool, retried: bool) {
+        self.released = true;
+        self.slots.release(has_job, retried);
+    }
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        if !self.released {
+            self.slots.release(false, false);
         }
     }
 }
@@ -258,6 +353,8 @@ pub enum Gated<R> {
     NoCapacity,
     /// GitLab handed out a job (possibly after a retried error); the reservation is for it.
     Job {
+        /// An attempt saw a status GitLab uses to ask for a slow-down (the request was retried).
+        retried: bool,
         /// The job payload.
         job: Box<JobResponse>,
         /// GitLab's `X-Request-Id` response header for the request, else the one the runner sent.
@@ -279,19 +376,20 @@ pub async fn gated_request<R>(
     let Some(reservation) = acquire.await else {
         return Gated::NoCapacity;
     };
-    let result = match request.await {
+    let (result, retried) = match request.await {
         JobRequestResult::RetriableSeen(inner)
             if matches!(*inner, JobRequestResult::Job { .. }) =>
         {
-            *inner
+            (*inner, true)
         }
-        other => other,
+        other => (other, false),
     };
     match result {
         JobRequestResult::Job {
             job,
             correlation_id,
         } => Gated::Job {
+            retried,
             job,
             correlation_id,
             reservation,
@@ -435,7 +533,8 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
         let Ok(job_slot) = worker.jobs.clone().try_acquire_owned() else {
             continue;
         };
-        let Ok(request_slot) = worker.requests.clone().try_acquire_owned() else {
+        let Some(request_slot) = worker.requests.try_acquire() else {
+            tracing::debug!(runner = %worker.runner.short_token(), "Failed to request job: 'request_concurrency' already reached");
             continue;
         };
         if let Some(max) = max_builds {
@@ -459,7 +558,15 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
                     .request_job(&worker.runner.token, &environment.system_id, &info),
             )
             .await;
-            drop(request_slot);
+            match &gated {
+                // No request was made: the limit learns nothing.
+                Gated::NoCapacity => drop(request_slot),
+                Gated::Job { retried, .. } => request_slot.release(true, *retried),
+                Gated::Other(result) => request_slot.release(
+                    false,
+                    matches!(result, JobRequestResult::RetriableSeen(_)),
+                ),
+            }
             let result = match gated {
                 Gated::NoCapacity => {
                     tracing::debug!(runner = %worker.runner.short_token(), executor = provider.name(), "no capacity for a job now: not asking GitLab for one");
@@ -469,6 +576,7 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
                     job,
                     correlation_id,
                     reservation,
+                    ..
                 } => {
                     worker.record_health(true);
                     tracing::info!(job = job.id, runner = %worker.runner.short_token(), "Checking for jobs... received");
@@ -550,4 +658,39 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
     }
     tracing::info!(jobs = finished.load(Ordering::SeqCst), "runner stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_adaptive_limit_grows_with_jobs_and_backs_off_on_empty_and_retried_answers() {
+        let slots = Arc::new(RequestSlots::new(4, true));
+        assert_eq!(slots.limit(), 1);
+        let first = slots.try_acquire().unwrap();
+        assert!(slots.try_acquire().is_none(), "one request at a time to start with");
+        first.release(true, false);
+        // 1.1 rounds up to 2.
+        assert_eq!(slots.limit(), 2);
+        for _ in 0..20 {
+            slots.try_acquire().unwrap().release(true, false);
+        }
+        assert_eq!(slots.limit(), 4, "never above request_concurrency");
+        slots.try_acquire().unwrap().release(false, true);
+        assert_eq!(slots.limit(), 2, "a retried request halves the limit");
+        for _ in 0..30 {
+            drop(slots.try_acquire().unwrap());
+        }
+        assert_eq!(slots.limit(), 1, "empty answers bring it down to one");
+    }
+
+    #[test]
+    fn without_the_flag_request_concurrency_is_the_limit() {
+        let slots = Arc::new(RequestSlots::new(3, false));
+        let held: Vec<_> = (0..3).map(|_| slots.try_acquire().unwrap()).collect();
+        assert!(slots.try_acquire().is_none());
+        drop(held);
+        assert_eq!(slots.limit(), 3);
+    }
 }
