@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, RunnerConfig, UnavailableRunner};
-use runner_core::feature_flags::FeatureFlag;
 use crate::job::{version_info, ConcurrencyIds, JobEnvironment, JobResult, Provider};
+use runner_core::feature_flags::FeatureFlag;
 
 /// One `[[runners]]` entry at work.
 struct Worker {
@@ -36,6 +36,7 @@ impl Worker {
         system_id: &str,
         user: Option<String>,
         ids: Arc<ConcurrencyIds>,
+        connection_max_age: Duration,
     ) -> anyhow::Result<Self> {
         let runner = Arc::new(runner);
         let provider = Provider::for_runner(&runner);
@@ -52,7 +53,8 @@ impl Worker {
             ),
             &user_agent(),
         )
-        .with_context(|| format!("configuring the client of runner {:?}", runner.name))?;
+        .with_context(|| format!("configuring the client of runner {:?}", runner.name))?
+        .with_connection_max_age(connection_max_age);
         let limit = if runner.limit == 0 {
             Semaphore::MAX_PERMITS
         } else {
@@ -309,7 +311,14 @@ fn build_state(
         .runners
         .iter()
         .map(|runner| {
-            Worker::new(runner.clone(), system_id, user.clone(), ids.clone()).map(Arc::new)
+            Worker::new(
+                runner.clone(),
+                system_id,
+                user.clone(),
+                ids.clone(),
+                config.connection_max_age,
+            )
+            .map(Arc::new)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let now = Instant::now();
@@ -669,7 +678,10 @@ mod tests {
         let slots = Arc::new(RequestSlots::new(4, true));
         assert_eq!(slots.limit(), 1);
         let first = slots.try_acquire().unwrap();
-        assert!(slots.try_acquire().is_none(), "one request at a time to start with");
+        assert!(
+            slots.try_acquire().is_none(),
+            "one request at a time to start with"
+        );
         first.release(true, false);
         // 1.1 rounds up to 2.
         assert_eq!(slots.limit(), 2);

@@ -39,12 +39,19 @@ pub fn correlation_id() -> String {
 #[derive(Debug)]
 pub struct GitlabClient {
     transport: Mutex<Transport>,
+    /// `connection_max_age`: the pool is replaced this often, so long-lived connections pick up
+    /// rotated certificates and spread over load balancers again (upstream closes its idle
+    /// connections); zero keeps it.
+    connection_max_age: Duration,
     tls: TlsOptions,
     timeouts: Timeouts,
     base: String,
     user_agent: String,
     last_update: Mutex<Option<String>>,
 }
+
+/// Upstream's default `connection_max_age`: 15 minutes.
+pub const DEFAULT_CONNECTION_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 
 /// `url` without a trailing `/` and `/ci`, plus `/api/v4/`.
 pub fn api_base(url: &str) -> Result<String, ClientError> {
@@ -61,6 +68,8 @@ pub fn api_base(url: &str) -> Result<String, ClientError> {
 struct Transport {
     http: reqwest::Client,
     stamps: [Option<std::time::SystemTime>; 3],
+    /// When `http` was built.
+    built: std::time::Instant,
 }
 
 /// How long a GitLab that stopped answering can hold a request.
@@ -125,13 +134,21 @@ impl GitlabClient {
             transport: Mutex::new(Transport {
                 http: build_http(tls, &timeouts)?,
                 stamps,
+                built: std::time::Instant::now(),
             }),
+            connection_max_age: DEFAULT_CONNECTION_MAX_AGE,
             tls: tls.clone(),
             timeouts,
             base,
             user_agent: user_agent.to_string(),
             last_update: Mutex::new(None),
         })
+    }
+
+    /// Sets `connection_max_age` (zero: never replace the connection pool).
+    pub fn with_connection_max_age(mut self, connection_max_age: Duration) -> Self {
+        self.connection_max_age = connection_max_age;
+        self
     }
 
     /// The TLS files this client uses.
@@ -145,8 +162,23 @@ impl GitlabClient {
     fn http(&self) -> reqwest::Client {
         let mut transport = self.transport.lock().unwrap_or_else(|e| e.into_inner());
         let stamps = crate::tls::stamps(&self.tls);
+        let too_old = !self.connection_max_age.is_zero()
+            && transport.built.elapsed() > self.connection_max_age;
+        if too_old && stamps == transport.stamps {
+            // A new pool: requests in flight keep the old one, which closes when they end.
+            if let Ok(http) = build_http(&self.tls, &self.timeouts) {
+                tracing::debug!(
+                    elapsed_s = transport.built.elapsed().as_secs_f64(),
+                    max_age_s = self.connection_max_age.as_secs_f64(),
+                    "Closing idle connections"
+                );
+                transport.http = http;
+            }
+            transport.built = std::time::Instant::now();
+        }
         if stamps != transport.stamps {
             transport.stamps = stamps;
+            transport.built = std::time::Instant::now();
             match build_http(&self.tls, &self.timeouts) {
                 Ok(http) => {
                     tracing::info!("TLS files changed; reloaded the GitLab connection settings");

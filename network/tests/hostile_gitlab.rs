@@ -297,3 +297,46 @@ fn decoder_messages_leave_the_payloads_strings_out() {
         "missing field `id`"
     );
 }
+
+/// `connection_max_age` (parity audit item 32): past it, the next request opens a new
+/// connection instead of reusing the kept-alive one, as upstream closes its idle connections;
+/// zero keeps reusing it.
+#[tokio::test]
+async fn the_connection_pool_is_replaced_after_connection_max_age() {
+    for (max_age, expected_connections) in [(Duration::ZERO, 1), (Duration::from_millis(200), 2)] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(Mutex::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                *count.lock().unwrap() += 1;
+                let handler: Handler =
+                    Arc::new(|_request: &Request| Answer::Respond(204, vec![], vec![]));
+                tokio::spawn(serve_connection(stream, handler));
+            }
+        });
+        let client = GitlabClient::with_timeouts(
+            &format!("http://{address}/"),
+            &TlsOptions::default(),
+            "test",
+            short_timeouts(),
+        )
+        .unwrap()
+        .with_connection_max_age(max_age);
+        let token = Secret::new("glrt-token".to_string());
+        for _ in 0..2 {
+            let result = client
+                .request_job(&token, "s_1", &VersionInfo::default())
+                .await;
+            assert!(matches!(result, JobRequestResult::NoJob), "{result:?}");
+            // Ages the pool past a 200 ms max age (not a wait for something to happen).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(
+            *accepted.lock().unwrap(),
+            expected_connections,
+            "connection_max_age {max_age:?}"
+        );
+    }
+}

@@ -147,6 +147,9 @@ pub struct Config {
     pub log_level: Option<String>,
     /// `log_format`, checked to be `runner`, `text` or `json`; `None` means `runner`.
     pub log_format: Option<String>,
+    /// `connection_max_age`: how often the GitLab connection pool is replaced; 15 min when
+    /// unset, zero never.
+    pub connection_max_age: Duration,
     /// Global `user` that job scripts run as, where the executor switches users; `None` when unset
     /// or empty.
     pub user: Option<String>,
@@ -206,7 +209,6 @@ impl Config {
         let unread = [
             ("listen_address", raw.listen_address.is_some()),
             ("sentry_dsn", raw.sentry_dsn.is_some()),
-            ("connection_max_age", raw.connection_max_age.is_some()),
             ("session_server", raw.session_server.is_some()),
             ("machine", raw.machine.is_some()),
             ("experimental", raw.experimental.is_some()),
@@ -231,6 +233,8 @@ impl Config {
             concurrent,
             check_interval,
             shutdown_timeout,
+            connection_max_age: values::duration("connection_max_age", &raw.connection_max_age)?
+                .unwrap_or(network::client::DEFAULT_CONNECTION_MAX_AGE),
             log_level: raw.log_level.clone(),
             log_format: raw.log_format.clone(),
             user: raw.user.clone().filter(|user| !user.is_empty()),

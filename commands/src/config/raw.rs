@@ -28,7 +28,7 @@ pub struct RawConfig {
     /// `shutdown_timeout`: seconds to wait for jobs on a forceful stop; missing or 0 means 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout: Option<i64>,
-    /// `connection_max_age` (a duration); kept so the file round-trips, not read by this runner.
+    /// `connection_max_age` (a duration): how often the GitLab connection pool is replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_max_age: Option<String>,
     /// `sentry_dsn`; kept so the file round-trips, not read by this runner.
