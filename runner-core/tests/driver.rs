@@ -906,3 +906,21 @@ async fn an_after_script_stopped_at_its_deadline_reports_the_scripts_exit() {
         result.log
     );
 }
+
+/// Parity audit item 17: a job asking for SLSA provenance is told it gets none.
+#[tokio::test(start_paused = true)]
+async fn a_job_asking_for_artifact_metadata_is_told_it_is_not_generated() {
+    let mut harness = Harness::default();
+    harness
+        .variables
+        .push(("RUNNER_GENERATE_ARTIFACTS_METADATA", "true"));
+    let result = harness.run().await;
+    assert_eq!(result.outcome.state, RuntimeState::Success);
+    assert!(
+        result
+            .log
+            .contains("RUNNER_GENERATE_ARTIFACTS_METADATA: gitlab-runner-rs does not generate"),
+        "{}",
+        result.log
+    );
+}

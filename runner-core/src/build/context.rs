@@ -356,6 +356,16 @@ impl BuildContext {
                 refused.join(" ")
             ));
         }
+        // Said, not silently skipped: the provenance file upstream's helper writes is not.
+        if crate::variables::parse_bool(&for_flags.value("RUNNER_GENERATE_ARTIFACTS_METADATA"))
+            == Some(true)
+        {
+            warnings.push(
+                "RUNNER_GENERATE_ARTIFACTS_METADATA: gitlab-runner-rs does not generate artifact \
+                 provenance (SLSA) metadata yet; no metadata file is uploaded"
+                    .to_string(),
+            );
+        }
 
         let short = runner.short_token();
         let pending = |dir: String| {
