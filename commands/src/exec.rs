@@ -150,6 +150,49 @@ fn image(value: &Value) -> anyhow::Result<Image> {
 }
 
 /// The job's mapping with `extends` resolved (the job's own keys win).
+/// `cache:` (a mapping or a list of them) as the payload's cache entries: `key` (a string;
+/// `key: {files: ...}` hashes files GitLab reads, which a local run cannot, so it is
+/// `default`), `paths`, `policy`, `when`, `untracked`, `fallback_keys`. With no GitLab the
+/// helper keeps each archive under the cache directory, so the next local run restores it.
+fn caches(value: Option<&Value>) -> anyhow::Result<Vec<runner_core::job::Cache>> {
+    let entries: Vec<&Value> = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Sequence(list)) => list.iter().collect(),
+        Some(other) => vec![other],
+    };
+    let text = |entry: &Value, key: &str, default: &str| -> String {
+        entry
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_string()
+    };
+    entries
+        .into_iter()
+        .map(|entry| {
+            if !entry.is_mapping() {
+                bail!("cache entries must be mappings");
+            }
+            let key = match entry.get("key") {
+                Some(Value::String(key)) => key.clone(),
+                Some(Value::Number(number)) => number.to_string(),
+                _ => "default".to_string(),
+            };
+            Ok(runner_core::job::Cache {
+                key,
+                untracked: entry
+                    .get("untracked")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                policy: text(entry, "policy", "pull-push"),
+                paths: lines(entry.get("paths")).context("cache:paths")?,
+                when: text(entry, "when", "on_success"),
+                fallback_keys: lines(entry.get("fallback_keys")).context("cache:fallback_keys")?,
+            })
+        })
+        .collect()
+}
+
 fn resolve_job(
     document: &serde_norway::Mapping,
     name: &str,
@@ -221,6 +264,7 @@ pub fn job_from_file(options: &ExecOptions, project_dir: &Path) -> anyhow::Resul
         bail!("job {:?} has no script", options.job);
     }
     let after = lines(inherited("after_script"))?;
+    let cache = caches(inherited("cache")).context("cache")?;
     let job_image = match inherited("image") {
         Some(value) => image(value).context("image")?,
         None => Image::default(),
@@ -329,6 +373,7 @@ pub fn job_from_file(options: &ExecOptions, project_dir: &Path) -> anyhow::Resul
         steps,
         image: job_image,
         services,
+        cache,
         ..JobResponse::default()
     })
 }

@@ -177,3 +177,56 @@ async fn a_missing_dependency_still_saves_on_failure_and_removes_file_variables(
         .collect();
     assert!(left.is_empty(), "file variables left on disk: {left:?}");
 }
+
+/// `exec shell` restores and saves the job's `cache:` locally (the issue's last item): the
+/// second run finds what the first one cached, with no GitLab at all.
+#[test]
+fn exec_shell_keeps_the_jobs_cache_between_local_runs() {
+    let project = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .current_dir(project.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    std::fs::write(
+        project.path().join(".gitlab-ci.yml"),
+        r#"build:
+  cache:
+    key: deps-$CI_JOB_NAME
+    paths: [vendor/]
+  script:
+    - if [ -f vendor/dep.txt ]; then echo "restored=$(cat vendor/dep.txt)"; else echo "cold-$((40+2))"; fi
+    - mkdir -p vendor && echo "from-the-first-run" > vendor/dep.txt
+"#,
+    )
+    .unwrap();
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "ci"]);
+    let work = tempfile::tempdir().unwrap();
+    let run = || {
+        let output = std::process::Command::new(runner_tests::runner_binary())
+            .current_dir(project.path())
+            .args(["exec", "shell", "build", "--builds-dir"])
+            .arg(work.path().join("builds"))
+            .arg("--cache-dir")
+            .arg(work.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let first = run();
+    assert!(first.contains("cold-42"), "{first}");
+    assert!(first.contains("Created cache"), "{first}");
+    let second = run();
+    assert!(second.contains("Successfully extracted cache"), "{second}");
+    assert!(second.contains("restored=from-the-first-run"), "{second}");
+}
