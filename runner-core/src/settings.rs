@@ -95,7 +95,7 @@ pub struct BuildSettings {
     /// `RESTORE_CACHE_ATTEMPTS` (1 to 10, default 1): tries of restore_cache.
     pub restore_cache_attempts: u32,
     /// `EXECUTOR_JOB_SECTION_ATTEMPTS` (1 to 10, default 1): tries of an executor's own
-    /// job sections; no executor here retries them yet.
+    /// job sections (the Docker executor retries a stage whose container vanished).
     pub executor_job_section_attempts: u32,
     /// `SECRETS_RETRIEVAL_ATTEMPTS` (1 to 10, default 1): tries at resolving `secrets`;
     /// unused, as jobs with secrets fail.

@@ -107,6 +107,15 @@ async fn a_job_clones_runs_in_its_image_uploads_an_artifact_and_leaves_nothing()
         log.contains("Using effective pull policy of [if-not-present]"),
         "{log}"
     );
+    // Parity audit item 31: a configured helper image is named as upstream names it.
+    assert!(
+        log.contains(&format!(
+            "Using helper image:  {}  (overridden, default would be  gitlab-runner-rs/helper:{} )",
+            helper.0,
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{log}"
+    );
     assert!(log.contains("hello from docker"), "{log}");
     // The container's host name, then the runner's (upstream's docker prepare line).
     assert!(

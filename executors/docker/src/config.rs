@@ -68,7 +68,7 @@ pub struct DockerConfig {
     /// Image (`image`) for jobs that name none; expanded with the job's variables, and always
     /// allowed whatever `allowed_images` says.
     pub image: String,
-    /// The image with git and the helper at [`HELPER_PATH`].
+    /// The image with git and the helper at [`HELPER_PATH`](crate::HELPER_PATH).
     pub helper_image: String,
     /// Tried in order; empty: `always`.
     pub pull_policy: Vec<PullPolicy>,

@@ -432,6 +432,7 @@ impl DockerExecutor {
         protected: bool,
         user: &str,
         image_user: &str,
+        helper_image: &str,
     ) -> Result<(), ExecutorError> {
         let docker = self.docker()?;
         let mut fresh = Vec::new();
@@ -478,7 +479,7 @@ impl DockerExecutor {
         let random: u32 = rand::random();
         let name = format!("{}-set-permission-{random:08x}", fresh[0]);
         let body = ContainerCreateBody {
-            image: Some(self.config.helper_image.clone()),
+            image: Some(helper_image.to_string()),
             cmd: Some(cmd),
             labels: Some(init_labels),
             host_config: Some(HostConfig {
@@ -530,15 +531,66 @@ impl DockerExecutor {
         outcome.map_err(|error| system("set volume permissions").with_source(error))
     }
 
-    /// The container of `kind`, created on first use (a same-named leftover is removed first).
-    pub(crate) async fn container(&mut self, kind: &'static str) -> Result<String, ExecutorError> {
+    /// The container of `kind` for a stage: the job's, while the daemon still has it, else a
+    /// new one (upstream's `requestContainer`). A new build container gets the project's files
+    /// handed to its user when `FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR` is on.
+    pub(crate) async fn container(
+        &mut self,
+        kind: &'static str,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<String, ExecutorError> {
+        if let Some(id) = self.existing_container(kind, log).await? {
+            return Ok(id);
+        }
+        let id = self.create_container(kind).await?;
+        if kind == "build" {
+            self.change_files_ownership(&id, log, cancel).await?;
+        }
+        Ok(id)
+    }
+
+    /// The job's container of `kind` if the daemon still has it. One that is gone (removed
+    /// since, or not inspectable: upstream's warning) is forgotten, so that a new one is made.
+    pub(crate) async fn existing_container(
+        &mut self,
+        kind: &'static str,
+        log: &JobLog,
+    ) -> Result<Option<String>, ExecutorError> {
         let job = self
             .job
             .as_ref()
             .ok_or_else(|| system("the job was not prepared"))?;
-        if let Some(id) = job.containers.get(kind) {
-            return Ok(id.clone());
+        let Some(id) = job.containers.get(kind).cloned() else {
+            return Ok(None);
+        };
+        let inspected = self
+            .docker()?
+            .inspect_container(
+                &id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await;
+        match inspected {
+            Ok(_) => return Ok(Some(id)),
+            Err(error) if stage::is_not_found(&error) => {}
+            Err(error) => log.warning(&format!("Failed to inspect {kind} container {id} {error}")),
         }
+        if let Some(job) = self.job.as_mut() {
+            job.containers.remove(kind);
+        }
+        Ok(None)
+    }
+
+    /// Creates the job's container of `kind` (a same-named leftover is removed first).
+    pub(crate) async fn create_container(
+        &mut self,
+        kind: &'static str,
+    ) -> Result<String, ExecutorError> {
+        let job = self
+            .job
+            .as_ref()
+            .ok_or_else(|| system("the job was not prepared"))?;
         let docker = self.docker()?;
         let name = format!("{}-{kind}", job.prefix);
         let _ = docker
@@ -557,15 +609,9 @@ impl DockerExecutor {
         let image = if kind == "build" {
             job.image.clone()
         } else {
-            self.config.helper_image.clone()
+            job.helper_image.clone()
         };
-        // The helper works with umask 0000, so a build container running as another user can
-        // write what the helper checked out or extracted (upstream's `gitlab-runner-build`).
-        let detect = if kind == "build" {
-            detect_shell_script(false)
-        } else {
-            format!("umask 0000\n{}", detect_shell_script(false))
-        };
+        let detect = container_shell(kind, job.umask_disabled);
         let body = ContainerCreateBody {
             image: Some(image),
             cmd: Some(vec!["sh".into(), "-c".into(), detect]),
@@ -619,6 +665,20 @@ impl DockerExecutor {
             job.containers.insert(kind, created.id.clone());
         }
         Ok(created.id)
+    }
+}
+
+/// What the container of `kind` runs: upstream's shell detection; for the helper, after
+/// `umask 0000` (upstream's `gitlab-runner-build`), so a build container running as another
+/// user can write what the helper checked out or extracted, unless
+/// `FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR` is on (the files are then handed to that user; see
+/// [`crate::ownership`]). Upstream then runs `/bin/bash` itself; the detection finds it too, and
+/// still works with a helper image that only has `sh`.
+pub(crate) fn container_shell(kind: &str, umask_disabled: bool) -> String {
+    if kind == "build" || umask_disabled {
+        detect_shell_script(false)
+    } else {
+        format!("umask 0000\n{}", detect_shell_script(false))
     }
 }
 

@@ -1,8 +1,10 @@
 //! The Docker executor (first part): each job gets a build container from its image and a
 //! helper container (git and the static `gitlab-runner-rs` helper) sharing a builds volume, as
-//! upstream's `executors/docker`. Each container is created once per job and started again for
-//! every stage, the stage script on its stdin; the shell is found by upstream's detection script.
-//! Pull policies, `allowed_images`, labels on everything created, and cleanup on every path.
+//! upstream's `executors/docker`. Each container is created once per job (again if it vanished)
+//! and started again for every stage, the stage script on its stdin; the shell is found by
+//! upstream's detection script. A stage whose container vanished as it was started is tried
+//! again (`EXECUTOR_JOB_SECTION_ATTEMPTS`). Pull policies, `allowed_images`, labels on everything
+//! created, and cleanup on every path.
 //!
 //! Services start before the job; the job reaches them by their aliases: on a network of the
 //! job's own with `FF_NETWORK_PER_BUILD`, else (upstream's default) on the default bridge
@@ -18,8 +20,9 @@
 //! Main types: [`DockerProvider`], [`DockerExecutor`], [`DockerConfig`]. Modules: `config`
 //! (the typed `[runners.docker]`), `raw_config` ([`RawDockerConfig`], the section as written,
 //! and its validation), `pull` (images, pull policies, the pull-failure classifier),
-//! `containers` (host configs, labels, the job's containers, network and volumes), `services`,
-//! [`volumes`], [`auth`], [`stage`] (the port to the stage runner).
+//! `containers` (host configs, labels, the job's containers, network and volumes), `ownership`
+//! (`FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR`), `services`, [`volumes`], [`auth`], [`stage`] (the
+//! port to the stage runner, and the stage's tries).
 //!
 //! Depends on `runner-core` and bollard; it must not depend on `shells`, `network`, other
 //! executors or `commands`.
@@ -28,8 +31,8 @@ use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, DeviceMapping, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -42,12 +45,13 @@ use runner_core::failure::FailureReason;
 use runner_core::feature_flags::FeatureFlag;
 use runner_core::log::JobLog;
 use runner_core::process::KillTimeouts;
-use runner_core::stage_runner::{run_stage, Started};
+use runner_core::stage_runner::run_stage;
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
 mod config;
 mod containers;
+mod ownership;
 mod pull;
 mod raw_config;
 mod services;
@@ -67,6 +71,20 @@ pub use services::{split_name_and_version, ServiceName};
 pub const HELPER_PATH: &str = "/usr/bin/gitlab-runner-helper";
 /// Labels on everything the executor creates.
 pub const LABEL_PREFIX: &str = "com.gitlab.gitlab-runner";
+
+/// Upstream's warning after the executor line when `volume_keep` is set.
+const VOLUME_KEEP_WARNING: &str = "volume_keep is enabled: Docker volumes will not be removed after job completion and may accumulate on disk";
+
+/// Upstream's line for a configured `helper_image` (its `Println` puts a space between every
+/// part, hence the doubled spaces and the one before the closing parenthesis).
+fn helper_image_overridden_notice(helper: &str, default: &str) -> String {
+    format!("Using helper image:  {helper}  (overridden, default would be  {default} )")
+}
+
+/// Upstream's line for the default helper image when the daemon does not have it yet.
+fn helper_image_notice(helper: &str) -> String {
+    format!("Using helper image:  {helper}")
+}
 
 /// Creates a [`DockerExecutor`] for each job of a runner with `executor = "docker"`; holds the
 /// runner's `[runners.docker]` section.
@@ -152,6 +170,19 @@ impl ExecutorProvider for DockerProvider {
 #[derive(Debug)]
 struct Job {
     image: String,
+    /// The build image's id (`sha256:…`), as errors about it name it.
+    image_id: String,
+    /// The user the build image's config names (empty: root).
+    image_user: String,
+    /// `helper_image` expanded with the job's variables.
+    helper_image: String,
+    /// `CI_PROJECT_DIR`, whose files (and `.tmp` sibling's) a new build container is given
+    /// when the umask is off.
+    project_dir: String,
+    /// `FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR`.
+    umask_disabled: bool,
+    /// `EXECUTOR_JOB_SECTION_ATTEMPTS`.
+    section_attempts: u32,
     /// The job's `image: entrypoint`, when it may replace the image's.
     entrypoint: Option<Vec<String>>,
     /// `KEY=VALUE` for every job variable (file variables as their path).
@@ -287,6 +318,9 @@ impl Executor for DockerExecutor {
         }
         check_log_options(&self.config.log_options)?;
         log.println(&format!("Using Docker executor with image {image} ..."));
+        if self.config.volume_keep {
+            log.warning(VOLUME_KEEP_WARNING);
+        }
         if !build.job.image.name.is_empty() {
             verify_allowed(
                 &image,
@@ -314,13 +348,22 @@ impl Executor for DockerExecutor {
             )),
             None => log.println(&format!("Using docker image {id} for {image} ...")),
         }
-        let helper = self.config.helper_image.clone();
+        let helper = build.variables.expand(&self.config.helper_image);
+        let default_helper = DockerConfig::default().helper_image;
+        // Upstream names a configured helper image (a config equal to the default counts as
+        // not configured: the config keeps no trace of it), and the default one only when it
+        // is missing and would be pulled.
+        if helper != default_helper {
+            log.println(&helper_image_overridden_notice(&helper, &default_helper));
+        } else if self.image_present(&helper).await?.is_none() {
+            log.println(&helper_image_notice(&helper));
+        }
         if let Err(error) = self
             .ensure_image(&helper, "", &[PullPolicy::IfNotPresent], log)
             .await
         {
             // The default helper image is built locally, never published.
-            if helper == DockerConfig::default().helper_image {
+            if helper == default_helper {
                 return Err(error.with_hint(
                     " (the default helper image is built on the Docker host by scripts/build-helper-image.sh; or set helper_image)",
                 ));
@@ -349,10 +392,24 @@ impl Executor for DockerExecutor {
         for (key, value) in &self.config.container_labels {
             container_labels.insert(key.clone(), build.variables.expand(value));
         }
+        let image_user = found
+            .config
+            .as_ref()
+            .and_then(|config| config.user.clone())
+            .unwrap_or_default();
+        let umask_disabled = build
+            .flags
+            .enabled(FeatureFlag::DisableUmaskForDockerExecutor);
         // Registered before anything is created, so cleanup finds what a failure left.
         self.job = Some(Job {
             privileged_image: matches_any_or_none(&self.config.allowed_privileged_images, &image),
             image,
+            image_id: id,
+            image_user: image_user.clone(),
+            helper_image: helper.clone(),
+            project_dir: build.dirs.project_dir.clone(),
+            umask_disabled,
+            section_attempts: build.settings.executor_job_section_attempts,
             entrypoint,
             env,
             prefix: prefix.clone(),
@@ -373,18 +430,24 @@ impl Executor for DockerExecutor {
             services: Vec::new(),
             log_followers: Vec::new(),
         });
-        let image_user = found
-            .config
-            .as_ref()
-            .and_then(|config| config.user.clone())
-            .unwrap_or_default();
-        self.create_volumes(&plan, &labels, settings.protected, &user, &image_user)
-            .await?;
+        self.create_volumes(
+            &plan,
+            &labels,
+            settings.protected,
+            &user,
+            &image_user,
+            &helper,
+        )
+        .await?;
         if self.config.network_mode.is_empty() && build.flags.enabled(FeatureFlag::NetworkPerBuild)
         {
             self.create_network(&prefix, &labels).await?;
         }
-        self.start_services(build, log).await
+        self.start_services(build, log).await?;
+        if umask_disabled {
+            log.println(ownership::UMASK_DISABLED_NOTICE);
+        }
+        Ok(())
     }
 
     async fn run(
@@ -398,45 +461,29 @@ impl Executor for DockerExecutor {
         } else {
             "build"
         };
-        let id = self.container(kind).await?;
-        let docker = self.docker()?.clone();
-        let attach = docker
-            .attach_container(
-                &id,
-                Some(
-                    AttachContainerOptionsBuilder::default()
-                        .stdin(true)
-                        .stdout(true)
-                        .stderr(true)
-                        .stream(true)
-                        .build(),
-                ),
-            )
-            .await
-            .map_err(|error| {
-                system(format!("attaching to the {kind} container")).with_source(error)
-            })?;
-        docker
-            .start_container(
-                &id,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await
-            .map_err(|error| system(format!("starting the {kind} container")).with_source(error))?;
-        let started = Started {
-            process: stage::ContainerStage { docker, id, kind },
-            output: stage::AttachOutput(attach.output),
-            stdin: Some(attach.input),
-        };
-        run_stage(
-            started,
-            command.script.as_bytes(),
-            log,
-            cancel,
-            self.kill_timeouts,
-            stage::container_exit,
-        )
-        .await
+        let max = self.job.as_ref().map_or(1, |job| job.section_attempts);
+        let mut attempts = stage::Attempts::new(max, command.stage.name(), log);
+        while attempts.next() {
+            let id = self.container(kind, log, cancel).await?;
+            let docker = self.docker()?.clone();
+            match stage::start(docker, id.clone(), kind).await {
+                Ok(started) => {
+                    return run_stage(
+                        started,
+                        command.script.as_bytes(),
+                        log,
+                        cancel,
+                        self.kill_timeouts,
+                        stage::container_exit,
+                    )
+                    .await
+                }
+                // Removed since it was looked up: the next try makes a new one.
+                Err(error) if error.vanished() => attempts.vanished(&id, error.into()),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(attempts.exhausted())
     }
 
     async fn cleanup(&mut self, _log: &JobLog) {

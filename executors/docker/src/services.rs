@@ -197,7 +197,7 @@ impl DockerExecutor {
             .ok_or_else(|| system("the job was not prepared"))?;
         let check = HealthCheck {
             docker: self.docker()?.clone(),
-            helper_image: self.config.helper_image.clone(),
+            helper_image: job.helper_image.clone(),
             network_mode: self.network_mode(job),
             named_network: self.alias_network(job).is_some(),
             log_config: self.log_config(),

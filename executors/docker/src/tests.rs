@@ -20,6 +20,12 @@ fn allowed_images_are_doublestar_patterns() {
 fn job() -> Job {
     Job {
         image: "debian:12".into(),
+        image_id: "sha256:0123".into(),
+        image_user: String::new(),
+        helper_image: DockerConfig::default().helper_image,
+        project_dir: "/builds/group/project".into(),
+        umask_disabled: false,
+        section_attempts: 1,
         entrypoint: None,
         env: Vec::new(),
         prefix: "runner-x-project-1-concurrent-0-00".into(),
@@ -254,5 +260,38 @@ fn image_pull_failures_are_classified_by_their_words() {
     assert_eq!(
         pull::classify_image_pull_failure("failed to register layer: no space left on device"),
         FailureReason::ImagePullFailure
+    );
+}
+
+#[test]
+fn the_helper_drops_umask_0000_only_when_the_flag_says_so() {
+    let detect = detect_shell_script(false);
+    assert_eq!(
+        container_shell("predefined", false),
+        format!("umask 0000\n{detect}")
+    );
+    assert_eq!(container_shell("predefined", true), detect);
+    // The build container never had the umask.
+    assert_eq!(container_shell("build", false), detect);
+    assert_eq!(container_shell("build", true), detect);
+    assert!(detect.starts_with("if [ -x /usr/local/bin/bash ]; then\n"));
+}
+
+#[test]
+fn helper_image_and_volume_keep_lines_are_upstreams() {
+    assert_eq!(
+        helper_image_overridden_notice(
+            "registry.local/helper:1",
+            "gitlab-runner-rs/helper:0.1.0"
+        ),
+        "Using helper image:  registry.local/helper:1  (overridden, default would be  gitlab-runner-rs/helper:0.1.0 )"
+    );
+    assert_eq!(
+        helper_image_notice("gitlab-runner-rs/helper:0.1.0"),
+        "Using helper image:  gitlab-runner-rs/helper:0.1.0"
+    );
+    assert_eq!(
+        VOLUME_KEEP_WARNING,
+        "volume_keep is enabled: Docker volumes will not be removed after job completion and may accumulate on disk"
     );
 }
