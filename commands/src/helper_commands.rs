@@ -3,6 +3,7 @@
 //! environment variables.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use runner_helpers::archive;
@@ -99,11 +100,20 @@ pub struct UploaderArgs {
         default_value = ""
     )]
     compression_level: String,
-    /// Timeout for the upload (Go duration).
-    #[arg(long, default_value = "1h")]
-    timeout: String,
-    #[arg(long = "response-header-timeout", default_value = "10m")]
-    response_header_timeout: String,
+    /// Limit of each upload request as a whole (Go duration; 0 or negative: none).
+    /// `[runners.artifact] upload_timeout`, upstream's `DefaultArtifactUploadTimeout`.
+    #[arg(long, default_value = "1h", value_parser = http_limit, allow_hyphen_values = true)]
+    timeout: HttpLimit,
+    /// How long GitLab may take to answer once the archive is sent (Go duration; 0 or negative:
+    /// none). `[runners.artifact] response_header_timeout`, upstream's
+    /// `DefaultArtifactResponseHeaderTimeout`.
+    #[arg(
+        long = "response-header-timeout",
+        default_value = "10m",
+        value_parser = http_limit,
+        allow_hyphen_values = true
+    )]
+    response_header_timeout: HttpLimit,
     #[arg(long = "ci-debug-trace", env = "CI_DEBUG_TRACE", action = ArgAction::SetTrue)]
     ci_debug_trace: bool,
 }
@@ -117,6 +127,32 @@ pub struct DownloaderArgs {
     direct_download: bool,
     #[arg(long = "archiver-staging-dir", env = "ARCHIVER_STAGING_DIR")]
     archiver_staging_dir: Option<PathBuf>,
+}
+
+/// A limit of Go's HTTP client given as a Go duration: zero and negative values mean no limit,
+/// as they do there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimit(Option<Duration>);
+
+fn http_limit(text: &str) -> Result<HttpLimit, String> {
+    match runner_core::settings::parse_signed_go_duration(text) {
+        Some((false, limit)) if !limit.is_zero() => Ok(HttpLimit(Some(limit))),
+        Some(_) => Ok(HttpLimit(None)),
+        None => Err(format!("time: invalid duration {text:?}")),
+    }
+}
+
+/// A pause given as a Go duration; a negative one is no pause, as Go's `time.Sleep` takes it.
+fn go_pause(text: &str) -> Result<Duration, String> {
+    match runner_core::settings::parse_signed_go_duration(text) {
+        Some((false, pause)) => Ok(pause),
+        Some((true, _)) => Ok(Duration::ZERO),
+        None => Err(format!("time: invalid duration {text:?}")),
+    }
+}
+
+fn metadata_flag(text: &str) -> Result<cache::Metadata, String> {
+    cache::parse_metadata(text).map_err(|error| error.to_string())
 }
 
 /// `$VAR` / `${VAR}` against the helper's environment, as upstream expands names and paths.
@@ -258,7 +294,8 @@ pub async fn artifacts_uploader(args: UploaderArgs) -> i32 {
         expire_in: args.expire_in.clone(),
         format: args.artifact_format.clone(),
         artifact_type: args.artifact_type.clone(),
-        timeout: runner_core::settings::parse_go_duration(&args.timeout),
+        timeout: args.timeout.0,
+        response_header_timeout: args.response_header_timeout.0,
     };
     let result = artifacts::upload(credentials, &options, archive.path()).await;
     // Removed before a fatal exit, which skips destructors.
@@ -326,6 +363,67 @@ pub async fn artifacts_downloader(args: DownloaderArgs) -> i32 {
     }
 }
 
+/// `--retry` and `--retry-time` of both cache commands (upstream's `retryHelper`).
+#[derive(Args, Debug, Clone)]
+pub struct RetryArgs {
+    /// How many times to retry a transfer that may pass (a network error, a 5xx answer).
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
+    retry: i64,
+    /// How long to wait between retries (Go duration).
+    #[arg(long = "retry-time", default_value = "1s", value_parser = go_pause, allow_hyphen_values = true)]
+    retry_time: Duration,
+}
+
+impl RetryArgs {
+    fn policy(&self) -> cache::RetryPolicy {
+        cache::RetryPolicy {
+            retries: self.retry,
+            delay: self.retry_time,
+        }
+    }
+}
+
+/// Upstream's transfer tuning flags of both cache commands. Only the buffer size is used here
+/// (see [`cache::TransferTuning`]); the others are checked as upstream checks them.
+#[derive(Args, Debug, Clone)]
+pub struct TransferArgs {
+    /// Read size in bytes for streaming a cache archive (0: 4 MiB).
+    #[arg(
+        long = "transfer-buffer-size",
+        env = "CACHE_TRANSFER_BUFFER_SIZE",
+        default_value_t = cache::DEFAULT_TRANSFER_BUFFER_SIZE,
+        allow_negative_numbers = true
+    )]
+    transfer_buffer_size: i64,
+    /// Part size of upstream's GoCloud multipart uploads and parallel downloads
+    /// (`FF_USE_PARALLEL_CACHE_TRANSFER`); accepted and checked, neither exists here.
+    #[arg(
+        long = "chunk-size",
+        env = "CACHE_CHUNK_SIZE",
+        default_value_t = cache::DEFAULT_CHUNK_SIZE,
+        allow_negative_numbers = true
+    )]
+    chunk_size: i64,
+    /// Parts in flight of those transfers; accepted and checked, unused here.
+    #[arg(
+        long,
+        env = "CACHE_CONCURRENCY",
+        default_value_t = cache::DEFAULT_CONCURRENCY,
+        allow_negative_numbers = true
+    )]
+    concurrency: i64,
+    /// Upstream's interactive transfer meter (Go duration; more than 0s enables it). Accepted so
+    /// that the variable does not break the command; this helper prints no meter.
+    #[arg(
+        long = "transfer-meter-frequency",
+        env = "TRANSFER_METER_FREQUENCY",
+        default_value = "0s",
+        value_parser = go_pause,
+        allow_hyphen_values = true
+    )]
+    transfer_meter_frequency: Duration,
+}
+
 /// Flags of `cache-extractor`.
 #[derive(Args, Debug, Clone)]
 pub struct CacheExtractorArgs {
@@ -335,16 +433,33 @@ pub struct CacheExtractorArgs {
     /// A presigned URL of the remote cache archive.
     #[arg(long, default_value = "")]
     url: String,
-    /// Accepted for compatibility: a presigned HEAD URL of the same object.
+    /// A presigned HEAD URL of the same object, to read its date when `--alternate-url` is
+    /// given.
     #[arg(long = "head-url", default_value = "")]
     head_url: String,
+    /// A presigned URL of the archive under the other key naming (`FF_HASH_CACHE_KEYS`); the
+    /// newer of the two, or the one that exists, is downloaded.
+    #[arg(long = "alternate-url", default_value = "")]
+    alternate_url: String,
+    /// A presigned HEAD URL of the alternate object.
+    #[arg(long = "alternate-head-url", default_value = "")]
+    alternate_head_url: String,
     #[arg(long = "gocloud-url", default_value = "")]
     gocloud_url: String,
-    /// Overall timeout of the download, in minutes.
-    #[arg(long, default_value_t = 0)]
-    timeout: u64,
+    /// The alternate object as a GoCloud URL: used upstream only with `--gocloud-url`, which
+    /// this helper does not support, so accepted and unused.
+    #[arg(long = "alternate-gocloud-url", default_value = "")]
+    alternate_gocloud_url: String,
+    /// Overall timeout of each download request, in minutes (0 or less: 10).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    timeout: i64,
+    /// Variables for GoCloud URLs (upstream reads them only for those).
     #[arg(long = "env-file")]
     env_file: Option<PathBuf>,
+    #[command(flatten)]
+    retry: RetryArgs,
+    #[command(flatten)]
+    transfer: TransferArgs,
 }
 
 /// Flags of `cache-archiver`.
@@ -354,37 +469,56 @@ pub struct CacheArchiverArgs {
     files: FileArgs,
     #[arg(long, default_value = "")]
     file: String,
-    /// Accepted for compatibility: the archive name with the other key hashing.
+    /// The archive under the other key naming (`FF_HASH_CACHE_KEYS`): renamed to `--file` when
+    /// only it exists; when it differs from `--file`, an archive that is up to date is checked
+    /// against the shared cache (`--check-url`) and uploaded again when missing there.
     #[arg(long = "alternate-file", default_value = "")]
     alternate_file: String,
     /// A presigned PUT URL of the remote cache archive.
     #[arg(long, default_value = "")]
     url: String,
-    /// Accepted for compatibility: a presigned HEAD URL of the same object.
+    /// A presigned HEAD URL of the same object: whether the shared cache still has it.
     #[arg(long = "check-url", default_value = "")]
     check_url: String,
     #[arg(long = "gocloud-url", default_value = "")]
     gocloud_url: String,
-    /// Overall timeout of the upload, in minutes.
-    #[arg(long, default_value_t = 0)]
-    timeout: u64,
+    /// Overall timeout of each upload request, in minutes (0 or less: 10).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    timeout: i64,
     /// HTTP headers for the PUT request, `Name: value` (repeatable).
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// Metadata of the archive, a JSON object of strings, written to `metadata.json` next to
+    /// it (upstream also sends it with GoCloud uploads, which do not exist here).
+    #[arg(long, env = "CACHE_METADATA", value_parser = metadata_flag)]
+    metadata: Option<cache::Metadata>,
     #[arg(
         long = "compression-level",
         env = "CACHE_COMPRESSION_LEVEL",
         default_value = ""
     )]
     compression_level: String,
+    /// `zip`; upstream's `tarzstd` and `zipzstd` are refused by name, anything else is zip.
+    #[arg(
+        long = "compression-format",
+        env = "CACHE_COMPRESSION_FORMAT",
+        default_value = ""
+    )]
+    compression_format: String,
     #[arg(
         long = "max-uploaded-archive-size",
         env = "CACHE_MAX_UPLOADED_ARCHIVE_SIZE",
-        default_value_t = 0
+        default_value_t = 0,
+        allow_negative_numbers = true
     )]
-    max_uploaded_archive_size: u64,
+    max_uploaded_archive_size: i64,
+    /// Variables for GoCloud URLs (upstream reads them only for those).
     #[arg(long = "env-file")]
     env_file: Option<PathBuf>,
+    #[command(flatten)]
+    retry: RetryArgs,
+    #[command(flatten)]
+    transfer: TransferArgs,
 }
 
 /// Upstream's `warningln`: a warning, then exit 1.
@@ -393,27 +527,39 @@ fn warn_and_fail(message: &str) -> i32 {
     1
 }
 
-fn gocloud_unsupported() -> i32 {
-    warn_and_fail("GoCloud cache URLs are not supported by gitlab-runner-rs; use a presigned-URL cache (Type = \"s3\")")
-}
-
-/// `cache-extractor`: downloads the cache archive from `--url` when given, then extracts the
-/// local `--file` into the working directory. Returns the exit code; no cache is a warning and 1.
+/// `cache-extractor`: downloads the cache archive from `--url` (or `--alternate-url`) when
+/// given, then extracts the local `--file` into the working directory. Returns the exit code;
+/// no cache is a warning and 1.
 pub async fn cache_extractor(args: CacheExtractorArgs) -> i32 {
+    let transfer = &args.transfer;
+    if let Err(error) = cache::TransferTuning::for_extractor(
+        transfer.transfer_buffer_size,
+        transfer.chunk_size,
+        transfer.concurrency,
+    ) {
+        log::fatal(&error.to_string());
+    }
     let wd = working_directory();
     if args.file.is_empty() {
         return warn_and_fail("Missing cache file");
     }
     let file = wd.join(&args.file);
     if !args.gocloud_url.is_empty() {
-        return gocloud_unsupported();
+        return warn_and_fail(&cache::ArchiveCacheError::GoCloudUnsupported.to_string());
     }
     if !args.url.is_empty() {
         let client = match cache::client(args.timeout) {
             Ok(client) => client,
             Err(error) => return warn_and_fail(&error.message),
         };
-        let result = cache::with_retries(|| cache::download(&client, &args.url, &file)).await;
+        let urls = cache::DownloadUrls {
+            url: args.url.clone(),
+            head_url: args.head_url.clone(),
+            alternate_url: args.alternate_url.clone(),
+            alternate_head_url: args.alternate_head_url.clone(),
+        };
+        let result =
+            cache::with_retries(args.retry.policy(), || cache::fetch(&client, &urls, &file)).await;
         if let Err(error) = result {
             return warn_and_fail(&error.message);
         }
@@ -433,51 +579,50 @@ pub async fn cache_extractor(args: CacheExtractorArgs) -> i32 {
 }
 
 /// `cache-archiver`: archives the selected files into `--file` unless it is up to date, then
-/// uploads it to `--url` when given. Returns the exit code; an archive over the size limit is kept
-/// local only and still exits 0.
+/// uploads it to `--url` when given; an up-to-date archive is uploaded again when the shared
+/// cache no longer has it (see [`cache::archive_and_upload`]). Returns the exit code; an archive
+/// over the size limit is kept local only and still exits 0.
 pub async fn cache_archiver(args: CacheArchiverArgs) -> i32 {
     if args.file.is_empty() {
         log::fatal("Missing --file");
     }
     let wd = working_directory();
     let file = wd.join(&args.file);
-    let files = args.files.selection().enumerate(&wd);
-    if files.is_empty() {
-        log::warning("No files to cache.");
+    // Upstream compares the flags as given; an absent `--alternate-file` is no alternate.
+    let alternate_file = (!args.alternate_file.is_empty() && args.alternate_file != args.file)
+        .then(|| wd.join(&args.alternate_file));
+    if let Some(alternate) = &alternate_file {
+        cache::rename_alternate_file(&file, alternate);
     }
-    if !cache::archive_is_stale(&file, &files) {
-        log::info("Archive is up to date!");
-        return 0;
-    }
-    let level = archive::compression_level(&args.compression_level);
-    let size = match cache::create_archive(&file, &wd, &files, level) {
-        Ok(size) => size,
+    let transfer = &args.transfer;
+    let tuning = match cache::TransferTuning::for_archiver(
+        transfer.transfer_buffer_size,
+        transfer.chunk_size,
+        transfer.concurrency,
+    ) {
+        Ok(tuning) => tuning,
         Err(error) => log::fatal(&error.to_string()),
     };
-    if !args.gocloud_url.is_empty() {
-        return gocloud_unsupported();
-    }
-    if args.url.is_empty() {
-        log::info(
-            "No URL provided, cache will not be uploaded to shared cache server. \
-             Cache will be stored only locally.",
-        );
-        return 0;
-    }
-    if args.max_uploaded_archive_size != 0 && size > args.max_uploaded_archive_size {
-        log::info(&format!(
-            "Cache archive size ({size}) is too big (Limit is set to {}). Cache will be stored only locally.",
-            args.max_uploaded_archive_size
-        ));
-        return 0;
-    }
-    let client = match cache::client(args.timeout) {
-        Ok(client) => client,
-        Err(error) => log::fatal(&error.message),
+    let files = args.files.selection().enumerate(&wd);
+    let options = cache::ArchiverOptions {
+        file,
+        alternate_file,
+        url: args.url.clone(),
+        check_url: args.check_url.clone(),
+        gocloud_url: args.gocloud_url.clone(),
+        headers: args.headers.clone(),
+        metadata: args.metadata.clone().unwrap_or_default(),
+        compression_level: archive::compression_level(&args.compression_level),
+        compression_format: args.compression_format.clone(),
+        max_uploaded_archive_size: args.max_uploaded_archive_size,
+        timeout_minutes: args.timeout,
+        retry: args.retry.policy(),
+        tuning,
     };
-    match cache::with_retries(|| cache::upload(&client, &args.url, &args.headers, &file)).await {
+    match cache::archive_and_upload(&options, &wd, &files).await {
         Ok(()) => 0,
-        Err(error) => log::fatal(&error.message),
+        Err(error) if error.is_warning() => warn_and_fail(&error.message()),
+        Err(error) => log::fatal(&error.message()),
     }
 }
 
@@ -562,4 +707,185 @@ pub async fn health_check(args: HealthCheckArgs) -> i32 {
         dials.abort_all();
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Command {
+        CacheExtractor(CacheExtractorArgs),
+        CacheArchiver(CacheArchiverArgs),
+        ArtifactsUploader(UploaderArgs),
+    }
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("gitlab-runner-rs").chain(args.iter().copied()))
+            .map(|cli| cli.command)
+    }
+
+    #[test]
+    fn the_extractor_takes_every_flag_upstreams_scripts_and_variables_set() {
+        let Command::CacheExtractor(args) = parse(&[
+            "cache-extractor",
+            "--file",
+            "../../cache/key/cache.zip",
+            "--timeout",
+            "10",
+            "--url",
+            "https://s3/get",
+            "--head-url",
+            "https://s3/head",
+            "--alternate-url",
+            "https://s3/alt-get",
+            "--alternate-head-url",
+            "https://s3/alt-head",
+            "--alternate-gocloud-url",
+            "gs://bucket/alt",
+            "--transfer-buffer-size",
+            "1048576",
+            "--chunk-size",
+            "0",
+            "--concurrency",
+            "1",
+            "--retry",
+            "4",
+            "--retry-time",
+            "500ms",
+            "--transfer-meter-frequency",
+            "5s",
+            "--env-file",
+            "/tmp/gitlab_runner_cache_env",
+        ])
+        .unwrap() else {
+            panic!("not the extractor");
+        };
+        assert_eq!(args.alternate_url, "https://s3/alt-get");
+        assert_eq!(args.alternate_head_url, "https://s3/alt-head");
+        assert_eq!(args.head_url, "https://s3/head");
+        assert_eq!(args.transfer.transfer_buffer_size, 1_048_576);
+        assert_eq!(
+            args.retry.policy(),
+            cache::RetryPolicy {
+                retries: 4,
+                delay: Duration::from_millis(500)
+            }
+        );
+    }
+
+    #[test]
+    fn the_archiver_takes_every_flag_upstreams_scripts_and_variables_set() {
+        let Command::CacheArchiver(args) = parse(&[
+            "cache-archiver",
+            "--file",
+            "../../cache/3f2a/cache.zip",
+            "--alternate-file",
+            "../../cache/key/cache.zip",
+            "--timeout",
+            "10",
+            "--max-uploaded-archive-size",
+            "1000",
+            "--path",
+            "vendor/",
+            "--untracked",
+            "--url",
+            "https://s3/put",
+            "--header",
+            "Content-Type: application/zip",
+            "--check-url",
+            "https://s3/head",
+            "--metadata",
+            r#"{"cachekey":"key"}"#,
+            "--compression-format",
+            "zip",
+            "--compression-level",
+            "fastest",
+            "--transfer-buffer-size",
+            "0",
+            "--chunk-size",
+            "8388608",
+            "--concurrency",
+            "4",
+            "--env-file",
+            "/tmp/gitlab_runner_cache_env",
+        ])
+        .unwrap() else {
+            panic!("not the archiver");
+        };
+        assert_eq!(args.check_url, "https://s3/head");
+        assert_eq!(args.alternate_file, "../../cache/key/cache.zip");
+        assert_eq!(
+            args.metadata.unwrap().get("cachekey").map(String::as_str),
+            Some("key")
+        );
+        assert_eq!(args.retry.policy(), cache::RetryPolicy::default());
+        let error = parse(&["cache-archiver", "--file", "f", "--metadata", "{\"a\":1}"])
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("--metadata"), "{error}");
+        // Negative values reach upstream's own checks instead of being taken for flags.
+        let Command::CacheArchiver(args) = parse(&[
+            "cache-archiver",
+            "--file",
+            "f",
+            "--transfer-buffer-size",
+            "-1",
+        ])
+        .unwrap() else {
+            panic!("not the archiver");
+        };
+        assert_eq!(args.transfer.transfer_buffer_size, -1);
+    }
+
+    #[test]
+    fn the_uploader_reads_both_artifact_limits_as_go_durations() {
+        let limits = |args: &[&str]| match parse(args) {
+            Ok(Command::ArtifactsUploader(args)) => {
+                Ok((args.timeout.0, args.response_header_timeout.0))
+            }
+            Ok(_) => panic!("not the uploader"),
+            Err(error) => Err(error.to_string()),
+        };
+        assert_eq!(
+            limits(&["artifacts-uploader"]),
+            Ok((
+                Some(Duration::from_secs(3600)),
+                Some(Duration::from_secs(600))
+            ))
+        );
+        // What upstream's scripts pass: `time.Duration.String()` of the settings.
+        assert_eq!(
+            limits(&[
+                "artifacts-uploader",
+                "--timeout",
+                "2h30m0s",
+                "--response-header-timeout",
+                "1m30s"
+            ]),
+            Ok((
+                Some(Duration::from_secs(9000)),
+                Some(Duration::from_secs(90))
+            ))
+        );
+        assert_eq!(
+            limits(&[
+                "artifacts-uploader",
+                "--timeout",
+                "0s",
+                "--response-header-timeout",
+                "-1s"
+            ]),
+            Ok((None, None))
+        );
+        let error = limits(&["artifacts-uploader", "--timeout", "soon"]).unwrap_err();
+        assert!(error.contains("time: invalid duration \"soon\""), "{error}");
+    }
 }

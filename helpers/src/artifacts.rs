@@ -94,8 +94,12 @@ pub struct UploadOptions {
     pub format: String,
     /// `--artifact-type`: the report type, such as `junit`; empty: not sent (a plain archive).
     pub artifact_type: String,
-    /// `--timeout`: the limit for each upload request as a whole; `None`: no limit.
+    /// `--timeout`: the limit for each upload request as a whole, from connecting to reading
+    /// the answer (Go's `http.Client.Timeout`); `None`: no limit.
     pub timeout: Option<Duration>,
+    /// `--response-header-timeout`: how long GitLab may take to answer once the whole archive
+    /// is sent (Go's `http.Transport.ResponseHeaderTimeout`); `None`: no limit.
+    pub response_header_timeout: Option<Duration>,
 }
 
 /// The uploaded file name: the base name of `--name` (`default` when empty) plus the
@@ -131,19 +135,151 @@ fn status_text(status: reqwest::StatusCode, body: &str) -> String {
 
 enum Attempt {
     Done,
-    Retry { service_unavailable: bool },
+    /// A try that may pass next time; `error` is what is logged and, after the last try, the
+    /// final error.
+    Retry {
+        error: String,
+        service_unavailable: bool,
+    },
     Redirect(String),
     Fail(TransferError),
 }
 
+/// Why no answer came to a request, in the words of upstream's Go HTTP client (which the job
+/// log shows), each after `<Method> "<url>": `.
+#[derive(Debug)]
+enum NoAnswer {
+    /// The request's overall limit (`--timeout`) passed before the answer's headers came.
+    Timeout,
+    /// The archive was sent, and the answer's headers did not come within
+    /// `--response-header-timeout`.
+    HeaderTimeout,
+    /// Connecting, TLS or the connection itself failed.
+    Request(reqwest::Error),
+}
+
+impl NoAnswer {
+    fn describe(&self, method: &str, url: &str) -> String {
+        let cause = match self {
+            Self::Timeout => {
+                "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                    .to_string()
+            }
+            Self::HeaderTimeout => "net/http: timeout awaiting response headers".to_string(),
+            // reqwest's own text repeats the URL; its causes say what happened.
+            Self::Request(error) => match std::error::Error::source(error) {
+                Some(cause) => runner_core::failure::error_chain(cause),
+                None => error.to_string(),
+            },
+        };
+        format!("{method} {url:?}: {cause}")
+    }
+}
+
+/// A request body that reports when all of it has been handed to the connection: that is
+/// when Go's response-header timeout starts.
+fn body_reporting_its_end<S>(
+    mut stream: S,
+) -> (
+    impl futures_util::Stream<Item = S::Item> + Send + Sync + 'static,
+    tokio::sync::oneshot::Receiver<()>,
+)
+where
+    S: futures_util::Stream + Unpin + Send + Sync + 'static,
+{
+    use futures_util::StreamExt;
+    let (sent, sent_signal) = tokio::sync::oneshot::channel();
+    let mut sent = Some(sent);
+    let stream = futures_util::stream::poll_fn(move |context| {
+        let next = stream.poll_next_unpin(context);
+        if let std::task::Poll::Ready(None) = next {
+            if let Some(sent) = sent.take() {
+                let _ = sent.send(());
+            }
+        }
+        next
+    });
+    (stream, sent_signal)
+}
+
+/// Waits for the answer's headers to `send` within upstream's two limits: `deadline` for the
+/// request as a whole and `header_timeout` from the moment `body_sent` fires.
+async fn await_answer<F>(
+    send: F,
+    body_sent: tokio::sync::oneshot::Receiver<()>,
+    header_timeout: Option<Duration>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<reqwest::Response, NoAnswer>
+where
+    F: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let headers = async {
+        tokio::pin!(send);
+        tokio::select! {
+            // An answer before the whole body went out (GitLab refusing early, say).
+            answer = &mut send => return answer.map_err(NoAnswer::Request),
+            // The body is out (or was dropped, when the request failed): the header limit
+            // starts now.
+            _ = body_sent => {}
+        }
+        match header_timeout {
+            Some(limit) => tokio::time::timeout(limit, send)
+                .await
+                .map_err(|_| NoAnswer::HeaderTimeout)?
+                .map_err(NoAnswer::Request),
+            None => send.await.map_err(NoAnswer::Request),
+        }
+    };
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, headers)
+            .await
+            .unwrap_or(Err(NoAnswer::Timeout)),
+        None => headers.await,
+    }
+}
+
+/// The upload URL as Go prints it in errors: the query encoded with sorted keys, and a `?` even
+/// when it is empty (upstream always appends one).
+fn upload_url(credentials: &JobCredentials, query: &[(&str, String)]) -> String {
+    let mut sorted: Vec<&(&str, String)> = query.iter().collect();
+    sorted.sort_by_key(|(key, _)| *key);
+    let mut url = credentials.api(&format!("jobs/{}/artifacts", credentials.id));
+    url.push('?');
+    let encoded: Vec<String> = sorted
+        .iter()
+        .map(|(key, value)| format!("{}={}", query_escape(key), query_escape(value)))
+        .collect();
+    url.push_str(&encoded.join("&"));
+    url
+}
+
+/// Go's `url.QueryEscape`: letters, digits and `-_.~` stay, a space is `+`, the rest `%XX`.
+fn query_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                escaped.push(byte as char)
+            }
+            b' ' => escaped.push('+'),
+            other => escaped.push_str(&format!("%{other:02X}")),
+        }
+    }
+    escaped
+}
+
 /// Uploads `archive` (a finished file) under the job's credentials, retrying as upstream:
-/// 3 tries, 6 for 503, 307 moves to the new host, 403 and 413 stop at once.
+/// 3 tries, 6 for 503, 307 moves to the new host, 403 and 413 stop at once. Each try is bound by
+/// `options.timeout` and `options.response_header_timeout`; one that runs out is retried, and
+/// after the last the error names the limit as upstream's does.
 pub async fn upload(
     mut credentials: JobCredentials,
     options: &UploadOptions,
     archive: &Path,
 ) -> Result<(), TransferError> {
-    let client = credentials.client(options.timeout)?;
+    // Both limits are applied per try in `upload_once`, where the header limit can start once
+    // the body is out; a client-wide timeout would also cut the answer's body short.
+    let client = credentials.client(None)?;
     let filename = artifact_filename(&options.name, &options.format);
     let prefix = if options.artifact_type.is_empty() {
         "Uploading artifacts to coordinator...".to_string()
@@ -174,9 +310,9 @@ pub async fn upload(
                 ("request redirected".to_string(), 3)
             }
             Attempt::Retry {
-                service_unavailable: true,
-            } => ("service unavailable".to_string(), 6),
-            Attempt::Retry { .. } => ("upload failed".to_string(), 3),
+                error,
+                service_unavailable,
+            } => (error, if service_unavailable { 6 } else { 3 }),
         };
         if tries >= limit {
             return Err(TransferError::Other(retry));
@@ -199,6 +335,9 @@ async fn upload_once(
     filename: &str,
     prefix: &str,
 ) -> Attempt {
+    let deadline = options
+        .timeout
+        .map(|limit| tokio::time::Instant::now() + limit);
     let mut fields = vec![
         ("id", credentials.id.to_string()),
         ("token", credentials.short_token()),
@@ -213,7 +352,8 @@ async fn upload_once(
         }
     };
     let length = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+    let (stream, body_sent) =
+        body_reporting_its_end(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
     let part =
         reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), length)
             .file_name(filename.to_string());
@@ -228,20 +368,30 @@ async fn upload_once(
             query.push((key, value.clone()));
         }
     }
+    let url = upload_url(credentials, &query);
     let request = client
         .post(credentials.api(&format!("jobs/{}/artifacts", credentials.id)))
         .query(&query)
         .header("JOB-TOKEN", credentials.token.expose())
         .multipart(form);
-    let response = match request.send().await {
+    let answer = await_answer(
+        request.send(),
+        body_sent,
+        options.response_header_timeout,
+        deadline,
+    )
+    .await;
+    let response = match answer {
         Ok(response) => response,
-        Err(error) => {
+        Err(no_answer) => {
+            let error = no_answer.describe("Post", &url);
             log::log(
                 Level::Error,
                 &format!("{prefix} error"),
-                &[fields.as_slice(), &[("error", error.to_string())]].concat(),
+                &[fields.as_slice(), &[("error", error.clone())]].concat(),
             );
             return Attempt::Retry {
+                error,
                 service_unavailable: false,
             };
         }
@@ -259,10 +409,23 @@ async fn upload_once(
         .get("Location")
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
-    let body = response.text().await.unwrap_or_default();
+    // The overall limit covers reading the answer too; a body cut short only loses its message.
+    let body = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, response.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => response.text().await.unwrap_or_default(),
+    };
     let text = status_text(status, &body);
     fields.push(("status", status.as_u16().to_string()));
     let message = format!("{prefix} {text}");
+    // Upstream's error for a try that got an answer GitLab did not accept.
+    let failed = || Attempt::Retry {
+        error: "upload failed with no response from coordinator".to_string(),
+        service_unavailable: false,
+    };
     match status.as_u16() {
         201 => {
             log::log(Level::Info, &message, &fields);
@@ -272,9 +435,7 @@ async fn upload_once(
             Some(location) if !location.is_empty() => Attempt::Redirect(location),
             _ => {
                 log::log(Level::Error, &format!("{message} empty location"), &fields);
-                Attempt::Retry {
-                    service_unavailable: false,
-                }
+                failed()
             }
         },
         403 => {
@@ -288,14 +449,13 @@ async fn upload_once(
         503 => {
             log::log(Level::Error, &message, &fields);
             Attempt::Retry {
+                error: "service unavailable".to_string(),
                 service_unavailable: true,
             }
         }
         _ => {
             log::log(Level::Warning, &message, &fields);
-            Attempt::Retry {
-                service_unavailable: false,
-            }
+            failed()
         }
     }
 }
