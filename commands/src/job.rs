@@ -328,6 +328,8 @@ impl JobEnvironment {
             version: RunnerVersion::default(),
             server_tls: network::job_tls_data(self.client.tls()),
             remote_cache: runner.remote_cache.clone(),
+            artifact_upload_timeout: runner.artifact_upload_timeout,
+            artifact_response_header_timeout: runner.artifact_response_header_timeout,
         }
     }
 

@@ -626,3 +626,32 @@ fn native_clone_clones_with_a_recent_git_and_fetches_with_an_older_one() {
         }
     }
 }
+
+/// Parity audit item 15: the uploader always gets upstream's `--timeout` and
+/// `--response-header-timeout`, from `[runners.artifact]` or upstream's 1 h / 10 min.
+#[test]
+fn the_artifact_upload_carries_the_runners_artifact_timeouts() {
+    let json = job_json(
+        "https://gitlab-ci-token:job-token-secret@gitlab.example/group/demo.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        "",
+    )
+    .replace(
+        "\"features\":",
+        r#""artifacts": [{"name": "out", "paths": ["out/"], "when": "on_success",
+            "artifact_type": "archive", "artifact_format": "zip"}], "features":"#,
+    );
+    let mut context = context("/builds", &json);
+    let defaults = script(ShellKind::Bash, &context, Stage::UploadOnSuccessArtifacts).unwrap();
+    assert!(
+        defaults.contains("--timeout 1h0m0s --response-header-timeout 10m0s"),
+        "{defaults}"
+    );
+    context.runner.artifact_upload_timeout = Some(std::time::Duration::from_secs(2 * 3600));
+    context.runner.artifact_response_header_timeout = Some(std::time::Duration::from_secs(90));
+    let configured = script(ShellKind::Bash, &context, Stage::UploadOnSuccessArtifacts).unwrap();
+    assert!(
+        configured.contains("--timeout 2h0m0s --response-header-timeout 1m30s"),
+        "{configured}"
+    );
+}

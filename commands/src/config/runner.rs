@@ -87,6 +87,10 @@ pub struct RunnerConfig {
     pub custom_build_dir_enabled: Option<bool>,
     /// `[runners.feature_flags]` entries this runner knows; unknown names were warned about.
     pub feature_flags: BTreeMap<runner_core::feature_flags::FeatureFlag, bool>,
+    /// `[runners.artifact] upload_timeout`; `None` is upstream's 1 h.
+    pub artifact_upload_timeout: Option<Duration>,
+    /// `[runners.artifact] response_header_timeout`; `None` is upstream's 10 min.
+    pub artifact_response_header_timeout: Option<Duration>,
     /// The global `labels` with this runner's `labels` on top, checked; sent as `info.labels`.
     pub labels: BTreeMap<String, String>,
     /// `graceful_kill_timeout`: SIGTERM-to-SIGKILL delay for a canceled stage; default 10 min.
@@ -131,6 +135,15 @@ impl UnavailableRunner {
     pub fn short_token(&self) -> String {
         runner_core::dirs::short_token(self.token.expose())
     }
+}
+
+/// `[runners.artifact]`: the artifact uploader's timeouts, Go durations (`"1h30m"`).
+#[derive(Debug, Default, serde::Deserialize)]
+struct RawArtifact {
+    #[serde(default)]
+    upload_timeout: Option<String>,
+    #[serde(default)]
+    response_header_timeout: Option<String>,
 }
 
 /// Executors upstream GitLab Runner has and this binary does not (yet): a runner of one of them
@@ -238,7 +251,6 @@ impl RunnerConfig {
         }
         // Kept for the round trip, not acted on yet; said, as every key nothing reads is.
         let unread = [
-            ("artifact", raw.artifact.is_some()),
             ("referees", raw.referees.is_some()),
             ("monitoring", raw.monitoring.is_some()),
             ("kubernetes", raw.kubernetes.is_some()),
@@ -283,9 +295,22 @@ impl RunnerConfig {
             };
         let labels =
             super::labels::computed_checked(&key("labels"), &file_raw.labels, &raw.labels)?;
+        let artifact: RawArtifact = match &raw.artifact {
+            Some(value) => section(&key("artifact"), value, file, warnings)?,
+            None => RawArtifact::default(),
+        };
+        let artifact_key = |name: &str| format!("{}.{name}", key("artifact"));
         Ok(RunnerEntry::Ready(Box::new(Self {
             index,
             labels,
+            artifact_upload_timeout: duration(
+                &artifact_key("upload_timeout"),
+                &artifact.upload_timeout,
+            )?,
+            artifact_response_header_timeout: duration(
+                &artifact_key("response_header_timeout"),
+                &artifact.response_header_timeout,
+            )?,
             name: raw.name.clone(),
             url: raw.url.clone(),
             token: Secret::new(raw.token.clone()),

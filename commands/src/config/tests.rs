@@ -314,3 +314,34 @@ concurrent = 2
     let names: Vec<_> = config.credentials().iter().map(|c| c.name).collect();
     assert_eq!(names, ["k8s", "shell", "pwsh", "typo"]);
 }
+
+/// Parity audit item 15: `[runners.artifact]` is read, not kept silently.
+#[test]
+fn the_artifact_section_sets_the_uploaders_timeouts() {
+    let text = format!(
+        "{REAL}\n  [runners.artifact]\n    upload_timeout = \"2h\"\n    response_header_timeout = \"90s\"\n"
+    );
+    let config = Config::parse(Path::new("c.toml"), &text).unwrap();
+    let runner = &config.runners[0];
+    assert_eq!(
+        runner.artifact_upload_timeout,
+        Some(Duration::from_secs(7200))
+    );
+    assert_eq!(
+        runner.artifact_response_header_timeout,
+        Some(Duration::from_secs(90))
+    );
+    assert!(
+        !config.warnings.iter().any(|w| w.contains("artifact")),
+        "{:?}",
+        config.warnings
+    );
+    let bad = text.replace("\"2h\"", "\"soon\"");
+    let error = Config::parse(Path::new("c.toml"), &bad).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("runners[0].artifact.upload_timeout: \"soon\""),
+        "{error}"
+    );
+}

@@ -114,6 +114,13 @@ pub struct RunnerSettings {
     pub server_tls: ServerTls,
     /// `[runners.cache]` with a presigned-URL adapter; `None` keeps the cache local.
     pub remote_cache: Option<crate::remote_cache::RemoteCache>,
+    /// `[runners.artifact] upload_timeout`: the bound of one artifact upload try (the
+    /// uploader's `--timeout`); `None` is upstream's 1 h.
+    pub artifact_upload_timeout: Option<Duration>,
+    /// `[runners.artifact] response_header_timeout`: how long the uploader waits for
+    /// GitLab's answer once the archive is sent (`--response-header-timeout`); `None` is
+    /// upstream's 10 min.
+    pub artifact_response_header_timeout: Option<Duration>,
 }
 
 /// What a job gets of the runner's TLS configuration (upstream's `TLSData`).

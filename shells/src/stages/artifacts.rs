@@ -92,6 +92,21 @@ pub(super) fn write_upload_artifacts(
                 url.clone(),
                 "--id".into(),
                 id.clone(),
+                // Upstream always passes both, from `[runners.artifact]` or its defaults.
+                "--timeout".into(),
+                runner_core::settings::format_go_duration(
+                    info.build
+                        .runner
+                        .artifact_upload_timeout
+                        .unwrap_or(std::time::Duration::from_secs(60 * 60)),
+                ),
+                "--response-header-timeout".into(),
+                runner_core::settings::format_go_duration(
+                    info.build
+                        .runner
+                        .artifact_response_header_timeout
+                        .unwrap_or(std::time::Duration::from_secs(10 * 60)),
+                ),
             ];
             for path in &artifact.paths {
                 args.push("--path".into());
