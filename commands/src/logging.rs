@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use runner_core::log::{ANSI_BOLD_RED, ANSI_BOLD_WHITE, ANSI_RESET, ANSI_YELLOW};
 use tracing::field::{Field, Visit};
@@ -474,17 +474,7 @@ impl Entry<'_> {
 
 /// Go's `time.RFC3339Nano` in UTC: trailing zeros of the fraction dropped, `Z` for the zone.
 fn rfc3339_nano(time: SystemTime) -> String {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = since_epoch.as_secs() as i64;
-    let (year, month, day) = runner_core::log::civil_from_days(seconds.div_euclid(86_400));
-    let second_of_day = seconds.rem_euclid(86_400);
-    let mut text = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        second_of_day / 3600,
-        (second_of_day / 60) % 60,
-        second_of_day % 60
-    );
-    let nanos = since_epoch.subsec_nanos();
+    let (mut text, nanos) = runner_core::log::utc_date_time(time, 'T');
     if nanos != 0 {
         let fraction = format!("{nanos:09}");
         text.push('.');
@@ -612,8 +602,8 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_nano() {
-        let time = UNIX_EPOCH + std::time::Duration::new(86_400 * 365, 120_000_000);
+        let time = std::time::UNIX_EPOCH + std::time::Duration::new(86_400 * 365, 120_000_000);
         assert_eq!(rfc3339_nano(time), "1971-01-01T00:00:00.12Z");
-        assert_eq!(rfc3339_nano(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_nano(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 }

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::archive::{self, ArchiveError};
 use crate::files::FileSet;
@@ -382,18 +382,8 @@ fn go_time(time: Option<SystemTime>) -> String {
     let Some(time) = time else {
         return "0001-01-01 00:00:00 +0000 UTC".to_string();
     };
-    let seconds = time
-        .duration_since(UNIX_EPOCH)
-        .map(|since| since.as_secs() as i64)
-        .unwrap_or(0);
-    let (year, month, day) = runner_core::log::civil_from_days(seconds.div_euclid(86_400));
-    let second_of_day = seconds.rem_euclid(86_400);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000 GMT",
-        second_of_day / 3600,
-        (second_of_day / 60) % 60,
-        second_of_day % 60
-    )
+    let (date_time, _) = runner_core::log::utc_date_time(time, ' ');
+    format!("{date_time} +0000 GMT")
 }
 
 /// Upstream's choice between the two objects: the alternate one when the primary is not

@@ -27,19 +27,29 @@ pub enum StreamKind {
     Stderr,
 }
 
-/// Formats a UTC timestamp as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
-pub fn format_timestamp(time: SystemTime) -> String {
+/// `time` in UTC as `YYYY-MM-DD`, `T` (or whatever `separator` is), `HH:MM:SS`, and the
+/// nanoseconds of the second: the one date formatter the job log, the runner's own log and the
+/// helpers' Go-style times are built on. A time before 1970 is 1970.
+pub fn utc_date_time(time: SystemTime, separator: char) -> (String, u32) {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs() as i64;
-    let micros = since_epoch.subsec_micros();
     let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
     let second_of_day = seconds.rem_euclid(86_400);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        second_of_day / 3600,
-        (second_of_day / 60) % 60,
-        second_of_day % 60
+    (
+        format!(
+            "{year:04}-{month:02}-{day:02}{separator}{:02}:{:02}:{:02}",
+            second_of_day / 3600,
+            (second_of_day / 60) % 60,
+            second_of_day % 60
+        ),
+        since_epoch.subsec_nanos(),
     )
+}
+
+/// Formats a UTC timestamp as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub fn format_timestamp(time: SystemTime) -> String {
+    let (date_time, nanos) = utc_date_time(time, 'T');
+    format!("{date_time}.{:06}Z", nanos / 1000)
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).

@@ -13,7 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use buffer::TraceBuffer;
 pub use framer::{
-    civil_from_days, days_from_civil, format_timestamp, LineFramer, StreamId, StreamKind,
+    civil_from_days, days_from_civil, format_timestamp, utc_date_time, LineFramer, StreamId,
+    StreamKind,
 };
 pub use masker::{token_prefixes, MaskRules, Masker, DEFAULT_TOKEN_PREFIXES, MASK};
 
