@@ -17,18 +17,17 @@ fn main() {
     };
     let git_dir = workspace.join(".git");
     // A new commit or checkout moves HEAD or the branch it names; either reruns this script.
-    println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
+    // Only files that exist are named: cargo reruns a script for a missing one on every build,
+    // which would relink the binary under runners the tests have started.
+    let mut watched = vec![git_dir.join("HEAD")];
     if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD")) {
         if let Some(reference) = head.trim().strip_prefix("ref: ") {
-            println!(
-                "cargo:rerun-if-changed={}",
-                git_dir.join(reference).display()
-            );
-            println!(
-                "cargo:rerun-if-changed={}",
-                git_dir.join("packed-refs").display()
-            );
+            watched.push(git_dir.join(reference));
+            watched.push(git_dir.join("packed-refs"));
         }
+    }
+    for path in watched.iter().filter(|path| path.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
     let output = Command::new("git")
         .arg("-C")
