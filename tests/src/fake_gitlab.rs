@@ -171,6 +171,14 @@ fn header<'a>(received: &'a Received, name: &str) -> Option<&'a str> {
         .and_then(|value| value.to_str().ok())
 }
 
+/// A JSON answer, with its `Content-Type`.
+fn json_reply(status: u16, body: Value) -> Reply {
+    with_headers(
+        reply(status, body.to_string()),
+        &[("Content-Type", "application/json".into())],
+    )
+}
+
 fn with_headers(mut response: Reply, headers: &[(&str, String)]) -> Reply {
     for (name, value) in headers {
         response.headers_mut().insert(
@@ -221,14 +229,13 @@ fn handle(state: &Mutex<State>, received: Received) -> Reply {
                 .expect("every queued job id is among the fake GitLab's jobs");
             job.status = JobStatus::Running;
             job.timing.picked_up = Some(Instant::now());
-            let mut response = reply(201, job.payload.to_string());
-            response.headers_mut().insert(
-                "Content-Type",
-                "application/json"
-                    .parse()
-                    .expect("`application/json` is a valid header value"),
-            );
-            with_headers(response, &[("X-Request-Id", format!("{id:032x}"))])
+            with_headers(
+                reply(201, job.payload.to_string()),
+                &[
+                    ("Content-Type", "application/json".into()),
+                    ("X-Request-Id", format!("{id:032x}")),
+                ],
+            )
         }
         ("POST", ["api", "v4", "runners", "reset_authentication_token"]) => {
             let body: Value = serde_json::from_slice(&received.body).unwrap_or(Value::Null);
@@ -238,36 +245,20 @@ fn handle(state: &Mutex<State>, received: Received) -> Reply {
             let token = format!("glrt-rotated{}", state.token_resets.len() + 1);
             state.token_resets.push(token.clone());
             state.runner_token = token.clone();
-            let mut response = reply(
+            json_reply(
                 201,
-                json!({"id": 4242, "token": token, "token_expires_at": "2099-01-01T00:00:00.000Z"})
-                    .to_string(),
-            );
-            response.headers_mut().insert(
-                "Content-Type",
-                "application/json"
-                    .parse()
-                    .expect("`application/json` is a valid header value"),
-            );
-            response
+                json!({"id": 4242, "token": token, "token_expires_at": "2099-01-01T00:00:00.000Z"}),
+            )
         }
         ("POST", ["api", "v4", "runners", "verify"]) => {
             let body: Value = serde_json::from_slice(&received.body).unwrap_or(Value::Null);
             if body["token"].as_str() != Some(state.runner_token.as_str()) {
                 return reply(403, r#"{"message":"403 Forbidden"}"#);
             }
-            let mut response = reply(
+            json_reply(
                 200,
-                json!({"id": 4242, "token": state.runner_token, "token_expires_at": null})
-                    .to_string(),
-            );
-            response.headers_mut().insert(
-                "Content-Type",
-                "application/json"
-                    .parse()
-                    .expect("`application/json` is a valid header value"),
-            );
-            response
+                json!({"id": 4242, "token": state.runner_token, "token_expires_at": null}),
+            )
         }
         ("PUT", ["api", "v4", "jobs", id]) => {
             let Ok(id) = id.parse::<i64>() else {
