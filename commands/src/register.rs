@@ -299,17 +299,6 @@ fn template_runner(path: &std::path::Path) -> anyhow::Result<toml::map::Map<Stri
     Ok(runner)
 }
 
-/// Executors upstream's `register` knows besides the ones this binary has.
-const UPSTREAM_EXECUTORS: &[&str] = &[
-    "kubernetes",
-    "docker+machine",
-    "docker-autoscaler",
-    "docker-windows",
-    "instance",
-    "parallels",
-    "virtualbox",
-];
-
 /// The sections `executor` keeps, as upstream's `askExecutorOptions` (the others are dropped).
 fn executor_sections(executor: &str) -> &'static [&'static str] {
     match executor {
@@ -362,7 +351,7 @@ fn runner_table(args: &RegisterArgs) -> anyhow::Result<toml::map::Map<String, to
         .unwrap_or_default()
         .to_string();
     if ExecutorKind::parse(&executor).is_none() {
-        if UPSTREAM_EXECUTORS.contains(&executor.as_str()) {
+        if crate::config::UPSTREAM_ONLY_EXECUTORS.contains(&executor.as_str()) {
             tracing::warn!(
                 "gitlab-runner-rs has no {executor} executor yet: the runner is registered, and \
                  `run` leaves it out of service until it has"

@@ -16,7 +16,7 @@ mod section;
 mod values;
 
 pub use raw::{RawConfig, RawCustomBuildDir, RawRunner};
-pub use runner::{RunnerConfig, RunnerEntry, UnavailableRunner};
+pub use runner::{RunnerConfig, RunnerEntry, UnavailableRunner, UPSTREAM_ONLY_EXECUTORS};
 pub use values::MAX_COUNT;
 
 use std::path::{Path, PathBuf};

@@ -148,7 +148,7 @@ struct RawArtifact {
 
 /// Executors upstream GitLab Runner has and this binary does not (yet): a runner of one of them
 /// is out of service here, with a load-time warning that says it is not an unknown name.
-const UPSTREAM_ONLY_EXECUTORS: &[&str] = &[
+pub const UPSTREAM_ONLY_EXECUTORS: &[&str] = &[
     "kubernetes",
     "docker+machine",
     "docker-autoscaler",
