@@ -442,6 +442,9 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
     let root = CancellationToken::new();
     let tracker = TaskTracker::new();
     // Tokens that expire are reset before they do (run only: run-single has no file to save).
+    // Taken before the token rotation starts: a token it saves at once must count as a change
+    // the loop reloads, not as the file it already has.
+    let mut config_mtime = modified(&config_path);
     let rotation_stop = CancellationToken::new();
     if reload {
         tokio::spawn(crate::token_rotation::rotate_tokens(
@@ -457,7 +460,6 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    let mut config_mtime = modified(&config_path);
     let mut last_config_check = Instant::now();
     let mut next = 0usize;
     let mut forceful = false;
