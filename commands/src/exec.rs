@@ -1,9 +1,12 @@
 //! `exec shell|docker <job>`: runs one job of the local `.gitlab-ci.yml` through the same build
 //! driver and executors as `run`, without a GitLab server. The log goes to standard output.
 //! With docker the job's `image:` and `services:` are used, and the project directory is
-//! mounted read-only at its own path so the helper container can clone it.
+//! mounted read-only at its own path so the helper container can clone it. The job's
+//! `cache:` is kept under the cache directory, its `artifacts:` in a local directory (see
+//! [`crate::exec_artifacts`]).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,6 +22,8 @@ use runner_core::secret::Secret;
 use runner_core::variables::{JobVariable, Variables};
 use serde_norway::Value;
 use shells::{BashShell, ShellKind};
+
+use crate::exec_artifacts;
 
 /// Keys of `.gitlab-ci.yml` that are not jobs.
 const RESERVED: &[&str] = &[
@@ -52,6 +57,9 @@ pub struct ExecOptions {
     pub timeout: Option<i64>,
     /// `--shell`: `bash` (the default) or `sh`.
     pub shell: String,
+    /// `--artifacts-dir`: where the job's `artifacts:` archives are kept; `None` means
+    /// `exec-artifacts/<job>` in the project directory.
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 fn lines(value: Option<&Value>) -> anyhow::Result<Vec<String>> {
@@ -147,6 +155,47 @@ fn image(value: &Value) -> anyhow::Result<Image> {
         }
         _ => bail!("an image is a name or a mapping with a name"),
     }
+}
+
+/// `artifacts:` as the payload's artifact entries: `paths`, `exclude`, `untracked`, `name`,
+/// `when`, `expire_in`, as a zip `archive` (what GitLab sends for them). `reports:` are
+/// GitLab's to parse and are left out, with a note on standard error.
+fn artifacts(value: Option<&Value>) -> anyhow::Result<Vec<runner_core::job::Artifact>> {
+    let entry = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(entry @ Value::Mapping(_)) => entry,
+        Some(_) => bail!("artifacts must be a mapping"),
+    };
+    if entry.get("reports").is_some() {
+        eprintln!("artifacts:reports are GitLab's to parse; a local run does not keep them");
+    }
+    let text = |key: &str| -> String {
+        match entry.get(key) {
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Number(number)) => number.to_string(),
+            _ => String::new(),
+        }
+    };
+    let artifact = runner_core::job::Artifact {
+        name: text("name"),
+        untracked: entry
+            .get("untracked")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        paths: lines(entry.get("paths")).context("artifacts:paths")?,
+        exclude: lines(entry.get("exclude")).context("artifacts:exclude")?,
+        when: match text("when") {
+            when if when.is_empty() => "on_success".into(),
+            when => when,
+        },
+        artifact_type: "archive".into(),
+        artifact_format: "zip".into(),
+        expire_in: text("expire_in"),
+    };
+    if artifact.paths.is_empty() && !artifact.untracked {
+        return Ok(Vec::new());
+    }
+    Ok(vec![artifact])
 }
 
 /// The job's mapping with `extends` resolved (the job's own keys win).
@@ -265,6 +314,7 @@ pub fn job_from_file(options: &ExecOptions, project_dir: &Path) -> anyhow::Resul
     }
     let after = lines(inherited("after_script"))?;
     let cache = caches(inherited("cache")).context("cache")?;
+    let job_artifacts = artifacts(inherited("artifacts")).context("artifacts")?;
     let job_image = match inherited("image") {
         Some(value) => image(value).context("image")?,
         None => Image::default(),
@@ -374,6 +424,7 @@ pub fn job_from_file(options: &ExecOptions, project_dir: &Path) -> anyhow::Resul
         image: job_image,
         services,
         cache,
+        artifacts: job_artifacts,
         ..JobResponse::default()
     })
 }
@@ -389,7 +440,27 @@ pub async fn exec_shell(options: ExecOptions) -> anyhow::Result<i32> {
         .builds_dir
         .clone()
         .unwrap_or_else(|| project_dir.join("builds").to_string_lossy().to_string());
-    run_local(&provider, &options, &project_dir, Some(builds_dir)).await
+    let receiver = exec_artifacts::ArtifactsReceiver::start(
+        IpAddr::from([127, 0, 0, 1]),
+        artifacts_dir(&options, &project_dir),
+    )
+    .await?;
+    run_local(
+        &provider,
+        &options,
+        &project_dir,
+        Some(builds_dir),
+        &receiver,
+    )
+    .await
+}
+
+fn artifacts_dir(options: &ExecOptions, project_dir: &Path) -> PathBuf {
+    match &options.artifacts_dir {
+        Some(dir) if dir.is_absolute() => dir.clone(),
+        Some(dir) => project_dir.join(dir),
+        None => project_dir.join("exec-artifacts").join(&options.job),
+    }
 }
 
 /// Runs the job with the Docker executor: `config` from the command line, the project
@@ -401,9 +472,17 @@ pub async fn exec_docker(
     let project_dir = std::env::current_dir()?;
     let path = project_dir.to_string_lossy();
     config.volumes.push(format!("{path}:{path}:ro"));
+    // The helper container uploads the job's artifacts to this machine's address on its
+    // network.
+    let address = executor_docker::host_address_for_containers(&config)
+        .await
+        .context("finding the address the job's containers reach this machine by")?;
+    let receiver =
+        exec_artifacts::ArtifactsReceiver::start(address, artifacts_dir(&options, &project_dir))
+            .await?;
     let provider = executor_docker::DockerProvider::new(Some(config));
     let builds_dir = options.builds_dir.clone();
-    run_local(&provider, &options, &project_dir, builds_dir).await
+    run_local(&provider, &options, &project_dir, builds_dir, &receiver).await
 }
 
 /// The job of `.gitlab-ci.yml` through `provider`'s executor and the build driver; the log
@@ -413,6 +492,7 @@ async fn run_local<P: ExecutorProvider>(
     options: &ExecOptions,
     project_dir: &Path,
     builds_dir: Option<String>,
+    receiver: &exec_artifacts::ArtifactsReceiver,
 ) -> anyhow::Result<i32> {
     let job = job_from_file(options, project_dir)?;
     let kind = ShellKind::from_name(&options.shell)
@@ -439,6 +519,8 @@ async fn run_local<P: ExecutorProvider>(
         system_id: crate::system_id::generate(),
         feature_flags: BTreeMap::new(),
         version: RunnerVersion::default(),
+        // The artifacts uploader's "GitLab": the local receiver.
+        url: receiver.url().to_string(),
         ..RunnerSettings::default()
     };
     let input = BuildInput {
@@ -470,6 +552,9 @@ async fn run_local<P: ExecutorProvider>(
     ctrl_c.abort();
     stop_printing.cancel();
     let _ = printer.await;
+    for kept in receiver.kept() {
+        eprintln!("Artifacts kept in {}", kept.display());
+    }
     Ok(if outcome.error.is_none() { 0 } else { 1 })
 }
 

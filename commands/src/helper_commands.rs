@@ -607,6 +607,8 @@ pub async fn cache_archiver(args: CacheArchiverArgs) -> i32 {
     let options = cache::ArchiverOptions {
         file,
         alternate_file,
+        // Upstream's `AlternateFile != File`: also true when no `--alternate-file` was given.
+        up_to_date_is_final: args.alternate_file == args.file,
         url: args.url.clone(),
         check_url: args.check_url.clone(),
         gocloud_url: args.gocloud_url.clone(),

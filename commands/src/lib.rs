@@ -11,6 +11,7 @@ pub mod admin;
 pub mod config;
 pub mod driver_check;
 pub mod exec;
+pub mod exec_artifacts;
 pub mod helper_commands;
 pub mod job;
 pub mod logging;

@@ -243,6 +243,9 @@ struct ExecArgs {
     timeout: Option<i64>,
     #[arg(long, default_value = "bash")]
     shell: String,
+    /// Where the job's `artifacts:` archives are kept (default: exec-artifacts/<job>).
+    #[arg(long)]
+    artifacts_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -519,6 +522,7 @@ fn main() {
                         env: common.env,
                         timeout: common.timeout,
                         shell: common.shell,
+                        artifacts_dir: common.artifacts_dir,
                     },
                     config,
                 )
@@ -535,6 +539,7 @@ fn main() {
                     env: args.env,
                     timeout: args.timeout,
                     shell: args.shell,
+                    artifacts_dir: args.artifacts_dir,
                 })
                 .await
             }

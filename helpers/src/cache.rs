@@ -636,9 +636,12 @@ pub struct ArchiverOptions {
     /// `--file`: the local archive.
     pub file: PathBuf,
     /// `--alternate-file` when it names another file than `--file`: the archive under the other
-    /// key naming. Its presence (or `check_url`'s) makes an up-to-date archive be checked
-    /// against the shared cache.
+    /// key naming.
     pub alternate_file: Option<PathBuf>,
+    /// `--alternate-file` is `--file`: an archive that is up to date is left alone. Otherwise
+    /// (upstream: also when the flag is absent) it is checked against the shared cache with
+    /// `check_url` and uploaded again when it is missing there.
+    pub up_to_date_is_final: bool,
     /// `--url`: the presigned PUT of the shared cache object; empty: local only.
     pub url: String,
     /// `--check-url`: a presigned HEAD of the same object.
@@ -719,7 +722,7 @@ fn check_compression_format(format: &str) -> Result<(), ArchiveCacheError> {
 
 /// `cache-archiver` after its files are enumerated: nothing to do without files; an archive
 /// that is up to date is only checked against the shared cache (see
-/// [`ArchiverOptions::alternate_file`]) and uploaded again when it is missing there; otherwise
+/// [`ArchiverOptions::up_to_date_is_final`]) and uploaded again when it is missing there; otherwise
 /// the archive and its `metadata.json` are written and uploaded.
 pub async fn archive_and_upload(
     options: &ArchiverOptions,
@@ -731,11 +734,11 @@ pub async fn archive_and_upload(
         return Ok(());
     }
     if !archive_is_stale(&options.file, files) {
-        if options.alternate_file.is_some() || !options.check_url.is_empty() {
-            return upload_existing_archive(options).await;
+        if options.up_to_date_is_final {
+            log::info("Archive is up to date!");
+            return Ok(());
         }
-        log::info("Archive is up to date!");
-        return Ok(());
+        return upload_existing_archive(options).await;
     }
     check_compression_format(&options.compression_format)?;
     let size = create_archive(&options.file, wd, files, options.compression_level)?;

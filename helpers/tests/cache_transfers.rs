@@ -143,7 +143,25 @@ async fn an_up_to_date_archive_the_shared_cache_still_has_is_not_uploaded() {
 }
 
 #[tokio::test]
-async fn without_an_alternate_or_check_url_an_up_to_date_archive_is_left_alone() {
+async fn an_alternate_file_that_is_the_file_leaves_an_up_to_date_archive_alone() {
+    let project = Project::new();
+    project.archive_locally().await;
+    let storage = storage_without_the_object().await;
+    let options = ArchiverOptions {
+        url: format!("{}/bucket/key", storage.url),
+        up_to_date_is_final: true,
+        ..project.options()
+    };
+    cache::archive_and_upload(&options, &project.wd, &project.files())
+        .await
+        .unwrap();
+    assert!(storage.lines().is_empty(), "{:?}", storage.lines());
+}
+
+/// Upstream's `AlternateFile != File` also holds with no `--alternate-file` at all; with no
+/// `--check-url` to ask, the object is taken for missing and sent.
+#[tokio::test]
+async fn without_an_alternate_or_check_url_an_up_to_date_archive_is_sent_again() {
     let project = Project::new();
     project.archive_locally().await;
     let storage = storage_without_the_object().await;
@@ -154,7 +172,7 @@ async fn without_an_alternate_or_check_url_an_up_to_date_archive_is_left_alone()
     cache::archive_and_upload(&options, &project.wd, &project.files())
         .await
         .unwrap();
-    assert!(storage.lines().is_empty(), "{:?}", storage.lines());
+    assert_eq!(storage.lines(), ["PUT /bucket/key"]);
 }
 
 #[tokio::test]

@@ -46,6 +46,24 @@ pub struct RemoteCache {
 impl RemoteCache {
     /// `[<Path>/][runner/<short token>/]project/<id>/<key>`.
     pub fn object_name(&self, short_token: &str, project_id: i64, key: &str) -> String {
+        self.object_path(short_token, project_id, &[key])
+    }
+
+    /// The name under the other key scheme of upstream's `FF_HASH_CACHE_KEYS` transition:
+    /// `<base>/<first two characters of key>/<key>` (upstream's "sharded" layout, used for
+    /// SHA-256 keys). `None` for a key shorter than two characters, where upstream has no
+    /// adapter.
+    pub fn sharded_object_name(
+        &self,
+        short_token: &str,
+        project_id: i64,
+        key: &str,
+    ) -> Option<String> {
+        let shard = key.get(..2)?;
+        Some(self.object_path(short_token, project_id, &[shard, key]))
+    }
+
+    fn object_path(&self, short_token: &str, project_id: i64, key: &[&str]) -> String {
         let mut parts: Vec<String> = Vec::new();
         let prefix = self.path.trim_matches('/');
         if !prefix.is_empty() {
@@ -55,7 +73,7 @@ impl RemoteCache {
             parts.push(format!("runner/{short_token}"));
         }
         parts.push(format!("project/{project_id}"));
-        parts.push(key.to_string());
+        parts.extend(key.iter().map(|part| part.to_string()));
         parts.join("/")
     }
 }

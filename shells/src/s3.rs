@@ -67,6 +67,8 @@ pub trait Presign {
     fn download_url(&self, object: &str, now: SystemTime, expires: Duration) -> String;
     /// A presigned `PUT` of `object` and the headers to send with it.
     fn upload(&self, object: &str, now: SystemTime, expires: Duration) -> Presigned;
+    /// A presigned `HEAD` of `object`: whether it exists and its `Last-Modified`.
+    fn head_url(&self, object: &str, now: SystemTime, expires: Duration) -> String;
     /// SigV4 query-string authentication of `method` on `object`.
     fn presign(
         &self,
@@ -137,6 +139,11 @@ impl Presign for RemoteCache {
     /// A presigned `PUT` of `object` and the headers to send with it.
     fn upload(&self, object: &str, now: SystemTime, expires: Duration) -> Presigned {
         self.presign("PUT", object, &upload_headers(self), now, expires)
+    }
+
+    /// A presigned `HEAD` of `object`.
+    fn head_url(&self, object: &str, now: SystemTime, expires: Duration) -> String {
+        self.presign("HEAD", object, &[], now, expires).url
     }
 
     /// SigV4 query-string authentication of `method` on `object`.

@@ -68,6 +68,12 @@ impl S3Server {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Where the server keeps `object` of `bucket` on disk (a test removes or moves it there to
+    /// act as a lifecycle rule or another runner).
+    pub fn object_path(&self, bucket: &str, object: &str) -> PathBuf {
+        self.root.path().join(bucket).join(object)
+    }
+
     /// The stored objects under `bucket`, as `key` paths.
     pub fn objects(&self, bucket: &str) -> Vec<String> {
         let mut out = Vec::new();

@@ -568,7 +568,7 @@ async fn exec_docker_runs_a_local_pipeline_job_in_its_image() {
     std::fs::write(
         dir.join(".gitlab-ci.yml"),
         format!(
-            "image: {BUILD_IMAGE}\nvariables:\n  GREETING: hello-local\nbuild-job:\n  script:\n    - cat README.md\n    - echo \"$GREETING from $(. /etc/os-release; echo $ID)\"\nfailing-job:\n  script:\n    - exit 3\n"
+            "image: {BUILD_IMAGE}\nvariables:\n  GREETING: hello-local\nbuild-job:\n  artifacts:\n    paths: [out.txt]\n  script:\n    - cat README.md\n    - echo \"$GREETING from $(. /etc/os-release; echo $ID)\" | tee out.txt\nfailing-job:\n  script:\n    - exit 3\n"
         ),
     )
     .unwrap();
@@ -603,6 +603,11 @@ async fn exec_docker_runs_a_local_pipeline_job_in_its_image() {
     assert!(out.contains("local readme"), "{out}");
     assert!(out.contains("hello-local from debian"), "{out}");
     assert!(out.contains("Job succeeded"), "{out}");
+    // The helper container uploaded the artifacts to exec's receiver on the bridge gateway.
+    assert!(out.contains("201 Created"), "{out}");
+    let archive = dir.join("exec-artifacts/build-job/artifacts.zip");
+    let zip = zip::ZipArchive::new(std::fs::File::open(&archive).unwrap()).unwrap();
+    assert_eq!(zip.file_names().collect::<Vec<_>>(), ["out.txt"], "{out}");
     let (code, out) = exec("failing-job");
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("ERROR: Job failed: exit code 3"), "{out}");

@@ -230,3 +230,89 @@ fn exec_shell_keeps_the_jobs_cache_between_local_runs() {
     assert!(second.contains("Successfully extracted cache"), "{second}");
     assert!(second.contains("restored=from-the-first-run"), "{second}");
 }
+
+/// `exec shell` keeps the job's `artifacts:` in a local directory: the job's upload stage runs
+/// the real uploader against exec's local receiver, and the archive holds the files the
+/// paths name (and not the excluded ones), also when the job fails with `when: always`.
+#[test]
+fn exec_shell_keeps_the_jobs_artifacts_in_a_local_directory() {
+    let project = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .current_dir(project.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    std::fs::write(
+        project.path().join(".gitlab-ci.yml"),
+        r#"build:
+  artifacts:
+    name: dist-$CI_JOB_NAME
+    paths: [dist/]
+    exclude: [dist/*.tmp]
+  script:
+    - mkdir -p dist && echo "built-$((6*7))" > dist/app.txt && echo scratch > dist/x.tmp
+broken:
+  artifacts:
+    when: always
+    paths: [report.txt]
+  script:
+    - echo "partial" > report.txt
+    - exit 4
+"#,
+    )
+    .unwrap();
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "ci"]);
+    let work = tempfile::tempdir().unwrap();
+    let kept = work.path().join("kept");
+    let run = |job: &str| {
+        let output = std::process::Command::new(runner_tests::runner_binary())
+            .current_dir(project.path())
+            .args(["exec", "shell", job, "--builds-dir"])
+            .arg(work.path().join("builds"))
+            .arg("--artifacts-dir")
+            .arg(kept.join(job))
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = run("build");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Uploading artifacts..."), "{out}");
+    assert!(out.contains("201 Created"), "{out}");
+    let archive = kept.join("build/dist-build.zip");
+    assert!(
+        err.contains(&format!("Artifacts kept in {}", archive.display())),
+        "{err}"
+    );
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&archive).unwrap()).unwrap();
+    let mut names: Vec<String> = zip.file_names().map(str::to_string).collect();
+    names.sort();
+    assert_eq!(names, ["dist/", "dist/app.txt"], "{out}");
+    let mut content = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("dist/app.txt").unwrap(), &mut content).unwrap();
+    assert_eq!(content, "built-42\n");
+
+    let (code, out, _) = run("broken");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("ERROR: Job failed: exit status 4"), "{out}");
+    let zip = zip::ZipArchive::new(std::fs::File::open(kept.join("broken/artifacts.zip")).unwrap())
+        .unwrap();
+    assert_eq!(
+        zip.file_names().collect::<Vec<_>>(),
+        ["report.txt"],
+        "{out}"
+    );
+}

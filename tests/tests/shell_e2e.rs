@@ -678,8 +678,14 @@ async fn a_cache_saved_by_one_job_is_restored_by_the_next_and_a_fallback_key_is_
     let log = gitlab.wait_success(restore, WAIT).await;
     assert!(log.contains("Successfully extracted cache"), "{log}");
     assert!(log.contains("got=cached-bytes mode=640"), "{log}");
-    // Restored files keep their archived times, so nothing is newer than the archive.
-    assert!(log.contains("Archive is up to date!"), "{log}");
+    // Restored files keep their archived times, so nothing is newer than the archive; as
+    // upstream, the up-to-date archive is offered to the shared cache (none here), not rebuilt.
+    assert!(
+        log.contains("Primary cache does not exist remotely, uploading existing archive"),
+        "{log}"
+    );
+    assert!(log.contains("Cache will be stored only locally."), "{log}");
+    assert!(!log.contains("Archive is up to date!"), "{log}");
 
     // A key that misses falls back to `fallback_keys`, then to CACHE_FALLBACK_KEY.
     let fallback = gitlab.enqueue(cache_job(
@@ -749,6 +755,14 @@ async fn a_dependency_without_artifacts_is_a_missing_dependency_failure() {
     );
 }
 
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 fn s3_cache_config(s3: &runner_tests::S3Server, secret: &str, extra: &str) -> String {
     format!(
         "[runners.cache]\n  Type = \"s3\"\n  Path = \"prefix\"\n  {extra}\n  [runners.cache.s3]\n    ServerAddress = \"{}\"\n    AccessKey = \"{}\"\n    SecretKey = \"{secret}\"\n    BucketName = \"runner-cache\"\n    Insecure = true\n",
@@ -796,6 +810,53 @@ async fn the_shared_s3_cache_round_trips_through_a_real_s3_server() {
     assert!(log.contains("Downloading cache from http://"), "{log}");
     assert!(log.contains("Successfully extracted cache"), "{log}");
     assert!(log.contains("restored=from-s3"), "{log}");
+
+    // Only the object a runner with FF_HASH_CACHE_KEYS left (SHA-256 key, sharded path) has
+    // this key: the extractor takes the alternate URL, and the archiver, finding the restored
+    // files up to date and the primary object missing, uploads the archive under the primary
+    // name.
+    let object = objects
+        .iter()
+        .find(|object| object.ends_with("/project/77/s3-key"))
+        .unwrap()
+        .clone();
+    let hashed = sha256_hex("s3-key");
+    let alternate = object.replace(
+        "/project/77/s3-key",
+        &format!("/project/77/{}/{hashed}", &hashed[..2]),
+    );
+    let target = s3.object_path("runner-cache", &alternate);
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::rename(s3.object_path("runner-cache", &object), &target).unwrap();
+    std::fs::remove_dir_all(runner.dir.path().join("cache")).unwrap();
+    let from_alternate = gitlab.enqueue(cache_job(
+        &["echo \"alternate=$(cat vendor/dep.txt)\""],
+        cache.clone(),
+        json!([]),
+    ));
+    let log = gitlab.wait_success(from_alternate, WAIT).await;
+    assert!(
+        log.contains("Selecting alternate cache URL: primary not available"),
+        "{log}"
+    );
+    assert!(log.contains("alternate=from-s3"), "{log}");
+    assert!(
+        log.contains("Primary cache does not exist remotely, uploading existing archive"),
+        "{log}"
+    );
+    assert!(
+        s3.objects("runner-cache").contains(&object),
+        "{:?}",
+        s3.objects("runner-cache")
+    );
+    // Now the primary object is there: the next up-to-date archive is not sent again.
+    let present = gitlab.enqueue(cache_job(&["true"], cache.clone(), json!([])));
+    let log = gitlab.wait_success(present, WAIT).await;
+    assert!(log.contains("Selecting primary cache URL"), "{log}");
+    assert!(
+        log.contains("Primary cache already exists remotely, skipping upload"),
+        "{log}"
+    );
     drop(runner);
 
     // A wrong secret: S3 refuses the upload, the job still passes.

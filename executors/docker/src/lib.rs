@@ -248,17 +248,24 @@ impl DockerExecutor {
     /// reached over TLS with `ca.pem`, `cert.pem` and `key.pem` of that directory (default
     /// `~/.docker`), as Docker's own client does.
     fn connect(&mut self) -> Result<(), ExecutorError> {
+        self.docker = Some(connect(&self.config)?);
+        Ok(())
+    }
+}
+
+/// The Docker client for `config` (see [`DockerExecutor`]'s connect).
+fn connect(config: &DockerConfig) -> Result<Docker, ExecutorError> {
+    {
         let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let host = self
-            .config
+        let host = config
             .host
             .clone()
             .or_else(|| env("DOCKER_HOST"))
             .filter(|host| !host.is_empty());
-        let cert_path = Some(self.config.tls_cert_path.clone())
+        let cert_path = Some(config.tls_cert_path.clone())
             .filter(|path| !path.is_empty())
             .or_else(|| env("DOCKER_CERT_PATH"));
-        let verify = self.config.tls_verify || env("DOCKER_TLS_VERIFY").is_some();
+        let verify = config.tls_verify || env("DOCKER_TLS_VERIFY").is_some();
         let docker = match host {
             Some(host)
                 if (host.starts_with("tcp://") || host.starts_with("https://"))
@@ -292,9 +299,53 @@ impl DockerExecutor {
             None => Docker::connect_with_local_defaults(),
         }
         .map_err(|error| system("creating the Docker client").with_source(error))?;
-        self.docker = Some(docker);
-        Ok(())
+        Ok(docker)
     }
+}
+
+/// The first host address of an IPv4 `a.b.c.d/n` subnet.
+fn first_address(subnet: &str) -> Option<std::net::Ipv4Addr> {
+    let (address, bits) = subnet.split_once('/')?;
+    let address: std::net::Ipv4Addr = address.parse().ok()?;
+    let bits: u32 = bits.parse().ok().filter(|bits| *bits <= 30)?;
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    Some(std::net::Ipv4Addr::from((u32::from(address) & mask) + 1))
+}
+
+/// The address on this machine that a container on `config`'s network reaches the host by:
+/// 127.0.0.1 with `network_mode = "host"`, else the gateway of the named network (Docker's
+/// `bridge` when none is named). `exec docker` serves the job's artifacts there.
+pub async fn host_address_for_containers(
+    config: &DockerConfig,
+) -> Result<std::net::IpAddr, ExecutorError> {
+    let mode = config.network_mode.as_str();
+    if mode == "host" {
+        return Ok(std::net::IpAddr::from([127, 0, 0, 1]));
+    }
+    let network = if mode.is_empty() { "bridge" } else { mode };
+    let docker = connect(config)?;
+    let inspected = docker
+        .inspect_network(
+            network,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .map_err(|error| {
+            system(format!("inspecting the Docker network {network}")).with_source(error)
+        })?;
+    inspected
+        .ipam
+        .and_then(|ipam| ipam.config)
+        .into_iter()
+        .flatten()
+        .find_map(|config| {
+            // Docker's default bridge may list only its subnet; its gateway is then the
+            // subnet's first address, as Docker assigns it.
+            let gateway = config.gateway.and_then(|gateway| gateway.parse().ok());
+            gateway.or_else(|| first_address(config.subnet.as_deref()?))
+        })
+        .map(std::net::IpAddr::from)
+        .ok_or_else(|| system(format!("the Docker network {network} has no IPv4 gateway")))
 }
 
 impl Executor for DockerExecutor {

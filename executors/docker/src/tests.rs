@@ -295,3 +295,17 @@ fn helper_image_and_volume_keep_lines_are_upstreams() {
         "volume_keep is enabled: Docker volumes will not be removed after job completion and may accumulate on disk"
     );
 }
+
+#[test]
+fn a_subnet_without_a_gateway_uses_its_first_address() {
+    assert_eq!(
+        super::first_address("172.17.0.0/16"),
+        Some(std::net::Ipv4Addr::new(172, 17, 0, 1))
+    );
+    assert_eq!(
+        super::first_address("10.8.4.128/25"),
+        Some(std::net::Ipv4Addr::new(10, 8, 4, 129))
+    );
+    assert_eq!(super::first_address("fd00::/64"), None);
+    assert_eq!(super::first_address("10.0.0.0/32"), None);
+}

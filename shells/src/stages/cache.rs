@@ -66,6 +66,18 @@ fn cache_archive(info: &Info<'_>, key: &str) -> String {
     relative_path(&info.project_dir, &archive)
 }
 
+/// The key under the other naming of upstream's `FF_HASH_CACHE_KEYS` transition. This runner
+/// names caches by the sanitised key (the flag off), so the other naming is the key's SHA-256
+/// in hex: an archive or object a runner with the flag on left is found and renamed or
+/// fetched, as upstream does in both directions.
+fn alternate_key(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 pub(super) fn relative_path(from_dir: &str, to: &str) -> String {
     let from: Vec<&str> = from_dir
         .split('/')
@@ -251,8 +263,24 @@ fn write_extract_chain(
         timeout.into(),
     ];
     if let Some((remote, object)) = remote_object(info, key) {
+        let now = SystemTime::now();
+        let lifetime = url_lifetime(info);
         args.push("--url".into());
-        args.push(remote.download_url(&object, SystemTime::now(), url_lifetime(info)));
+        args.push(remote.download_url(&object, now, lifetime));
+        args.push("--head-url".into());
+        args.push(remote.head_url(&object, now, lifetime));
+        // The object a runner with FF_HASH_CACHE_KEYS on uploaded: hashed key, sharded path.
+        let alternate = remote.sharded_object_name(
+            &info.build.runner.short_token(),
+            info.build.job.job_info.project_id,
+            &alternate_key(key),
+        );
+        if let Some(alternate) = alternate {
+            args.push("--alternate-url".into());
+            args.push(remote.download_url(&alternate, now, lifetime));
+            args.push("--alternate-head-url".into());
+            args.push(remote.head_url(&alternate, now, lifetime));
+        }
     }
     w.if_cmd_with_output(info.runner_command, &as_refs(&args));
     w.notice("Successfully extracted cache");
@@ -314,6 +342,8 @@ pub(super) fn write_archive_cache(
                 "cache-archiver".into(),
                 "--file".into(),
                 archive.clone(),
+                "--alternate-file".into(),
+                cache_archive(info, &alternate_key(&key)),
                 "--timeout".into(),
                 timeout.clone(),
             ];
@@ -333,6 +363,8 @@ pub(super) fn write_archive_cache(
                     args.push("--header".into());
                     args.push(format!("{name}: {value}"));
                 }
+                args.push("--check-url".into());
+                args.push(remote.head_url(object, SystemTime::now(), url_lifetime(info)));
             }
             args.push("--env-file".into());
             args.push(env_file.clone());
