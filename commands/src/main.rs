@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use gitlab_runner_rs::config::{Config, RawConfig, RawRunner};
+use gitlab_runner_rs::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -272,67 +272,90 @@ enum CustomDriverCommand {
 struct RunSingleArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Pick this runner (by name) from the config file.
-    #[arg(long)]
+    /// Take this runner (by name) from the config file instead of the command-line flags.
+    #[arg(short = 'r', long)]
     runner: Option<String>,
-    #[arg(short = 'u', long, env = "CI_SERVER_URL")]
-    url: Option<String>,
-    #[arg(short = 't', long, env = "CI_SERVER_TOKEN")]
-    token: Option<String>,
-    #[arg(long, default_value = "shell")]
-    executor: String,
-    #[arg(long)]
-    builds_dir: Option<String>,
-    #[arg(long)]
-    shell: Option<String>,
-    /// Stop after this many jobs.
-    #[arg(long)]
-    max_builds: Option<usize>,
+    /// How many builds to process before exiting (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_builds: usize,
+    /// How long to wait in seconds before receiving the first job (0: forever); counted
+    /// again from the end of each job.
+    #[arg(long, default_value_t = 0)]
+    wait_timeout: u64,
+    /// Seconds after which the forceful shutdown gives up waiting for the aborted job.
+    #[arg(long, default_value_t = 0)]
+    shutdown_timeout: i64,
+    /// Every `[[runners]]` key is a flag, as for `register` (--url, --token, --executor,
+    /// --builds-dir, --docker-image, ...).
+    #[command(flatten)]
+    flags: register::ConfigFlags,
 }
 
+/// The one runner `run-single` works for: the config file's `--runner`, else the runner the
+/// flags describe (upstream's `Missing URL` / `Missing Token` / `Missing Executor` when they
+/// do not, `Unknown executor:` for one this binary lacks).
 fn run_single_config(args: &RunSingleArgs) -> anyhow::Result<Config> {
-    if let (Some(url), Some(token)) = (&args.url, &args.token) {
-        let mut raw = RawRunner {
-            name: args.runner.clone().unwrap_or_else(|| "single".into()),
-            url: url.clone(),
-            token: token.clone(),
-            executor: args.executor.clone(),
-            builds_dir: args.builds_dir.clone(),
-            shell: args.shell.clone(),
-            ..RawRunner::default()
-        };
-        raw.limit = Some(1);
-        let file = RawConfig {
-            concurrent: Some(1),
-            runners: vec![raw],
-            ..RawConfig::default()
-        };
-        let text = toml::to_string_pretty(&file)?;
-        return Ok(Config::parse(&args.config.path(), &text)?);
-    }
-    let mut config = Config::load(&args.config.path())?;
-    let runner = match &args.runner {
-        Some(name) => match config.runners.iter().find(|runner| &runner.name == name) {
-            Some(runner) => runner.clone(),
-            None => match config
-                .unavailable
-                .iter()
-                .find(|runner| &runner.name == name)
-            {
-                Some(runner) => bail!("runner {name:?}: {}", runner.reason),
-                None => bail!("no runner named {name:?} in {}", config.path.display()),
-            },
-        },
-        None => config.runners.first().cloned().with_context(|| {
-            format!(
-                "no runners in {}; pass --url and --token",
-                config.path.display()
-            )
-        })?,
+    let mut config = match &args.runner {
+        Some(name) => {
+            let mut config = Config::load(&args.config.path())
+                .map_err(|error| anyhow::anyhow!("Error loading config: {error}"))?;
+            let runner = match config.runners.iter().find(|runner| &runner.name == name) {
+                Some(runner) => runner.clone(),
+                None => match config
+                    .unavailable
+                    .iter()
+                    .find(|runner| &runner.name == name)
+                {
+                    Some(runner) => bail!("runner {name:?}: {}", runner.reason),
+                    None => bail!(
+                        "Error loading runner by name: could not find a runner with the name '{name}'"
+                    ),
+                },
+            };
+            config.runners = vec![runner];
+            config.unavailable.clear();
+            config
+        }
+        None => {
+            let mut runner = args.flags.table()?;
+            for (key, missing) in [
+                ("url", "Missing URL"),
+                ("token", "Missing Token"),
+                ("executor", "Missing Executor"),
+            ] {
+                let given = runner
+                    .get(key)
+                    .and_then(toml::Value::as_str)
+                    .is_some_and(|value| !value.is_empty());
+                if !given {
+                    bail!("{missing}");
+                }
+            }
+            runner
+                .entry("name")
+                .or_insert_with(|| toml::Value::String("single".into()));
+            runner.entry("limit").or_insert(toml::Value::Integer(1));
+            let mut document = toml::map::Map::new();
+            document.insert("concurrent".into(), toml::Value::Integer(1));
+            document.insert(
+                "runners".into(),
+                toml::Value::Array(vec![toml::Value::Table(runner)]),
+            );
+            let text = toml::to_string(&toml::Value::Table(document))?;
+            let config = Config::parse(&args.config.path(), &text)?;
+            if let Some(unavailable) = config.unavailable.first() {
+                if config::ExecutorKind::parse(&unavailable.executor).is_none() {
+                    bail!("Unknown executor: {}", unavailable.executor);
+                }
+                bail!("runner {:?}: {}", unavailable.name, unavailable.reason);
+            }
+            config
+        }
     };
-    config.runners = vec![runner];
-    config.unavailable.clear();
     config.concurrent = 1;
+    if args.shutdown_timeout > 0 {
+        config.shutdown_timeout = std::time::Duration::from_secs(args.shutdown_timeout as u64);
+    }
     Ok(config)
 }
 
@@ -420,6 +443,7 @@ fn main() {
                 run::run_loop(run::LoopOptions {
                     config,
                     max_builds: None,
+                    wait_timeout: None,
                     reload: true,
                     user: run::UserSource::Flag(args.user),
                 })
@@ -456,7 +480,9 @@ fn main() {
                 let config = run_single_config(&args)?;
                 run::run_loop(run::LoopOptions {
                     config,
-                    max_builds: args.max_builds,
+                    max_builds: (args.max_builds > 0).then_some(args.max_builds),
+                    wait_timeout: (args.wait_timeout > 0)
+                        .then(|| std::time::Duration::from_secs(args.wait_timeout)),
                     reload: false,
                     user: run::UserSource::Config,
                 })

@@ -75,6 +75,15 @@ pub struct ConfigFlags {
 }
 
 impl ConfigFlags {
+    /// The `[[runners]]` keys the given flags set, as a TOML table.
+    pub fn table(&self) -> anyhow::Result<toml::map::Map<String, toml::Value>> {
+        let mut table = toml::map::Map::new();
+        for (entry, values) in &self.given {
+            set(&mut table, entry.key, value_of(entry, values)?);
+        }
+        Ok(table)
+    }
+
     /// The value of a single-valued flag, when given.
     fn text(&self, flag: &str) -> Option<&str> {
         self.given
@@ -330,10 +339,7 @@ fn required<'a>(
 /// The runner entry the flags, the template and upstream's executor rules describe (without
 /// the token, the id and the dates, which GitLab gives).
 fn runner_table(args: &RegisterArgs) -> anyhow::Result<toml::map::Map<String, toml::Value>> {
-    let mut table = toml::map::Map::new();
-    for (entry, values) in &args.flags.given {
-        set(&mut table, entry.key, value_of(entry, values)?);
-    }
+    let mut table = args.flags.table()?;
     if let Some(template) = &args.template_config {
         tracing::info!(
             "Merging configuration from template file {:?}",

@@ -228,6 +228,9 @@ pub struct LoopOptions {
     pub config: Config,
     /// Stop after this many jobs (run-single `--max-builds`).
     pub max_builds: Option<usize>,
+    /// Stop when no job has come for this long since the start or the last job's end
+    /// (run-single `--wait-timeout`).
+    pub wait_timeout: Option<Duration>,
     /// Re-read the config file on SIGHUP or when it changes.
     pub reload: bool,
     /// Where the user jobs run as comes from.
@@ -418,6 +421,7 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
     let LoopOptions {
         config,
         max_builds,
+        wait_timeout,
         reload,
         user,
     } = options;
@@ -463,10 +467,27 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
     let mut last_config_check = Instant::now();
     let mut next = 0usize;
     let mut forceful = false;
+    let last_build = Arc::new(std::sync::Mutex::new(Instant::now()));
 
     loop {
         if let Some(max) = max_builds {
             if started.load(Ordering::SeqCst) >= max {
+                tracing::info!("This runner has processed its build limit, so now exiting");
+                break;
+            }
+        }
+        if let Some(wait) = wait_timeout {
+            let idle = last_build
+                .lock()
+                .map(|last| last.elapsed())
+                .unwrap_or_default();
+            // No job running (a job request may be in flight: it is waited for below).
+            let busy = started.load(Ordering::SeqCst) != finished.load(Ordering::SeqCst);
+            if !busy && idle > wait {
+                tracing::info!(
+                    "This runner has not received a job in {} seconds, so now exiting",
+                    wait.as_secs()
+                );
                 break;
             }
         }
@@ -557,6 +578,7 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
         let wake = wake.clone();
         let started = started.clone();
         let finished = finished.clone();
+        let last_build = last_build.clone();
         tracker.spawn(async move {
             let environment = &worker.environment;
             let info = version_info(&worker.runner, &environment.provider);
@@ -600,6 +622,9 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
                         .await;
                     if let JobResult::Finished { success, reason } = outcome {
                         tracing::info!(success, ?reason, "job processed");
+                    }
+                    if let Ok(mut last) = last_build.lock() {
+                        *last = Instant::now();
                     }
                     finished.fetch_add(1, Ordering::SeqCst);
                     return;

@@ -673,3 +673,80 @@ async fn lint_names_unknown_keys_and_verify_selects_and_deletes_as_upstream() {
     let runner = stderr.find("Executor=shell").unwrap();
     assert!(header < runner, "{stderr}");
 }
+
+/// Parity audit item 20: `run-single` takes every `[[runners]]` key as a flag (here `--env`
+/// and `--builds-dir`), stops after `--max-builds` or when `--wait-timeout` passes without a
+/// job, and refuses, as upstream, a command line without an executor or with one it lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_single_takes_the_runner_flags_and_upstreams_limits() {
+    let gitlab = FakeGitlab::start(SHELL_RUNNER_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let binary = runner_binary();
+    let run_single = |extra: &[&str]| {
+        let mut command = Command::new(&binary);
+        command
+            .arg("run-single")
+            .arg("-c")
+            .arg(&config)
+            .args(["--url", &gitlab.url(), "--token", SHELL_RUNNER_TOKEN])
+            .arg("--builds-dir")
+            .arg(dir.path().join("builds"))
+            .args(extra);
+        command
+    };
+    let job = gitlab.enqueue(job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo \"from-flag=$RUN_SINGLE_VAR\""],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        60,
+    ));
+    let mut once = run_single(&[
+        "--executor",
+        "shell",
+        "--env",
+        "RUN_SINGLE_VAR=set-by-env-flag",
+        "--max-builds",
+        "1",
+    ]);
+    let output = tokio::task::spawn_blocking(move || once.output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("This runner has processed its build limit, so now exiting"),
+        "{stderr}"
+    );
+    let log = gitlab.wait_success(job, WAIT).await;
+    assert!(log.contains("from-flag=set-by-env-flag"), "{log}");
+
+    // No job comes: it gives up after --wait-timeout seconds.
+    let mut idle = run_single(&["--executor", "shell", "--wait-timeout", "1"]);
+    let started = Instant::now();
+    let output = tokio::task::spawn_blocking(move || idle.output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("This runner has not received a job in 1 seconds, so now exiting"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < WAIT, "{stderr}");
+
+    for (extra, expected) in [
+        (&[][..], "Missing Executor"),
+        (
+            &["--executor", "virtualbox"][..],
+            "Unknown executor: virtualbox",
+        ),
+    ] {
+        let output = run_single(extra).output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+    }
+}
