@@ -665,3 +665,53 @@ async fn a_docker_host_over_tls_is_reached_with_the_client_certificate() {
     assert_eq!(proxy.refused(), 0);
     assert_nothing_left(TOKEN_TLS, &[job]).await;
 }
+
+const TOKEN_UMASK: &str = "glrt-t1_dkrumask1";
+
+/// Parity audit items 23 and 31: the helper container checks out with `umask 0000` (files
+/// 666), unless `FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR` keeps the image's umask (644), which
+/// the log says as upstream's does; a runner with `volume_keep` prints upstream's warning
+/// after the executor line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_umask_flag_keeps_the_images_umask_and_volume_keep_is_announced() {
+    let helper = HelperImage::build("dev");
+    let git = GitServer::start(&[("README.md", "umask probe\n")], true).await;
+    let gitlab = FakeGitlab::start(TOKEN_UMASK).await;
+    let job = |flag: Option<&str>| {
+        let mut variables = Vec::new();
+        if let Some(value) = flag {
+            variables.push(json!({"key": "FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR", "value": value, "public": true}));
+        }
+        gitlab.enqueue(job_payload(
+            &git.url_with_token("JOB_TOKEN"),
+            &git.head(),
+            &["echo \"mode=$(stat -c %a README.md)\""],
+            &[],
+            serde_json::Value::Array(variables),
+            120,
+        ))
+    };
+    let with_flag = job(Some("true"));
+    let without = job(None);
+    let _runner = start_runner(
+        &gitlab,
+        TOKEN_UMASK,
+        &helper,
+        &format!("{HOST_NETWORK}    volume_keep = true\n"),
+    );
+    let log = gitlab.wait_success(with_flag, WAIT).await;
+    assert!(
+        log.contains("Not using umask - FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR is set!"),
+        "{log}"
+    );
+    assert!(log.contains("mode=644"), "{log}");
+    assert!(
+        log.contains("volume_keep is enabled: Docker volumes will not be removed after job completion and may accumulate on disk"),
+        "{log}"
+    );
+    let log = gitlab.wait_success(without, WAIT).await;
+    assert!(!log.contains("Not using umask"), "{log}");
+    assert!(log.contains("mode=666"), "{log}");
+    // Only anonymous volumes of the images are kept, and this image declares none.
+    assert_nothing_left(TOKEN_UMASK, &[with_flag, without]).await;
+}
