@@ -651,6 +651,50 @@ pub fn cache_init(args: CacheInitArgs) -> i32 {
     0
 }
 
+/// Flags of `read-logs`.
+#[derive(Args, Debug, Clone)]
+pub struct ReadLogsArgs {
+    /// The log file to follow.
+    #[arg(long, default_value = "")]
+    pub path: PathBuf,
+    /// Where to start, in bytes.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+    /// How long to wait for the file to appear (a Go duration: 1m0s).
+    #[arg(long = "wait-file-timeout", default_value = "1s")]
+    pub wait_file_timeout: String,
+}
+
+/// `read-logs`: what the Kubernetes executor's log streamer runs in the helper container
+/// (see [`runner_helpers::read_logs`]). It follows the file until it is deleted (exit 100);
+/// any other error is printed on standard output, where the client reads it, with exit 1.
+pub fn read_logs(args: ReadLogsArgs) -> i32 {
+    let fail = |message: &str| {
+        println!("error reading logs from {}: {message}", args.path.display());
+        1
+    };
+    let Some(wait_file_timeout) = runner_core::settings::parse_go_duration(&args.wait_file_timeout)
+    else {
+        return fail(&format!(
+            "invalid --wait-file-timeout {:?}",
+            args.wait_file_timeout
+        ));
+    };
+    let options = runner_helpers::read_logs::ReadLogsOptions {
+        path: args.path.clone(),
+        offset: args.offset,
+        wait_file_timeout,
+    };
+    let stdout = std::io::stdout();
+    match runner_helpers::read_logs::follow(&options, &mut stdout.lock(), || false) {
+        Ok(()) => 0,
+        Err(runner_helpers::read_logs::ReadLogsError::Deleted) => {
+            runner_helpers::read_logs::FILE_DELETED_EXIT_CODE
+        }
+        Err(error) => fail(&error.to_string()),
+    }
+}
+
 /// Flags of `health-check`.
 #[derive(Args, Debug, Clone)]
 pub struct HealthCheckArgs {

@@ -192,6 +192,8 @@ enum Commands {
     CacheInit(helper_commands::CacheInitArgs),
     /// Wait until a service answers on its TCP ports (internal; Docker executor services).
     HealthCheck(helper_commands::HealthCheckArgs),
+    /// Follow a job's log file by offset (internal; the Kubernetes attach strategy).
+    ReadLogs(helper_commands::ReadLogsArgs),
 }
 
 #[derive(Subcommand)]
@@ -423,6 +425,9 @@ fn main() {
             Commands::CacheArchiver(args) => Ok(helper_commands::cache_archiver(args).await),
             Commands::CacheInit(args) => Ok(helper_commands::cache_init(args)),
             Commands::HealthCheck(args) => Ok(helper_commands::health_check(args).await),
+            Commands::ReadLogs(args) => {
+                Ok(tokio::task::spawn_blocking(move || helper_commands::read_logs(args)).await?)
+            }
             Commands::ArtifactsDownloader(args) => {
                 Ok(helper_commands::artifacts_downloader(args).await)
             }

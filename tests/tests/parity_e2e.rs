@@ -316,3 +316,41 @@ broken:
         "{out}"
     );
 }
+
+/// The `read-logs` helper the Kubernetes attach strategy runs (parity audit item 19):
+/// `<offset> <line>` output, upstream's message and exit 1 for a file that never appears, exit
+/// 100 for one deleted while followed.
+#[test]
+fn read_logs_follows_a_file_by_offset_with_upstreams_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("never.log");
+    let output = std::process::Command::new(runner_tests::runner_binary())
+        .args(["read-logs", "--wait-file-timeout", "1s", "--path"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!(
+            "error reading logs from {}: timeout waiting for file to be created\n",
+            missing.display()
+        )
+    );
+
+    let log = dir.path().join("output.log");
+    std::fs::write(&log, "one\ntwo\n").unwrap();
+    let mut child = std::process::Command::new(runner_tests::runner_binary())
+        .args(["read-logs", "--offset", "4", "--path"])
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, "8 two\n");
+    std::fs::remove_file(&log).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(100));
+}
