@@ -37,6 +37,7 @@ pub mod process;
 pub mod remote_cache;
 pub mod script;
 pub mod secret;
+pub mod service_name;
 pub mod settings;
 pub mod stage;
 pub mod stage_runner;

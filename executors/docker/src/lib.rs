@@ -65,7 +65,7 @@ pub use raw_config::RawDockerConfig;
 use containers::*;
 use pull::*;
 
-pub use services::{split_name_and_version, ServiceName};
+pub use runner_core::service_name::{split_name_and_version, ServiceName};
 
 /// Where upstream's helper image keeps the helper, and where scripts call it.
 pub const HELPER_PATH: &str = "/usr/bin/gitlab-runner-helper";
