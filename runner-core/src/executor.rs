@@ -144,7 +144,17 @@ pub struct ExecutorDefaults {
     /// The runner's global `user` applies: stage scripts run through `su` to it (upstream's
     /// shell executor alone).
     pub switch_user: bool,
+    /// The executor learns a stage's exit status from its output (the Kubernetes attach
+    /// strategy): each script prints upstream's JSON start line and, from an EXIT trap that
+    /// exits 0, its exit line, both also carrying the nonce the executor passes in
+    /// [`STAGE_NONCE_VARIABLE`], so that output which only looks like a marker is not one.
+    pub stage_markers: bool,
 }
+
+/// The environment variable through which an executor with
+/// [`ExecutorDefaults::stage_markers`] gives a stage script its marker nonce; the script
+/// reads it and unsets it before anything else runs.
+pub const STAGE_NONCE_VARIABLE: &str = "RUNNER_STAGE_NONCE";
 
 /// One stage to run: the generated script and where it belongs.
 #[derive(Debug, Clone, Copy)]

@@ -109,6 +109,7 @@ impl ScriptGenerator for BashShell {
             .with_private_tmp(build.defaults.private_temporary_dir);
         writer.check_for_errors = build.flags.enabled(FeatureFlag::EnableBashExitCodeCheck);
         writer.legacy_eval = build.flags.enabled(FeatureFlag::UseLegacyBashEval);
+        writer.stage_markers = build.defaults.stage_markers;
         // ANSI-C `$'...'` quoting is a bash (and busybox) extension that dash, Debian's `sh`,
         // cannot parse, so `sh` scripts always use POSIX double quotes.
         writer.posix_escape =

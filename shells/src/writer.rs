@@ -7,6 +7,24 @@ pub use runner_core::log::{ANSI_BOLD_GREEN, ANSI_CLEAR, ANSI_RESET, ANSI_YELLOW}
 /// Makes bash exit 1 on SIGTERM instead of printing the script it was evaluating.
 const EXIT_ON_TERM: &str = "trap 'exit 1' TERM";
 
+/// Upstream's Kubernetes-mode start line and EXIT trap (`shells/bash.go`), each also carrying
+/// the stage's nonce, read from the environment and unset before the body runs.
+const STAGE_MARKERS: &str = r#"runner_stage_nonce="${RUNNER_STAGE_NONCE:-}"
+unset RUNNER_STAGE_NONCE
+start_json="{\"script\": \"$0\", \"nonce\": \"$runner_stage_nonce\"}"
+echo "$start_json"
+runner_script_trap() {
+	exit_code=$?
+	out_json="{\"command_exit_code\": $exit_code, \"script\": \"$0\", \"nonce\": \"$runner_stage_nonce\"}"
+
+	echo ""
+	echo "$out_json"
+	exit 0
+}
+
+trap runner_script_trap EXIT
+"#;
+
 /// The credential helper that answers git with the job token from the environment.
 const CRED_HELPER: &str =
     "!f(){ if [ \"$1\" = \"get\" ] ; then echo \"password=${CI_JOB_TOKEN}\" ; fi ; } ; f";
@@ -25,6 +43,8 @@ pub struct BashWriter {
     pub posix_escape: bool,
     /// See [`BashWriter::with_private_tmp`].
     pub private_tmp: bool,
+    /// Print the JSON stage markers (see [`runner_core::executor::ExecutorDefaults::stage_markers`]).
+    pub stage_markers: bool,
 }
 
 fn double_quote(text: &str) -> String {
@@ -43,6 +63,7 @@ impl BashWriter {
             legacy_eval: false,
             posix_escape: false,
             private_tmp: false,
+            stage_markers: false,
         }
     }
 
@@ -426,6 +447,9 @@ impl BashWriter {
         }
         out.push_str(EXIT_ON_TERM);
         out.push_str("\n\n");
+        if self.stage_markers {
+            out.push_str(STAGE_MARKERS);
+        }
         if trace {
             out.push_str("set -o xtrace\n");
         }
@@ -527,6 +551,35 @@ mod tests {
             assert_eq!(
                 written,
                 format!("CACHE_METADATA=\"{escaped}\"\n"),
+                "{shell}"
+            );
+        }
+    }
+
+    #[test]
+    fn stage_markers_report_the_exit_status_with_the_nonce_and_exit_zero() {
+        assert!(STAGE_MARKERS.contains(runner_core::executor::STAGE_NONCE_VARIABLE));
+        for shell in ["bash", "sh"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut writer = BashWriter::new(shell, &dir.path().display().to_string());
+            writer.posix_escape = shell == "sh";
+            writer.stage_markers = true;
+            writer.line("echo \"nonce seen by the job: ${RUNNER_STAGE_NONCE:-none}\"");
+            writer.line("exit 3");
+            let script = dir.path().join("step_script");
+            std::fs::write(&script, writer.finish(false)).unwrap();
+            let output = std::process::Command::new(shell)
+                .arg(&script)
+                .env("RUNNER_STAGE_NONCE", "n0nce")
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{shell}: {output:?}");
+            let path = script.display();
+            assert_eq!(
+                String::from_utf8_lossy(&output.stdout),
+                format!(
+                    "{{\"script\": \"{path}\", \"nonce\": \"n0nce\"}}\nnonce seen by the job: none\n\n{{\"command_exit_code\": 3, \"script\": \"{path}\", \"nonce\": \"n0nce\"}}\n"
+                ),
                 "{shell}"
             );
         }

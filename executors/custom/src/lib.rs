@@ -141,6 +141,7 @@ impl ExecutorProvider for CustomProvider {
             dirs_from_prepare: true,
             private_temporary_dir: false,
             switch_user: false,
+            stage_markers: false,
         }
     }
 

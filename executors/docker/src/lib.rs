@@ -148,6 +148,7 @@ impl ExecutorProvider for DockerProvider {
             dirs_from_prepare: false,
             private_temporary_dir: false,
             switch_user: false,
+            stage_markers: false,
         }
     }
 

@@ -90,6 +90,7 @@ impl ExecutorProvider for ShellProvider {
             dirs_from_prepare: false,
             private_temporary_dir: true,
             switch_user: true,
+            stage_markers: false,
             runner_command: std::env::current_exe()
                 .map(|path| path.to_string_lossy().to_string())
                 .unwrap_or_else(|_| "gitlab-runner-rs".into()),

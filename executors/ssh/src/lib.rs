@@ -159,6 +159,7 @@ impl ExecutorProvider for SshProvider {
             dirs_from_prepare: false,
             private_temporary_dir: false,
             switch_user: false,
+            stage_markers: false,
         }
     }
 
