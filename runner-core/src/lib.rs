@@ -34,6 +34,7 @@ pub mod job;
 pub mod log;
 pub mod panic;
 pub mod process;
+pub mod read_logs;
 pub mod remote_cache;
 pub mod script;
 pub mod secret;
