@@ -3,12 +3,14 @@
 //! stage runner. What is here so far is the part that needs no cluster: Kubernetes quantities
 //! compared by value, the `KUBERNETES_*` job-variable overwrites with upstream's rules and
 //! messages, the pod's names (labels, generated names, service containers and host
-//! aliases), and the reading of the attach strategy's log stream with nonce-checked stage
+//! aliases), the API client's configuration in upstream's order (explicit host, in-cluster,
+//! kubeconfig), and the reading of the attach strategy's log stream with nonce-checked stage
 //! markers. `executor = "kubernetes"` is not accepted by the config loader yet.
 //!
 //! Depends on `runner-core` only; it must not depend on `network`, `shells`, the other
 //! executors or `commands`.
 
+pub mod connect;
 pub mod log_processor;
 pub mod names;
 pub mod overwrites;
