@@ -12,6 +12,7 @@
 
 pub mod connect;
 pub mod log_processor;
+pub mod metadata;
 pub mod names;
 pub mod overwrites;
 pub mod quantity;
