@@ -3,7 +3,8 @@
 //! stage runner. What is here so far is the part that needs no cluster: Kubernetes quantities
 //! compared by value, the `KUBERNETES_*` job-variable overwrites with upstream's rules and
 //! messages, the pod's names (labels, generated names, service containers and host
-//! aliases), the API client's configuration in upstream's order (explicit host, in-cluster,
+//! aliases), the attach strategy's pod (containers, init container, shared volumes), the
+//! API client's configuration in upstream's order (explicit host, in-cluster,
 //! kubeconfig), and the reading of the attach strategy's log stream with nonce-checked stage
 //! markers. `executor = "kubernetes"` is not accepted by the config loader yet.
 //!
@@ -15,4 +16,5 @@ pub mod log_processor;
 pub mod metadata;
 pub mod names;
 pub mod overwrites;
+pub mod pod;
 pub mod quantity;
