@@ -130,6 +130,15 @@ fn not_found(kind: Kind, name: &str) -> Reply {
     )
 }
 
+fn no_such_path() -> Reply {
+    status(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+        Value::Null,
+    )
+}
+
 fn now() -> String {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -384,12 +393,7 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
     }
     // /api/v1/namespaces[/{ns}[/{plural}[/{name}]]] or /api/v1/{plural}
     let Some(rest) = received.path.strip_prefix("/api/v1/") else {
-        return status(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-            Value::Null,
-        );
+        return no_such_path();
     };
     let parts: Vec<&str> = rest.split('/').filter(|part| !part.is_empty()).collect();
     let (kind, namespace, name) = match parts.as_slice() {
@@ -397,47 +401,19 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
         ["namespaces", name] => (Kind::Namespace, String::new(), Some(name.to_string())),
         ["namespaces", namespace, plural] => match Kind::from_plural(plural) {
             Some(kind) if kind.namespaced() => (kind, namespace.to_string(), None),
-            _ => {
-                return status(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                    Value::Null,
-                )
-            }
+            _ => return no_such_path(),
         },
         ["namespaces", namespace, plural, name] => match Kind::from_plural(plural) {
             Some(kind) if kind.namespaced() => {
                 (kind, namespace.to_string(), Some(name.to_string()))
             }
-            _ => {
-                return status(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                    Value::Null,
-                )
-            }
+            _ => return no_such_path(),
         },
         [plural] => match Kind::from_plural(plural) {
             Some(kind) => (kind, String::new(), None),
-            None => {
-                return status(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                    Value::Null,
-                )
-            }
+            None => return no_such_path(),
         },
-        _ => {
-            return status(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-                Value::Null,
-            )
-        }
+        _ => return no_such_path(),
     };
     let mut store = store.lock().expect("the store");
     match (&received.method, name) {

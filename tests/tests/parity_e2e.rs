@@ -178,12 +178,16 @@ async fn a_missing_dependency_still_saves_on_failure_and_removes_file_variables(
     assert!(left.is_empty(), "file variables left on disk: {left:?}");
 }
 
-/// `exec shell` restores and saves the job's `cache:` locally (the issue's last item): the
-/// second run finds what the first one cached, with no GitLab at all.
-#[test]
-fn exec_shell_keeps_the_jobs_cache_between_local_runs() {
-    let project = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
+/// A git repository in a temporary directory whose one commit holds `.gitlab-ci.yml` with
+/// `pipeline`: the project `exec` runs a job of.
+fn committed_project(pipeline: &str) -> tempfile::TempDir {
+    let project = tempfile::tempdir().expect("a temporary project");
+    std::fs::write(project.path().join(".gitlab-ci.yml"), pipeline).expect("write the pipeline");
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "ci"],
+    ] {
         let status = std::process::Command::new("git")
             .current_dir(project.path())
             .args(args)
@@ -192,11 +196,17 @@ fn exec_shell_keeps_the_jobs_cache_between_local_runs() {
             .env("GIT_COMMITTER_NAME", "t")
             .env("GIT_COMMITTER_EMAIL", "t@example.com")
             .status()
-            .unwrap();
+            .expect("run git");
         assert!(status.success(), "git {args:?}");
-    };
-    std::fs::write(
-        project.path().join(".gitlab-ci.yml"),
+    }
+    project
+}
+
+/// `exec shell` restores and saves the job's `cache:` locally (the issue's last item): the
+/// second run finds what the first one cached, with no GitLab at all.
+#[test]
+fn exec_shell_keeps_the_jobs_cache_between_local_runs() {
+    let project = committed_project(
         r#"build:
   cache:
     key: deps-$CI_JOB_NAME
@@ -205,11 +215,7 @@ fn exec_shell_keeps_the_jobs_cache_between_local_runs() {
     - if [ -f vendor/dep.txt ]; then echo "restored=$(cat vendor/dep.txt)"; else echo "cold-$((40+2))"; fi
     - mkdir -p vendor && echo "from-the-first-run" > vendor/dep.txt
 "#,
-    )
-    .unwrap();
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "ci"]);
+    );
     let work = tempfile::tempdir().unwrap();
     let run = || {
         let output = std::process::Command::new(runner_tests::runner_binary())
@@ -236,21 +242,7 @@ fn exec_shell_keeps_the_jobs_cache_between_local_runs() {
 /// paths name (and not the excluded ones), also when the job fails with `when: always`.
 #[test]
 fn exec_shell_keeps_the_jobs_artifacts_in_a_local_directory() {
-    let project = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let status = std::process::Command::new("git")
-            .current_dir(project.path())
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
-    };
-    std::fs::write(
-        project.path().join(".gitlab-ci.yml"),
+    let project = committed_project(
         r#"build:
   artifacts:
     name: dist-$CI_JOB_NAME
@@ -266,11 +258,7 @@ broken:
     - echo "partial" > report.txt
     - exit 4
 "#,
-    )
-    .unwrap();
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "ci"]);
+    );
     let work = tempfile::tempdir().unwrap();
     let kept = work.path().join("kept");
     let run = |job: &str| {
