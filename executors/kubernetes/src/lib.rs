@@ -1,6 +1,7 @@
 //! The Kubernetes executor of gitlab-runner-rs, being built (see the README's "Not yet"): each
 //! job in a pod, with upstream's `[runners.kubernetes]` keys and the attach strategy over the
-//! stage runner. What is here so far is the part that needs no cluster: Kubernetes quantities
+//! stage runner. What is here so far is the part that needs no cluster: the
+//! `[runners.kubernetes]` section with upstream's defaults, Kubernetes quantities
 //! compared by value, the `KUBERNETES_*` job-variable overwrites with upstream's rules and
 //! messages, the pod's names (labels, generated names, service containers and host
 //! aliases), the attach strategy's pod (containers, init container, shared volumes), the
@@ -11,6 +12,7 @@
 //! Depends on `runner-core` only; it must not depend on `network`, `shells`, the other
 //! executors or `commands`.
 
+pub mod config;
 pub mod connect;
 pub mod log_processor;
 pub mod metadata;
