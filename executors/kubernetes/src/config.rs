@@ -307,20 +307,9 @@ fn text(value: &Option<String>) -> String {
 
 /// Upstream's pull policy names (`always`, `if-not-present`, `never`) as Kubernetes spells them.
 fn pull_policy(key: &str, value: &str) -> Result<String, InvalidValue> {
-    Ok(match value {
-        "always" => "Always",
-        "if-not-present" => "IfNotPresent",
-        "never" => "Never",
-        "" => "",
-        other => {
-            return Err(InvalidValue::new(
-                key,
-                other,
-                "expected always, if-not-present or never",
-            ))
-        }
-    }
-    .to_string())
+    crate::pull::kubernetes_name(value)
+        .map(str::to_string)
+        .map_err(|_| InvalidValue::new(key, value, "expected always, if-not-present or never"))
 }
 
 fn dns_policy(key: &str, value: &str) -> Result<String, InvalidValue> {

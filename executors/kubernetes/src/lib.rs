@@ -1,7 +1,7 @@
 //! The Kubernetes executor of gitlab-runner-rs, being built (see the README's "Not yet"): each
 //! job in a pod, with upstream's `[runners.kubernetes]` keys and the attach strategy over the
 //! stage runner. What is here so far is the part that needs no cluster: the
-//! `[runners.kubernetes]` section with upstream's defaults, Kubernetes quantities
+//! `[runners.kubernetes]` section with upstream's defaults, each container's pull policies, Kubernetes quantities
 //! compared by value, the `KUBERNETES_*` job-variable overwrites with upstream's rules and
 //! messages, the pod's names (labels, generated names, service containers and host
 //! aliases), the attach strategy's pod (containers, init container, shared volumes), the
@@ -19,4 +19,5 @@ pub mod metadata;
 pub mod names;
 pub mod overwrites;
 pub mod pod;
+pub mod pull;
 pub mod quantity;
