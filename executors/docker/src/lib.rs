@@ -59,8 +59,8 @@ pub mod stage;
 pub mod volumes;
 
 pub use config::{DockerConfig, PullPolicy, Resources};
-pub use pull::classify_image_pull_failure;
 pub use raw_config::RawDockerConfig;
+pub use runner_core::failure::classify_image_pull_failure;
 
 use containers::*;
 use pull::*;

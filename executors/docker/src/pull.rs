@@ -2,6 +2,7 @@
 //! lines, and upstream's classification of a failed pull.
 
 use super::*;
+pub(crate) use runner_core::failure::classify_image_pull_failure;
 
 /// Pull attempts when the registry cannot be reached (upstream's `defaultPullMaxAttempts`).
 pub(crate) const PULL_ATTEMPTS: u32 = 3;
@@ -392,40 +393,6 @@ pub(crate) fn human_bytes(bytes: i64) -> String {
         format!("{:.1} kB", value / 1e3)
     } else {
         format!("{bytes} B")
-    }
-}
-
-/// Upstream's `ClassifyImagePullFailure`: the reason of a failed image pull, from the error's
-/// words. Network trouble is the registry's (`runner_external_dependency_failure`, and worth
-/// another try); a missing image or refused credentials are the configuration's; anything
-/// else is `image_pull_failure`.
-pub fn classify_image_pull_failure(message: &str) -> FailureReason {
-    let lower = message.to_lowercase();
-    let any = |words: &[&str]| words.iter().any(|word| lower.contains(word));
-    if any(&[
-        "dial tcp",
-        "connection refused",
-        "no such host",
-        "i/o timeout",
-        "tls handshake",
-        "client.timeout exceeded",
-        "request canceled",
-        "connection reset",
-    ]) {
-        FailureReason::RunnerExternalDependencyFailure
-    } else if any(&[
-        "not found",
-        "manifest unknown",
-        "pull access denied",
-        "access to the resource is denied",
-        "no basic auth credentials",
-        "repository does not exist or may require",
-        "unauthorized",
-        "authentication required",
-    ]) {
-        FailureReason::RunnerConfigurationError
-    } else {
-        FailureReason::ImagePullFailure
     }
 }
 

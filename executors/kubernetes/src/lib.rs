@@ -1,16 +1,24 @@
-//! The Kubernetes executor of gitlab-runner-rs, being built (see the README's "Not yet"): each
-//! job in a pod, with upstream's `[runners.kubernetes]` keys and the attach strategy over the
-//! stage runner. What is here so far is the part that needs no cluster: the
-//! `[runners.kubernetes]` section with upstream's defaults, each container's pull policies, Kubernetes quantities
-//! compared by value, the `KUBERNETES_*` job-variable overwrites with upstream's rules and
-//! messages, the pod's names (labels, generated names, service containers and host
-//! aliases), the attach strategy's pod (containers, init container, shared volumes), the
-//! API client's configuration in upstream's order (explicit host, in-cluster,
-//! kubeconfig), and the reading of the attach strategy's log stream with nonce-checked stage
-//! markers. `executor = "kubernetes"` is not accepted by the config loader yet.
+//! The Kubernetes executor of gitlab-runner-rs, being built (see the README's "Kubernetes: not
+//! yet"): each job in a pod, with upstream's `[runners.kubernetes]` keys and the attach
+//! strategy over the stage runner. What is here so far needs no running cluster:
+//! - [`config`]: the `[runners.kubernetes]` section with upstream's defaults;
+//! - [`connect`]: the API client's configuration in upstream's order (explicit host,
+//!   in-cluster, kubeconfig);
+//! - [`overwrites`] and [`quantity`]: the `KUBERNETES_*` job-variable overwrites with
+//!   upstream's rules and messages, quantities compared by value;
+//! - [`names`] and [`metadata`]: labels, annotations, generated names, service containers
+//!   and their host aliases;
+//! - [`pull`]: each container's pull policies;
+//! - [`pod`]: the attach strategy's pod (containers, init container, shared volumes);
+//! - [`pod_status`]: reading the pod's status (waiting lines once per change, terminal
+//!   container states, OOM kills named);
+//! - [`log_processor`]: reading the attach strategy's log stream, with nonce-checked stage
+//!   markers.
 //!
-//! Depends on `runner-core` only; it must not depend on `network`, `shells`, the other
-//! executors or `commands`.
+//! `executor = "kubernetes"` is not accepted by the config loader yet.
+//!
+//! Depends on `runner-core` (and kube-rs) only; it must not depend on `network`, `shells`,
+//! the other executors or `commands`.
 
 pub mod config;
 pub mod connect;
@@ -19,5 +27,6 @@ pub mod metadata;
 pub mod names;
 pub mod overwrites;
 pub mod pod;
+pub mod pod_status;
 pub mod pull;
 pub mod quantity;
