@@ -12,6 +12,8 @@
 //! - [`pod`]: the attach strategy's pod (containers, init container, shared volumes);
 //! - [`pod_status`]: reading the pod's status (waiting lines once per change, terminal
 //!   container states, OOM kills named);
+//! - [`stage_commands`]: writing a script by its length, the line typed to start a stage, and
+//!   the program that stops one;
 //! - [`log_processor`]: reading the attach strategy's log stream, with nonce-checked stage
 //!   markers.
 //!
@@ -30,3 +32,4 @@ pub mod pod;
 pub mod pod_status;
 pub mod pull;
 pub mod quantity;
+pub mod stage_commands;
