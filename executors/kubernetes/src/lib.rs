@@ -9,6 +9,7 @@
 //! - [`names`] and [`metadata`]: labels, annotations, generated names, service containers
 //!   and their host aliases;
 //! - [`pull`]: each container's pull policies;
+//! - [`containers`]: the build and service containers' environment, image and commands;
 //! - [`pod`]: the attach strategy's pod (containers, init container, shared volumes);
 //! - [`pod_status`]: reading the pod's status (waiting lines once per change, terminal
 //!   container states, OOM kills named);
@@ -24,6 +25,7 @@
 
 pub mod config;
 pub mod connect;
+pub mod containers;
 pub mod log_processor;
 pub mod metadata;
 pub mod names;
