@@ -532,6 +532,15 @@ impl RawKubernetesConfig {
 }
 
 impl KubernetesConfig {
+    /// The API request retry policy of `retry_limit`, `retry_limits` and `retry_backoff_max`.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy {
+            limit: self.retry_limit,
+            limits: self.retry_limits.clone(),
+            backoff_max: self.retry_backoff_max,
+        }
+    }
+
     /// Attempts at waiting for the pod: `poll_timeout / poll_interval` (integer division),
     /// plus the first look, as upstream polls.
     pub fn poll_attempts(&self) -> u64 {

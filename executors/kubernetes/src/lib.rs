@@ -15,6 +15,7 @@
 //!   container states, OOM kills named);
 //! - [`stage_commands`]: writing a script by its length, the line typed to start a stage, and
 //!   the program that stops one;
+//! - [`retry`]: which failed API requests are tried again, how often and after how long;
 //! - [`log_processor`]: reading the attach strategy's log stream, with nonce-checked stage
 //!   markers.
 //!
@@ -34,4 +35,5 @@ pub mod pod;
 pub mod pod_status;
 pub mod pull;
 pub mod quantity;
+pub mod retry;
 pub mod stage_commands;

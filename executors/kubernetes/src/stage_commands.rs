@@ -194,15 +194,16 @@ mod tests {
             &script,
             // The generator's shape: the body in a subshell with its own TERM trap.
             format!(
-                "trap 'exit 1' TERM\nset -e\ntrap 'ec=$?; echo; echo \"{{\\\"command_exit_code\\\": $ec, \\\"nonce\\\": \\\"n2\\\"}}\"; exit 0' EXIT\n(trap 'touch {}; exit 1' TERM; sleep 5 >/dev/null 2>&1 & wait $!)\n",
+                "trap 'exit 1' TERM\nset -e\ntrap 'ec=$?; echo; echo \"{{\\\"command_exit_code\\\": $ec, \\\"nonce\\\": \\\"n2\\\"}}\"; exit 0' EXIT\n(trap 'kill $sleeper; touch {}; exit 1' TERM; echo trap-set; sleep 60 >/dev/null 2>&1 & sleeper=$!; wait $sleeper)\n",
                 marker.display()
             )
             .as_bytes(),
         );
         let line = start_stage_line(&scripts, &log, "step_script", "n2", false);
         typed(&line);
-        // Let the script start its child.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Once the body's TERM trap is set (as the generator's body sets it first thing).
+        wait_for(std::path::Path::new(&log), "trap-set");
+        let deadline = Instant::now() + Duration::from_secs(50);
         let program = stop_stage_program(&script);
         while !marker.exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
