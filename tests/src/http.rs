@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
@@ -77,6 +78,9 @@ pub fn tls_config(
     Arc::new(config)
 }
 
+/// A reply whose body may be streamed (a watch).
+pub type StreamReply = Response<BoxBody<Bytes, Infallible>>;
+
 /// Serves `handler` on a fresh loopback port, over TLS when a configuration is given.
 pub async fn serve_with_tls<H, F>(
     handler: H,
@@ -85,6 +89,26 @@ pub async fn serve_with_tls<H, F>(
 where
     H: Fn(Received) -> F + Send + Sync + 'static,
     F: Future<Output = Reply> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    serve_streaming(
+        move |received| {
+            let reply = handler(received);
+            async move { reply.await.map(|body| body.boxed()) }
+        },
+        tls,
+    )
+    .await
+}
+
+/// [`serve_with_tls`] for handlers whose replies may stream.
+pub async fn serve_streaming<H, F>(
+    handler: H,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    H: Fn(Received) -> F + Send + Sync + 'static,
+    F: Future<Output = StreamReply> + Send + 'static,
 {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let listener = TcpListener::bind("127.0.0.1:0")

