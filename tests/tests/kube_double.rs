@@ -384,3 +384,64 @@ async fn status_changes_are_modified_events_and_stale_versions_conflict() {
         "a PUT of the pod keeps the kubelet's status"
     );
 }
+
+/// After a compaction, a watch that resumes from the version it had gets the API server's
+/// 410 `Expired` event, and kube-rs' watcher lists again: nothing created meanwhile is missed.
+#[tokio::test]
+async fn an_expired_watch_makes_the_kube_rs_watcher_list_again() {
+    use futures_util::StreamExt;
+    use kube::runtime::watcher::{watcher, Config, Event};
+    let api = KubeApi::start().await;
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.auth_info.token = Some(TOKEN.to_string().into());
+    config.root_cert = Some(vec![api.ca_der()]);
+    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let make = |name: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
+        }))
+        .unwrap()
+    };
+    let mut events = watcher(pods.clone(), Config::default().any_semantic()).boxed();
+    loop {
+        if matches!(events.next().await.unwrap().unwrap(), Event::InitDone) {
+            break;
+        }
+    }
+    pods.create(&PostParams::default(), &make("first"))
+        .await
+        .unwrap();
+    let next = events.next().await.unwrap().unwrap();
+    assert!(matches!(next, Event::Apply(_)), "{next:?}");
+    let lists_before = api
+        .requests()
+        .iter()
+        .filter(|request| request.ends_with("/pods"))
+        .count();
+    api.compact();
+    api.end_watches();
+    pods.create(&PostParams::default(), &make("second"))
+        .await
+        .unwrap();
+    let mut relisted = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !relisted.contains(&"second".to_string()) {
+        let next = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("the watcher recovers")
+            .unwrap();
+        match next {
+            Ok(Event::InitApply(pod)) | Ok(Event::Apply(pod)) => {
+                relisted.push(pod.metadata.name.unwrap_or_default());
+            }
+            Ok(_) | Err(_) => {}
+        }
+    }
+    let lists_after = api
+        .requests()
+        .iter()
+        .filter(|request| request.ends_with("/pods"))
+        .count();
+    assert!(lists_after >= lists_before + 2, "{:?}", api.requests());
+}
