@@ -25,6 +25,8 @@ pub struct Received {
     pub query: String,
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
+    /// The connection after a `101 Switching Protocols` reply (WebSocket exec and attach).
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 /// Serves `handler` on a fresh loopback port until the returned task is aborted.
@@ -129,6 +131,8 @@ where
                 let service = service_fn(move |request: Request<Incoming>| {
                     let handler = handler.clone();
                     async move {
+                        let mut request = request;
+                        let upgrade = hyper::upgrade::on(&mut request);
                         let (parts, body) = request.into_parts();
                         let body = body
                             .collect()
@@ -141,6 +145,7 @@ where
                             query: parts.uri.query().unwrap_or("").to_string(),
                             headers: parts.headers,
                             body,
+                            upgrade: Some(upgrade),
                         };
                         Ok::<_, Infallible>(handler(received).await)
                     }
@@ -151,12 +156,14 @@ where
                         if let Ok(stream) = acceptor.accept(stream).await {
                             let _ = http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades()
                                 .await;
                         }
                     }
                     None => {
                         let _ = http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
                             .await;
                     }
                 }

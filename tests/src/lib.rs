@@ -17,6 +17,7 @@ pub mod git_server;
 mod http;
 pub mod images;
 pub mod kube_api;
+pub mod kube_exec;
 pub mod registry;
 pub mod runner_process;
 pub mod s3;

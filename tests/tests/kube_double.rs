@@ -445,3 +445,118 @@ async fn an_expired_watch_makes_the_kube_rs_watcher_list_again() {
         .count();
     assert!(lists_after >= lists_before + 2, "{:?}", api.requests());
 }
+
+async fn running_pod(api: &KubeApi) -> Api<Pod> {
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.auth_info.token = Some(TOKEN.to_string().into());
+    config.root_cert = Some(vec![api.ca_der()]);
+    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "job"},
+        "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert!(api.set_pod_status("default", "job", serde_json::json!({"phase": "Running"})));
+    pods
+}
+
+/// kube-rs' exec over the double's WebSocket: stdin in, stdout back, the exit code in the
+/// status frame, and an unknown container refused before the upgrade.
+#[tokio::test]
+async fn kube_rs_execs_with_stdin_and_reads_the_exit_status() {
+    use kube::api::AttachParams;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = KubeApi::start().await;
+    let pods = running_pod(&api).await;
+    let mut process = pods
+        .exec(
+            "job",
+            vec![
+                "sh",
+                "-c",
+                "read line; echo \"got $line\"; echo oops >&2; exit 3",
+            ],
+            &AttachParams::default()
+                .container("build")
+                .stdin(true)
+                .stderr(true),
+        )
+        .await
+        .unwrap();
+    let mut stdin = process.stdin().unwrap();
+    stdin.write_all(b"hello\n").await.unwrap();
+    let mut stdout = process.stdout().unwrap();
+    let mut stderr = process.stderr().unwrap();
+    let status = process.take_status().unwrap();
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).await.unwrap();
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).await.unwrap();
+    let status = status.await.unwrap();
+    assert_eq!(out, "got hello\n");
+    assert_eq!(err, "oops\n");
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+    let code = status
+        .details
+        .and_then(|details| details.causes)
+        .and_then(|causes| {
+            causes
+                .into_iter()
+                .find(|cause| cause.reason.as_deref() == Some("ExitCode"))
+        })
+        .and_then(|cause| cause.message);
+    assert_eq!(code.as_deref(), Some("3"));
+    drop(stdin);
+    process.join().await.unwrap();
+
+    let refused = pods
+        .exec(
+            "job",
+            vec!["true"],
+            &AttachParams::default().container("helper"),
+        )
+        .await;
+    assert!(refused.is_err(), "an unknown container is refused");
+}
+
+/// kubectl's exec (WebSocket v5) with stdin from a pipe and its exit code passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_passes_stdin_and_the_exit_code() {
+    let api = KubeApi::start().await;
+    let _pods = running_pod(&api).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let mut command = kubectl();
+    command
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "exec",
+            "-i",
+            "job",
+            "-c",
+            "build",
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z; exit 7",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = command.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "SHOUT\n",
+        "{output:?}"
+    );
+    assert_eq!(output.status.code(), Some(7), "{output:?}");
+}
