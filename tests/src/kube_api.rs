@@ -101,6 +101,8 @@ struct Store {
     history: Vec<Change>,
     /// Versions up to this one are compacted away: a watch from one of them is 410 Gone.
     compacted: u64,
+    /// Streams speak only `v4.channel.k8s.io`, as servers before Kubernetes 1.30 do.
+    v4_only: bool,
     changes: tokio::sync::broadcast::Sender<Option<Change>>,
 }
 
@@ -112,6 +114,7 @@ impl Default for Store {
             uid: 0,
             history: Vec::new(),
             compacted: 0,
+            v4_only: false,
             changes: tokio::sync::broadcast::channel(1024).0,
         }
     }
@@ -656,7 +659,8 @@ fn exec(received: Received, store: &Mutex<Store>, namespace: &str, name: &str) -
     if let Some(refusal) = refusal {
         return refusal.map(|body| body.boxed());
     }
-    match crate::kube_exec::negotiate(&received) {
+    let v4_only = store.lock().map(|store| store.v4_only).unwrap_or(false);
+    match crate::kube_exec::negotiate(&received, v4_only) {
         Some(protocol) => crate::kube_exec::upgrade(received, protocol, request),
         None => status(
             400,
@@ -983,6 +987,14 @@ impl KubeApi {
         if let Ok(mut store) = self.store.lock() {
             store.history.clear();
             store.compacted = store.version + 1;
+        }
+    }
+
+    /// From now on exec and attach speak only `v4.channel.k8s.io` (a cluster older than 1.30):
+    /// the client cannot end stdin without ending the whole stream.
+    pub fn speak_v4_only(&self) {
+        if let Ok(mut store) = self.store.lock() {
+            store.v4_only = true;
         }
     }
 

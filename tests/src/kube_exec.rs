@@ -73,8 +73,9 @@ pub fn exec_request(query: &[(String, String)]) -> ExecRequest {
     }
 }
 
-/// The subprotocol the server picks from the client's offer.
-pub fn negotiate(received: &Received) -> Option<&'static str> {
+/// The subprotocol the server picks from the client's offer: v5 unless `v4_only` (a server
+/// older than Kubernetes 1.30), else v4.
+pub fn negotiate(received: &Received, v4_only: bool) -> Option<&'static str> {
     let offered: Vec<String> = received
         .headers
         .get_all("sec-websocket-protocol")
@@ -83,8 +84,10 @@ pub fn negotiate(received: &Received) -> Option<&'static str> {
         .flat_map(|value| value.split(','))
         .map(|protocol| protocol.trim().to_string())
         .collect();
-    [V5, V4]
-        .into_iter()
+    let supported: &[&'static str] = if v4_only { &[V4] } else { &[V5, V4] };
+    supported
+        .iter()
+        .copied()
         .find(|protocol| offered.iter().any(|offer| offer == protocol))
 }
 

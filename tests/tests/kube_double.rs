@@ -560,3 +560,71 @@ async fn kubectl_exec_passes_stdin_and_the_exit_code() {
     );
     assert_eq!(output.status.code(), Some(7), "{output:?}");
 }
+
+/// On a v4-only server kube-rs cannot end stdin without ending the stream, so a script is
+/// written by its length (`head -c N`, the executor's way): the exec ends by itself with stdin
+/// still open, and its exit status arrives. Ending stdin the other way loses the status.
+#[tokio::test]
+async fn on_v4_a_write_by_length_gets_its_status_with_stdin_left_open() {
+    use kube::api::AttachParams;
+    use tokio::io::AsyncWriteExt;
+    let api = KubeApi::start().await;
+    api.speak_v4_only();
+    let pods = running_pod(&api).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("step_script");
+    let script = b"echo from the stage\n";
+    let command = format!(
+        "head -c {} > '{}' && echo written",
+        script.len(),
+        target.display()
+    );
+    let mut process = pods
+        .exec(
+            "job",
+            vec!["sh", "-c", command.as_str()],
+            &AttachParams::default()
+                .container("build")
+                .stdin(true)
+                .stderr(false),
+        )
+        .await
+        .unwrap();
+    let mut stdin = process.stdin().unwrap();
+    stdin.write_all(script).await.unwrap();
+    stdin.flush().await.unwrap();
+    let status = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        process.take_status().unwrap(),
+    )
+    .await
+    .expect("the status arrives while stdin is still open")
+    .unwrap();
+    assert_eq!(status.status.as_deref(), Some("Success"), "{status:?}");
+    assert_eq!(std::fs::read(&target).unwrap(), script);
+    drop(stdin);
+    process.join().await.unwrap();
+
+    // `cat` needs the end of stdin; on v4 kube-rs ends it by closing the whole stream, and
+    // the exit status never arrives.
+    let mut process = pods
+        .exec(
+            "job",
+            vec!["sh", "-c", "cat > /dev/null; exit 4"],
+            &AttachParams::default()
+                .container("build")
+                .stdin(true)
+                .stderr(false),
+        )
+        .await
+        .unwrap();
+    let mut stdin = process.stdin().unwrap();
+    stdin.write_all(script).await.unwrap();
+    let status = process.take_status().unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), status)
+        .await
+        .expect("the stream ends");
+    assert!(status.is_none(), "{status:?}");
+    let _ = process.join().await;
+}
