@@ -13,8 +13,7 @@
 //! - [`pod`]: the attach strategy's pod (containers, init container, shared volumes);
 //! - [`pod_status`]: reading the pod's status (waiting lines once per change, terminal
 //!   container states, OOM kills named);
-//! - [`stage_commands`]: writing a script by its length, the line typed to start a stage, and
-//!   the program that stops one;
+//! - [`stage_commands`]: writing a script by its length and the line typed to start a stage;
 //! - [`retry`]: which failed API requests are tried again, how often and after how long;
 //! - [`log_processor`]: reading the attach strategy's log stream, with nonce-checked stage
 //!   markers.

@@ -1,6 +1,6 @@
 //! The commands of the attach strategy, as text: the exec that writes a stage script into
-//! the shared `scripts` volume, the line typed into a container's stdin to start a stage, and
-//! the program that stops a stage on cancel.
+//! the shared `scripts` volume, and the line typed into a container's stdin to start a stage.
+//! (The program that stops a stage on cancel is not here yet.)
 //!
 //! Differences from upstream, on purpose:
 //! - A script is written by `head -c <length>`, which stops after exactly the script's bytes,
@@ -57,27 +57,6 @@ pub fn start_stage_line(
         "(({umask}{STAGE_NONCE_VARIABLE}={nonce} {detect} {script}; ec=$?; if [ $ec -ne 0 ]; then echo; echo \"{fallback}\"; fi) 2>&1 | tee -a {log_file}) &"
     );
     format!("sh -c {}\n", quote(&inner))
-}
-
-/// The program (for `sh` in the stage's container) that sends SIGTERM to the children of
-/// every process whose command line ends with the stage script's path (upstream's way: the
-/// script's TERM trap then ends it with `exit 1`).
-pub fn stop_stage_program(stage_script: &str) -> String {
-    format!(
-        r#"for pid_dir in /proc/[0-9]*; do
-  pid=${{pid_dir#/proc/}}
-  cmdline=$(tr '\0' ' ' < "$pid_dir/cmdline" 2>/dev/null) || continue
-  case "$cmdline" in
-    *{script}\ )
-      for child in $(cat "$pid_dir/task/$pid/children" 2>/dev/null); do
-        kill -TERM "$child" 2>/dev/null
-      done
-      ;;
-  esac
-done
-"#,
-        script = stage_script.replace(['\'', '"', '\\', ' '], "")
-    )
 }
 
 #[cfg(test)]
@@ -183,41 +162,5 @@ mod tests {
             )),
             "{text}"
         );
-    }
-
-    #[test]
-    fn the_stop_program_terminates_the_stages_children() {
-        let (root, scripts, log) = volumes();
-        let marker = root.path().join("terminated");
-        let script = format!("{scripts}/step_script");
-        write_through_exec(
-            &script,
-            // The generator's shape: the body in a subshell with its own TERM trap.
-            format!(
-                "trap 'exit 1' TERM\nset -e\ntrap 'ec=$?; echo; echo \"{{\\\"command_exit_code\\\": $ec, \\\"nonce\\\": \\\"n2\\\"}}\"; exit 0' EXIT\n(trap 'kill $sleeper; touch {}; exit 1' TERM; echo trap-set; sleep 60 >/dev/null 2>&1 & sleeper=$!; wait $sleeper)\n",
-                marker.display()
-            )
-            .as_bytes(),
-        );
-        let line = start_stage_line(&scripts, &log, "step_script", "n2", false);
-        typed(&line);
-        // Once the body's TERM trap is set (as the generator's body sets it first thing).
-        wait_for(std::path::Path::new(&log), "trap-set");
-        let deadline = Instant::now() + Duration::from_secs(50);
-        let program = stop_stage_program(&script);
-        while !marker.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-            std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&program)
-                .status()
-                .unwrap();
-        }
-        assert!(
-            marker.exists(),
-            "the stage's shell got TERM through its child"
-        );
-        let text = wait_for(std::path::Path::new(&log), "command_exit_code");
-        assert!(text.contains("\"command_exit_code\": 1,"), "{text}");
     }
 }
