@@ -29,6 +29,14 @@ fn kubectl() -> Command {
     Command::new(path)
 }
 
+/// A kube-rs client of the double, trusting its CA, with its token.
+fn client(api: &KubeApi) -> kube::Client {
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.auth_info.token = Some(TOKEN.to_string().into());
+    config.root_cert = Some(vec![api.ca_der()]);
+    kube::Client::try_from(config).unwrap()
+}
+
 fn run(command: &mut Command) -> (bool, String, String) {
     let output = command.output().unwrap();
     (
@@ -120,10 +128,7 @@ async fn kubectl_creates_lists_reads_and_deletes_pods_on_the_double() {
 #[tokio::test]
 async fn kube_rs_reads_the_doubles_objects_and_status_errors() {
     let api = KubeApi::start().await;
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    let client = kube::Client::try_from(config).unwrap();
+    let client = client(&api);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .create(
@@ -230,10 +235,7 @@ async fn kubectl_watches_pods_come_and_go() {
         assert!(std::time::Instant::now() < deadline, "{:?}", api.requests());
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "watched"},
         "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
@@ -262,10 +264,7 @@ async fn the_kube_rs_watcher_follows_a_selected_pod() {
     use futures_util::StreamExt;
     use kube::runtime::watcher::{watcher, Config, Event};
     let api = KubeApi::start().await;
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
     let mut events = watcher(
         pods.clone(),
         Config::default().labels("job.runner.gitlab.com/pod=slot-0"),
@@ -319,10 +318,7 @@ async fn status_changes_are_modified_events_and_stale_versions_conflict() {
     use futures_util::StreamExt;
     use kube::runtime::watcher::{watcher, Config, Event};
     let api = KubeApi::start().await;
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "job"},
         "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
@@ -392,10 +388,7 @@ async fn an_expired_watch_makes_the_kube_rs_watcher_list_again() {
     use futures_util::StreamExt;
     use kube::runtime::watcher::{watcher, Config, Event};
     let api = KubeApi::start().await;
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
     let make = |name: &str| -> Pod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name},
@@ -447,10 +440,7 @@ async fn an_expired_watch_makes_the_kube_rs_watcher_list_again() {
 }
 
 async fn running_pod(api: &KubeApi) -> Api<Pod> {
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let pods: Api<Pod> = Api::namespaced(client(api), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "job"},
         "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
