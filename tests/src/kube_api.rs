@@ -126,6 +126,15 @@ impl Store {
         self.version.to_string()
     }
 
+    /// Stores `object` under `key` with a new resource version and reports it to the
+    /// watches as `event`; returns it as stored.
+    fn put(&mut self, key: Key, mut object: Value, event: &'static str) -> Value {
+        object["metadata"]["resourceVersion"] = json!(self.next_version());
+        self.record(key.0, &key.1, event, &object);
+        self.objects.insert(key, object.clone());
+        object
+    }
+
     fn record(&mut self, kind: Kind, namespace: &str, event: &'static str, object: &Value) {
         let change = Change {
             version: self.version,
@@ -435,6 +444,18 @@ fn discovery(path: &str, address: SocketAddr) -> Option<Value> {
     })
 }
 
+/// A request body as a JSON object, or the API server's 400 for one it cannot decode.
+fn decode(body: &[u8]) -> Result<Value, Box<Reply>> {
+    serde_json::from_slice(body).map_err(|error| {
+        Box::new(status(
+            400,
+            "BadRequest",
+            &format!("the object could not be decoded: {error}"),
+            Value::Null,
+        ))
+    })
+}
+
 /// PUT of an object (or, with `status_only`, of a pod's status): a `metadata.resourceVersion`
 /// that is not the stored one is a 409 Conflict, as the API server answers it; otherwise the
 /// object (or its status) is replaced, gets a new version and a MODIFIED event.
@@ -446,16 +467,9 @@ fn replace(
     body: &[u8],
     status_only: bool,
 ) -> Reply {
-    let incoming: Value = match serde_json::from_slice(body) {
+    let incoming = match decode(body) {
         Ok(object) => object,
-        Err(error) => {
-            return status(
-                400,
-                "BadRequest",
-                &format!("the object could not be decoded: {error}"),
-                Value::Null,
-            )
-        }
+        Err(refusal) => return *refusal,
     };
     let key = (kind, namespace.to_string(), name.to_string());
     let Some(stored) = store.objects.get(&key).cloned() else {
@@ -475,7 +489,7 @@ fn replace(
             );
         }
     }
-    let mut object = if status_only {
+    let object = if status_only {
         let mut object = stored.clone();
         object["status"] = incoming["status"].clone();
         object
@@ -491,9 +505,7 @@ fn replace(
         }
         object
     };
-    object["metadata"]["resourceVersion"] = json!(store.next_version());
-    store.objects.insert(key, object.clone());
-    store.record(kind, namespace, "MODIFIED", &object);
+    let object = store.put(key, object, "MODIFIED");
     reply(200, &object)
 }
 
@@ -679,7 +691,10 @@ fn handle_streaming(received: Received, store: &Mutex<Store>, address: SocketAdd
         .get("authorization")
         .and_then(|value| value.to_str().ok())
         == Some(&format!("Bearer {TOKEN}"));
-    if authorized && received.method == hyper::Method::GET {
+    if !authorized {
+        return status(401, "Unauthorized", "Unauthorized", Value::Null).map(|body| body.boxed());
+    }
+    if received.method == hyper::Method::GET {
         let parts: Vec<&str> = received.path.trim_start_matches('/').split('/').collect();
         if let ["api", "v1", "namespaces", namespace, "pods", name, "exec"] = parts.as_slice() {
             let (namespace, name) = (namespace.to_string(), name.to_string());
@@ -693,14 +708,7 @@ fn handle_streaming(received: Received, store: &Mutex<Store>, address: SocketAdd
     );
     if watching && received.method == hyper::Method::GET {
         if let Some(filter) = watch_filter(received) {
-            let authorized = received
-                .headers
-                .get("authorization")
-                .and_then(|value| value.to_str().ok())
-                == Some(&format!("Bearer {TOKEN}"));
-            if authorized {
-                return watch(received, store, filter);
-            }
+            return watch(received, store, filter);
         }
     }
     handle(received, store, address).map(|body| body.boxed())
@@ -725,15 +733,8 @@ fn watch_filter(received: &Received) -> Option<WatchFilter> {
     })
 }
 
+/// The requests that are neither exec nor watch, once authorized.
 fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Reply {
-    let authorized = received
-        .headers
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-        == Some(&format!("Bearer {TOKEN}"));
-    if !authorized {
-        return status(401, "Unauthorized", "Unauthorized", Value::Null);
-    }
     if received.method == hyper::Method::GET {
         if let Some(document) = discovery(&received.path, address) {
             return reply(200, &document);
@@ -773,16 +774,9 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
     let mut store = store.lock().expect("the store");
     match (&received.method, name) {
         (&hyper::Method::POST, None) => {
-            let mut object: Value = match serde_json::from_slice(&received.body) {
+            let mut object = match decode(&received.body) {
                 Ok(object) => object,
-                Err(error) => {
-                    return status(
-                        400,
-                        "BadRequest",
-                        &format!("the object could not be decoded: {error}"),
-                        Value::Null,
-                    )
-                }
+                Err(refusal) => return *refusal,
             };
             let name = object["metadata"]["name"]
                 .as_str()
@@ -814,9 +808,7 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
                 );
             }
             default_object(kind, &mut object, &mut store, &namespace);
-            object["metadata"]["resourceVersion"] = json!(store.next_version());
-            store.objects.insert(key, object.clone());
-            store.record(kind, &namespace, "ADDED", &object);
+            let object = store.put(key, object, "ADDED");
             reply(201, &object)
         }
         (&hyper::Method::GET, Some(name)) => {
@@ -899,10 +891,10 @@ impl KubeApi {
             let mut locked = store.lock().expect("the store");
             let mut namespace = json!({"metadata": {"name": "default"}});
             default_object(Kind::Namespace, &mut namespace, &mut locked, "");
-            namespace["metadata"]["resourceVersion"] = json!(locked.next_version());
-            locked.objects.insert(
+            locked.put(
                 (Kind::Namespace, String::new(), "default".into()),
                 namespace,
+                "ADDED",
             );
         }
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -975,9 +967,7 @@ impl KubeApi {
             return false;
         };
         object["status"] = pod_status;
-        object["metadata"]["resourceVersion"] = json!(store.next_version());
-        store.objects.insert(key, object.clone());
-        store.record(Kind::Pod, namespace, "MODIFIED", &object);
+        store.put(key, object, "MODIFIED");
         true
     }
 

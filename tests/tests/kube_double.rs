@@ -551,12 +551,25 @@ async fn kubectl_exec_passes_stdin_and_the_exit_code() {
     assert_eq!(output.status.code(), Some(7), "{output:?}");
 }
 
+/// `sh -c <script>` in the build container with stdin and stdout, no stderr.
+async fn exec_with_stdin(pods: &Api<Pod>, script: &str) -> kube::api::AttachedProcess {
+    pods.exec(
+        "job",
+        vec!["sh", "-c", script],
+        &kube::api::AttachParams::default()
+            .container("build")
+            .stdin(true)
+            .stderr(false),
+    )
+    .await
+    .unwrap()
+}
+
 /// On a v4-only server kube-rs cannot end stdin without ending the stream, so a script is
 /// written by its length (`head -c N`, the executor's way): the exec ends by itself with stdin
 /// still open, and its exit status arrives. Ending stdin the other way loses the status.
 #[tokio::test]
 async fn on_v4_a_write_by_length_gets_its_status_with_stdin_left_open() {
-    use kube::api::AttachParams;
     use tokio::io::AsyncWriteExt;
     let api = KubeApi::start().await;
     api.speak_v4_only();
@@ -569,17 +582,7 @@ async fn on_v4_a_write_by_length_gets_its_status_with_stdin_left_open() {
         script.len(),
         target.display()
     );
-    let mut process = pods
-        .exec(
-            "job",
-            vec!["sh", "-c", command.as_str()],
-            &AttachParams::default()
-                .container("build")
-                .stdin(true)
-                .stderr(false),
-        )
-        .await
-        .unwrap();
+    let mut process = exec_with_stdin(&pods, &command).await;
     let mut stdin = process.stdin().unwrap();
     stdin.write_all(script).await.unwrap();
     stdin.flush().await.unwrap();
@@ -597,17 +600,7 @@ async fn on_v4_a_write_by_length_gets_its_status_with_stdin_left_open() {
 
     // `cat` needs the end of stdin; on v4 kube-rs ends it by closing the whole stream, and
     // the exit status never arrives.
-    let mut process = pods
-        .exec(
-            "job",
-            vec!["sh", "-c", "cat > /dev/null; exit 4"],
-            &AttachParams::default()
-                .container("build")
-                .stdin(true)
-                .stderr(false),
-        )
-        .await
-        .unwrap();
+    let mut process = exec_with_stdin(&pods, "cat > /dev/null; exit 4").await;
     let mut stdin = process.stdin().unwrap();
     stdin.write_all(script).await.unwrap();
     let status = process.take_status().unwrap();
