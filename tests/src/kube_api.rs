@@ -235,11 +235,12 @@ fn httpdate_rfc3339(seconds: u64) -> String {
     )
 }
 
+/// The first value of `name` in the query.
 fn query_value(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == name).then(|| percent_decode(value))
-    })
+    query_pairs(query)
+        .into_iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value)
 }
 
 fn percent_decode(text: &str) -> String {
