@@ -38,6 +38,9 @@ if [ "$mode" = full ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
   # Jobs of the service test run as `nobody` through su.
   command -v su >/dev/null 2>&1 || need_apt+=(util-linux)
+  # The Kubernetes double's kubelet creates containers through the Engine API with curl (the
+  # docker command line cannot leave a container's stdin open across attaches).
+  command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 fi
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use executor_custom::CustomProvider;
 use executor_docker::DockerProvider;
+use executor_kubernetes::KubernetesProvider;
 use executor_shell::{ShellConfig, ShellProvider};
 use executor_ssh::SshProvider;
 use network::client::{JobState, JobUpdate, VersionInfo};
@@ -34,6 +35,7 @@ macro_rules! with_provider {
             Provider::Ssh($name) => $body,
             Provider::Custom($name) => $body,
             Provider::Docker($name) => $body,
+            Provider::Kubernetes($name) => $body,
         }
     };
 }
@@ -57,6 +59,8 @@ pub enum Provider {
     Custom(CustomProvider),
     /// `executor = "docker"`.
     Docker(DockerProvider),
+    /// `executor = "kubernetes"`.
+    Kubernetes(KubernetesProvider),
 }
 
 impl Provider {
@@ -81,6 +85,10 @@ impl Provider {
             ExecutorKind::Docker => Provider::Docker(
                 DockerProvider::new(runner.docker.clone()).with_kill_timeouts(kill_timeouts),
             ),
+            ExecutorKind::Kubernetes => Provider::Kubernetes(
+                KubernetesProvider::new(runner.kubernetes.clone())
+                    .with_kill_timeouts(kill_timeouts),
+            ),
         }
     }
 
@@ -96,6 +104,9 @@ impl Provider {
             Provider::Ssh(provider) => Reservation::Ssh(provider.capacity().acquire().await?),
             Provider::Custom(provider) => Reservation::Custom(provider.capacity().acquire().await?),
             Provider::Docker(provider) => Reservation::Docker(provider.capacity().acquire().await?),
+            Provider::Kubernetes(provider) => {
+                Reservation::Kubernetes(provider.capacity().acquire().await?)
+            }
         })
     }
 
@@ -110,6 +121,9 @@ impl Provider {
                 provider.capacity().release(held)
             }
             (Provider::Docker(provider), Reservation::Docker(held)) => {
+                provider.capacity().release(held)
+            }
+            (Provider::Kubernetes(provider), Reservation::Kubernetes(held)) => {
                 provider.capacity().release(held)
             }
             (provider, reservation) => tracing::error!(
@@ -142,6 +156,8 @@ pub enum Reservation {
     Custom(ReservationOf<CustomProvider>),
     /// Held by a docker provider.
     Docker(ReservationOf<DockerProvider>),
+    /// Held by a kubernetes provider.
+    Kubernetes(ReservationOf<KubernetesProvider>),
 }
 
 impl Reservation {
@@ -152,6 +168,7 @@ impl Reservation {
             Reservation::Ssh(_) => ExecutorKind::Ssh,
             Reservation::Custom(_) => ExecutorKind::Custom,
             Reservation::Docker(_) => ExecutorKind::Docker,
+            Reservation::Kubernetes(_) => ExecutorKind::Kubernetes,
         }
     }
 }
@@ -499,6 +516,9 @@ impl JobEnvironment {
                 CatchUnwind::new(self.drive(provider, held, start, &log, &cancel)).await
             }
             (Provider::Docker(provider), Some(Reservation::Docker(held))) => {
+                CatchUnwind::new(self.drive(provider, held, start, &log, &cancel)).await
+            }
+            (Provider::Kubernetes(provider), Some(Reservation::Kubernetes(held))) => {
                 CatchUnwind::new(self.drive(provider, held, start, &log, &cancel)).await
             }
             (provider, held) => {

@@ -103,6 +103,8 @@ struct Store {
     compacted: u64,
     /// Streams speak only `v4.channel.k8s.io`, as servers before Kubernetes 1.30 do.
     v4_only: bool,
+    /// The id of the Docker-backed kubelet's containers, when pods run on the engine.
+    kubelet: Option<String>,
     changes: tokio::sync::broadcast::Sender<Option<Change>>,
 }
 
@@ -115,6 +117,7 @@ impl Default for Store {
             history: Vec::new(),
             compacted: 0,
             v4_only: false,
+            kubelet: None,
             changes: tokio::sync::broadcast::channel(1024).0,
         }
     }
@@ -148,9 +151,46 @@ impl Store {
     }
 }
 
-/// A running API double; it stops when dropped.
+/// The store as the kubelet reaches it.
+struct SharedStore(Arc<Mutex<Store>>);
+
+impl crate::kubelet::PodStore for SharedStore {
+    fn pod(&self, namespace: &str, name: &str, uid: &str) -> Option<Value> {
+        let store = self.0.lock().ok()?;
+        store
+            .objects
+            .get(&(Kind::Pod, namespace.to_string(), name.to_string()))
+            .filter(|pod| pod["metadata"]["uid"] == uid)
+            .cloned()
+    }
+
+    fn update_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        change: &mut dyn FnMut(&mut Value),
+    ) -> bool {
+        let Ok(mut store) = self.0.lock() else {
+            return false;
+        };
+        let key = (Kind::Pod, namespace.to_string(), name.to_string());
+        let Some(mut pod) = store.objects.get(&key).cloned() else {
+            return false;
+        };
+        if pod["metadata"]["uid"] != uid {
+            return false;
+        }
+        change(&mut pod["status"]);
+        store.put(key, pod, "MODIFIED");
+        true
+    }
+}
+
+/// A running API double; it stops when dropped (its kubelet's containers and volumes go).
 pub struct KubeApi {
     certificates: TestCertificates,
+    kubelet: Option<Arc<crate::kubelet::Kubelet>>,
     store: Arc<Mutex<Store>>,
     address: SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -160,6 +200,9 @@ pub struct KubeApi {
 impl Drop for KubeApi {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(kubelet) = &self.kubelet {
+            kubelet.remove_all_now();
+        }
     }
 }
 
@@ -206,7 +249,7 @@ fn no_such_path() -> Reply {
     )
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
@@ -640,41 +683,36 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `GET …/pods/{name}/exec` with a WebSocket upgrade: refused as the API server refuses it
-/// (no such pod, no such container, no subprotocol both speak), else upgraded.
-fn exec(received: Received, store: &Mutex<Store>, namespace: &str, name: &str) -> StreamReply {
+/// `GET …/pods/{name}/exec` or `…/attach` with a WebSocket upgrade: refused as the API server
+/// refuses it (no such pod, no such container, a container not running, no subprotocol both
+/// speak), else upgraded. With the kubelet the session is `docker exec` / `docker attach` into
+/// the container; without one an exec runs its command here and an attach is refused.
+fn exec(
+    received: Received,
+    store: &Mutex<Store>,
+    namespace: &str,
+    name: &str,
+    attach: bool,
+) -> StreamReply {
     use http_body_util::BodyExt;
     let request = crate::kube_exec::exec_request(&query_pairs(&received.query));
-    let refusal = {
+    let routed = {
         let store = store.lock().expect("the store");
         match store
             .objects
             .get(&(Kind::Pod, namespace.to_string(), name.to_string()))
         {
-            None => Some(not_found(Kind::Pod, name)),
-            Some(pod) => {
-                let known = pod["spec"]["containers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|container| container["name"] == request.container.as_str());
-                (!known).then(|| {
-                    status(
-                        400,
-                        "BadRequest",
-                        &format!("container not found ({:?})", request.container),
-                        Value::Null,
-                    )
-                })
-            }
+            None => Err(Box::new(not_found(Kind::Pod, name))),
+            Some(pod) => session_argv(pod, &request, store.kubelet.as_deref(), attach),
         }
     };
-    if let Some(refusal) = refusal {
-        return refusal.map(|body| body.boxed());
-    }
+    let argv = match routed {
+        Ok(argv) => argv,
+        Err(refusal) => return (*refusal).map(|body| body.boxed()),
+    };
     let v4_only = store.lock().map(|store| store.v4_only).unwrap_or(false);
     match crate::kube_exec::negotiate(&received, v4_only) {
-        Some(protocol) => crate::kube_exec::upgrade(received, protocol, request),
+        Some(protocol) => crate::kube_exec::upgrade(received, protocol, request, argv),
         None => status(
             400,
             "BadRequest",
@@ -683,6 +721,77 @@ fn exec(received: Received, store: &Mutex<Store>, namespace: &str, name: &str) -
         )
         .map(|body| body.boxed()),
     }
+}
+
+/// The program a session runs, or the API server's refusal.
+fn session_argv(
+    pod: &Value,
+    request: &crate::kube_exec::ExecRequest,
+    kubelet: Option<&str>,
+    attach: bool,
+) -> Result<Vec<String>, Box<Reply>> {
+    let known = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|container| container["name"] == request.container.as_str());
+    if !known {
+        return Err(Box::new(status(
+            400,
+            "BadRequest",
+            &format!("container not found ({:?})", request.container),
+            Value::Null,
+        )));
+    }
+    let Some(instance) = kubelet else {
+        if attach {
+            return Err(Box::new(status(
+                400,
+                "BadRequest",
+                "attach needs the double's kubelet",
+                Value::Null,
+            )));
+        }
+        return Ok(request.command.clone());
+    };
+    let running = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|status| {
+            status["name"] == request.container.as_str() && status["state"].get("running").is_some()
+        });
+    if !running {
+        return Err(Box::new(status(
+            400,
+            "BadRequest",
+            &format!(
+                "unable to upgrade connection: container not found ({:?})",
+                request.container
+            ),
+            Value::Null,
+        )));
+    }
+    let container = crate::kubelet::docker_name(instance, pod, &request.container);
+    let mut argv: Vec<String> = if attach {
+        let mut argv = vec!["docker".into(), "attach".into(), "--sig-proxy=false".into()];
+        if !request.stdin {
+            argv.push("--no-stdin".into());
+        }
+        argv.push(container);
+        argv
+    } else {
+        let mut argv = vec!["docker".into(), "exec".into()];
+        if request.stdin {
+            argv.push("--interactive".into());
+        }
+        argv.push(container);
+        argv
+    };
+    if !attach {
+        argv.extend(request.command.iter().cloned());
+    }
+    Ok(argv)
 }
 
 fn handle_streaming(received: Received, store: &Mutex<Store>, address: SocketAddr) -> StreamReply {
@@ -697,9 +806,12 @@ fn handle_streaming(received: Received, store: &Mutex<Store>, address: SocketAdd
     }
     if received.method == hyper::Method::GET {
         let parts: Vec<&str> = received.path.trim_start_matches('/').split('/').collect();
-        if let ["api", "v1", "namespaces", namespace, "pods", name, "exec"] = parts.as_slice() {
-            let (namespace, name) = (namespace.to_string(), name.to_string());
-            return exec(received, store, &namespace, &name);
+        if let ["api", "v1", "namespaces", namespace, "pods", name, action @ ("exec" | "attach")] =
+            parts.as_slice()
+        {
+            let (namespace, name, attach) =
+                (namespace.to_string(), name.to_string(), *action == "attach");
+            return exec(received, store, &namespace, &name, attach);
         }
     }
     let received = &received;
@@ -884,8 +996,19 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
 
 impl KubeApi {
     /// Starts the double on a free loopback port, over TLS with a fresh CA (`kubectl` sends
-    /// no bearer token over plain HTTP), with the `default` namespace.
+    /// no bearer token over plain HTTP), with the `default` namespace. Pods are stored but
+    /// not run (their status is what [`Self::set_pod_status`] makes it).
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The double with its Docker-backed kubelet ([`crate::kubelet`]): pods run on the engine,
+    /// exec and attach go into their containers.
+    pub async fn start_with_kubelet(settings: crate::kubelet::KubeletSettings) -> Self {
+        Self::start_with(Some(settings)).await
+    }
+
+    async fn start_with(kubelet: Option<crate::kubelet::KubeletSettings>) -> Self {
         let certificates = TestCertificates::generate();
         let store = Arc::new(Mutex::new(Store::default()));
         {
@@ -929,13 +1052,82 @@ impl KubeApi {
         if let Ok(mut cell) = address_cell.lock() {
             *cell = Some(address);
         }
+        let kubelet = kubelet.map(|settings| {
+            static INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let instance = format!(
+                "kd{}x{}",
+                std::process::id(),
+                INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let kubelet = Arc::new(crate::kubelet::Kubelet::new(
+                instance.clone(),
+                settings,
+                Arc::new(SharedStore(store.clone())),
+            ));
+            let mut changes = {
+                let mut locked = store.lock().expect("the store");
+                locked.kubelet = Some(instance);
+                locked.changes.subscribe()
+            };
+            let feeding = Arc::downgrade(&kubelet);
+            tokio::spawn(async move {
+                loop {
+                    let change = match changes.recv().await {
+                        Ok(Some(change)) => change,
+                        Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            continue
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    };
+                    let Some(kubelet) = feeding.upgrade() else {
+                        break;
+                    };
+                    match (change.kind, change.event) {
+                        (Kind::Pod, "ADDED") => kubelet.pod_added(&change.object),
+                        (Kind::Pod, "DELETED") => kubelet.pod_deleted(&change.object),
+                        _ => {}
+                    }
+                }
+            });
+            kubelet
+        });
         Self {
+            kubelet,
             certificates,
             store,
             address,
             task,
             requests,
         }
+    }
+
+    /// The id on the Docker containers and volumes of this double's kubelet.
+    pub fn kubelet_instance(&self) -> Option<&str> {
+        self.kubelet
+            .as_ref()
+            .map(|kubelet| kubelet.instance.as_str())
+    }
+
+    /// The containers and volumes this double's kubelet still has on the engine.
+    pub fn leftovers(&self) -> Vec<String> {
+        self.kubelet_instance()
+            .map(crate::kubelet::leftovers)
+            .unwrap_or_default()
+    }
+
+    /// The pods stored now, as `namespace/name`.
+    pub fn pod_names(&self) -> Vec<String> {
+        self.store
+            .lock()
+            .map(|store| {
+                store
+                    .objects
+                    .keys()
+                    .filter(|(kind, _, _)| *kind == Kind::Pod)
+                    .map(|(_, namespace, name)| format!("{namespace}/{name}"))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// `https://127.0.0.1:<port>`.

@@ -5,9 +5,9 @@
 //! (`Success`, or `Failure` / `NonZeroExitCode` with the code in `details.causes`) on channel
 //! 3 when the process ends, then the close. On v4 the end of stdin is the end of the socket.
 //!
-//! For now the command runs as a process on this machine (the pod's containers are not
-//! started yet); the Docker-backed kubelet will run it in the container instead, behind the
-//! same protocol.
+//! The session runs a local program: the command itself when the double has no kubelet, or
+//! `docker exec` / `docker attach` into the pod's container when it has one
+//! ([`crate::kubelet`]); the protocol is the same either way.
 
 use std::process::Stdio;
 
@@ -115,6 +115,7 @@ pub fn upgrade(
     mut received: Received,
     protocol: &'static str,
     request: ExecRequest,
+    argv: Vec<String>,
 ) -> StreamReply {
     use http_body_util::BodyExt;
     let key = received
@@ -135,7 +136,7 @@ pub fn upgrade(
         let io = hyper_util::rt::TokioIo::new(upgraded);
         let socket =
             tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-        run(socket, protocol == V5, request).await;
+        run(socket, protocol == V5, request, argv).await;
     });
     hyper::Response::builder()
         .status(101)
@@ -147,8 +148,12 @@ pub fn upgrade(
         .expect("a response")
 }
 
-async fn run<S>(mut socket: tokio_tungstenite::WebSocketStream<S>, v5: bool, request: ExecRequest)
-where
+async fn run<S>(
+    mut socket: tokio_tungstenite::WebSocketStream<S>,
+    v5: bool,
+    request: ExecRequest,
+    argv: Vec<String>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let frame = |channel: u8, data: &[u8]| {
@@ -157,7 +162,7 @@ where
         bytes.extend_from_slice(data);
         Message::Binary(bytes.into())
     };
-    let Some((program, args)) = request.command.split_first() else {
+    let Some((program, args)) = argv.split_first() else {
         let _ = socket.send(frame(3, status_json(Some(1)).as_bytes())).await;
         let _ = socket.close(Some(normal_close())).await;
         return;

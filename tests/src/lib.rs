@@ -18,6 +18,7 @@ mod http;
 pub mod images;
 pub mod kube_api;
 pub mod kube_exec;
+pub mod kubelet;
 pub mod registry;
 pub mod runner_process;
 pub mod s3;

@@ -89,13 +89,10 @@ user = "root"
   team = "ci"
 
 [[runners]]
-  name = "k8s"
+  name = "autoscaler"
   url = "{url}"
-  token = "glrt-kubernetes-runner-token"
-  executor = "kubernetes"
-  [runners.kubernetes]
-    namespace = "ci"
-    image = "alpine"
+  token = "glrt-autoscaler-runner-token"
+  executor = "docker-autoscaler"
 
 [[runners]]
   name = "shell"
@@ -242,16 +239,16 @@ user = "root"
     assert_eq!(unhealthy.len(), 2, "{runner_log}");
     assert_eq!(
         unhealthy[0]["msg"],
-        "Executor \"kubernetes\" is not known; marking Runner as unhealthy"
+        "Executor \"docker-autoscaler\" is not known; marking Runner as unhealthy"
     );
     assert_eq!(unhealthy[0]["level"], "error");
-    assert_eq!(unhealthy[0]["runner_name"], "k8s");
+    assert_eq!(unhealthy[0]["runner_name"], "autoscaler");
     assert_eq!(
         unhealthy[1]["msg"],
         "Executor \"docker+machine\" is not known; marking Runner as unhealthy"
     );
     for needle in [
-        "runners[0].executor = \"kubernetes\"",
+        "runners[0].executor = \"docker-autoscaler\"",
         "runners[1].environment entry \"BROKEN_ENTRY\"",
         "session_server in ",
     ] {

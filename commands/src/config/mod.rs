@@ -75,15 +75,18 @@ pub enum ExecutorKind {
     Custom,
     /// `docker`: scripts run in containers (`[runners.docker]`).
     Docker,
+    /// `kubernetes`: each job in a pod (`[runners.kubernetes]`).
+    Kubernetes,
 }
 
 impl ExecutorKind {
     /// Every executor this runner implements, in the order messages list them.
-    pub const ALL: [ExecutorKind; 4] = [
+    pub const ALL: [ExecutorKind; 5] = [
         ExecutorKind::Shell,
         ExecutorKind::Ssh,
         ExecutorKind::Custom,
         ExecutorKind::Docker,
+        ExecutorKind::Kubernetes,
     ];
 
     /// The executor named `name` in `config.toml`.
@@ -103,6 +106,7 @@ impl ExecutorKind {
             ExecutorKind::Ssh => "ssh",
             ExecutorKind::Custom => "custom",
             ExecutorKind::Docker => "docker",
+            ExecutorKind::Kubernetes => "kubernetes",
         }
     }
 }

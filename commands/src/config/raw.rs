@@ -201,7 +201,7 @@ pub struct RawRunner {
     /// `[runners.docker]`, validated by the docker executor crate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<toml::Value>,
-    /// `[runners.kubernetes]`, kept as written; this runner has no kubernetes executor.
+    /// `[runners.kubernetes]`, validated by the kubernetes executor crate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<toml::Value>,
     /// `[runners.custom]`, validated by the custom executor crate.

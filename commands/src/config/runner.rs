@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use executor_custom::CustomConfig;
 use executor_docker::DockerConfig;
+use executor_kubernetes::config::{KubernetesConfig, RawKubernetesConfig};
 use executor_ssh::SshConfig;
 use runner_core::remote_cache::RemoteCache;
 use runner_core::secret::Secret;
@@ -60,6 +61,8 @@ pub struct RunnerConfig {
     pub custom: Option<CustomConfig>,
     /// `[runners.docker]`; `None` when the section is missing.
     pub docker: Option<DockerConfig>,
+    /// `[runners.kubernetes]`, validated; the defaults when the section is missing.
+    pub kubernetes: KubernetesConfig,
     /// `bash` or `sh`.
     pub shell: Option<String>,
     /// `builds_dir`; `None` (unset or empty) means the executor's default.
@@ -149,7 +152,6 @@ struct RawArtifact {
 /// Executors upstream GitLab Runner has and this binary does not (yet): a runner of one of them
 /// is out of service here, with a load-time warning that says it is not an unknown name.
 pub const UPSTREAM_ONLY_EXECUTORS: &[&str] = &[
-    "kubernetes",
     "docker+machine",
     "docker-autoscaler",
     "instance",
@@ -253,7 +255,6 @@ impl RunnerConfig {
         let unread = [
             ("referees", raw.referees.is_some()),
             ("monitoring", raw.monitoring.is_some()),
-            ("kubernetes", raw.kubernetes.is_some()),
             ("machine", raw.machine.is_some()),
             ("autoscaler", raw.autoscaler.is_some()),
             ("instance", raw.instance.is_some()),
@@ -353,6 +354,13 @@ impl RunnerConfig {
                         .validate(&key("docker"))?,
                 ),
                 None => None,
+            },
+            kubernetes: match &raw.kubernetes {
+                Some(value) => {
+                    section::<RawKubernetesConfig>(&key("kubernetes"), value, file, warnings)?
+                        .validate(&key("kubernetes"))?
+                }
+                None => RawKubernetesConfig::default().validate(&key("kubernetes"))?,
             },
             remote_cache: match &raw.cache {
                 Some(value) => remote_cache(&key, value, file, warnings)?,

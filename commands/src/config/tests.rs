@@ -236,12 +236,10 @@ fn one_runner_this_binary_cannot_run_leaves_the_others_working() {
 concurrent = 2
 
 [[runners]]
-  name = "k8s"
+  name = "autoscaler"
   url = "https://gitlab.example.com"
-  token = "glrt-kubernetes-token"
-  executor = "kubernetes"
-  [runners.kubernetes]
-    namespace = "ci"
+  token = "glrt-autoscaler-token"
+  executor = "docker-autoscaler"
 
 [[runners]]
   name = "shell"
@@ -281,7 +279,7 @@ concurrent = 2
         [
             (
                 0,
-                "Executor \"kubernetes\" is not known; marking Runner as unhealthy"
+                "Executor \"docker-autoscaler\" is not known; marking Runner as unhealthy"
             ),
             (
                 2,
@@ -296,9 +294,9 @@ concurrent = 2
     );
     assert!(
         config.warnings.iter().any(|w| w
-            == "runners[0].executor = \"kubernetes\" in c.toml: gitlab-runner-rs has no \
-                kubernetes executor yet (it has: shell, ssh, custom, docker); runner \"k8s\" gets \
-                no jobs"),
+            == "runners[0].executor = \"docker-autoscaler\" in c.toml: gitlab-runner-rs has no \
+                docker-autoscaler executor yet (it has: shell, ssh, custom, docker, kubernetes); \
+                runner \"autoscaler\" gets no jobs"),
         "{:?}",
         config.warnings
     );
@@ -312,7 +310,7 @@ concurrent = 2
     );
     // verify, unregister and list still see every entry, in file order.
     let names: Vec<_> = config.credentials().iter().map(|c| c.name).collect();
-    assert_eq!(names, ["k8s", "shell", "pwsh", "typo"]);
+    assert_eq!(names, ["autoscaler", "shell", "pwsh", "typo"]);
 }
 
 /// Parity audit item 15: `[runners.artifact]` is read, not kept silently.

@@ -26,6 +26,7 @@
 pub mod config;
 pub mod connect;
 pub mod containers;
+pub mod executor;
 pub mod log_processor;
 pub mod metadata;
 pub mod names;
@@ -35,4 +36,7 @@ pub mod pod_status;
 pub mod pull;
 pub mod quantity;
 pub mod retry;
+pub mod session;
 pub mod stage_commands;
+
+pub use executor::{KubernetesExecutor, KubernetesProvider};

@@ -202,7 +202,14 @@ pub fn start_state(pod: &Pod, namespace: &str) -> StartState {
 /// memory limit when the OOM killer ended it. Service containers are looked at too (upstream
 /// does not), so a dead service is reported instead of leaving the job to its timeout.
 pub fn died_under_stage(pod: &Pod) -> Option<PodProblem> {
-    for status in statuses(pod) {
+    // Init containers have ended by design once the pod runs.
+    let containers = pod
+        .status
+        .as_ref()
+        .and_then(|status| status.container_statuses.as_ref())
+        .into_iter()
+        .flatten();
+    for status in containers {
         let Some(terminated) = status
             .state
             .as_ref()

@@ -1,0 +1,520 @@
+//! The executor: [`KubernetesProvider`] makes a [`KubernetesExecutor`] per job. Prepare
+//! evaluates the overwrites, connects, creates the pod and waits for it to run; each stage is
+//! written into the `scripts` volume and typed into the build or helper container's stdin, its
+//! output read back through `read-logs` ([`crate::session`]); cleanup deletes the pod.
+//!
+//! Not yet here (the README's "Kubernetes: not yet" lists them): the per-job registry Secret,
+//! user volumes, the pull-policy fallback's new pod per attempt, services' health checks,
+//! the legacy exec strategy, `namespace_per_job` and the sweep of old pods at start.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+use kube::Api;
+use runner_core::build::BuildContext;
+use runner_core::executor::{
+    Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ExecutorProvider, FeaturesInfo,
+    ScriptExit, ShellType, Unlimited,
+};
+use runner_core::failure::FailureReason;
+use runner_core::feature_flags::FeatureFlag;
+use runner_core::log::JobLog;
+use runner_core::stage_runner::{run_stage, Started};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KubernetesConfig;
+use crate::log_processor::new_nonce;
+use crate::metadata::JobMetadata;
+use crate::names::{generate_name, sanitize_label, service_container_names, services_host_alias};
+use crate::pod::{
+    build_pod, ContainerPlan, PodDirs, PodPlan, BUILD_CONTAINER, DETECT_SHELL_SCRIPT,
+    HELPER_CONTAINER,
+};
+use crate::pod_status::{start_state, StartState, WaitReporter};
+use crate::session::Session;
+use crate::stage_commands::{start_stage_line, DETECT_SHELL_FILE};
+
+/// Where the helper image keeps the helper, and where scripts call it.
+pub const HELPER_PATH: &str = "/usr/bin/gitlab-runner-helper";
+
+/// The helper image when `helper_image` is not set: the one `scripts/build-helper-image.sh`
+/// builds (as the Docker executor's).
+pub fn default_helper_image() -> String {
+    format!("gitlab-runner-rs/helper:{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn system(message: impl Into<String>) -> ExecutorError {
+    ExecutorError::system(message)
+}
+
+fn configuration(message: impl Into<String>) -> ExecutorError {
+    ExecutorError::with_reason(FailureReason::RunnerConfigurationError, message)
+}
+
+/// Makes a [`KubernetesExecutor`] per job of a runner with `executor = "kubernetes"`.
+#[derive(Debug, Clone)]
+pub struct KubernetesProvider {
+    config: Arc<KubernetesConfig>,
+    kill_timeouts: runner_core::process::KillTimeouts,
+}
+
+impl KubernetesProvider {
+    /// The provider for a runner's validated `[runners.kubernetes]`.
+    pub fn new(config: KubernetesConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            kill_timeouts: runner_core::process::KillTimeouts::default(),
+        }
+    }
+
+    /// The stop of a canceled stage (`graceful_kill_timeout`, `force_kill_timeout`).
+    pub fn with_kill_timeouts(mut self, kill_timeouts: runner_core::process::KillTimeouts) -> Self {
+        self.kill_timeouts = kill_timeouts;
+        self
+    }
+}
+
+impl ExecutorProvider for KubernetesProvider {
+    type Capacity = Unlimited;
+    type Executor = KubernetesExecutor;
+
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn features(&self) -> FeaturesInfo {
+        FeaturesInfo {
+            variables: true,
+            image: true,
+            services: true,
+            service_variables: true,
+            service_multiple_aliases: true,
+            ..FeaturesInfo::default()
+        }
+    }
+
+    fn default_shell(&self) -> &'static str {
+        "bash"
+    }
+
+    fn defaults(&self) -> ExecutorDefaults {
+        ExecutorDefaults {
+            builds_dir: "/builds".into(),
+            cache_dir: "/cache".into(),
+            shared_builds_dir: false,
+            custom_build_dir_enabled: true,
+            safe_directory_checkout: true,
+            shell_type: ShellType::Normal,
+            runner_command: HELPER_PATH.into(),
+            show_hostname: true,
+            dirs_from_prepare: false,
+            private_temporary_dir: false,
+            switch_user: false,
+            stage_markers: true,
+        }
+    }
+
+    fn capacity(&self) -> &Unlimited {
+        &Unlimited
+    }
+
+    fn create(&self, _reservation: ()) -> KubernetesExecutor {
+        KubernetesExecutor {
+            config: self.config.clone(),
+            kill_timeouts: self.kill_timeouts,
+            job: None,
+        }
+    }
+}
+
+/// What prepare made.
+struct Job {
+    pods: Api<Pod>,
+    namespace: String,
+    pod: String,
+    dirs: PodDirs,
+    umask: bool,
+    session: Session,
+}
+
+/// One job's pod.
+pub struct KubernetesExecutor {
+    config: Arc<KubernetesConfig>,
+    kill_timeouts: runner_core::process::KillTimeouts,
+    job: Option<Job>,
+}
+
+impl std::fmt::Debug for KubernetesExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesExecutor")
+            .field("pod", &self.job.as_ref().map(|job| &job.pod))
+            .finish()
+    }
+}
+
+impl KubernetesExecutor {
+    /// The pod of the job, from the configuration, the overwrites and the job.
+    fn plan(
+        &self,
+        build: &BuildContext,
+        overwrites: &crate::overwrites::Overwrites,
+        image: &str,
+        helper_image: &str,
+        log: &JobLog,
+    ) -> Result<PodPlan, ExecutorError> {
+        let config = &self.config;
+        let meta = JobMetadata::of(build);
+        let expand = |value: &str| build.variables.expand(value);
+        let (labels, refused) = crate::metadata::labels(&meta, overwrites, expand);
+        for key in refused {
+            tracing::debug!("label {key} is in the runner's namespace and not set");
+        }
+        let annotations = crate::metadata::annotations(&meta, overwrites, expand);
+        let mut rng = rand::thread_rng();
+        let name = generate_name(&sanitize_label(&meta.project_unique_name), &mut rng);
+        let build_policies = crate::pull::effective(
+            BUILD_CONTAINER,
+            &build.job.image.pull_policy,
+            &config.pull_policy,
+            &config.allowed_pull_policies,
+        )
+        .map_err(configuration)?;
+        log.println(&crate::pull::effective_line(
+            BUILD_CONTAINER,
+            &build_policies,
+        ));
+        let first = |policies: &[String]| policies.first().cloned().unwrap_or_default();
+        let build_env = crate::containers::build_environment(&build.variables);
+        let service_names = service_container_names(build.job.services.iter());
+        let mut services = Vec::new();
+        for (service, container) in build.job.services.iter().zip(&service_names) {
+            let mut plan = crate::containers::service_plan(container, service, &build.variables);
+            let policies = crate::pull::effective(
+                container,
+                &service.pull_policy,
+                &config.pull_policy,
+                &config.allowed_pull_policies,
+            )
+            .map_err(configuration)?;
+            log.println(&crate::pull::effective_line(container, &policies));
+            plan.pull_policy = first(&policies);
+            let (resources, lines) = crate::overwrites::evaluate_service(
+                &config.overwrites,
+                &overwrites.service,
+                &runner_core::variables::Variables::new(service.variables.clone()),
+            )
+            .map_err(|error| configuration(error.to_string()))?;
+            for line in lines {
+                log.println(&line);
+            }
+            plan.resources = resources.unwrap_or_else(|| overwrites.service.clone());
+            plan.privileged = config.privileged;
+            plan.allow_privilege_escalation = config.allow_privilege_escalation;
+            plan.cap_add = config.cap_add.clone();
+            plan.cap_drop = config.cap_drop.clone();
+            services.push(plan);
+        }
+        let mut host_aliases = Vec::new();
+        if let Some(aliases) =
+            services_host_alias(build.job.services.iter()).map_err(configuration)?
+        {
+            host_aliases.push(("127.0.0.1".to_string(), aliases));
+        }
+        host_aliases.extend(config.host_aliases.iter().cloned());
+        let container =
+            |name: &str, image: &str, env: Vec<(String, String)>, resources| ContainerPlan {
+                name: name.into(),
+                image: image.into(),
+                pull_policy: first(&build_policies),
+                env,
+                resources,
+                privileged: config.privileged,
+                allow_privilege_escalation: config.allow_privilege_escalation,
+                cap_add: config.cap_add.clone(),
+                cap_drop: config.cap_drop.clone(),
+                ..ContainerPlan::default()
+            };
+        let deadline = build
+            .flags
+            .enabled(FeatureFlag::UsePodActiveDeadlineSeconds)
+            .then(|| {
+                log.println(&format!(
+                    "Using FF_USE_POD_ACTIVE_DEADLINE_SECONDS, the Pod activeDeadlineSeconds will be set to the job timeout: {}...",
+                    runner_core::settings::format_go_duration(build.job_timeout())
+                ));
+                build.job_timeout().as_secs() as i64 + 1
+            });
+        Ok(PodPlan {
+            name,
+            namespace: overwrites.namespace.clone(),
+            labels,
+            annotations,
+            build: container(BUILD_CONTAINER, image, build_env, overwrites.build.clone()),
+            helper: container(
+                HELPER_CONTAINER,
+                helper_image,
+                Vec::new(),
+                overwrites.helper.clone(),
+            ),
+            services,
+            init_resources: overwrites.helper.clone(),
+            dirs: Some(PodDirs::new(
+                &build.dirs.builds_dir,
+                &config.scripts_base_dir,
+                &config.logs_base_dir,
+                build.job.job_info.project_id,
+                build.job.id,
+            )),
+            service_account: overwrites.service_account.clone(),
+            automount_service_account_token: config.automount_service_account_token,
+            node_selector: overwrites.node_selector.clone(),
+            tolerations: overwrites.node_tolerations.clone(),
+            image_pull_secrets: if config.use_service_account_image_pull_secrets {
+                Vec::new()
+            } else {
+                config.image_pull_secrets.clone()
+            },
+            host_aliases,
+            dns_policy: config.dns_policy.clone(),
+            active_deadline_seconds: deadline,
+            termination_grace_period_seconds: config.pod_termination_grace_period_seconds,
+            priority_class_name: config.priority_class_name.clone(),
+            scheduler_name: config.scheduler_name.clone(),
+            runtime_class_name: config.runtime_class_name.clone(),
+        })
+    }
+
+    /// Polls the pod every `poll_interval` until it runs, printing what holds it once per
+    /// change; `poll_timeout` ends the wait with upstream's message.
+    async fn wait_for_running(
+        &self,
+        pods: &Api<Pod>,
+        namespace: &str,
+        name: &str,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<(), ExecutorError> {
+        let deadline = Instant::now() + self.config.poll_timeout;
+        let mut reporter = WaitReporter::default();
+        let mut last_phase = String::new();
+        loop {
+            let pod = pods
+                .get(name)
+                .await
+                .map_err(|error| system(format!("waiting for pod running: {error}")))?;
+            last_phase = pod
+                .status
+                .as_ref()
+                .and_then(|status| status.phase.clone())
+                .unwrap_or(last_phase);
+            match start_state(&pod, namespace) {
+                StartState::Ready => return Ok(()),
+                StartState::Failed(problem) => {
+                    return Err(ExecutorError::with_reason(
+                        problem.reason,
+                        format!("waiting for pod running: {}", problem.message),
+                    ))
+                }
+                StartState::Waiting(lines) => {
+                    for line in reporter.report(&lines) {
+                        log.println(&line);
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(system(format!(
+                    "waiting for pod running: {}",
+                    reporter.timed_out(&last_phase)
+                )));
+            }
+            let pause = self
+                .config
+                .poll_interval
+                .min(deadline.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = tokio::time::sleep(pause.max(Duration::from_millis(10))) => {}
+                _ = cancel.cancelled() => return Err(system("canceled while waiting for the pod to run")),
+            }
+        }
+    }
+
+    fn job(&mut self) -> Result<&mut Job, ExecutorError> {
+        self.job
+            .as_mut()
+            .ok_or_else(|| system("the pod was not prepared"))
+    }
+}
+
+impl Executor for KubernetesExecutor {
+    async fn prepare(
+        &mut self,
+        build: &mut BuildContext,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<(), ExecutorError> {
+        self.cleanup(log).await;
+        let config = self.config.clone();
+        let overwrites = crate::overwrites::evaluate(&config.overwrites, &build.variables)
+            .map_err(|error| configuration(error.to_string()))?;
+        for line in &overwrites.log {
+            log.println(line);
+        }
+        let image = if build.job.image.name.is_empty() {
+            build.variables.expand(&config.image)
+        } else {
+            build.variables.expand(&build.job.image.name)
+        };
+        if image.is_empty() {
+            return Err(configuration(
+                "no image specified and no default set in config",
+            ));
+        }
+        let mut overwrites = overwrites;
+        if overwrites.namespace.is_empty() {
+            log.warning("Namespace is empty, therefore assuming 'default'.");
+            overwrites.namespace = "default".into();
+        }
+        let client_config =
+            crate::connect::client_config(&config.connection, &overwrites.bearer_token)
+                .await
+                .map_err(|error| configuration(format!("getting Kubernetes config: {error}")))?;
+        let client = kube::Client::try_from(client_config)
+            .map_err(|error| system(format!("connecting to Kubernetes: {error}")))?;
+        log.println(&format!(
+            "Using Kubernetes namespace: {}",
+            overwrites.namespace
+        ));
+        log.println(&format!("Using Kubernetes executor with image {image} ..."));
+        log.println("Using attach strategy to execute scripts...");
+        let helper_image = match build.variables.expand(&config.helper_image) {
+            configured if !configured.is_empty() => configured,
+            _ => default_helper_image(),
+        };
+        let plan = self.plan(build, &overwrites, &image, &helper_image, log)?;
+        let pod = build_pod(&plan);
+        let pods: Api<Pod> = Api::namespaced(client, &plan.namespace);
+        let dirs = plan.dirs.clone().unwrap_or_else(|| {
+            PodDirs::new(
+                &build.dirs.builds_dir,
+                "",
+                "",
+                build.job.job_info.project_id,
+                build.job.id,
+            )
+        });
+        let session = Session::new(
+            pods.clone(),
+            &plan.namespace,
+            &plan.name,
+            HELPER_PATH,
+            &dirs.log_file(),
+            config.poll_interval,
+        );
+        // Registered before the create, so cleanup deletes a pod whose create answer was lost.
+        self.job = Some(Job {
+            pods: pods.clone(),
+            namespace: plan.namespace.clone(),
+            pod: plan.name.clone(),
+            dirs: dirs.clone(),
+            umask: !build
+                .flags
+                .enabled(FeatureFlag::DisableUmaskForKubernetesExecutor),
+            session,
+        });
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .map_err(|error| system(format!("setting up build pod: {error}")))?;
+        self.wait_for_running(&pods, &plan.namespace, &plan.name, log, cancel)
+            .await?;
+        let job = self.job()?;
+        job.session
+            .write_file(
+                BUILD_CONTAINER,
+                &format!("{}/{DETECT_SHELL_FILE}", job.dirs.scripts_dir),
+                DETECT_SHELL_SCRIPT.as_bytes(),
+            )
+            .await?;
+        job.session.start_log_stream();
+        Ok(())
+    }
+
+    async fn run(
+        &mut self,
+        command: ExecutorCommand<'_>,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<ScriptExit, ExecutorError> {
+        let timeouts = self.kill_timeouts;
+        let job = self.job()?;
+        let container = if command.predefined {
+            HELPER_CONTAINER
+        } else {
+            BUILD_CONTAINER
+        };
+        let stage = command.stage.name();
+        let script = format!("{}/{stage}", job.dirs.scripts_dir);
+        job.session
+            .write_file(container, &script, command.script.as_bytes())
+            .await?;
+        let nonce = new_nonce(&mut rand::thread_rng());
+        let line = start_stage_line(
+            &job.dirs.scripts_dir,
+            &job.dirs.log_file(),
+            &stage,
+            &nonce,
+            command.predefined && job.umask,
+        );
+        let (process, output) = job
+            .session
+            .start_stage(container, &script, &nonce, &line)
+            .await?;
+        let started = Started {
+            process,
+            output,
+            stdin: None,
+        };
+        let result = run_stage(started, &[], log, cancel, timeouts, |ended| {
+            Ok(match ended.exit {
+                0 => ScriptExit::Success,
+                code => ScriptExit::Failed {
+                    code,
+                    message: format!("command terminated with exit code {code}"),
+                },
+            })
+        })
+        .await;
+        job.session.stage_over();
+        result
+    }
+
+    async fn cleanup(&mut self, log: &JobLog) {
+        let Some(job) = self.job.take() else {
+            return;
+        };
+        drop(job.session);
+        let params = DeleteParams {
+            grace_period_seconds: self
+                .config
+                .cleanup_grace_period_seconds
+                .and_then(|seconds| u32::try_from(seconds).ok()),
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        let deleted = tokio::time::timeout(
+            self.config.cleanup_resources_timeout,
+            job.pods.delete(&job.pod, &params),
+        )
+        .await;
+        match deleted {
+            Ok(Ok(_)) => {}
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
+            Ok(Err(error)) => log.warning(&format!("Error cleaning up pod: {error}")),
+            Err(_) => log.warning(&format!(
+                "Error cleaning up pod: deleting pod {}/{} timed out",
+                job.namespace, job.pod
+            )),
+        }
+    }
+}

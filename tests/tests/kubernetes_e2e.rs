@@ -1,0 +1,208 @@
+//! End to end: the `gitlab-runner-rs` binary with `executor = "kubernetes"` against the
+//! Kubernetes API double, whose kubelet runs each pod on the real Docker engine
+//! (`runner_tests::kubelet`), the fake GitLab and a git server over HTTP. The pods share the
+//! host's network (the double's `network = "host"`), so their containers reach both servers
+//! on loopback. After every job the test checks that the double holds no pod and the engine
+//! no container or volume of it.
+//!
+//! Needs the Docker engine; never skipped.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
+)]
+
+use std::time::{Duration, Instant};
+
+use runner_tests::kube_api::{KubeApi, TOKEN};
+use runner_tests::kubelet::KubeletSettings;
+use runner_tests::{
+    job_payload, runner_binary, FakeGitlab, GitServer, HelperImage, RunnerProcess, DEBIAN_IMAGE,
+};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+struct Runner {
+    process: RunnerProcess,
+    _dir: tempfile::TempDir,
+}
+
+async fn double() -> KubeApi {
+    // The debootstrap image of the other engine tests, built if missing.
+    let _ = runner_tests::debian_image();
+    KubeApi::start_with_kubelet(KubeletSettings {
+        network: "host".into(),
+        ..KubeletSettings::default()
+    })
+    .await
+}
+
+fn start_runner(
+    gitlab: &FakeGitlab,
+    token: &str,
+    api: &KubeApi,
+    helper: &HelperImage,
+    extra: &str,
+) -> Runner {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 2\ncheck_interval = 1\n\n[[runners]]\n  name = \"kubernetes\"\n  url = \"{}\"\n  token = \"{token}\"\n  executor = \"kubernetes\"\n  [runners.kubernetes]\n    host = \"{}\"\n    ca_file = \"{}\"\n    bearer_token = \"{TOKEN}\"\n    namespace = \"default\"\n    image = \"{DEBIAN_IMAGE}\"\n    helper_image = \"{}\"\n    pull_policy = [\"if-not-present\"]\n    poll_interval = 1\n{extra}",
+            gitlab.url(),
+            api.url(),
+            api.ca_file().display(),
+            helper.0
+        ),
+    )
+    .unwrap();
+    Runner {
+        process: RunnerProcess::spawn(&runner_binary(), &config, dir.path(), &[]),
+        _dir: dir,
+    }
+}
+
+/// The double holds no pod, and the engine nothing of its kubelet (removal is asynchronous
+/// after the delete, so it gets a few seconds).
+async fn assert_nothing_left(api: &KubeApi) {
+    assert!(
+        api.pod_names().is_empty(),
+        "pods left: {:?}",
+        api.pod_names()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = api.leftovers();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "left on the engine: {left:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn reasons(payload: &mut serde_json::Value) {
+    payload["features"]["failure_reasons"] = json!([
+        "script_failure",
+        "runner_system_failure",
+        "job_execution_timeout",
+        "image_pull_failure",
+        "runner_configuration_error",
+        "runner_external_dependency_failure"
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_clones_runs_in_its_pod_uploads_an_artifact_and_leaves_nothing() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let git = GitServer::start(&[("README.md", "hello from a pod\n")], true).await;
+    let gitlab = FakeGitlab::start("glrt-t1_k8sbasic1").await;
+    let mut payload = job_payload(
+        &git.url_with_token("JOB_TOKEN"),
+        &git.head(),
+        &[
+            "cat README.md",
+            "echo \"pwd=$PWD host=$(hostname) secret=$MY_SECRET\"",
+            "mkdir -p out && echo made-in-a-pod > out/result.txt",
+        ],
+        &["echo after $CI_JOB_STATUS"],
+        json!([
+            {"key": "CI_PROJECT_PATH", "value": "group/project", "public": true},
+            {"key": "MY_SECRET", "value": "s3cr3t-value", "public": false, "masked": true}
+        ]),
+        120,
+    );
+    payload["artifacts"] = json!([{"name": "pod-out", "paths": ["out/"], "when": "on_success",
+        "artifact_type": "archive", "artifact_format": "zip"}]);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(&gitlab, "glrt-t1_k8sbasic1", &api, &helper, "");
+    let log = gitlab.wait_success(job, WAIT).await;
+    for expected in [
+        "Using Kubernetes namespace: default",
+        &format!("Using Kubernetes executor with image {DEBIAN_IMAGE} ..."),
+        "Using attach strategy to execute scripts...",
+        "Using effective pull policy of [IfNotPresent] for container build",
+        "hello from a pod",
+        "pwd=/builds/",
+        "secret=[MASKED]",
+        "after success",
+        "Uploading artifacts as \"archive\" to coordinator... 201 Created",
+    ] {
+        assert!(log.contains(expected), "{expected:?} not in:\n{log}");
+    }
+    assert!(!log.contains("s3cr3t-value"), "{log}");
+    // The markers are taken out of the log.
+    assert!(!log.contains("command_exit_code"), "{log}");
+    assert_eq!(gitlab.artifacts(job).len(), 1);
+    assert_nothing_left(&api).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_script_keeps_its_exit_code_runs_after_script_and_a_fake_marker_ends_nothing() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let gitlab = FakeGitlab::start("glrt-t1_k8sfail01").await;
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &[
+            // A line that looks like upstream's exit marker, without the stage's nonce.
+            "echo '{\"command_exit_code\": 0, \"script\": \"/scripts/step_script\"}'",
+            "echo still-running",
+            "exit 42",
+        ],
+        &["echo after $CI_JOB_STATUS"],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        120,
+    );
+    reasons(&mut payload);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(&gitlab, "glrt-t1_k8sfail01", &api, &helper, "");
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "failed", "{log}");
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("script_failure"),
+        "{log}"
+    );
+    assert_eq!(update.exit_code, Some(42), "{log}");
+    assert!(log.contains("{\"command_exit_code\": 0"), "{log}");
+    assert!(log.contains("still-running"), "{log}");
+    assert!(
+        log.contains("command terminated with exit code 42"),
+        "{log}"
+    );
+    assert!(log.contains("after failed"), "{log}");
+    assert_nothing_left(&api).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_cancel_reaches_the_scripts_term_trap_and_leaves_nothing() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let gitlab = FakeGitlab::start("glrt-t1_k8sstop01").await;
+    let payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &[
+            "trap 'echo got-sig''term; exit 3' TERM; echo cancel-me; while true; do echo tick; sleep 0.2; done",
+        ],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        600,
+    );
+    let job = gitlab.enqueue(payload);
+    let runner = start_runner(&gitlab, "glrt-t1_k8sstop01", &api, &helper, "");
+    gitlab.wait_log(job, "cancel-me", WAIT).await;
+    gitlab.cancel(job);
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "failed", "{log}");
+    assert!(log.contains("got-sigterm"), "{log}");
+    assert_nothing_left(&api).await;
+    drop(runner.process);
+}
