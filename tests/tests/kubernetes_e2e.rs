@@ -206,3 +206,98 @@ async fn a_remote_cancel_reaches_the_scripts_term_trap_and_leaves_nothing() {
     assert_nothing_left(&api).await;
     drop(runner.process);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_pulled_fails_at_once_with_upstreams_class() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let gitlab = FakeGitlab::start("glrt-t1_k8spull01").await;
+    // Nothing listens on port 1: the pull fails with "connection refused", a dependency
+    // failure in upstream's classification, well before `poll_timeout`.
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo never"],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        120,
+    );
+    payload["image"] = json!({"name": "127.0.0.1:1/missing/image:1"});
+    reasons(&mut payload);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(&gitlab, "glrt-t1_k8spull01", &api, &helper, "");
+    let log = gitlab
+        .wait_failure(job, "runner_external_dependency_failure", WAIT)
+        .await;
+    assert!(
+        log.contains(
+            "pulling image \"127.0.0.1:1/missing/image:1\" for container build: image pull failed:"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("never"), "{log}");
+    assert_nothing_left(&api).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_limit_is_enforced_and_a_runner_sigterm_interrupts_the_job() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let gitlab = FakeGitlab::start("glrt-t1_k8soom001").await;
+    // A process past the build container's limit is killed by the kernel: the script ends
+    // with 137, as on a cluster.
+    let mut hungry = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo eating", "head -c 300m /dev/zero | tail > /dev/null"],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        120,
+    );
+    reasons(&mut hungry);
+    let hungry = gitlab.enqueue(hungry);
+    let mut runner = start_runner(
+        &gitlab,
+        "glrt-t1_k8soom001",
+        &api,
+        &helper,
+        "    memory_limit = \"96Mi\"\n",
+    );
+    let update = gitlab.wait_final(hungry, WAIT).await;
+    let log = gitlab.log(hungry);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("script_failure"),
+        "{log}"
+    );
+    assert_eq!(update.exit_code, Some(137), "{log}");
+    assert!(
+        log.contains("command terminated with exit code 137"),
+        "{log}"
+    );
+    assert_nothing_left(&api).await;
+
+    let ticking = gitlab.enqueue(job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo interrupt-me; while true; do echo tick; sleep 0.5; done"],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        600,
+    ));
+    gitlab.wait_log(ticking, "interrupt-me", WAIT).await;
+    runner.process.signal(libc::SIGTERM);
+    let update = gitlab.wait_final(ticking, WAIT).await;
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_interrupted"),
+        "{}",
+        gitlab.log(ticking)
+    );
+    tokio::task::spawn_blocking(move || {
+        let _ = runner.process.wait();
+    })
+    .await
+    .unwrap();
+    assert_nothing_left(&api).await;
+}
