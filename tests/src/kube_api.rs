@@ -1164,6 +1164,23 @@ impl KubeApi {
         true
     }
 
+    /// Deletes a pod as a node drain or an eviction would, from outside the runner (a
+    /// DELETED event follows, and the kubelet removes its containers); `false` when there is
+    /// no such pod.
+    pub fn delete_pod(&self, namespace: &str, name: &str) -> bool {
+        let Ok(mut store) = self.store.lock() else {
+            return false;
+        };
+        let key = (Kind::Pod, namespace.to_string(), name.to_string());
+        let Some(mut object) = store.objects.remove(&key) else {
+            return false;
+        };
+        object["metadata"]["deletionTimestamp"] = json!(now());
+        object["metadata"]["resourceVersion"] = json!(store.next_version());
+        store.record(Kind::Pod, namespace, "DELETED", &object);
+        true
+    }
+
     /// Forgets the change history, as etcd's compaction does: a watch from any version handed
     /// out so far is answered 410 Gone, so its client lists again.
     pub fn compact(&self) {

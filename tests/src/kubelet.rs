@@ -391,6 +391,37 @@ impl PodRun {
         });
     }
 
+    /// Whether the container's image is there; if not, the container is left waiting with
+    /// the kubelet's reason in `list` (the pod stays Pending, as while the kubelet backs off).
+    async fn image_or_waiting(&self, list: &'static str, container: &Value) -> bool {
+        match self.ensure_image(container).await {
+            Ok(()) => true,
+            Err((reason, message)) => {
+                self.set_container_status(
+                    list,
+                    Self::container_status(
+                        container,
+                        json!({"waiting": {"reason": reason, "message": message}}),
+                        false,
+                    ),
+                );
+                false
+            }
+        }
+    }
+
+    /// Creates and starts one container of the pod: its Docker name.
+    async fn create_and_start(&self, container: &Value, infra: &str) -> Result<String, String> {
+        let name = docker_name(
+            &self.instance,
+            &self.pod,
+            container["name"].as_str().unwrap_or(""),
+        );
+        self.create(container, infra).await?;
+        docker(&strings(&["start", &name])).await?;
+        Ok(name)
+    }
+
     fn fail_pod(&self, reason: &str, message: &str) {
         self.update(|status| {
             status["phase"] = json!("Failed");
@@ -492,30 +523,16 @@ impl PodRun {
             if self.gone() {
                 return;
             }
-            if let Err((reason, message)) = self.ensure_image(container).await {
-                self.set_container_status(
-                    "initContainerStatuses",
-                    Self::container_status(
-                        container,
-                        json!({"waiting": {"reason": reason, "message": message}}),
-                        false,
-                    ),
-                );
+            if !self
+                .image_or_waiting("initContainerStatuses", container)
+                .await
+            {
                 return;
             }
-            let name = docker_name(
-                &self.instance,
-                &self.pod,
-                container["name"].as_str().unwrap_or(""),
-            );
-            let created = self.create(container, &infra).await;
-            let started = match created {
-                Ok(_) => docker(&strings(&["start", &name])).await,
-                Err(error) => Err(error),
+            let name = match self.create_and_start(container, &infra).await {
+                Ok(name) => name,
+                Err(error) => return self.fail_pod("InitFailed", &error),
             };
-            if let Err(error) = started {
-                return self.fail_pod("InitFailed", &error);
-            }
             let _ = docker(&strings(&["wait", &name])).await;
             let state = self.terminated_state(&name).await;
             let failed = state["terminated"]["exitCode"] != 0;
@@ -533,31 +550,12 @@ impl PodRun {
             if self.gone() {
                 return;
             }
-            if let Err((reason, message)) = self.ensure_image(container).await {
-                // The pod stays Pending, the container waiting, as when the kubelet backs off.
-                self.set_container_status(
-                    "containerStatuses",
-                    Self::container_status(
-                        container,
-                        json!({"waiting": {"reason": reason, "message": message}}),
-                        false,
-                    ),
-                );
+            if !self.image_or_waiting("containerStatuses", container).await {
                 return;
             }
         }
         for container in &containers {
-            let name = docker_name(
-                &self.instance,
-                &self.pod,
-                container["name"].as_str().unwrap_or(""),
-            );
-            let created = self.create(container, &infra).await;
-            let started = match created {
-                Ok(_) => docker(&strings(&["start", &name])).await,
-                Err(error) => Err(error),
-            };
-            if let Err(error) = started {
+            if let Err(error) = self.create_and_start(container, &infra).await {
                 self.set_container_status(
                     "containerStatuses",
                     Self::container_status(

@@ -301,3 +301,34 @@ async fn the_memory_limit_is_enforced_and_a_runner_sigterm_interrupts_the_job() 
     .unwrap();
     assert_nothing_left(&api).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_under_a_running_stage_ends_the_job_as_a_system_failure() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let gitlab = FakeGitlab::start("glrt-t1_k8sevict1").await;
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo delete-me; sleep 600"],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        900,
+    );
+    reasons(&mut payload);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(&gitlab, "glrt-t1_k8sevict1", &api, &helper, "");
+    gitlab.wait_log(job, "delete-me", WAIT).await;
+    let pods = api.pod_names();
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let (namespace, name) = pods[0].split_once('/').unwrap();
+    assert!(api.delete_pod(namespace, name));
+    // Found by the next look at the pod (poll_interval = 1 s), not after the job timeout.
+    let started = Instant::now();
+    let log = gitlab
+        .wait_failure(job, "runner_system_failure", WAIT)
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(60), "{log}");
+    assert!(log.contains(&format!("pods \"{name}\" not found")), "{log}");
+    assert_nothing_left(&api).await;
+}

@@ -1,6 +1,10 @@
-//! The Kubernetes executor of gitlab-runner-rs, being built (see the README's "Kubernetes: not
-//! yet"): each job in a pod, with upstream's `[runners.kubernetes]` keys and the attach
-//! strategy over the stage runner. What is here so far needs no running cluster:
+//! The Kubernetes executor of gitlab-runner-rs (partly there; the README's "Kubernetes:
+//! partly there" says what is not yet): each job in a pod, with upstream's
+//! `[runners.kubernetes]` keys and the attach strategy over the stage runner.
+//! - [`executor`]: [`KubernetesProvider`] and [`KubernetesExecutor`] (prepare, stages,
+//!   cleanup);
+//! - [`session`]: the running pod's streams: script writes, attached stdins, the
+//!   `read-logs` stream, each stage as a stage-runner process;
 //! - [`config`]: the `[runners.kubernetes]` section with upstream's defaults;
 //! - [`connect`]: the API client's configuration in upstream's order (explicit host,
 //!   in-cluster, kubeconfig);
@@ -14,11 +18,10 @@
 //! - [`pod_status`]: reading the pod's status (waiting lines once per change, terminal
 //!   container states, OOM kills named);
 //! - [`stage_commands`]: writing a script by its length and the line typed to start a stage;
-//! - [`retry`]: which failed API requests are tried again, how often and after how long;
+//! - [`retry`]: which failed API requests are tried again, how often and after how long (not
+//!   applied to the executor's requests yet);
 //! - [`log_processor`]: reading the attach strategy's log stream, with nonce-checked stage
 //!   markers.
-//!
-//! `executor = "kubernetes"` is not accepted by the config loader yet.
 //!
 //! Depends on `runner-core` (and kube-rs) only; it must not depend on `network`, `shells`,
 //! the other executors or `commands`.

@@ -1,6 +1,6 @@
 //! The commands of the attach strategy, as text: the exec that writes a stage script into
 //! the shared `scripts` volume, and the line typed into a container's stdin to start a stage.
-//! (The program that stops a stage on cancel is not here yet.)
+//! (The program that signals a canceled stage is `session::signal_program`.)
 //!
 //! Differences from upstream, on purpose:
 //! - A script is written by `head -c <length>`, which stops after exactly the script's bytes,
