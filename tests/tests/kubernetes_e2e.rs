@@ -13,6 +13,7 @@
 )]
 
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use runner_tests::kube_api::{KubeApi, TOKEN};
 use runner_tests::kubelet::KubeletSettings;
@@ -136,6 +137,13 @@ async fn a_job_clones_runs_in_its_pod_uploads_an_artifact_and_leaves_nothing() {
     assert!(!log.contains("s3cr3t-value"), "{log}");
     // The markers are taken out of the log.
     assert!(!log.contains("command_exit_code"), "{log}");
+    // One attach per container serves every stage typed into it (build and helper).
+    let attaches: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|request| request.contains("/attach"))
+        .collect();
+    assert_eq!(attaches.len(), 2, "{attaches:?}");
     assert_eq!(gitlab.artifacts(job).len(), 1);
     assert_nothing_left(&api).await;
 }
@@ -170,8 +178,19 @@ async fn a_failing_script_keeps_its_exit_code_runs_after_script_and_a_fake_marke
         "{log}"
     );
     assert_eq!(update.exit_code, Some(42), "{log}");
-    assert!(log.contains("{\"command_exit_code\": 0"), "{log}");
-    assert!(log.contains("still-running"), "{log}");
+    // The fake marker is output (a line of its own, not only the echoed command), and the
+    // stage ran once.
+    let output_lines = |text: &str| {
+        log.lines()
+            .filter(|line| line.split_once("O ").map(|(_, rest)| rest) == Some(text))
+            .count()
+    };
+    assert_eq!(
+        output_lines("{\"command_exit_code\": 0, \"script\": \"/scripts/step_script\"}"),
+        1,
+        "{log}"
+    );
+    assert_eq!(output_lines("still-running"), 1, "{log}");
     assert!(
         log.contains("command terminated with exit code 42"),
         "{log}"
@@ -339,7 +358,6 @@ async fn a_pod_deleted_under_a_running_stage_ends_the_job_as_a_system_failure() 
 /// into it, reads its logs, and deletes it; the engine keeps nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_attaches_execs_reads_logs_and_deletes_on_the_docker_backed_kubelet() {
-    use std::io::{BufRead, Write};
     let api = double().await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(dir.path());
@@ -388,27 +406,29 @@ async fn kubectl_attaches_execs_reads_logs_and_deletes_on_the_docker_backed_kube
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
         let wanted = format!("got {word}");
-        let seen = tokio::task::spawn_blocking(move || {
-            let mut child = attach.spawn().unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            writeln!(stdin, "{word}").unwrap();
-            let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-            let seen = stdout
-                .lines()
-                .map_while(Result::ok)
-                .any(|line| line == wanted);
-            // The attach lasts as long as the container: end it from here.
-            let _ = child.kill();
-            let _ = child.wait();
-            seen
-        });
-        assert!(
-            tokio::time::timeout(Duration::from_secs(60), seen)
-                .await
-                .unwrap()
-                .unwrap(),
-            "no echo of {word:?} through kubectl attach"
-        );
+        // The attach lasts as long as the container: it is killed from here (on drop too,
+        // when the echo never comes).
+        let mut child = tokio::process::Command::from(attach)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{word}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let seen = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line == wanted {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        let _ = child.kill().await;
+        assert_eq!(seen, Ok(true), "no echo of {word:?} through kubectl attach");
     }
     let output = kubectl(&["exec", "reader", "-c", "main", "--", "cat", "/tmp/lines"])
         .output()

@@ -33,7 +33,7 @@ use crate::pod::{
     HELPER_CONTAINER,
 };
 use crate::pod_status::{start_state, StartState, WaitReporter};
-use crate::session::Session;
+use crate::session::{Session, Written};
 use crate::stage_commands::{start_stage_line, DETECT_SHELL_FILE};
 
 /// Where the helper image keeps the helper, and where scripts call it.
@@ -429,14 +429,17 @@ impl Executor for KubernetesExecutor {
         self.wait_for_running(&pods, &plan.namespace, &plan.name, log, cancel)
             .await?;
         let job = self.job()?;
-        job.session
-            .write_file(
-                BUILD_CONTAINER,
-                &format!("{}/{DETECT_SHELL_FILE}", job.dirs.scripts_dir),
-                DETECT_SHELL_SCRIPT.as_bytes(),
-            )
+        let path = format!("{}/{DETECT_SHELL_FILE}", job.dirs.scripts_dir);
+        let written = job
+            .session
+            .write_file(BUILD_CONTAINER, &path, DETECT_SHELL_SCRIPT.as_bytes())
             .await?;
-        job.session.start_log_stream();
+        if let Written::Exited { code, said } = written {
+            return Err(system(format!(
+                "writing {path} in container {BUILD_CONTAINER}: command terminated with exit code {code}: {said}"
+            )));
+        }
+        job.session.start_log_stream(log.clone());
         Ok(())
     }
 
@@ -455,9 +458,20 @@ impl Executor for KubernetesExecutor {
         };
         let stage = command.stage.name();
         let script = format!("{}/{stage}", job.dirs.scripts_dir);
-        job.session
+        let written = job
+            .session
             .write_file(container, &script, command.script.as_bytes())
             .await?;
+        if let Written::Exited { code, said } = written {
+            // Upstream: the write's output goes to the job log, its status is the stage's.
+            if !said.is_empty() {
+                log.println(&said);
+            }
+            return Ok(ScriptExit::Failed {
+                code,
+                message: format!("command terminated with exit code {code}"),
+            });
+        }
         let nonce = new_nonce(&mut rand::thread_rng());
         let line = start_stage_line(
             &job.dirs.scripts_dir,
@@ -476,7 +490,10 @@ impl Executor for KubernetesExecutor {
             stdin: None,
         };
         let result = run_stage(started, &[], log, cancel, timeouts, |ended| {
-            Ok(match ended.exit {
+            if let Some(warning) = &ended.exit.warning {
+                log.warning(warning);
+            }
+            Ok(match ended.exit.code {
                 0 => ScriptExit::Success,
                 code => ScriptExit::Failed {
                     code,

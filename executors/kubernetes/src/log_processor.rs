@@ -48,7 +48,13 @@ pub struct LogProcessor {
     line: Vec<u8>,
     /// The running stage's nonce; markers with another (or none) are output.
     nonce: String,
+    /// The nonces of the stages before, newest last: their late markers (a killed stage's
+    /// fallback marker) are dropped, not shown in the next stage's output.
+    past: Vec<String>,
 }
+
+/// How many earlier stages' nonces are remembered.
+const PAST_NONCES: usize = 32;
 
 /// The command-line assignment that gives a stage its nonce (for the typed command).
 pub fn nonce_assignment(nonce: &str) -> String {
@@ -80,15 +86,34 @@ impl LogProcessor {
         self.offset
     }
 
-    /// The stage that runs next has this nonce.
+    /// The stage that runs next has this nonce (empty: none runs).
     pub fn expect_stage(&mut self, nonce: &str) {
-        self.nonce = nonce.to_string();
+        let before = std::mem::replace(&mut self.nonce, nonce.to_string());
+        if !before.is_empty() && before != nonce {
+            if self.past.len() == PAST_NONCES {
+                self.past.remove(0);
+            }
+            self.past.push(before);
+        }
+    }
+
+    /// The running stage's nonce (empty when none runs).
+    pub fn nonce(&self) -> &str {
+        &self.nonce
     }
 
     /// A stream ended: what it had of an unfinished stream line is dropped (the next stream
     /// starts at the offset reached, which that line had not advanced).
     pub fn reconnected(&mut self) {
         self.partial.clear();
+    }
+
+    /// The log file is a new one: the next stream starts at `offset` and nothing of the
+    /// old file's unfinished line is kept.
+    pub fn restart_at(&mut self, offset: u64) {
+        self.offset = offset;
+        self.partial.clear();
+        self.line.clear();
     }
 
     /// Takes the next bytes of the stream.
@@ -110,42 +135,70 @@ impl LogProcessor {
         processed
     }
 
-    /// A complete log line (with its `\n`): a marker of the running stage, or output.
+    /// A complete log line (with its `\n`): a marker of the running stage, a late marker
+    /// of an earlier one (dropped), or output.
     fn take_line(&mut self, line: Vec<u8>, processed: &mut Processed) {
-        if let Some(event) = self.marker(&line) {
-            processed.events.push(event);
-        } else {
-            processed.output.extend_from_slice(&line);
+        match self.marker(&line) {
+            Marker::Current(event) => processed.events.push(event),
+            Marker::Past => {}
+            Marker::None => processed.output.extend_from_slice(&line),
         }
     }
 
-    fn marker(&self, line: &[u8]) -> Option<StageEvent> {
-        if self.nonce.is_empty() {
-            return None;
+    fn marker(&self, line: &[u8]) -> Marker {
+        let Some((nonce, object)) = marker_object(line) else {
+            return Marker::None;
+        };
+        if !self.nonce.is_empty() && nonce == self.nonce {
+            return event(&object).map_or(Marker::None, Marker::Current);
         }
-        let text = std::str::from_utf8(line)
-            .ok()?
-            .trim_end_matches(['\n', '\r']);
-        if !text.starts_with('{') {
-            return None;
+        if self.past.contains(&nonce) {
+            return Marker::Past;
         }
-        let value: serde_json::Value = serde_json::from_str(text).ok()?;
-        let object = value.as_object()?;
-        if object.get("nonce").and_then(serde_json::Value::as_str) != Some(self.nonce.as_str()) {
-            return None;
+        Marker::None
+    }
+}
+
+/// The event a marker object of the running stage stands for.
+fn event(object: &serde_json::Map<String, serde_json::Value>) -> Option<StageEvent> {
+    let script = object
+        .get("script")
+        .and_then(serde_json::Value::as_str)
+        .map(script_name);
+    match object.get("command_exit_code") {
+        Some(code) => Some(StageEvent::Exited {
+            // Go's int, read as upstream's int32 normalisation: the low 32 bits.
+            code: code.as_i64()? as i32,
+            script,
+        }),
+        None => Some(StageEvent::Started { script: script? }),
+    }
+}
+
+/// What a log line is to the processor.
+enum Marker {
+    /// A marker of the running stage.
+    Current(StageEvent),
+    /// A marker of a stage that is over.
+    Past,
+    /// Output.
+    None,
+}
+
+/// A line that is a JSON object with a `nonce`: the nonce and the object.
+fn marker_object(line: &[u8]) -> Option<(String, serde_json::Map<String, serde_json::Value>)> {
+    let text = std::str::from_utf8(line)
+        .ok()?
+        .trim_end_matches(['\n', '\r']);
+    if !text.starts_with('{') {
+        return None;
+    }
+    match serde_json::from_str(text).ok()? {
+        serde_json::Value::Object(object) => {
+            let nonce = object.get("nonce")?.as_str()?.to_string();
+            Some((nonce, object))
         }
-        let script = object
-            .get("script")
-            .and_then(serde_json::Value::as_str)
-            .map(script_name);
-        match object.get("command_exit_code") {
-            Some(code) => Some(StageEvent::Exited {
-                // Go's int, read as upstream's int32 normalisation: the low 32 bits.
-                code: code.as_i64()? as i32,
-                script,
-            }),
-            None => Some(StageEvent::Started { script: script? }),
-        }
+        _ => None,
     }
 }
 
@@ -247,6 +300,31 @@ mod tests {
             proptest::prop_assert_eq!(output, expected.output);
             proptest::prop_assert_eq!(events, expected.events);
         }
+    }
+
+    #[test]
+    fn late_markers_of_earlier_stages_are_dropped_and_a_new_file_starts_at_zero() {
+        let mut processor = LogProcessor::new(0);
+        processor.expect_stage("first");
+        processor.expect_stage("");
+        processor.expect_stage("second");
+        let file =
+            b"{\"command_exit_code\": 137, \"script\": \"/s/step_script\", \"nonce\": \"first\"}\n\
+            {\"command_exit_code\": 0, \"nonce\": \"never-used\"}\n\
+            after\n";
+        let processed = processor.feed(&stream(file, 0, 1024));
+        assert!(processed.events.is_empty());
+        assert_eq!(
+            String::from_utf8(processed.output).unwrap(),
+            "{\"command_exit_code\": 0, \"nonce\": \"never-used\"}\nafter\n"
+        );
+        assert_eq!(processor.nonce(), "second");
+        processor.feed(b"5 part");
+        processor.restart_at(0);
+        assert_eq!(processor.offset(), 0);
+        let processed = processor.feed(&stream(b"new\n", 0, 1024));
+        assert_eq!(processed.output, b"new\n");
+        assert_eq!(processor.offset(), 4);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! when the pod goes away under it, or when a container dies.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{AttachParams, AttachedProcess};
@@ -15,8 +16,8 @@ use runner_core::executor::ExecutorError;
 use runner_core::failure::FailureReason;
 use runner_core::log::StreamKind;
 use runner_core::stage_runner::{Chunk, StageOutput, StageProcess};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log_processor::{LogProcessor, StageEvent};
 use crate::pod_status::died_under_stage;
@@ -30,22 +31,63 @@ const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Output buffered from one exec stream before kube-rs applies back pressure.
 const STREAM_BUFFER: usize = 1024 * 1024;
+/// How long a typed stage line gets to show its start marker before it is typed again (the
+/// line is guarded, so a second copy does not run the stage twice).
+const START_WAIT: Duration = Duration::from_secs(5);
+/// How many times a stage line is typed at most.
+const TYPE_ATTEMPTS: usize = 3;
+/// After a successful kill, how long the stage's fallback marker gets to come before the
+/// stage counts as ended with 137.
+const KILLED_MARKER_WAIT: Duration = Duration::from_secs(5);
 
 fn system(message: impl Into<String>) -> ExecutorError {
     ExecutorError::system(message)
 }
 
+/// How a stage ended, as the log stream saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageExit {
+    /// The exit status from the stage's marker (100 when the log file was deleted).
+    pub code: i32,
+    /// A warning for the job log about how the stage ended.
+    pub warning: Option<String>,
+}
+
 /// Where the running stage's output and exit go.
 struct StageSink {
     output: mpsc::UnboundedSender<Vec<u8>>,
-    exit: Option<oneshot::Sender<Result<i32, String>>>,
+    exit: Option<oneshot::Sender<StageExit>>,
 }
 
 /// What the log stream task and the stages share.
-#[derive(Default)]
 struct StreamState {
     processor: LogProcessor,
     stage: Option<StageSink>,
+    /// The nonce of the last stage whose start (or end) marker came.
+    started: watch::Sender<String>,
+}
+
+impl Default for StreamState {
+    fn default() -> Self {
+        Self {
+            processor: LogProcessor::default(),
+            stage: None,
+            started: watch::channel(String::new()).0,
+        }
+    }
+}
+
+/// An attach to a container's stdin, kept for the next stages.
+struct Attached {
+    process: AttachedProcess,
+    stdin: Pin<Box<dyn AsyncWrite + Send + Sync>>,
+}
+
+/// What an API stream is opened for, in the wording of upstream's check before it.
+#[derive(Debug, Clone, Copy)]
+enum StreamPurpose {
+    Exec,
+    Attach,
 }
 
 /// The pod a job runs in, and its open streams.
@@ -59,7 +101,7 @@ pub struct Session {
     state: Arc<Mutex<StreamState>>,
     log_task: Option<tokio::task::JoinHandle<()>>,
     /// The attached stdin of each container stages were typed into.
-    attached: HashMap<String, AttachedProcess>,
+    attached: HashMap<String, Attached>,
 }
 
 impl Drop for Session {
@@ -67,8 +109,8 @@ impl Drop for Session {
         if let Some(task) = self.log_task.take() {
             task.abort();
         }
-        for process in self.attached.values() {
-            process.abort();
+        for attached in self.attached.values() {
+            attached.process.abort();
         }
     }
 }
@@ -102,6 +144,20 @@ pub fn exec_status_code(
     }
 }
 
+/// How a script write ended when its exec ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// The file is in place.
+    Done,
+    /// The writing command exited non-zero (upstream: a build error with that code).
+    Exited {
+        /// Its exit status.
+        code: i32,
+        /// What it printed.
+        said: String,
+    },
+}
+
 impl Session {
     /// A session on `pod`; nothing is opened until [`Self::start_log_stream`].
     pub fn new(
@@ -125,6 +181,12 @@ impl Session {
         }
     }
 
+    /// Upstream's look before every exec and attach: the pod must be running, else the
+    /// stream would fail with an upgrade error that says nothing.
+    async fn ensure_running(&self, kind: StreamPurpose) -> Result<(), ExecutorError> {
+        ensure_running(&self.pods, &self.namespace, &self.pod, kind).await
+    }
+
     /// Writes `content` to `path` in `container`, through an exec that reads exactly its
     /// length from stdin (so the end of stdin, which v4 streams cannot send alone, is not
     /// needed).
@@ -133,7 +195,8 @@ impl Session {
         container: &str,
         path: &str,
         content: &[u8],
-    ) -> Result<(), ExecutorError> {
+    ) -> Result<Written, ExecutorError> {
+        self.ensure_running(StreamPurpose::Exec).await?;
         let params = AttachParams::default()
             .container(container)
             .stdin(true)
@@ -170,79 +233,85 @@ impl Session {
         drop(stdin);
         let _ = process.join().await;
         match exec_status_code(status.as_ref()) {
-            Ok(0) => Ok(()),
-            Ok(code) => Err(system(format!(
-                "writing {path} in container {container}: command terminated with exit code {code}: {}",
-                String::from_utf8_lossy(&said).trim()
-            ))),
+            Ok(0) => Ok(Written::Done),
+            Ok(code) => Ok(Written::Exited {
+                code,
+                said: String::from_utf8_lossy(&said).trim().to_string(),
+            }),
             Err(error) => Err(system(format!(
                 "writing {path} in container {container}: {error}"
             ))),
         }
     }
 
-    /// Starts following the shared log file from offset 0, for the rest of the job.
-    pub fn start_log_stream(&mut self) {
-        let pods = self.pods.clone();
-        let pod = self.pod.clone();
-        let command = self.helper_command.clone();
-        let log_file = self.log_file.clone();
-        let state = self.state.clone();
-        self.log_task = Some(tokio::spawn(follow_log(
-            pods, pod, command, log_file, state,
-        )));
+    /// Starts following the shared log file from offset 0, for the rest of the job; what goes
+    /// wrong with the stream is said in `log`.
+    pub fn start_log_stream(&mut self, log: runner_core::log::JobLog) {
+        let follower = LogFollower {
+            pods: self.pods.clone(),
+            namespace: self.namespace.clone(),
+            pod: self.pod.clone(),
+            helper: self.helper_command.clone(),
+            log_file: self.log_file.clone(),
+            state: self.state.clone(),
+            log,
+        };
+        self.log_task = Some(tokio::spawn(follower.follow()));
     }
 
-    /// Types `line` into `container`'s stdin, attaching first when not attached yet (or again
-    /// when the attach broke).
+    /// Types `line` into `container`'s stdin once, attaching first when not attached yet (or
+    /// no longer).
     async fn type_line(&mut self, container: &str, line: &str) -> Result<(), ExecutorError> {
-        let mut last_error = String::new();
-        for _ in 0..2 {
-            if !self.attached.contains_key(container) {
-                let params = AttachParams::default()
-                    .container(container)
-                    .stdin(true)
-                    .stdout(false)
-                    .stderr(false);
-                match self.pods.attach(&self.pod, &params).await {
-                    Ok(process) => {
-                        self.attached.insert(container.to_string(), process);
-                    }
-                    Err(error) => {
-                        last_error = error.to_string();
-                        continue;
-                    }
-                }
-            }
-            let Some(process) = self.attached.get_mut(container) else {
-                continue;
+        let failed = |error: String| {
+            system(format!(
+                "attaching to container {container} of pod {}/{}: {error}",
+                self.namespace, self.pod
+            ))
+        };
+        if !self.attached.contains_key(container) {
+            self.ensure_running(StreamPurpose::Attach).await?;
+            let params = AttachParams::default()
+                .container(container)
+                .stdin(true)
+                .stdout(false)
+                .stderr(false);
+            let mut process = self
+                .pods
+                .attach(&self.pod, &params)
+                .await
+                .map_err(|error| failed(error.to_string()))?;
+            let Some(stdin) = process.stdin() else {
+                process.abort();
+                return Err(failed("the attach has no stdin".into()));
             };
-            let written = match process.stdin() {
-                Some(mut stdin) => {
-                    let written = stdin.write_all(line.as_bytes()).await;
-                    let flushed = stdin.flush().await;
-                    written.and(flushed).map_err(|error| error.to_string())
-                }
-                None => Err("the attach has no stdin".to_string()),
-            };
-            match written {
-                Ok(()) => return Ok(()),
-                Err(error) => {
-                    last_error = error;
-                    if let Some(process) = self.attached.remove(container) {
-                        process.abort();
-                    }
-                }
-            }
+            self.attached.insert(
+                container.to_string(),
+                Attached {
+                    process,
+                    stdin: Box::pin(stdin),
+                },
+            );
         }
-        Err(system(format!(
-            "attaching to container {container} of pod {}/{}: {last_error}",
-            self.namespace, self.pod
-        )))
+        let Some(attached) = self.attached.get_mut(container) else {
+            return Err(failed("the attach is gone".into()));
+        };
+        let written = match attached.stdin.write_all(line.as_bytes()).await {
+            Ok(()) => attached.stdin.flush().await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
+            if let Some(attached) = self.attached.remove(container) {
+                attached.process.abort();
+            }
+            return Err(failed(error.to_string()));
+        }
+        Ok(())
     }
 
     /// Runs the stage script at `script` in `container`: its marker `nonce` is expected, the
-    /// typed `line` starts it, and the returned stage ends on the marker.
+    /// typed `line` starts it, and the returned stage ends on the marker. The line is typed
+    /// again (through a new attach when the old one broke) while the stage's start marker
+    /// has not come; the line runs its stage once however often it arrives.
     pub async fn start_stage(
         &mut self,
         container: &str,
@@ -252,18 +321,34 @@ impl Session {
     ) -> Result<(StageRun, StageLog), ExecutorError> {
         let (output_tx, output_rx) = mpsc::unbounded_channel();
         let (exit_tx, exit_rx) = oneshot::channel();
-        if let Ok(mut state) = self.state.lock() {
+        let mut started = {
+            let mut state = self
+                .state
+                .lock()
+                .map_err(|_| system("the log stream state is poisoned"))?;
             state.processor.expect_stage(nonce);
             state.stage = Some(StageSink {
                 output: output_tx,
                 exit: Some(exit_tx),
             });
-        }
-        if let Err(error) = self.type_line(container, line).await {
-            if let Ok(mut state) = self.state.lock() {
-                state.stage = None;
+            state.started.subscribe()
+        };
+        let mut delivered = false;
+        let mut last_error = None;
+        for _ in 0..TYPE_ATTEMPTS {
+            match self.type_line(container, line).await {
+                Ok(()) => delivered = true,
+                Err(error) => last_error = Some(error),
             }
-            return Err(error);
+            let seen = tokio::time::timeout(START_WAIT, started.wait_for(|seen| seen == nonce));
+            if matches!(seen.await, Ok(Ok(_))) {
+                delivered = true;
+                break;
+            }
+        }
+        if !delivered {
+            self.stage_over();
+            return Err(last_error.unwrap_or_else(|| system("the stage was not started")));
         }
         let mut poll = tokio::time::interval(self.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -274,42 +359,136 @@ impl Session {
                 namespace: self.namespace.clone(),
                 container: container.to_string(),
                 script: script.to_string(),
+                state: self.state.clone(),
                 exit: exit_rx,
                 poll,
-                killed: false,
+                killed_at: None,
             },
             StageLog { output: output_rx },
         ))
     }
 
-    /// Forgets the running stage (it ended or was given up).
+    /// Forgets the running stage (it ended or was given up); its late markers are hidden.
     pub fn stage_over(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.stage = None;
-            state.processor.expect_stage("");
-        }
+        stage_over(&self.state);
     }
 }
 
-/// `gitlab-runner-helper read-logs`, again from the offset reached whenever it ends.
-async fn follow_log(
+fn stage_over(state: &Mutex<StreamState>) {
+    if let Ok(mut state) = state.lock() {
+        state.stage = None;
+        state.processor.expect_stage("");
+    }
+}
+
+async fn ensure_running(
+    pods: &Api<Pod>,
+    namespace: &str,
+    name: &str,
+    kind: StreamPurpose,
+) -> Result<(), ExecutorError> {
+    let pod = pods
+        .get(name)
+        .await
+        .map_err(|error| system(format!("couldn't get pod details: {error}")))?;
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|status| status.phase.clone())
+        .unwrap_or_default();
+    if phase == "Running" {
+        return Ok(());
+    }
+    // Upstream quotes the namespace differently for the two.
+    let namespace = match kind {
+        StreamPurpose::Attach => format!("\"{namespace}\""),
+        StreamPurpose::Exec => format!("'{namespace}'"),
+    };
+    Err(system(format!(
+        "pod \"{name}\" (on namespace {namespace}) is not running and cannot execute commands; current phase is \"{phase}\""
+    )))
+}
+
+/// The task that follows the shared log file with `gitlab-runner-helper read-logs`, again
+/// from the offset reached whenever the stream ends.
+struct LogFollower {
     pods: Api<Pod>,
+    namespace: String,
     pod: String,
     helper: String,
     log_file: String,
     state: Arc<Mutex<StreamState>>,
-) {
-    let mut backoff = RECONNECT_FIRST;
-    loop {
-        let offset = state
+    log: runner_core::log::JobLog,
+}
+
+/// How one `read-logs` stream ended.
+enum StreamEnd {
+    /// The log file was deleted under it (`read-logs` exit code 100).
+    FileDeleted(String),
+    /// Anything else: it is opened again.
+    Other(String),
+}
+
+impl LogFollower {
+    /// Runs for the rest of the job. Unlike upstream, the wait before a reconnect starts
+    /// again at one second once a stream brought data: a long job with an occasional drop
+    /// does not wait 30 s for every later one.
+    async fn follow(self) {
+        let mut backoff = RECONNECT_FIRST;
+        loop {
+            let (ended, had_data) = self.stream_once().await;
+            if had_data {
+                backoff = RECONNECT_FIRST;
+            }
+            if let Ok(mut state) = self.state.lock() {
+                state.processor.reconnected();
+            }
+            match ended {
+                StreamEnd::FileDeleted(detail) => {
+                    // The next stage's output starts a new file.
+                    if let Ok(mut state) = self.state.lock() {
+                        state.processor.restart_at(0);
+                    }
+                    let message = format!(
+                        "Error processing the log file: output log file deleted, cannot continue {detail}"
+                    );
+                    if !end_stage(
+                        &self.state,
+                        StageExit {
+                            code: LOG_FILE_DELETED,
+                            warning: Some(message),
+                        },
+                    ) {
+                        tracing::debug!(pod = %self.pod, "the log file was deleted between stages");
+                    }
+                }
+                StreamEnd::Other(error) => {
+                    self.log.warning(&format!("Error {error}. Retrying..."));
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    /// One `read-logs` exec from the offset reached: how it ended, and whether it brought
+    /// anything.
+    async fn stream_once(&self) -> (StreamEnd, bool) {
+        if let Err(error) =
+            ensure_running(&self.pods, &self.namespace, &self.pod, StreamPurpose::Exec).await
+        {
+            return (StreamEnd::Other(error.to_string()), false);
+        }
+        let offset = self
+            .state
             .lock()
             .map(|state| state.processor.offset())
             .unwrap_or(0);
         let command = vec![
-            helper.clone(),
+            self.helper.clone(),
             "read-logs".into(),
             "--path".into(),
-            log_file.clone(),
+            self.log_file.clone(),
             "--offset".into(),
             offset.to_string(),
             "--wait-file-timeout".into(),
@@ -322,61 +501,47 @@ async fn follow_log(
             .stderr(true)
             .max_stdout_buf_size(STREAM_BUFFER)
             .max_stderr_buf_size(STREAM_BUFFER);
-        let ended = match pods.exec(&pod, command, &params).await {
-            Ok(mut process) => {
-                let status = process.take_status();
-                let mut stderr = process.stderr();
-                let stderr_task = tokio::spawn(async move {
-                    let mut said = Vec::new();
-                    if let Some(stderr) = stderr.as_mut() {
-                        let _ = stderr.read_to_end(&mut said).await;
-                    }
-                    said
-                });
-                if let Some(mut stdout) = process.stdout() {
-                    let mut buffer = vec![0u8; 64 * 1024];
-                    loop {
-                        match stdout.read(&mut buffer).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(count) => {
-                                backoff = RECONNECT_FIRST;
-                                deliver(&state, &buffer[..count]);
-                            }
-                        }
-                    }
-                }
-                let said = stderr_task.await.unwrap_or_default();
-                let status = match status {
-                    Some(status) => status.await,
-                    None => None,
-                };
-                let _ = process.join().await;
-                let code = exec_status_code(status.as_ref());
-                if code == Ok(LOG_FILE_DELETED) {
-                    fail_stage(
-                        &state,
-                        "Error processing the log file: output log file deleted, cannot continue"
-                            .into(),
-                    );
-                    return;
-                }
-                format!(
-                    "the log stream ended ({}): {}",
-                    match code {
-                        Ok(code) => format!("exit code {code}"),
-                        Err(error) => error,
-                    },
-                    String::from_utf8_lossy(&said).trim()
-                )
-            }
-            Err(error) => error.to_string(),
+        let mut process = match self.pods.exec(&self.pod, command, &params).await {
+            Ok(process) => process,
+            Err(error) => return (StreamEnd::Other(error.to_string()), false),
         };
-        tracing::debug!(pod = %pod, "{ended}; reconnecting");
-        if let Ok(mut state) = state.lock() {
-            state.processor.reconnected();
+        let status = process.take_status();
+        let mut stderr = process.stderr();
+        let stderr_task = tokio::spawn(async move {
+            let mut said = Vec::new();
+            if let Some(stderr) = stderr.as_mut() {
+                let _ = stderr.read_to_end(&mut said).await;
+            }
+            said
+        });
+        let mut had_data = false;
+        if let Some(mut stdout) = process.stdout() {
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                match stdout.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(count) => {
+                        had_data = true;
+                        deliver(&self.state, &buffer[..count]);
+                    }
+                }
+            }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(RECONNECT_MAX);
+        let said = stderr_task.await.unwrap_or_default();
+        let said = String::from_utf8_lossy(&said).trim().to_string();
+        let status = match status {
+            Some(status) => status.await,
+            None => None,
+        };
+        let _ = process.join().await;
+        let ended = match exec_status_code(status.as_ref()) {
+            Ok(LOG_FILE_DELETED) => StreamEnd::FileDeleted(said),
+            Ok(code) => StreamEnd::Other(format!(
+                "the log stream ended with exit code {code}: {said}"
+            )),
+            Err(error) => StreamEnd::Other(format!("the log stream ended: {error} {said}")),
+        };
+        (ended, had_data)
     }
 }
 
@@ -386,6 +551,15 @@ fn deliver(state: &Mutex<StreamState>, data: &[u8]) {
         return;
     };
     let processed = state.processor.feed(data);
+    let nonce = state.processor.nonce().to_string();
+    for event in &processed.events {
+        if matches!(
+            event,
+            StageEvent::Started { .. } | StageEvent::Exited { .. }
+        ) {
+            state.started.send_replace(nonce.clone());
+        }
+    }
     let Some(stage) = state.stage.as_mut() else {
         return;
     };
@@ -395,7 +569,10 @@ fn deliver(state: &Mutex<StreamState>, data: &[u8]) {
     for event in processed.events {
         if let StageEvent::Exited { code, .. } = event {
             if let Some(exit) = stage.exit.take() {
-                let _ = exit.send(Ok(code));
+                let _ = exit.send(StageExit {
+                    code,
+                    warning: None,
+                });
             }
             // The output of the stage ends with its marker.
             state.stage = None;
@@ -405,14 +582,19 @@ fn deliver(state: &Mutex<StreamState>, data: &[u8]) {
     }
 }
 
-fn fail_stage(state: &Mutex<StreamState>, message: String) {
-    if let Ok(mut state) = state.lock() {
-        if let Some(mut stage) = state.stage.take() {
-            if let Some(exit) = stage.exit.take() {
-                let _ = exit.send(Err(message));
-            }
-        }
+/// Ends the running stage with `exit`; `false` when no stage was running.
+fn end_stage(state: &Mutex<StreamState>, exit: StageExit) -> bool {
+    let Ok(mut state) = state.lock() else {
+        return false;
+    };
+    let Some(mut stage) = state.stage.take() else {
+        return false;
+    };
+    state.processor.expect_stage("");
+    if let Some(sender) = stage.exit.take() {
+        let _ = sender.send(exit);
     }
+    true
 }
 
 /// A stage's output as the log stream brings it.
@@ -436,9 +618,11 @@ pub struct StageRun {
     namespace: String,
     container: String,
     script: String,
-    exit: oneshot::Receiver<Result<i32, String>>,
+    state: Arc<Mutex<StreamState>>,
+    exit: oneshot::Receiver<StageExit>,
     poll: tokio::time::Interval,
-    killed: bool,
+    /// When a kill signal reached the stage's processes.
+    killed_at: Option<Instant>,
 }
 
 /// The program that signals a stage: every process whose last argument is the stage's
@@ -453,31 +637,40 @@ pub fn signal_program(script: &str, signal: &str) -> Vec<String> {
 }
 
 impl StageRun {
+    /// Sends `signal` to the stage's processes; `true` when the signalling program ran to
+    /// its end.
     async fn signal(&self, signal: &str) -> bool {
         let params = AttachParams::default()
             .container(self.container.as_str())
             .stdin(false)
             .stdout(true)
             .stderr(true);
-        match self
+        let exec = self
             .pods
             .exec(&self.pod, signal_program(&self.script, signal), &params)
-            .await
-        {
+            .await;
+        match exec {
             Ok(mut process) => {
                 let status = process.take_status();
                 if let Some(mut stdout) = process.stdout() {
                     let mut sink = Vec::new();
                     let _ = stdout.read_to_end(&mut sink).await;
                 }
-                if let Some(status) = status {
-                    let _ = status.await;
-                }
+                let status = match status {
+                    Some(status) => status.await,
+                    None => None,
+                };
                 let _ = process.join().await;
-                true
+                match exec_status_code(status.as_ref()) {
+                    Ok(0) => true,
+                    other => {
+                        tracing::warn!(pod = %self.pod, "signalling the stage with {signal}: {other:?}");
+                        false
+                    }
+                }
             }
             Err(error) => {
-                tracing::warn!(pod = %self.pod, "signalling the stage: {error}");
+                tracing::warn!(pod = %self.pod, "signalling the stage with {signal}: {error}");
                 false
             }
         }
@@ -502,8 +695,18 @@ impl StageRun {
                     .as_ref()
                     .and_then(|status| status.phase.clone())
                     .unwrap_or_default();
-                (phase != "Running")
-                    .then(|| system(format!("pod \"{}\" status is \"{phase}\"", self.pod)))
+                let message = format!("pod \"{}\" status is \"{phase}\"", self.pod);
+                match phase.as_str() {
+                    "Running" => None,
+                    "Failed" => Some(system(message)),
+                    // Upstream: a phase neither Running nor Failed is classified by context;
+                    // outside a timeout or cancel (which the stage runner handles) that is
+                    // an unknown failure.
+                    _ => Some(ExecutorError::with_reason(
+                        FailureReason::UnknownFailure,
+                        message,
+                    )),
+                }
             }
             Err(error) => {
                 tracing::warn!(pod = %self.pod, "Getting job pod status: {error}");
@@ -514,23 +717,23 @@ impl StageRun {
 }
 
 impl StageProcess for StageRun {
-    type Exit = i32;
+    type Exit = StageExit;
 
-    async fn wait(&mut self) -> Result<i32, ExecutorError> {
+    async fn wait(&mut self) -> Result<StageExit, ExecutorError> {
         loop {
-            if self.killed {
-                return Ok(137);
-            }
+            let killed_wait = async {
+                match self.killed_at {
+                    Some(at) => tokio::time::sleep_until((at + KILLED_MARKER_WAIT).into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 exit = &mut self.exit => {
-                    return match exit {
-                        Ok(Ok(code)) => Ok(code),
-                        Ok(Err(message)) => Err(ExecutorError::with_reason(
-                            FailureReason::RunnerSystemFailure,
-                            message,
-                        )),
-                        Err(_) => Err(system("the log stream of the stage ended")),
-                    };
+                    return exit.map_err(|_| system("the log stream of the stage ended"));
+                }
+                // Killed, and even the fallback marker did not come: the kill's own status.
+                _ = killed_wait => {
+                    return Ok(StageExit { code: 137, warning: None });
                 }
                 _ = self.poll.tick() => {
                     if let Some(error) = self.check_pod().await {
@@ -546,7 +749,14 @@ impl StageProcess for StageRun {
     }
 
     async fn kill(&mut self) {
-        self.signal("KILL").await;
-        self.killed = true;
+        if self.signal("KILL").await {
+            self.killed_at = Some(Instant::now());
+        }
+    }
+
+    async fn ended(&mut self, _stopped: bool) {
+        // Whatever the log stream brings after this is not this stage's: its output channel
+        // closes, so the stage runner does not wait for more.
+        stage_over(&self.state);
     }
 }

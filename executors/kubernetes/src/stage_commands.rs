@@ -37,9 +37,17 @@ pub fn write_file_command(path: &str, length: usize) -> Vec<String> {
     ]
 }
 
-/// The line typed into a container's stdin to run `stage`: in the background, through the
-/// shell detection, its output appended to the shared log file; when the shell cannot run
-/// the script at all, a fallback exit marker with the nonce.
+/// The directory whose creation claims a stage: the first copy of a typed line that makes it
+/// runs the stage, any later copy (a line typed again because its start marker did not show)
+/// does nothing. Where it cannot be made at all, the line runs unguarded.
+pub fn stage_guard(scripts_dir: &str, nonce: &str) -> String {
+    format!("{scripts_dir}/.stage-{nonce}")
+}
+
+/// The line typed into a container's stdin to run `stage`: once per nonce
+/// ([`stage_guard`]), in the background, through the shell detection, its output appended to
+/// the shared log file; when the shell cannot run the script at all, a fallback exit marker
+/// with the nonce.
 pub fn start_stage_line(
     scripts_dir: &str,
     log_file: &str,
@@ -53,8 +61,9 @@ pub fn start_stage_line(
         r#"{{\"command_exit_code\": $ec, \"script\": \"{script}\", \"nonce\": \"{nonce}\"}}"#
     );
     let umask = if umask { "umask 0000; " } else { "" };
+    let guard = stage_guard(scripts_dir, nonce);
     let inner = format!(
-        "(({umask}{STAGE_NONCE_VARIABLE}={nonce} {detect} {script}; ec=$?; if [ $ec -ne 0 ]; then echo; echo \"{fallback}\"; fi) 2>&1 | tee -a {log_file}) &"
+        "if ! mkdir {guard} 2>/dev/null && [ -d {guard} ]; then exit 0; fi; (({umask}{STAGE_NONCE_VARIABLE}={nonce} {detect} {script}; ec=$?; if [ $ec -ne 0 ]; then echo; echo \"{fallback}\"; fi) 2>&1 | tee -a {log_file}) &"
     );
     format!("sh -c {}\n", quote(&inner))
 }
@@ -148,6 +157,20 @@ mod tests {
                 "{{\"script\": \"{script}\", \"nonce\": \"n0nce\"}}\nit's me, with nonce in env: none\n\n{{\"command_exit_code\": 3, \"script\": \"{script}\", \"nonce\": \"n0nce\"}}\n"
             )
         );
+    }
+
+    #[test]
+    fn a_line_typed_twice_runs_its_stage_once() {
+        let (_root, scripts, log) = volumes();
+        write_through_exec(&format!("{scripts}/step_script"), b"echo ran\nexit 0\n");
+        let line = start_stage_line(&scripts, &log, "step_script", "twice", false);
+        assert!(typed(&line));
+        assert!(typed(&line));
+        wait_for(std::path::Path::new(&log), "ran");
+        // Time for a second copy to have written, had it run.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "ran\n");
+        assert!(std::path::Path::new(&stage_guard(&scripts, "twice")).is_dir());
     }
 
     #[test]
