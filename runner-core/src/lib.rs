@@ -17,6 +17,8 @@
 //! - [`log`]: the job log (masking, timestamps, sections, output limit, bounded memory).
 //! - [`panic`](mod@panic): containing a panic inside one job, so it still ends with cleanup and a final state.
 //! - [`script`]: the small trait through which the driver asks for stage scripts.
+//! - [`registry_auth`]: registry credentials for image pulls, resolved as upstream (shared by
+//!   the Docker and Kubernetes executors).
 //!
 //! This crate must not depend on the `shells`, `network`, executor or `commands` crates, nor on
 //! any HTTP, container or SSH library: those layers depend on it, never the other way round.
@@ -35,6 +37,7 @@ pub mod log;
 pub mod panic;
 pub mod process;
 pub mod read_logs;
+pub mod registry_auth;
 pub mod remote_cache;
 pub mod script;
 pub mod secret;

@@ -27,23 +27,7 @@ pub(crate) fn container_ip(inspect: &bollard::models::ContainerInspectResponse) 
 
 /// Where pull credentials come from for this job.
 pub(crate) fn auth_sources(build: &BuildContext) -> auth::AuthSources {
-    auth::AuthSources {
-        docker_auth_config: build.variables.get("DOCKER_AUTH_CONFIG").to_string(),
-        home: auth::home_dir(),
-        payload: build
-            .job
-            .credentials
-            .iter()
-            .filter(|credential| credential.kind == "registry")
-            .map(|credential| {
-                (
-                    credential.url.clone(),
-                    credential.username.clone(),
-                    credential.password.expose().clone(),
-                )
-            })
-            .collect(),
-    }
+    auth::AuthSources::for_build(build)
 }
 
 /// An image's (the job's or a service's) `executor_opts.docker.<name>` (a string or a

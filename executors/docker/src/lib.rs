@@ -48,7 +48,7 @@ use runner_core::process::KillTimeouts;
 use runner_core::stage_runner::run_stage;
 use tokio_util::sync::CancellationToken;
 
-pub mod auth;
+pub use runner_core::registry_auth as auth;
 mod config;
 mod containers;
 mod ownership;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, PostParams, PropagationPolicy};
 use kube::Api;
 use runner_core::build::BuildContext;
@@ -33,6 +33,7 @@ use crate::pod::{
     HELPER_CONTAINER,
 };
 use crate::pod_status::{start_state, StartState, WaitReporter};
+use crate::retry::RetryPolicy;
 use crate::session::{Session, Written};
 use crate::stage_commands::{start_stage_line, DETECT_SHELL_FILE};
 
@@ -129,11 +130,21 @@ impl ExecutorProvider for KubernetesProvider {
     }
 }
 
+/// The job's registry credentials Secret.
+struct JobSecret {
+    secrets: Api<Secret>,
+    name: String,
+    /// The pod owns it: the garbage collector deletes it with the pod.
+    owned: bool,
+}
+
 /// What prepare made.
 struct Job {
     pods: Api<Pod>,
     namespace: String,
     pod: String,
+    secret: Option<JobSecret>,
+    retry: RetryPolicy,
     dirs: PodDirs,
     umask: bool,
     session: Session,
@@ -300,8 +311,10 @@ impl KubernetesExecutor {
         let mut reporter = WaitReporter::default();
         let mut last_phase = String::new();
         loop {
-            let pod = pods
-                .get(name)
+            let pod = self
+                .config
+                .retry_policy()
+                .run("getting the pod", |_| pods.get(name))
                 .await
                 .map_err(|error| system(format!("waiting for pod running: {error}")))?;
             last_phase = pod
@@ -392,9 +405,9 @@ impl Executor for KubernetesExecutor {
             configured if !configured.is_empty() => configured,
             _ => default_helper_image(),
         };
-        let plan = self.plan(build, &overwrites, &image, &helper_image, log)?;
-        let pod = build_pod(&plan);
-        let pods: Api<Pod> = Api::namespaced(client, &plan.namespace);
+        let mut plan = self.plan(build, &overwrites, &image, &helper_image, log)?;
+        let retry = config.retry_policy();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &plan.namespace);
         let dirs = plan.dirs.clone().unwrap_or_else(|| {
             PodDirs::new(
                 &build.dirs.builds_dir,
@@ -411,21 +424,67 @@ impl Executor for KubernetesExecutor {
             HELPER_PATH,
             &dirs.log_file(),
             config.poll_interval,
+            retry.clone(),
         );
-        // Registered before the create, so cleanup deletes a pod whose create answer was lost.
+        // Registered before anything is created, so cleanup deletes what a lost answer made.
         self.job = Some(Job {
             pods: pods.clone(),
             namespace: plan.namespace.clone(),
             pod: plan.name.clone(),
+            secret: None,
+            retry: retry.clone(),
             dirs: dirs.clone(),
             umask: !build
                 .flags
                 .enabled(FeatureFlag::DisableUmaskForKubernetesExecutor),
             session,
         });
-        pods.create(&PostParams::default(), &pod)
+        let mut warnings = Vec::new();
+        let auths = runner_core::registry_auth::all_configs(
+            &runner_core::registry_auth::AuthSources::for_build(build),
+            &mut warnings,
+        );
+        for warning in warnings {
+            log.warning(&warning);
+        }
+        let secret_name = generate_name(
+            &sanitize_label(&JobMetadata::of(build).project_unique_name),
+            &mut rand::thread_rng(),
+        );
+        let mut credentials = None;
+        if let Some(secret) =
+            crate::credentials::registry_secret(&secret_name, &plan.namespace, &auths)
+        {
+            let secrets: Api<Secret> = Api::namespaced(client, &plan.namespace);
+            self.job()?.secret = Some(JobSecret {
+                secrets: secrets.clone(),
+                name: secret_name.clone(),
+                owned: false,
+            });
+            let created = create_or_adopt(&retry, &secrets, &secret_name, &secret)
+                .await
+                .map_err(|error| system(format!("setting up credentials: {error}")))?;
+            credentials = Some(created);
+            if !config.use_service_account_image_pull_secrets {
+                plan.image_pull_secrets.push(secret_name.clone());
+            }
+        }
+        let pod = build_pod(&plan);
+        let created = create_or_adopt(&retry, &pods, &plan.name, &pod)
             .await
             .map_err(|error| system(format!("setting up build pod: {error}")))?;
+        let owned = credentials.and_then(|secret| crate::credentials::owned_by(secret, &created));
+        if let (Some(secret), Some(job_secret)) = (owned, self.job()?.secret.as_mut()) {
+            let secrets = job_secret.secrets.clone();
+            let params = PostParams::default();
+            retry
+                .run("setting the secret's owner", |_| {
+                    secrets.replace(&secret_name, &params, &secret)
+                })
+                .await
+                .map_err(|error| system(format!("error setting ownerReferences: {error}")))?;
+            job_secret.owned = true;
+        }
         self.wait_for_running(&pods, &plan.namespace, &plan.name, log, cancel)
             .await?;
         let job = self.job()?;
@@ -519,19 +578,68 @@ impl Executor for KubernetesExecutor {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
         };
-        let deleted = tokio::time::timeout(
-            self.config.cleanup_resources_timeout,
-            job.pods.delete(&job.pod, &params),
-        )
-        .await;
+        let budget = tokio::time::sleep(self.config.cleanup_resources_timeout);
+        tokio::pin!(budget);
+        let deleted = tokio::select! {
+            deleted = job.retry.run("deleting the pod", |_| job.pods.delete(&job.pod, &params)) => Some(deleted),
+            _ = &mut budget => None,
+        };
         match deleted {
-            Ok(Ok(_)) => {}
-            Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
-            Ok(Err(error)) => log.warning(&format!("Error cleaning up pod: {error}")),
-            Err(_) => log.warning(&format!(
+            Some(Ok(_)) => {}
+            Some(Err(kube::Error::Api(status))) if status.code == 404 => {}
+            Some(Err(error)) => log.warning(&format!("Error cleaning up pod: {error}")),
+            None => log.warning(&format!(
                 "Error cleaning up pod: deleting pod {}/{} timed out",
                 job.namespace, job.pod
             )),
         }
+        // An owned Secret goes with its pod; one the pod never came to own is deleted here.
+        if let Some(secret) = job.secret.filter(|secret| !secret.owned) {
+            let params = DeleteParams {
+                grace_period_seconds: params.grace_period_seconds,
+                ..DeleteParams::default()
+            };
+            let deleted = tokio::select! {
+                deleted = job.retry.run("deleting the secret", |_| secret.secrets.delete(&secret.name, &params)) => Some(deleted),
+                _ = &mut budget => None,
+            };
+            match deleted {
+                Some(Ok(_)) => {}
+                Some(Err(kube::Error::Api(status))) if status.code == 404 => {}
+                Some(Err(error)) => log.warning(&format!("Error cleaning up secrets: {error}")),
+                None => log.warning(&format!(
+                    "Error cleaning up secrets: deleting secret {}/{} timed out",
+                    job.namespace, secret.name
+                )),
+            }
+        }
     }
+}
+
+/// Creates `object` named `name`. A create that is tried again after a lost answer and finds
+/// the name taken finds its own first try (the names are random): that object is taken.
+async fn create_or_adopt<K>(
+    retry: &RetryPolicy,
+    api: &Api<K>,
+    name: &str,
+    object: &K,
+) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    retry
+        .run("creating", |attempt| {
+            let api = api.clone();
+            let object = object.clone();
+            let name = name.to_string();
+            async move {
+                match api.create(&PostParams::default(), &object).await {
+                    Err(kube::Error::Api(status)) if status.code == 409 && attempt > 1 => {
+                        api.get(&name).await
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await
 }

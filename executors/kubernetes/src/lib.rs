@@ -14,12 +14,12 @@
 //!   and their host aliases;
 //! - [`pull`]: each container's pull policies;
 //! - [`containers`]: the build and service containers' environment, image and commands;
+//! - [`credentials`]: the per-job registry credentials Secret;
 //! - [`pod`]: the attach strategy's pod (containers, init container, shared volumes);
 //! - [`pod_status`]: reading the pod's status (waiting lines once per change, terminal
 //!   container states, OOM kills named);
 //! - [`stage_commands`]: writing a script by its length and the line typed to start a stage;
-//! - [`retry`]: which failed API requests are tried again, how often and after how long (not
-//!   applied to the executor's requests yet);
+//! - [`retry`]: which failed API requests are tried again, how often and after how long;
 //! - [`log_processor`]: reading the attach strategy's log stream, with nonce-checked stage
 //!   markers.
 //!
@@ -29,6 +29,7 @@
 pub mod config;
 pub mod connect;
 pub mod containers;
+pub mod credentials;
 pub mod executor;
 pub mod log_processor;
 pub mod metadata;

@@ -3,8 +3,14 @@
 //! names one of the transient network or etcd conditions, or a `retry_limits` key, is retried;
 //! the attempts are that key's count, else `retry_limit`; the waits start at 500 ms and double
 //! up to `retry_backoff_max`, without jitter.
+//!
+//! Rust's errors do not read like Go's (`Connection refused (os error 111)`), so besides the
+//! texts a request error is transient when an I/O error in its chain is of a transient kind,
+//! and an API answer of 429 or 503 (which client-go, under upstream, retries by itself) is
+//! too. `retry_limits` keys still match the rendered error, as upstream's do.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 /// The texts upstream treats as transient.
@@ -61,6 +67,102 @@ impl RetryPolicy {
     }
 }
 
+/// The error with its causes, as one line.
+pub fn render(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether a request error is one of the transient kinds: an I/O error of a network kind in
+/// its chain, an API answer of 429 or 503, or one of upstream's texts (in any case).
+pub fn is_transient(error: &kube::Error) -> bool {
+    if let kube::Error::Api(status) = error {
+        if matches!(status.code, 429 | 503) {
+            return true;
+        }
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{
+                BrokenPipe, ConnectionAborted, ConnectionRefused, ConnectionReset, TimedOut,
+                UnexpectedEof,
+            };
+            if matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | BrokenPipe
+                    | TimedOut
+                    | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    let text = render(error).to_lowercase();
+    TRANSIENT
+        .iter()
+        .any(|transient| text.contains(&transient.to_lowercase()))
+}
+
+impl RetryPolicy {
+    /// The attempts in all for a request that failed with `error`; `None` when it is not
+    /// retried.
+    pub fn attempts_for_error(&self, error: &kube::Error) -> Option<u32> {
+        let text = render(error);
+        if let Some(attempts) = self
+            .limits
+            .iter()
+            .find(|(key, _)| text.contains(key.as_str()))
+            .map(|(_, attempts)| *attempts)
+        {
+            return Some(attempts);
+        }
+        is_transient(error).then_some(self.limit)
+    }
+
+    /// Runs `request` until it succeeds, fails in a way that is not retried, or has had its
+    /// attempts; `what` names it in the debug log. Each call gets its attempt number (1 for
+    /// the first), so a request can tell a retry.
+    pub async fn run<T, F, Fut>(&self, what: &str, mut request: F) -> Result<T, kube::Error>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match request(attempt).await {
+                Ok(value) => return Ok(value),
+                Err(error) => match self.attempts_for_error(&error) {
+                    Some(attempts) if attempt < attempts => {
+                        let wait = self.backoff(attempt);
+                        tracing::debug!(
+                            "{what} failed ({}); attempt {} of {attempts} in {wait:?}",
+                            render(&error),
+                            attempt + 1
+                        );
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    _ => return Err(error),
+                },
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +200,65 @@ mod tests {
             .map(|attempt| policy.backoff(attempt).as_millis())
             .collect();
         assert_eq!(waits, [500, 1000, 2000, 2000, 2000]);
+    }
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, "Reason")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn io_kinds_429_503_and_upstreams_texts_are_transient_in_rusts_wording_too() {
+        let refused = kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        )));
+        assert!(is_transient(&refused));
+        assert!(is_transient(&api_error(429, "too many requests")));
+        assert!(is_transient(&api_error(503, "unavailable")));
+        assert!(is_transient(&api_error(500, "etcdserver: request timed out")));
+        assert!(!is_transient(&api_error(404, "pods \"x\" not found")));
+        assert!(!is_transient(&api_error(409, "already exists")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_is_tried_again_until_it_works_or_its_attempts_are_used() {
+        let policy = policy();
+        let mut calls = Vec::new();
+        let result = policy
+            .run("get", |attempt| {
+                calls.push(attempt);
+                async move {
+                    if attempt < 3 {
+                        Err(api_error(503, "unavailable"))
+                    } else {
+                        Ok(attempt)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result.unwrap(), 3);
+        assert_eq!(calls, [1, 2, 3]);
+        let mut tries = 0;
+        let result: Result<(), _> = policy
+            .run("create", |_| {
+                tries += 1;
+                async { Err(api_error(403, "forbidden: exceeded quota: compute")) }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(tries, 2, "retry_limits' count");
+        let mut tries = 0;
+        let result: Result<(), _> = policy
+            .run("get", |_| {
+                tries += 1;
+                async { Err(api_error(404, "not found")) }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(tries, 1);
     }
 }

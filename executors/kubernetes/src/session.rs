@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log_processor::{LogProcessor, StageEvent};
 use crate::pod_status::died_under_stage;
+use crate::retry::RetryPolicy;
 use crate::stage_commands::{quote, write_file_command};
 
 /// `read-logs`' code when the log file was deleted under it.
@@ -98,6 +99,7 @@ pub struct Session {
     helper_command: String,
     log_file: String,
     poll_interval: Duration,
+    retry: RetryPolicy,
     state: Arc<Mutex<StreamState>>,
     log_task: Option<tokio::task::JoinHandle<()>>,
     /// The attached stdin of each container stages were typed into.
@@ -167,6 +169,7 @@ impl Session {
         helper_command: &str,
         log_file: &str,
         poll_interval: Duration,
+        retry: RetryPolicy,
     ) -> Self {
         Self {
             pods,
@@ -175,6 +178,7 @@ impl Session {
             helper_command: helper_command.to_string(),
             log_file: log_file.to_string(),
             poll_interval,
+            retry,
             state: Arc::new(Mutex::new(StreamState::default())),
             log_task: None,
             attached: HashMap::new(),
@@ -184,7 +188,7 @@ impl Session {
     /// Upstream's look before every exec and attach: the pod must be running, else the
     /// stream would fail with an upgrade error that says nothing.
     async fn ensure_running(&self, kind: StreamPurpose) -> Result<(), ExecutorError> {
-        ensure_running(&self.pods, &self.namespace, &self.pod, kind).await
+        ensure_running(&self.pods, &self.namespace, &self.pod, kind, &self.retry).await
     }
 
     /// Writes `content` to `path` in `container`, through an exec that reads exactly its
@@ -202,9 +206,12 @@ impl Session {
             .stdin(true)
             .stdout(true)
             .stderr(true);
+        let command = write_file_command(path, content.len());
         let mut process = self
-            .pods
-            .exec(&self.pod, write_file_command(path, content.len()), &params)
+            .retry
+            .run("opening the script write", |_| {
+                self.pods.exec(&self.pod, command.clone(), &params)
+            })
             .await
             .map_err(|error| system(format!("writing {path} in container {container}: {error}")))?;
         let status = process.take_status();
@@ -248,6 +255,7 @@ impl Session {
     /// wrong with the stream is said in `log`.
     pub fn start_log_stream(&mut self, log: runner_core::log::JobLog) {
         let follower = LogFollower {
+            retry: self.retry.clone(),
             pods: self.pods.clone(),
             namespace: self.namespace.clone(),
             pod: self.pod.clone(),
@@ -276,8 +284,8 @@ impl Session {
                 .stdout(false)
                 .stderr(false);
             let mut process = self
-                .pods
-                .attach(&self.pod, &params)
+                .retry
+                .run("attaching", |_| self.pods.attach(&self.pod, &params))
                 .await
                 .map_err(|error| failed(error.to_string()))?;
             let Some(stdin) = process.stdin() else {
@@ -354,6 +362,7 @@ impl Session {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok((
             StageRun {
+                retry: self.retry.clone(),
                 pods: self.pods.clone(),
                 pod: self.pod.clone(),
                 namespace: self.namespace.clone(),
@@ -386,9 +395,10 @@ async fn ensure_running(
     namespace: &str,
     name: &str,
     kind: StreamPurpose,
+    retry: &RetryPolicy,
 ) -> Result<(), ExecutorError> {
-    let pod = pods
-        .get(name)
+    let pod = retry
+        .run("getting the pod", |_| pods.get(name))
         .await
         .map_err(|error| system(format!("couldn't get pod details: {error}")))?;
     let phase = pod
@@ -412,6 +422,7 @@ async fn ensure_running(
 /// The task that follows the shared log file with `gitlab-runner-helper read-logs`, again
 /// from the offset reached whenever the stream ends.
 struct LogFollower {
+    retry: RetryPolicy,
     pods: Api<Pod>,
     namespace: String,
     pod: String,
@@ -474,8 +485,14 @@ impl LogFollower {
     /// One `read-logs` exec from the offset reached: how it ended, and whether it brought
     /// anything.
     async fn stream_once(&self) -> (StreamEnd, bool) {
-        if let Err(error) =
-            ensure_running(&self.pods, &self.namespace, &self.pod, StreamPurpose::Exec).await
+        if let Err(error) = ensure_running(
+            &self.pods,
+            &self.namespace,
+            &self.pod,
+            StreamPurpose::Exec,
+            &self.retry,
+        )
+        .await
         {
             return (StreamEnd::Other(error.to_string()), false);
         }
@@ -613,6 +630,7 @@ impl StageOutput for StageLog {
 
 /// A running stage, for the stage runner.
 pub struct StageRun {
+    retry: RetryPolicy,
     pods: Api<Pod>,
     pod: String,
     namespace: String,
@@ -645,9 +663,12 @@ impl StageRun {
             .stdin(false)
             .stdout(true)
             .stderr(true);
+        let program = signal_program(&self.script, signal);
         let exec = self
-            .pods
-            .exec(&self.pod, signal_program(&self.script, signal), &params)
+            .retry
+            .run("signalling the stage", |_| {
+                self.pods.exec(&self.pod, program.clone(), &params)
+            })
             .await;
         match exec {
             Ok(mut process) => {

@@ -110,6 +110,30 @@ pub struct AuthSources {
     pub payload: Vec<(String, String, String)>,
 }
 
+impl AuthSources {
+    /// A job's sources: its `DOCKER_AUTH_CONFIG` variable, the runner user's home, its
+    /// payload's `registry` credentials.
+    pub fn for_build(build: &crate::build::BuildContext) -> Self {
+        Self {
+            docker_auth_config: build.variables.get("DOCKER_AUTH_CONFIG").to_string(),
+            home: home_dir(),
+            payload: build
+                .job
+                .credentials
+                .iter()
+                .filter(|credential| credential.kind == "registry")
+                .map(|credential| {
+                    (
+                        credential.url.clone(),
+                        credential.username.clone(),
+                        credential.password.expose().clone(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
 impl std::fmt::Debug for AuthSources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthSources")
@@ -147,7 +171,9 @@ pub fn for_image(
     }
 }
 
-fn all_configs(sources: &AuthSources, warnings: &mut Vec<String>) -> Vec<RegistryAuth> {
+/// Every registry's credentials, in the order found (the first source naming a registry wins);
+/// warnings name sources that could not be read.
+pub fn all_configs(sources: &AuthSources, warnings: &mut Vec<String>) -> Vec<RegistryAuth> {
     let mut found: Vec<RegistryAuth> = Vec::new();
     let mut add = |source: &str, configs: Vec<(String, Login)>| {
         for (server, login) in configs {
@@ -210,7 +236,7 @@ fn all_configs(sources: &AuthSources, warnings: &mut Vec<String>) -> Vec<Registr
 fn unreadable(source: &str, error: &CredentialError) -> String {
     format!(
         "Failed to resolve credentials from {source}: {}. Credentials from this source will not be used.",
-        runner_core::failure::error_chain(error)
+        crate::failure::error_chain(error)
     )
 }
 
