@@ -118,6 +118,8 @@ async fn a_job_clones_runs_in_its_pod_uploads_an_artifact_and_leaves_nothing() {
     );
     payload["artifacts"] = json!([{"name": "pod-out", "paths": ["out/"], "when": "on_success",
         "artifact_type": "archive", "artifact_format": "zip"}]);
+    payload["cache"] = json!([{"key": "pod-cache", "paths": ["out/"], "policy": "pull-push",
+        "when": "on_success", "untracked": false}]);
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(&gitlab, "glrt-t1_k8sbasic1", &api, &helper, "");
     let log = gitlab.wait_success(job, WAIT).await;
@@ -131,6 +133,9 @@ async fn a_job_clones_runs_in_its_pod_uploads_an_artifact_and_leaves_nothing() {
         "secret=[MASKED]",
         "after success",
         "Uploading artifacts as \"archive\" to coordinator... 201 Created",
+        "Checking cache for pod-cache...",
+        "Creating cache pod-cache...",
+        "Created cache",
     ] {
         assert!(log.contains(expected), "{expected:?} not in:\n{log}");
     }
@@ -447,5 +452,51 @@ async fn kubectl_attaches_execs_reads_logs_and_deletes_on_the_docker_backed_kube
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
+    assert_nothing_left(&api).await;
+}
+
+/// A service container reached through its alias (the pod's host aliases), and the job's
+/// registry credentials as a dockercfg Secret in the pod's image pull secrets, owned by the
+/// pod and gone with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_is_reached_by_its_alias_and_the_registry_secret_goes_with_the_pod() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let gitlab = FakeGitlab::start("glrt-t1_k8ssvc001").await;
+    let port = 20000 + (std::process::id() % 20000);
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &[&format!(
+            "for try in $(seq 100); do if exec 3<>/dev/tcp/db.internal/{port}; then break; fi; sleep 0.2; done; head -c 7 <&3; echo; echo \"via $(getent hosts db.internal | head -n 1)\""
+        )],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        120,
+    );
+    payload["services"] = json!([{
+        "name": DEBIAN_IMAGE,
+        "alias": "db.internal",
+        "entrypoint": ["sh", "-c"],
+        "command": [format!("mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -p {port} -o ListenAddress=127.0.0.1")],
+    }]);
+    payload["credentials"] = json!([{
+        "type": "registry", "url": "registry.example.com:5005",
+        "username": "gitlab-ci-token", "password": "registry-pass-123"
+    }]);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(&gitlab, "glrt-t1_k8ssvc001", &api, &helper, "");
+    let log = gitlab.wait_success(job, WAIT).await;
+    assert!(log.contains("SSH-2.0"), "{log}");
+    assert!(log.contains("via 127.0.0.1"), "{log}");
+    assert!(!log.contains("registry-pass-123"), "{log}");
+    let requests = api.requests();
+    let secret_writes: Vec<&String> = requests
+        .iter()
+        .filter(|request| request.contains("/secrets"))
+        .collect();
+    assert_eq!(secret_writes.len(), 2, "{requests:?}");
+    assert!(secret_writes[0].starts_with("POST "), "{requests:?}");
+    assert!(secret_writes[1].starts_with("PUT "), "{requests:?}");
     assert_nothing_left(&api).await;
 }
