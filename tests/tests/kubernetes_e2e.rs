@@ -500,3 +500,47 @@ async fn a_service_is_reached_by_its_alias_and_the_registry_secret_goes_with_the
     assert!(secret_writes[1].starts_with("PUT "), "{requests:?}");
     assert_nothing_left(&api).await;
 }
+
+/// Upstream's pull-policy fallback: `always` cannot pull (no registry), so the next policy,
+/// `if-not-present`, is tried in a new pod with a new name, one container at a time as the
+/// kubelet reports them (`init-permissions` first, then `build`, then `helper`: four pods),
+/// and the job runs in the last; the others are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pull_tries_the_next_policy_in_a_new_pod() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let gitlab = FakeGitlab::start("glrt-t1_k8spull01").await;
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo ran-after-fallback"],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        120,
+    );
+    payload["image"] = json!({"name": DEBIAN_IMAGE, "pull_policy": ["always", "if-not-present"]});
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(
+        &gitlab,
+        "glrt-t1_k8spull01",
+        &api,
+        &helper,
+        "    allowed_pull_policies = [\"always\", \"if-not-present\"]\n",
+    );
+    let log = gitlab.wait_success(job, WAIT).await;
+    for expected in [
+        format!("WARNING: Failed to pull image \"{DEBIAN_IMAGE}\" for container \"build\" with policy \"Always\": "),
+        format!("Attempt #3: Trying \"IfNotPresent\" pull policy for \"{DEBIAN_IMAGE}\" image for container \"build\""),
+        "Attempt #4: Trying \"IfNotPresent\" pull policy for \"gitlab-runner-rs-test/helper:dev\" image for container \"helper\"".to_string(),
+        "ran-after-fallback".to_string(),
+    ] {
+        assert!(log.contains(&expected), "{expected:?} not in:\n{log}");
+    }
+    let created: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|request| request.starts_with("POST ") && request.ends_with("/pods"))
+        .collect();
+    assert_eq!(created.len(), 4, "{created:?}");
+    assert_nothing_left(&api).await;
+}

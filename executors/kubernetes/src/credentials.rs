@@ -136,7 +136,11 @@ mod tests {
         let owned = owned_by(secret, &pod).unwrap();
         let reference = &owned.metadata.owner_references.unwrap()[0];
         assert_eq!(
-            (reference.kind.as_str(), reference.name.as_str(), reference.uid.as_str()),
+            (
+                reference.kind.as_str(),
+                reference.name.as_str(),
+                reference.uid.as_str()
+            ),
             ("Pod", "p", "u-1")
         );
         assert_eq!(reference.controller, None);

@@ -7,6 +7,7 @@
 //! user volumes, the pull-policy fallback's new pod per attempt, services' health checks,
 //! the legacy exec strategy, `namespace_per_job` and the sweep of old pods at start.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use crate::metadata::JobMetadata;
 use crate::names::{generate_name, sanitize_label, service_container_names, services_host_alias};
 use crate::pod::{
     build_pod, ContainerPlan, PodDirs, PodPlan, BUILD_CONTAINER, DETECT_SHELL_SCRIPT,
-    HELPER_CONTAINER,
+    HELPER_CONTAINER, INIT_PERMISSIONS_CONTAINER,
 };
 use crate::pod_status::{start_state, StartState, WaitReporter};
 use crate::retry::RetryPolicy;
@@ -130,6 +131,35 @@ impl ExecutorProvider for KubernetesProvider {
     }
 }
 
+/// Each container's pull policies, in the order they are tried.
+type Policies = BTreeMap<String, Vec<String>>;
+
+/// Why the pod did not come to run.
+enum StartError {
+    /// A container's image could not be pulled (the fallback may try its next policy).
+    Pull(crate::pod_status::PullFailure, ExecutorError),
+    /// Anything else.
+    Other(ExecutorError),
+}
+
+impl From<ExecutorError> for StartError {
+    fn from(error: ExecutorError) -> Self {
+        Self::Other(error)
+    }
+}
+
+/// What every attempt at starting the job's pod shares.
+struct PodStart {
+    client: kube::Client,
+    retry: RetryPolicy,
+    /// The pod's and the Secret's names before their random suffix.
+    base_name: String,
+    auths: Vec<runner_core::registry_auth::RegistryAuth>,
+    configured_pull_secrets: Vec<String>,
+    dirs: PodDirs,
+    umask: bool,
+}
+
 /// The job's registry credentials Secret.
 struct JobSecret {
     secrets: Api<Secret>,
@@ -174,7 +204,7 @@ impl KubernetesExecutor {
         image: &str,
         helper_image: &str,
         log: &JobLog,
-    ) -> Result<PodPlan, ExecutorError> {
+    ) -> Result<(PodPlan, Policies), ExecutorError> {
         let config = &self.config;
         let meta = JobMetadata::of(build);
         let expand = |value: &str| build.variables.expand(value);
@@ -197,6 +227,14 @@ impl KubernetesExecutor {
             &build_policies,
         ));
         let first = |policies: &[String]| policies.first().cloned().unwrap_or_default();
+        let mut all_policies = Policies::from([
+            (BUILD_CONTAINER.to_string(), build_policies.clone()),
+            (HELPER_CONTAINER.to_string(), build_policies.clone()),
+            (
+                INIT_PERMISSIONS_CONTAINER.to_string(),
+                build_policies.clone(),
+            ),
+        ]);
         let build_env = crate::containers::build_environment(&build.variables);
         let service_names = service_container_names(build.job.services.iter());
         let mut services = Vec::new();
@@ -211,6 +249,7 @@ impl KubernetesExecutor {
             .map_err(configuration)?;
             log.println(&crate::pull::effective_line(container, &policies));
             plan.pull_policy = first(&policies);
+            all_policies.insert(container.clone(), policies);
             let (resources, lines) = crate::overwrites::evaluate_service(
                 &config.overwrites,
                 &overwrites.service,
@@ -257,7 +296,7 @@ impl KubernetesExecutor {
                 ));
                 build.job_timeout().as_secs() as i64 + 1
             });
-        Ok(PodPlan {
+        let plan = PodPlan {
             name,
             namespace: overwrites.namespace.clone(),
             labels,
@@ -271,6 +310,7 @@ impl KubernetesExecutor {
             ),
             services,
             init_resources: overwrites.helper.clone(),
+            init_pull_policy: String::new(),
             dirs: Some(PodDirs::new(
                 &build.dirs.builds_dir,
                 &config.scripts_base_dir,
@@ -294,7 +334,8 @@ impl KubernetesExecutor {
             priority_class_name: config.priority_class_name.clone(),
             scheduler_name: config.scheduler_name.clone(),
             runtime_class_name: config.runtime_class_name.clone(),
-        })
+        };
+        Ok((plan, all_policies))
     }
 
     /// Polls the pod every `poll_interval` until it runs, printing what holds it once per
@@ -306,7 +347,7 @@ impl KubernetesExecutor {
         name: &str,
         log: &JobLog,
         cancel: &CancellationToken,
-    ) -> Result<(), ExecutorError> {
+    ) -> Result<(), StartError> {
         let deadline = Instant::now() + self.config.poll_timeout;
         let mut reporter = WaitReporter::default();
         let mut last_phase = String::new();
@@ -325,10 +366,14 @@ impl KubernetesExecutor {
             match start_state(&pod, namespace) {
                 StartState::Ready => return Ok(()),
                 StartState::Failed(problem) => {
-                    return Err(ExecutorError::with_reason(
+                    let error = ExecutorError::with_reason(
                         problem.reason,
                         format!("waiting for pod running: {}", problem.message),
-                    ))
+                    );
+                    return Err(match problem.pull_failed {
+                        Some(failure) => StartError::Pull(failure, error),
+                        None => StartError::Other(error),
+                    });
                 }
                 StartState::Waiting(lines) => {
                     for line in reporter.report(&lines) {
@@ -337,10 +382,10 @@ impl KubernetesExecutor {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(system(format!(
+                return Err(StartError::Other(system(format!(
                     "waiting for pod running: {}",
                     reporter.timed_out(&last_phase)
-                )));
+                ))));
             }
             let pause = self
                 .config
@@ -348,9 +393,80 @@ impl KubernetesExecutor {
                 .min(deadline.saturating_duration_since(Instant::now()));
             tokio::select! {
                 _ = tokio::time::sleep(pause.max(Duration::from_millis(10))) => {}
-                _ = cancel.cancelled() => return Err(system("canceled while waiting for the pod to run")),
+                _ = cancel.cancelled() => return Err(StartError::Other(system("canceled while waiting for the pod to run"))),
             }
         }
+    }
+
+    /// Creates the job's Secret (when it has registry credentials) and `plan`'s pod, makes
+    /// the pod the Secret's owner and waits for the pod to run. What it made is registered
+    /// first, so cleanup deletes it whatever fails.
+    async fn start_pod(
+        &mut self,
+        start: &PodStart,
+        plan: &mut PodPlan,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<(), StartError> {
+        let retry = &start.retry;
+        let pods: Api<Pod> = Api::namespaced(start.client.clone(), &plan.namespace);
+        let session = Session::new(
+            pods.clone(),
+            &plan.namespace,
+            &plan.name,
+            HELPER_PATH,
+            &start.dirs.log_file(),
+            self.config.poll_interval,
+            retry.clone(),
+        );
+        self.job = Some(Job {
+            pods: pods.clone(),
+            namespace: plan.namespace.clone(),
+            pod: plan.name.clone(),
+            secret: None,
+            retry: retry.clone(),
+            dirs: start.dirs.clone(),
+            umask: start.umask,
+            session,
+        });
+        plan.image_pull_secrets = start.configured_pull_secrets.clone();
+        let secret_name = generate_name(&start.base_name, &mut rand::thread_rng());
+        let mut credentials = None;
+        if let Some(secret) =
+            crate::credentials::registry_secret(&secret_name, &plan.namespace, &start.auths)
+        {
+            let secrets: Api<Secret> = Api::namespaced(start.client.clone(), &plan.namespace);
+            self.job()?.secret = Some(JobSecret {
+                secrets: secrets.clone(),
+                name: secret_name.clone(),
+                owned: false,
+            });
+            let created = create_or_adopt(retry, &secrets, &secret_name, &secret)
+                .await
+                .map_err(|error| system(format!("setting up credentials: {error}")))?;
+            credentials = Some(created);
+            if !self.config.use_service_account_image_pull_secrets {
+                plan.image_pull_secrets.push(secret_name.clone());
+            }
+        }
+        let pod = build_pod(plan);
+        let created = create_or_adopt(retry, &pods, &plan.name, &pod)
+            .await
+            .map_err(|error| system(format!("setting up build pod: {error}")))?;
+        let owned = credentials.and_then(|secret| crate::credentials::owned_by(secret, &created));
+        if let (Some(secret), Some(job_secret)) = (owned, self.job()?.secret.as_mut()) {
+            let secrets = job_secret.secrets.clone();
+            let params = PostParams::default();
+            retry
+                .run("setting the secret's owner", |_| {
+                    secrets.replace(&secret_name, &params, &secret)
+                })
+                .await
+                .map_err(|error| system(format!("error setting ownerReferences: {error}")))?;
+            job_secret.owned = true;
+        }
+        self.wait_for_running(&pods, &plan.namespace, &plan.name, log, cancel)
+            .await
     }
 
     fn job(&mut self) -> Result<&mut Job, ExecutorError> {
@@ -405,40 +521,7 @@ impl Executor for KubernetesExecutor {
             configured if !configured.is_empty() => configured,
             _ => default_helper_image(),
         };
-        let mut plan = self.plan(build, &overwrites, &image, &helper_image, log)?;
-        let retry = config.retry_policy();
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &plan.namespace);
-        let dirs = plan.dirs.clone().unwrap_or_else(|| {
-            PodDirs::new(
-                &build.dirs.builds_dir,
-                "",
-                "",
-                build.job.job_info.project_id,
-                build.job.id,
-            )
-        });
-        let session = Session::new(
-            pods.clone(),
-            &plan.namespace,
-            &plan.name,
-            HELPER_PATH,
-            &dirs.log_file(),
-            config.poll_interval,
-            retry.clone(),
-        );
-        // Registered before anything is created, so cleanup deletes what a lost answer made.
-        self.job = Some(Job {
-            pods: pods.clone(),
-            namespace: plan.namespace.clone(),
-            pod: plan.name.clone(),
-            secret: None,
-            retry: retry.clone(),
-            dirs: dirs.clone(),
-            umask: !build
-                .flags
-                .enabled(FeatureFlag::DisableUmaskForKubernetesExecutor),
-            session,
-        });
+        let (mut plan, policies) = self.plan(build, &overwrites, &image, &helper_image, log)?;
         let mut warnings = Vec::new();
         let auths = runner_core::registry_auth::all_configs(
             &runner_core::registry_auth::AuthSources::for_build(build),
@@ -447,46 +530,78 @@ impl Executor for KubernetesExecutor {
         for warning in warnings {
             log.warning(&warning);
         }
-        let secret_name = generate_name(
-            &sanitize_label(&JobMetadata::of(build).project_unique_name),
-            &mut rand::thread_rng(),
-        );
-        let mut credentials = None;
-        if let Some(secret) =
-            crate::credentials::registry_secret(&secret_name, &plan.namespace, &auths)
-        {
-            let secrets: Api<Secret> = Api::namespaced(client, &plan.namespace);
-            self.job()?.secret = Some(JobSecret {
-                secrets: secrets.clone(),
-                name: secret_name.clone(),
-                owned: false,
-            });
-            let created = create_or_adopt(&retry, &secrets, &secret_name, &secret)
-                .await
-                .map_err(|error| system(format!("setting up credentials: {error}")))?;
-            credentials = Some(created);
-            if !config.use_service_account_image_pull_secrets {
-                plan.image_pull_secrets.push(secret_name.clone());
+        let start = PodStart {
+            client,
+            retry: config.retry_policy(),
+            base_name: sanitize_label(&JobMetadata::of(build).project_unique_name),
+            auths,
+            configured_pull_secrets: plan.image_pull_secrets.clone(),
+            dirs: plan.dirs.clone().unwrap_or_else(|| {
+                PodDirs::new(
+                    &build.dirs.builds_dir,
+                    "",
+                    "",
+                    build.job.job_info.project_id,
+                    build.job.id,
+                )
+            }),
+            umask: !build
+                .flags
+                .enabled(FeatureFlag::DisableUmaskForKubernetesExecutor),
+        };
+        // Upstream's pull-policy fallback: a container whose image pull fails tries its next
+        // policy in a new pod.
+        let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+        for attempt in 1.. {
+            for container in plan.containers_mut() {
+                let tried = failures.get(&container.name).copied().unwrap_or(0);
+                if let Some(policy) = policies
+                    .get(&container.name)
+                    .and_then(|list| list.get(tried))
+                {
+                    container.pull_policy = policy.clone();
+                }
             }
+            let tried = failures
+                .get(INIT_PERMISSIONS_CONTAINER)
+                .copied()
+                .unwrap_or(0);
+            if let Some(policy) = policies
+                .get(INIT_PERMISSIONS_CONTAINER)
+                .and_then(|list| list.get(tried))
+            {
+                plan.init_pull_policy = policy.clone();
+            }
+            if attempt > 1 {
+                plan.name = generate_name(&start.base_name, &mut rand::thread_rng());
+            }
+            let (failure, error) = match self.start_pod(&start, &mut plan, log, cancel).await {
+                Ok(()) => break,
+                Err(StartError::Other(error)) => return Err(error),
+                Err(StartError::Pull(failure, error)) => (failure, error),
+            };
+            let list = policies
+                .get(&failure.container)
+                .cloned()
+                .unwrap_or_else(|| vec![String::new()]);
+            let tried = failures.entry(failure.container.clone()).or_insert(0);
+            let policy = list.get(*tried).cloned().unwrap_or_default();
+            *tried += 1;
+            log.warning(&format!(
+                "Failed to pull image {:?} for container {:?} with policy {policy:?}: {}",
+                failure.image, failure.container, failure.message
+            ));
+            let Some(next) = list.get(*tried) else {
+                return Err(error);
+            };
+            log.println(&format!(
+                "Attempt #{}: Trying {next:?} pull policy for {:?} image for container {:?}",
+                attempt + 1,
+                failure.image,
+                failure.container
+            ));
+            self.cleanup(log).await;
         }
-        let pod = build_pod(&plan);
-        let created = create_or_adopt(&retry, &pods, &plan.name, &pod)
-            .await
-            .map_err(|error| system(format!("setting up build pod: {error}")))?;
-        let owned = credentials.and_then(|secret| crate::credentials::owned_by(secret, &created));
-        if let (Some(secret), Some(job_secret)) = (owned, self.job()?.secret.as_mut()) {
-            let secrets = job_secret.secrets.clone();
-            let params = PostParams::default();
-            retry
-                .run("setting the secret's owner", |_| {
-                    secrets.replace(&secret_name, &params, &secret)
-                })
-                .await
-                .map_err(|error| system(format!("error setting ownerReferences: {error}")))?;
-            job_secret.owned = true;
-        }
-        self.wait_for_running(&pods, &plan.namespace, &plan.name, log, cancel)
-            .await?;
         let job = self.job()?;
         let path = format!("{}/{DETECT_SHELL_FILE}", job.dirs.scripts_dir);
         let written = job

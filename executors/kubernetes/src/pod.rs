@@ -111,6 +111,9 @@ pub struct PodPlan {
     pub services: Vec<ContainerPlan>,
     /// The helper's image pull policy for `init-permissions`, and its resources.
     pub init_resources: Resources,
+    /// The pull policy of `init-permissions` (its own place in the build image's policies);
+    /// empty: the helper's.
+    pub init_pull_policy: String,
     /// The shared directories.
     pub dirs: Option<PodDirs>,
     /// `serviceAccountName`; empty: the namespace's default.
@@ -137,6 +140,15 @@ pub struct PodPlan {
     pub scheduler_name: String,
     /// `runtimeClassName`.
     pub runtime_class_name: String,
+}
+
+impl PodPlan {
+    /// The build, helper and service containers.
+    pub fn containers_mut(&mut self) -> impl Iterator<Item = &mut ContainerPlan> {
+        [&mut self.build, &mut self.helper]
+            .into_iter()
+            .chain(self.services.iter_mut())
+    }
 }
 
 fn quantities(values: &ResourceValues) -> Option<BTreeMap<String, Quantity>> {
@@ -303,7 +315,11 @@ pub fn build_pod(plan: &PodPlan) -> Pod {
             &ContainerPlan {
                 name: INIT_PERMISSIONS_CONTAINER.into(),
                 image: plan.helper.image.clone(),
-                pull_policy: plan.helper.pull_policy.clone(),
+                pull_policy: if plan.init_pull_policy.is_empty() {
+                    plan.helper.pull_policy.clone()
+                } else {
+                    plan.init_pull_policy.clone()
+                },
                 command: vec![
                     "sh".into(),
                     "-c".into(),

@@ -21,7 +21,18 @@ pub struct PodProblem {
     /// How the job fails.
     pub reason: FailureReason,
     /// The container whose image could not be pulled, for the pull-policy fallback.
-    pub pull_failed: Option<String>,
+    pub pull_failed: Option<PullFailure>,
+}
+
+/// A container's failed image pull (upstream's `ImagePullError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullFailure {
+    /// The container.
+    pub container: String,
+    /// Its image.
+    pub image: String,
+    /// The kubelet's message.
+    pub message: String,
 }
 
 /// What one look at the starting pod says.
@@ -92,15 +103,19 @@ pub fn terminal_container_problem(pod: &Pod) -> Option<PodProblem> {
         };
         match waiting.reason.as_deref().unwrap_or("") {
             "ErrImagePull" | "ImagePullBackOff" => {
+                let image = image_of(pod, &status.name);
                 return Some(PodProblem {
                     message: format!(
-                        "pulling image {:?} for container {}: image pull failed: {message}",
-                        image_of(pod, &status.name),
+                        "pulling image {image:?} for container {}: image pull failed: {message}",
                         status.name
                     ),
                     reason: classify_image_pull_failure(&message),
-                    pull_failed: Some(status.name.clone()),
-                })
+                    pull_failed: Some(PullFailure {
+                        container: status.name.clone(),
+                        image,
+                        message,
+                    }),
+                });
             }
             "InvalidImageName" => {
                 return Some(problem(
@@ -347,7 +362,12 @@ mod tests {
             "pulling image \"app:2\" for container build: image pull failed: manifest for app:2 not found: manifest unknown"
         );
         assert_eq!(problem.reason, FailureReason::RunnerConfigurationError);
-        assert_eq!(problem.pull_failed.as_deref(), Some("build"));
+        assert_eq!(
+            problem
+                .pull_failed
+                .map(|failure| (failure.container, failure.image)),
+            Some(("build".to_string(), "app:2".to_string()))
+        );
         let StartState::Failed(problem) = start_state(
             &failing("dial tcp 10.0.0.1:443: connect: connection refused"),
             "ci",

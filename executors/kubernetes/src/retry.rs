@@ -219,7 +219,10 @@ mod tests {
         assert!(is_transient(&refused));
         assert!(is_transient(&api_error(429, "too many requests")));
         assert!(is_transient(&api_error(503, "unavailable")));
-        assert!(is_transient(&api_error(500, "etcdserver: request timed out")));
+        assert!(is_transient(&api_error(
+            500,
+            "etcdserver: request timed out"
+        )));
         assert!(!is_transient(&api_error(404, "pods \"x\" not found")));
         assert!(!is_transient(&api_error(409, "already exists")));
     }
