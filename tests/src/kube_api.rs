@@ -105,6 +105,11 @@ struct Store {
     v4_only: bool,
     /// The id of the Docker-backed kubelet's containers, when pods run on the engine.
     kubelet: Option<String>,
+    /// That kubelet, told of each pod created and deleted by the handler that made the change,
+    /// under the store's lock (so in the order of the changes, and none is lost as a lagging
+    /// receiver of [`Self::changes`] loses them). Weak: the kubelet reaches the store.
+    node: Option<std::sync::Weak<crate::kubelet::Kubelet>>,
+    /// Every change as it is made, for the watches (`None` ends them all).
     changes: tokio::sync::broadcast::Sender<Option<Change>>,
 }
 
@@ -118,6 +123,7 @@ impl Default for Store {
             compacted: 0,
             v4_only: false,
             kubelet: None,
+            node: None,
             changes: tokio::sync::broadcast::channel(1024).0,
         }
     }
@@ -149,6 +155,30 @@ impl Store {
         self.history.push(change.clone());
         let _ = self.changes.send(Some(change));
     }
+
+    /// Tells the kubelet, if there is one, that `pod` was created (`ADDED`) or deleted.
+    fn tell_kubelet(&self, event: &'static str, pod: &Value) {
+        let Some(kubelet) = self.node.as_ref().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        match event {
+            "ADDED" => kubelet.pod_added(pod),
+            "DELETED" => kubelet.pod_deleted(pod),
+            _ => {}
+        }
+    }
+}
+
+/// A watch's `ERROR` event for a watch that cannot go on from where it is: the API server's
+/// 410 `Expired`, after which a client lists again.
+fn expired(message: &str) -> Bytes {
+    event_line(
+        "ERROR",
+        &json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": "Expired", "code": 410
+        }),
+    )
 }
 
 /// The store as the kubelet reaches it.
@@ -601,12 +631,10 @@ fn watch(received: &Received, store: &Mutex<Store>, filter: WatchFilter) -> Stre
         let store = store.lock().expect("the store");
         if let Some(version) = since.filter(|version| *version < store.compacted) {
             // The API server answers an expired version with 200 and one ERROR event.
-            let gone = json!({
-                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": format!("too old resource version: {version} ({})", store.version),
-                "reason": "Expired", "code": 410
-            });
-            let line = event_line("ERROR", &gone);
+            let line = expired(&format!(
+                "too old resource version: {version} ({})",
+                store.version
+            ));
             return hyper::Response::builder()
                 .status(200)
                 .header("content-type", "application/json")
@@ -644,15 +672,19 @@ fn watch(received: &Received, store: &Mutex<Store>, filter: WatchFilter) -> Stre
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
     let pending: std::collections::VecDeque<Bytes> = first.into();
+    // `ending`: the last line is in `pending`, the stream ends after it.
     let stream = futures_util::stream::unfold(
-        (pending, receiver, filter),
-        move |(mut pending, mut receiver, filter)| async move {
+        (pending, receiver, filter, false),
+        move |(mut pending, mut receiver, filter, mut ending)| async move {
             loop {
                 if let Some(line) = pending.pop_front() {
                     return Some((
                         Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(line)),
-                        (pending, receiver, filter),
+                        (pending, receiver, filter, ending),
                     ));
+                }
+                if ending {
+                    return None;
                 }
                 let change = tokio::select! {
                     change = receiver.recv() => change,
@@ -668,7 +700,16 @@ fn watch(received: &Received, store: &Mutex<Store>, filter: WatchFilter) -> Stre
                     Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                         return None
                     }
-                    Ok(Some(_)) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    // Changes this watch had not sent are gone from the channel: it cannot go
+                    // on without missing them, so it ends as an expired one does (the client
+                    // lists again), as the API server ends a watcher too slow for its cache.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        pending.push_back(expired(&format!(
+                            "too old resource version: the watch fell {missed} changes behind"
+                        )));
+                        ending = true;
+                    }
+                    Ok(Some(_)) => {}
                 }
             }
         },
@@ -987,6 +1028,9 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
             }
             default_object(kind, &mut object, &mut store, &namespace);
             let object = store.put(key, object, "ADDED");
+            if kind == Kind::Pod {
+                store.tell_kubelet("ADDED", &object);
+            }
             reply(201, &object)
         }
         (&hyper::Method::GET, Some(name)) => {
@@ -1045,6 +1089,9 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
                     object["metadata"]["deletionTimestamp"] = json!(now());
                     object["metadata"]["resourceVersion"] = json!(store.next_version());
                     store.record(kind, &namespace, "DELETED", &object);
+                    if kind == Kind::Pod {
+                        store.tell_kubelet("DELETED", &object);
+                    }
                     reply(200, &object)
                 }
                 None => not_found(kind, &name),
@@ -1129,31 +1176,12 @@ impl KubeApi {
                 settings,
                 Arc::new(SharedStore(store.clone())),
             ));
-            let mut changes = {
-                let mut locked = store.lock().expect("the store");
-                locked.kubelet = Some(instance);
-                locked.changes.subscribe()
-            };
-            let feeding = Arc::downgrade(&kubelet);
-            tokio::spawn(async move {
-                loop {
-                    let change = match changes.recv().await {
-                        Ok(Some(change)) => change,
-                        Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            continue
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                    };
-                    let Some(kubelet) = feeding.upgrade() else {
-                        break;
-                    };
-                    match (change.kind, change.event) {
-                        (Kind::Pod, "ADDED") => kubelet.pod_added(&change.object),
-                        (Kind::Pod, "DELETED") => kubelet.pod_deleted(&change.object),
-                        _ => {}
-                    }
-                }
-            });
+            // The handlers that create and delete pods tell the kubelet themselves (a receiver
+            // of the watches' channel that lags would miss pods).
+            let mut locked = store.lock().expect("the store");
+            locked.kubelet = Some(instance);
+            locked.node = Some(Arc::downgrade(&kubelet));
+            drop(locked);
             kubelet
         });
         Self {
@@ -1243,6 +1271,7 @@ impl KubeApi {
         object["metadata"]["deletionTimestamp"] = json!(now());
         object["metadata"]["resourceVersion"] = json!(store.next_version());
         store.record(Kind::Pod, namespace, "DELETED", &object);
+        store.tell_kubelet("DELETED", &object);
         true
     }
 

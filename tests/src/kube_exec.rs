@@ -24,6 +24,10 @@ use crate::http::{Received, StreamReply};
 const V5: &str = "v5.channel.k8s.io";
 const V4: &str = "v4.channel.k8s.io";
 
+/// How long a session's process has, once its client is gone and its stdin ended, to finish by
+/// itself (what the client wrote before it went still reaches it) before it is killed.
+const CLIENT_GONE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The API server ends a session with a normal closure (clients such as kubectl treat a close
 /// without a code as an error).
 fn normal_close() -> CloseFrame {
@@ -197,8 +201,9 @@ async fn run<S>(
     let mut stderr = child.stderr.take();
     let mut out_buffer = vec![0u8; 16 * 1024];
     let mut err_buffer = vec![0u8; 16 * 1024];
-    let mut socket_open = true;
-    while stdout.is_some() || stderr.is_some() {
+    // The exit code once the process ended and its output was sent; `None` when the client
+    // went first.
+    let ended = loop {
         tokio::select! {
             read = async { stdout.as_mut().expect("stdout").read(&mut out_buffer).await }, if stdout.is_some() => {
                 match read {
@@ -212,7 +217,11 @@ async fn run<S>(
                     Ok(count) => if request.stderr { let _ = socket.send(frame(2, &err_buffer[..count])).await; },
                 }
             }
-            message = socket.next(), if socket_open => {
+            // Its output all sent, the process's end (still watching the socket meanwhile).
+            status = child.wait(), if stdout.is_none() && stderr.is_none() => {
+                break Some(status.ok().and_then(|status| status.code()));
+            }
+            message = socket.next() => {
                 match message {
                     Some(Ok(Message::Binary(data))) => match data.first() {
                         Some(0) => {
@@ -225,20 +234,31 @@ async fn run<S>(
                         Some(255) if v5 && data.get(1) == Some(&0) => stdin = None,
                         _ => {}
                     },
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                        // v4 ends stdin with the socket; either way the process sees EOF.
-                        socket_open = false;
-                        stdin = None;
-                    }
+                    // The client is gone (v4 ends stdin this way too): the session ends.
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
                     Some(Ok(_)) => {}
                 }
             }
         }
-    }
+    };
     drop(stdin);
-    let code = child.wait().await.ok().and_then(|status| status.code());
-    if socket_open {
-        let _ = socket.send(frame(3, status_json(code).as_bytes())).await;
-        let _ = socket.close(Some(normal_close())).await;
+    match ended {
+        Some(code) => {
+            let _ = socket.send(frame(3, status_json(code).as_bytes())).await;
+            let _ = socket.close(Some(normal_close())).await;
+        }
+        None => {
+            // Nobody reads its output any more; with stdin ended, a process that finishes at
+            // its end does, any other (`docker attach`, a shell left running) is killed. Either
+            // way it is reaped here.
+            drop(stdout);
+            drop(stderr);
+            if tokio::time::timeout(CLIENT_GONE_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
     }
 }

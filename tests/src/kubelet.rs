@@ -18,6 +18,8 @@
 //! What it is not: a scheduler (every pod is scheduled at once, on one node), a restart policy
 //! other than `Never`, probes, or resource requests.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -115,6 +117,50 @@ pub fn memory_bytes(quantity: &str) -> Option<u64> {
 
 use crate::kube_api::now;
 
+/// `POST /containers/create?name=` with `body` on the engine's local socket, through `curl`:
+/// the engine's message when it refuses.
+async fn engine_create(name: String, body: String) -> Result<(), String> {
+    let mut child = tokio::process::Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail-with-body",
+            "--unix-socket",
+            "/var/run/docker.sock",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+            &format!("http://localhost/containers/create?name={name}"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("curl: {error}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        stdin
+            .write_all(body.as_bytes())
+            .await
+            .map_err(|error| format!("curl: {error}"))?;
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|error| format!("curl: {error}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let said = String::from_utf8_lossy(&output.stdout);
+        let message = serde_json::from_str::<Value>(&said)
+            .ok()
+            .and_then(|reply| reply["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{said}{}", String::from_utf8_lossy(&output.stderr)));
+        Err(message)
+    }
+}
+
 /// One pod on the engine.
 struct PodRun {
     store: Arc<dyn PodStore>,
@@ -124,16 +170,27 @@ struct PodRun {
     name: String,
     uid: String,
     pod: Value,
+    /// Held (shared) by every step that makes something on the engine while it runs; the
+    /// removal of a deleted pod takes it alone, so nothing is made after it lists what to
+    /// remove.
+    making: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// The labels of one pod's containers and volumes: the double's instance (uids repeat across
+/// doubles) and the pod's uid.
+fn pod_labels(instance: &str, uid: &str) -> Vec<String> {
+    vec![
+        format!("{INSTANCE_LABEL}={instance}"),
+        format!("{POD_UID_LABEL}={uid}"),
+    ]
 }
 
 impl PodRun {
     fn labels(&self) -> Vec<String> {
-        vec![
-            "--label".into(),
-            format!("{INSTANCE_LABEL}={}", self.instance),
-            "--label".into(),
-            format!("{POD_UID_LABEL}={}", self.uid),
-        ]
+        pod_labels(&self.instance, &self.uid)
+            .into_iter()
+            .flat_map(|label| ["--label".to_string(), label])
+            .collect()
     }
 
     fn volume_name(&self, volume: &str) -> String {
@@ -149,6 +206,40 @@ impl PodRun {
         self.store
             .pod(&self.namespace, &self.name, &self.uid)
             .is_none()
+    }
+
+    /// Runs `work`, a step that makes a container or volume, to its end even when the start-up
+    /// task is aborted meanwhile (a `docker` or `curl` left to itself would make it after the
+    /// pod's removal): it runs in a task of its own holding the pod's `making` lock, which
+    /// the removal waits for.
+    async fn make<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, String>> + Send + 'static,
+    ) -> Result<T, String> {
+        // Taken here, before the task exists: an abort before this point makes nothing.
+        let held = self.making.clone().read_owned().await;
+        tokio::spawn(async move {
+            let result = work.await;
+            drop(held);
+            result
+        })
+        .await
+        .map_err(|error| format!("kubelet: {error}"))?
+    }
+
+    /// `docker` with `args` as a step that makes something (see [`Self::make`]).
+    async fn docker_make(&self, args: Vec<String>) -> Result<String, String> {
+        self.make(async move { docker(&args).await }).await
+    }
+
+    /// Whether the pod was deleted while it started; if so, what the start-up made so far goes
+    /// (the removal of the deleted pod may have listed the engine before it was made).
+    async fn stopped_if_gone(&self) -> bool {
+        if !self.gone() {
+            return false;
+        }
+        remove_labelled(pod_labels(&self.instance, &self.uid)).await;
+        true
     }
 
     /// The Engine API mounts of a container's volume mounts.
@@ -284,7 +375,8 @@ impl PodRun {
         body
     }
 
-    /// Creates the container through the Engine API on the local socket.
+    /// Creates the container through the Engine API on the local socket (a step that makes
+    /// something, see [`Self::make`]).
     async fn create(&self, container: &Value, infra: &str) -> Result<(), String> {
         let name = docker_name(
             &self.instance,
@@ -292,45 +384,7 @@ impl PodRun {
             container["name"].as_str().unwrap_or(""),
         );
         let body = self.create_body(container, infra).to_string();
-        let mut child = tokio::process::Command::new("curl")
-            .args([
-                "--silent",
-                "--show-error",
-                "--fail-with-body",
-                "--unix-socket",
-                "/var/run/docker.sock",
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                "@-",
-                &format!("http://localhost/containers/create?name={name}"),
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|error| format!("curl: {error}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use tokio::io::AsyncWriteExt;
-            stdin
-                .write_all(body.as_bytes())
-                .await
-                .map_err(|error| format!("curl: {error}"))?;
-        }
-        let output = child
-            .wait_with_output()
-            .await
-            .map_err(|error| format!("curl: {error}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            let said = String::from_utf8_lossy(&output.stdout);
-            let message = serde_json::from_str::<Value>(&said)
-                .ok()
-                .and_then(|reply| reply["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| format!("{said}{}", String::from_utf8_lossy(&output.stderr)));
-            Err(message)
-        }
+        self.make(engine_create(name, body)).await
     }
 
     /// The container's state from the engine, as a Kubernetes `state` object.
@@ -430,7 +484,13 @@ impl PodRun {
         });
     }
 
+    /// Starts the pod: volumes, the pause container, the init containers one after the other,
+    /// then the app containers; then waits for them to end. It stops (removing what it made)
+    /// when the pod is found deleted after any step that made something.
     async fn run(self) {
+        if self.gone() {
+            return;
+        }
         let containers = self.pod["spec"]["containers"]
             .as_array()
             .cloned()
@@ -465,8 +525,11 @@ impl PodRun {
             let mut args = vec!["volume".to_string(), "create".into()];
             args.extend(self.labels());
             args.push(self.volume_name(volume["name"].as_str().unwrap_or("")));
-            if let Err(error) = docker(&args).await {
+            if let Err(error) = self.docker_make(args).await {
                 return self.fail_pod("VolumeFailed", &error);
+            }
+            if self.stopped_if_gone().await {
+                return;
             }
         }
         let infra = docker_name(&self.instance, &self.pod, "pause");
@@ -496,8 +559,11 @@ impl PodRun {
             &self.settings.infra_image,
             "infinity",
         ]));
-        if let Err(error) = docker(&args).await {
+        if let Err(error) = self.docker_make(args).await {
             return self.fail_pod("SandboxFailed", &error);
+        }
+        if self.stopped_if_gone().await {
+            return;
         }
         let pod_ip = docker(&strings(&[
             "inspect",
@@ -533,6 +599,9 @@ impl PodRun {
                 Ok(name) => name,
                 Err(error) => return self.fail_pod("InitFailed", &error),
             };
+            if self.stopped_if_gone().await {
+                return;
+            }
             let _ = docker(&strings(&["wait", &name])).await;
             let state = self.terminated_state(&name).await;
             let failed = state["terminated"]["exitCode"] != 0;
@@ -564,6 +633,9 @@ impl PodRun {
                         false,
                     ),
                 );
+                return;
+            }
+            if self.stopped_if_gone().await {
                 return;
             }
         }
@@ -641,16 +713,28 @@ fn rfc3339(docker_time: &str) -> String {
     }
 }
 
+/// The start-up of one pod: its task, and what its steps that make something hold.
+struct Started {
+    task: tokio::task::JoinHandle<()>,
+    making: Arc<tokio::sync::RwLock<()>>,
+}
+
 /// The kubelet of one double: starts pods as they are created, removes them as they are
-/// deleted.
+/// deleted. The API server calls it from its create and delete handlers, in the order of the
+/// store's changes.
 pub(crate) struct Kubelet {
     pub(crate) instance: String,
     settings: KubeletSettings,
     store: Arc<dyn PodStore>,
-    running: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The runtime the double started on: pods start and go on it whoever deletes them
+    /// (a test's thread, too).
+    runtime: tokio::runtime::Handle,
+    /// The start-up of each pod not deleted yet, by uid.
+    running: Mutex<HashMap<String, Started>>,
 }
 
 impl Kubelet {
+    /// The kubelet of the double `instance`, on the current runtime.
     pub(crate) fn new(
         instance: String,
         settings: KubeletSettings,
@@ -660,43 +744,64 @@ impl Kubelet {
             instance,
             settings,
             store,
-            running: Mutex::new(Vec::new()),
+            runtime: tokio::runtime::Handle::current(),
+            running: Mutex::new(HashMap::new()),
         }
     }
 
     /// A pod was created: run it.
     pub(crate) fn pod_added(&self, pod: &Value) {
+        let making = Arc::new(tokio::sync::RwLock::new(()));
+        let uid: String = pod["metadata"]["uid"].as_str().unwrap_or("").into();
         let run = PodRun {
             store: self.store.clone(),
             instance: self.instance.clone(),
             settings: self.settings.clone(),
             namespace: pod["metadata"]["namespace"].as_str().unwrap_or("").into(),
             name: pod["metadata"]["name"].as_str().unwrap_or("").into(),
-            uid: pod["metadata"]["uid"].as_str().unwrap_or("").into(),
+            uid: uid.clone(),
             pod: pod.clone(),
+            making: making.clone(),
         };
-        let task = tokio::spawn(run.run());
+        let task = self.runtime.spawn(run.run());
         if let Ok(mut running) = self.running.lock() {
-            running.retain(|task| !task.is_finished());
-            running.push(task);
+            // Pods whose start-up is over (they ran to their end) have nothing to stop.
+            running.retain(|_, started| !started.task.is_finished());
+            running.insert(uid, Started { task, making });
         }
     }
 
-    /// A pod was deleted: its containers and volumes go.
+    /// A pod was deleted: its start-up stops, then its containers and volumes go.
     pub(crate) fn pod_deleted(&self, pod: &Value) {
         let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
-        // Uids repeat across doubles: the instance label tells this one's containers apart.
-        tokio::spawn(remove_labelled(vec![
-            format!("{INSTANCE_LABEL}={}", self.instance),
-            format!("{POD_UID_LABEL}={uid}"),
-        ]));
+        let started = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|mut running| running.remove(&uid));
+        if let Some(started) = &started {
+            started.task.abort();
+        }
+        let labels = pod_labels(&self.instance, &uid);
+        self.runtime.spawn(async move {
+            // The task ends at its next await; a step that was making something finishes
+            // first (it holds `making`), so the listing below sees what it made.
+            let _alone = match started {
+                Some(started) => {
+                    let _ = started.task.await;
+                    Some(started.making.write_owned().await)
+                }
+                None => None,
+            };
+            remove_labelled(labels).await;
+        });
     }
 
     /// Removes everything of this double, now (when the double stops).
     pub(crate) fn remove_all_now(&self) {
         if let Ok(running) = self.running.lock() {
-            for task in running.iter() {
-                task.abort();
+            for started in running.values() {
+                started.task.abort();
             }
         }
         let filter = format!("label={INSTANCE_LABEL}={}", self.instance);

@@ -591,3 +591,335 @@ async fn on_v4_a_write_by_length_gets_its_status_with_stdin_left_open() {
     assert!(status.is_none(), "{status:?}");
     let _ = process.join().await;
 }
+
+/// Whether process `pid` still exists here (a zombie not yet reaped counts).
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The children of this test process whose command line has every one of `words`.
+fn child_processes(words: &[&str]) -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: the command may hold spaces, the fields after it do not.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        if after.split_whitespace().nth(1) != Some(me.as_str()) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if words.iter().all(|word| cmdline.contains(word)) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits up to `within` for `done`, checking every 100 ms.
+async fn eventually(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// An exec whose client goes away (its WebSocket dropped, no close frame) does not outlive it:
+/// the process is killed and reaped.
+#[tokio::test]
+async fn an_exec_whose_client_goes_is_killed_and_reaped() {
+    use tokio::io::AsyncReadExt;
+    let api = KubeApi::start().await;
+    let pods = running_pod(&api).await;
+    let process = pods
+        .exec(
+            "job",
+            vec!["sh", "-c", "echo $$; exec sleep 300"],
+            &kube::api::AttachParams::default()
+                .container("build")
+                .stderr(false),
+        )
+        .await
+        .unwrap();
+    let mut process = process;
+    let mut stdout = process.stdout().unwrap();
+    let mut line = Vec::new();
+    while !line.ends_with(b"\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stdout.read(&mut byte).await.unwrap(), 1, "{line:?}");
+        line.push(byte[0]);
+    }
+    let pid: u32 = String::from_utf8_lossy(&line).trim().parse().unwrap();
+    assert!(process_exists(pid));
+    process.abort();
+    drop(stdout);
+    drop(process);
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || !process_exists(pid)).await,
+        "the session's process {pid} outlived its client"
+    );
+}
+
+/// The double with its Docker-backed kubelet, on the debootstrap image.
+async fn double_with_kubelet() -> KubeApi {
+    let _ = runner_tests::debian_image();
+    KubeApi::start_with_kubelet(runner_tests::kubelet::KubeletSettings::default()).await
+}
+
+/// A pod of the debootstrap image whose container sleeps, with its stdin open.
+fn sleeper(name: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "main", "image": runner_tests::DEBIAN_IMAGE, "imagePullPolicy": "Never",
+            "stdin": true, "command": ["sleep", "infinity"]
+        }]}
+    }))
+    .unwrap()
+}
+
+/// Waits until the pod's phase is `Running`.
+async fn wait_running(pods: &Api<Pod>, name: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let pod = pods.get(name).await.unwrap();
+        let phase = pod.status.as_ref().and_then(|status| status.phase.clone());
+        if phase.as_deref() == Some("Running") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} is not running: {:?}",
+            pod.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// An attach through the kubelet whose client goes: its `docker attach` ends (is killed and
+/// reaped) while the container keeps running.
+#[tokio::test]
+async fn an_attach_whose_client_goes_ends_its_docker_attach() {
+    let api = double_with_kubelet().await;
+    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    pods.create(&PostParams::default(), &sleeper("held"))
+        .await
+        .unwrap();
+    wait_running(&pods, "held").await;
+    let process = pods
+        .attach(
+            "held",
+            &kube::api::AttachParams::default()
+                .container("main")
+                .stdin(true)
+                .stderr(false),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || {
+            !child_processes(&["docker", "attach"]).is_empty()
+        })
+        .await
+    );
+    process.abort();
+    drop(process);
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || {
+            child_processes(&["docker", "attach"]).is_empty()
+        })
+        .await,
+        "docker attach outlived its client: {:?}",
+        child_processes(&["docker", "attach"])
+    );
+    let pod = pods.get("held").await.unwrap();
+    assert_eq!(
+        pod.status.and_then(|status| status.phase).as_deref(),
+        Some("Running")
+    );
+    pods.delete("held", &DeleteParams::default()).await.unwrap();
+    assert!(
+        eventually(std::time::Duration::from_secs(30), || api
+            .leftovers()
+            .is_empty())
+        .await,
+        "{:?}",
+        api.leftovers()
+    );
+}
+
+/// Pods deleted at every moment of their start-up (volumes, the pause container, the init
+/// container, the app containers) leave nothing on the engine, even after the time their
+/// start-up would have taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_deleted_while_they_start_leave_nothing_on_the_engine() {
+    let api = double_with_kubelet().await;
+    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    let container = |name: &str| {
+        serde_json::json!({
+            "name": name, "image": runner_tests::DEBIAN_IMAGE, "imagePullPolicy": "Never",
+            "command": ["sleep", "infinity"],
+            "volumeMounts": [{"name": "work", "mountPath": "/work"}, {"name": "cache", "mountPath": "/cache"}]
+        })
+    };
+    let make = |name: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [{"name": "work", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}],
+                "initContainers": [{
+                    "name": "init", "image": runner_tests::DEBIAN_IMAGE, "imagePullPolicy": "Never",
+                    "command": ["true"]
+                }],
+                "containers": [container("build"), container("helper"), container("svc")]
+            }
+        }))
+        .unwrap()
+    };
+    let delays = [0u64, 0, 50, 150, 300, 500, 800, 1200, 1800, 2500];
+    let mut deletions = Vec::new();
+    for (index, delay) in delays.into_iter().enumerate() {
+        let pods = pods.clone();
+        let pod = make(&format!("early-{index}"));
+        deletions.push(tokio::spawn(async move {
+            pods.create(&PostParams::default(), &pod).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            pods.delete(
+                pod.metadata.name.as_deref().unwrap(),
+                &DeleteParams::default(),
+            )
+            .await
+            .unwrap();
+        }));
+    }
+    for deletion in deletions {
+        deletion.await.unwrap();
+    }
+    assert!(api.pod_names().is_empty(), "{:?}", api.pod_names());
+    // Long enough for a start-up that was not stopped to have made its containers.
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    assert!(
+        eventually(std::time::Duration::from_secs(30), || api
+            .leftovers()
+            .is_empty())
+        .await,
+        "{:?}",
+        api.leftovers()
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(api.leftovers().is_empty(), "{:?}", api.leftovers());
+}
+
+/// A watch whose client reads slower than the changes come (more of them than the server
+/// buffers) ends with the API server's 410 `Expired`, so the client lists again, rather than
+/// missing changes unawares.
+#[tokio::test]
+async fn a_watch_that_falls_behind_ends_with_410_expired() {
+    use futures_util::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    let api = KubeApi::start().await;
+    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "busy"},
+        "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let mut events = pods
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let first = events.next().await.unwrap().unwrap();
+    assert!(matches!(first, WatchEvent::Added(_)), "{first:?}");
+    // On this test's one thread the server cannot send while these are made.
+    for round in 0..3000 {
+        assert!(api.set_pod_status(
+            "default",
+            "busy",
+            serde_json::json!({"phase": "Pending", "message": format!("round {round}")})
+        ));
+    }
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(event) = events.next().await {
+            seen.push(event.unwrap());
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch did not end");
+    let last = seen.last();
+    let Some(WatchEvent::Error(status)) = last else {
+        panic!("{} events, the last {last:?}", seen.len())
+    };
+    assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+}
+
+/// The kubelet hears of every pod created and deleted however many changes the store makes
+/// meanwhile (it learns of them from the API server's handlers, not from a bounded feed a
+/// busy store overruns).
+#[tokio::test]
+async fn the_kubelet_starts_and_removes_pods_through_a_flood_of_changes() {
+    let api = std::sync::Arc::new(double_with_kubelet().await);
+    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    pods.create(&PostParams::default(), &sleeper("noise"))
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        // Weak: a failed test drops the double (and its containers) all the same.
+        let api = std::sync::Arc::downgrade(&api);
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(api) = api.upgrade() else {
+                    return;
+                };
+                for _ in 0..5000 {
+                    api.set_pod_status("default", "noise", serde_json::json!({"phase": "Pending"}));
+                }
+                // Keeps the history (every change, for watches) from growing without end.
+                api.compact();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    for round in 0..3 {
+        let name = format!("target-{round}");
+        pods.create(&PostParams::default(), &sleeper(&name))
+            .await
+            .unwrap();
+        wait_running(&pods, &name).await;
+        pods.delete(&name, &DeleteParams::default()).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().unwrap();
+    pods.delete("noise", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        eventually(std::time::Duration::from_secs(30), || api
+            .leftovers()
+            .is_empty())
+        .await,
+        "{:?}",
+        api.leftovers()
+    );
+}
