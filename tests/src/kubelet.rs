@@ -8,8 +8,10 @@
 //! Containers get the pod spec's `command` (entrypoint) and `args`, `env`, `workingDir`,
 //! `stdin`, the memory limit (the kernel's OOM killer ends a container past it, reported as
 //! `OOMKilled` with exit code 137), `privileged`, capabilities and `runAsUser`. Images missing
-//! from the engine are pulled unless the policy is `Never`; a failed pull leaves the container
-//! waiting with `ErrImagePull` and the engine's message, as a kubelet reports it.
+//! from the engine (or any image under `Always`) are pulled unless the policy is `Never`: from
+//! a registry on loopback by the engine, from anywhere else never (nothing leaves this
+//! machine), failing as a kubelet does when the registry's name does not resolve. A failed
+//! pull leaves the container waiting with `ErrImagePull` and that message.
 //!
 //! The status the kubelet writes (phase, conditions, container states) is what the API server
 //! stores and watches report. Deleting a pod removes its containers and volumes at once (a
@@ -287,6 +289,18 @@ impl PodRun {
             return Err((
                 "ErrImageNeverPull".into(),
                 format!("Container image \"{image}\" is not present with pull policy of Never"),
+            ));
+        }
+        let host = registry_host(&image);
+        if !is_loopback_host(&host) {
+            // No registry is reachable from here and the double sends nothing off this
+            // machine (not even a DNS question): a pull from anywhere but loopback fails as a
+            // kubelet's does when the registry's name does not resolve.
+            return Err((
+                "ErrImagePull".into(),
+                format!(
+                    "rpc error: code = Unknown desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": failed to do request: Head \"https://{host}/v2/\": dial tcp: lookup {host}: no such host"
+                ),
             ));
         }
         match docker(&strings(&["pull", "--quiet", &image])).await {
@@ -897,6 +911,23 @@ pub fn leftovers(instance: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// The registry an image reference names (Docker Hub's when it names none).
+fn registry_host(image: &str) -> String {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first.to_string(),
+        _ => "registry-1.docker.io".to_string(),
+    }
+}
+
+/// Whether a registry host (with its port) is on this machine's loopback.
+fn is_loopback_host(host: &str) -> bool {
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
 }
 
 #[cfg(test)]

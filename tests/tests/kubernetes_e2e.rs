@@ -455,21 +455,28 @@ async fn kubectl_attaches_execs_reads_logs_and_deletes_on_the_docker_backed_kube
     assert_nothing_left(&api).await;
 }
 
-/// A service container reached through its alias (the pod's host aliases), and the job's
-/// registry credentials as a dockercfg Secret in the pod's image pull secrets, owned by the
-/// pod and gone with it.
+/// A service container reached through its alias (the pod's host aliases); a `host_path`
+/// user volume shared with this machine; the job's registry credentials as a dockercfg
+/// Secret in the pod's image pull secrets, owned by the pod and gone with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_service_is_reached_by_its_alias_and_the_registry_secret_goes_with_the_pod() {
+async fn a_service_is_reached_by_its_alias_a_host_path_is_shared_and_the_registry_secret_goes_with_the_pod(
+) {
     let helper = HelperImage::build("dev");
     let api = double().await;
     let gitlab = FakeGitlab::start("glrt-t1_k8ssvc001").await;
+    let shared = tempfile::tempdir().unwrap();
     let port = 20000 + (std::process::id() % 20000);
     let mut payload = job_payload(
         "https://gitlab.example/group/project.git",
         "0123456789abcdef0123456789abcdef01234567",
-        &[&format!(
-            "for try in $(seq 100); do if exec 3<>/dev/tcp/db.internal/{port}; then break; fi; sleep 0.2; done; head -c 7 <&3; echo; echo \"via $(getent hosts db.internal | head -n 1)\""
-        )],
+        &[
+            &format!(
+                "for try in $(seq 100); do if exec 3<>/dev/tcp/db.internal/{port}; then break; fi; sleep 0.2; done; head -c 7 <&3; echo; echo \"via $(getent hosts db.internal | head -n 1)\""
+            ),
+            "echo from-the-pod > /shared/$CI_JOB_ID.txt",
+            // Held until the test has looked at the Secret.
+            "until [ -e /shared/go ]; do sleep 0.1; done",
+        ],
         &[],
         json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
         120,
@@ -485,20 +492,53 @@ async fn a_service_is_reached_by_its_alias_and_the_registry_secret_goes_with_the
         "username": "gitlab-ci-token", "password": "registry-pass-123"
     }]);
     let job = gitlab.enqueue(payload);
-    let _runner = start_runner(&gitlab, "glrt-t1_k8ssvc001", &api, &helper, "");
+    let _runner = start_runner(
+        &gitlab,
+        "glrt-t1_k8ssvc001",
+        &api,
+        &helper,
+        &format!(
+            "    [[runners.kubernetes.volumes.host_path]]\n      name = \"shared\"\n      mount_path = \"/shared\"\n      host_path = \"{}\"\n",
+            shared.path().display()
+        ),
+    );
+    let written = shared.path().join(format!("{}.txt", job.id));
+    let deadline = Instant::now() + WAIT;
+    while !written.exists() {
+        assert!(Instant::now() < deadline, "{}", gitlab.log(job));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "from-the-pod\n");
+    let secrets = api.secret_names();
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    let (namespace, name) = secrets[0].split_once('/').unwrap();
+    let secret = api.object("secrets", namespace, name).unwrap();
+    assert_eq!(secret["type"], "kubernetes.io/dockercfg");
+    let config = secret["data"][".dockercfg"].as_str().unwrap();
+    let config: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, config).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        config,
+        json!({"registry.example.com:5005": {"username": "gitlab-ci-token",
+            "password": "registry-pass-123", "serveraddress": "registry.example.com:5005"}})
+    );
+    let pods = api.pod_names();
+    let (_, pod_name) = pods[0].split_once('/').unwrap();
+    let pod = api.object("pods", namespace, pod_name).unwrap();
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        pod["metadata"]["uid"]
+    );
+    assert_eq!(pod["spec"]["imagePullSecrets"], json!([{"name": name}]));
+    std::fs::write(shared.path().join("go"), "").unwrap();
     let log = gitlab.wait_success(job, WAIT).await;
     assert!(log.contains("SSH-2.0"), "{log}");
     assert!(log.contains("via 127.0.0.1"), "{log}");
     assert!(!log.contains("registry-pass-123"), "{log}");
-    let requests = api.requests();
-    let secret_writes: Vec<&String> = requests
-        .iter()
-        .filter(|request| request.contains("/secrets"))
-        .collect();
-    assert_eq!(secret_writes.len(), 2, "{requests:?}");
-    assert!(secret_writes[0].starts_with("POST "), "{requests:?}");
-    assert!(secret_writes[1].starts_with("PUT "), "{requests:?}");
     assert_nothing_left(&api).await;
+    assert!(api.secret_names().is_empty(), "{:?}", api.secret_names());
 }
 
 /// Upstream's pull-policy fallback: `always` cannot pull (no registry), so the next policy,

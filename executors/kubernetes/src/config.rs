@@ -226,6 +226,8 @@ pub struct RawKubernetesConfig {
     print_pod_warning_events: Option<bool>,
     #[serde(default)]
     pod_disruption_budget: Option<bool>,
+    #[serde(default)]
+    volumes: crate::volumes::UserVolumes,
 }
 
 /// The validated `[runners.kubernetes]`.
@@ -263,6 +265,8 @@ pub struct KubernetesConfig {
     pub cap_add: Vec<String>,
     /// `cap_drop`.
     pub cap_drop: Vec<String>,
+    /// `[runners.kubernetes.volumes]`.
+    pub volumes: crate::volumes::UserVolumes,
     /// `host_aliases`, after the services' entry.
     pub host_aliases: Vec<(String, Vec<String>)>,
     /// `dnsPolicy` as Kubernetes spells it; empty: `ClusterFirst`.
@@ -496,6 +500,7 @@ impl RawKubernetesConfig {
             automount_service_account_token: raw.automount_service_account_token,
             cap_add: raw.cap_add,
             cap_drop: raw.cap_drop,
+            volumes: raw.volumes.clone(),
             host_aliases: raw
                 .host_aliases
                 .into_iter()

@@ -296,6 +296,7 @@ impl KubernetesExecutor {
                 ));
                 build.job_timeout().as_secs() as i64 + 1
             });
+        let mut volume_warnings = Vec::new();
         let plan = PodPlan {
             name,
             namespace: overwrites.namespace.clone(),
@@ -311,6 +312,8 @@ impl KubernetesExecutor {
             services,
             init_resources: overwrites.helper.clone(),
             init_pull_policy: String::new(),
+            user_volumes: config.volumes.volumes(&expand, &mut volume_warnings),
+            user_mounts: config.volumes.mounts(&expand),
             dirs: Some(PodDirs::new(
                 &build.dirs.builds_dir,
                 &config.scripts_base_dir,
@@ -335,6 +338,9 @@ impl KubernetesExecutor {
             scheduler_name: config.scheduler_name.clone(),
             runtime_class_name: config.runtime_class_name.clone(),
         };
+        for warning in volume_warnings {
+            log.warning(&warning);
+        }
         Ok((plan, all_policies))
     }
 

@@ -15,6 +15,7 @@
 //! - [`pull`]: each container's pull policies;
 //! - [`containers`]: the build and service containers' environment, image and commands;
 //! - [`credentials`]: the per-job registry credentials Secret;
+//! - [`volumes`]: the user volumes of `[runners.kubernetes.volumes]`;
 //! - [`pod`]: the attach strategy's pod (containers, init container, shared volumes);
 //! - [`pod_status`]: reading the pod's status (waiting lines once per change, terminal
 //!   container states, OOM kills named);
@@ -42,5 +43,6 @@ pub mod quantity;
 pub mod retry;
 pub mod session;
 pub mod stage_commands;
+pub mod volumes;
 
 pub use executor::{KubernetesExecutor, KubernetesProvider};

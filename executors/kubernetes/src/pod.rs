@@ -93,7 +93,7 @@ pub struct ContainerPlan {
 }
 
 /// Everything the pod is made of.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodPlan {
     /// The generated pod name.
     pub name: String,
@@ -111,6 +111,10 @@ pub struct PodPlan {
     pub services: Vec<ContainerPlan>,
     /// The helper's image pull policy for `init-permissions`, and its resources.
     pub init_resources: Resources,
+    /// The user volumes (`[runners.kubernetes.volumes]`), before the pod's own.
+    pub user_volumes: Vec<Volume>,
+    /// Their mounts in every container, after `scripts` and `logs`.
+    pub user_mounts: Vec<VolumeMount>,
     /// The pull policy of `init-permissions` (its own place in the build image's policies);
     /// empty: the helper's.
     pub init_pull_policy: String,
@@ -239,19 +243,31 @@ pub fn tolerations(entries: &BTreeMap<String, String>) -> Vec<Toleration> {
         .collect()
 }
 
-fn mounts(dirs: &PodDirs) -> Vec<VolumeMount> {
-    [
-        ("scripts", &dirs.scripts_dir),
-        ("logs", &dirs.logs_dir),
-        ("repo", &dirs.builds_dir),
-    ]
-    .into_iter()
-    .map(|(name, path)| VolumeMount {
+/// Whether the pod needs its own `repo` volume: no user volume is mounted at the builds
+/// directory.
+fn repo_volume_needed(plan: &PodPlan, dirs: &PodDirs) -> bool {
+    !plan
+        .user_mounts
+        .iter()
+        .any(|mount| mount.mount_path == dirs.builds_dir)
+}
+
+/// Upstream's mount order: `scripts`, `logs`, the user volumes, `repo`.
+fn mounts(plan: &PodPlan, dirs: &PodDirs) -> Vec<VolumeMount> {
+    let own = |name: &str, path: &String| VolumeMount {
         name: name.into(),
         mount_path: path.clone(),
         ..VolumeMount::default()
-    })
-    .collect()
+    };
+    let mut mounts = vec![
+        own("scripts", &dirs.scripts_dir),
+        own("logs", &dirs.logs_dir),
+    ];
+    mounts.extend(plan.user_mounts.iter().cloned());
+    if repo_volume_needed(plan, dirs) {
+        mounts.push(own("repo", &dirs.builds_dir));
+    }
+    mounts
 }
 
 fn container(plan: &ContainerPlan, mounts: &[VolumeMount]) -> Container {
@@ -294,7 +310,11 @@ pub fn shell_command() -> Vec<String> {
 
 /// The pod of `plan`.
 pub fn build_pod(plan: &PodPlan) -> Pod {
-    let mounts = plan.dirs.as_ref().map(mounts).unwrap_or_default();
+    let mounts = plan
+        .dirs
+        .as_ref()
+        .map(|dirs| mounts(plan, dirs))
+        .unwrap_or_else(|| plan.user_mounts.clone());
     let mut build = plan.build.clone();
     build.name = BUILD_CONTAINER.into();
     build.command = shell_command();
@@ -335,16 +355,21 @@ pub fn build_pod(plan: &PodPlan) -> Pod {
         init.stdin = None;
         vec![init]
     });
-    let volumes = plan.dirs.as_ref().map(|_| {
-        ["repo", "scripts", "logs"]
-            .into_iter()
-            .map(|name| Volume {
-                name: name.into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            })
-            .collect()
-    });
+    // Upstream's volume order: the user volumes, `repo`, `scripts`, `logs`.
+    let mut volumes = plan.user_volumes.clone();
+    if let Some(dirs) = plan.dirs.as_ref() {
+        let own = if repo_volume_needed(plan, dirs) {
+            &["repo", "scripts", "logs"][..]
+        } else {
+            &["scripts", "logs"][..]
+        };
+        volumes.extend(own.iter().map(|name| Volume {
+            name: (*name).into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }));
+    }
+    let volumes = (!volumes.is_empty()).then_some(volumes);
     let text = |value: &str| (!value.is_empty()).then(|| value.to_string());
     let tolerations = tolerations(&plan.tolerations);
     Pod {
