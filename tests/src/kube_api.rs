@@ -114,6 +114,47 @@ struct Store {
     node: Option<std::sync::Weak<crate::kubelet::Kubelet>>,
     /// Every change as it is made, for the watches (`None` ends them all).
     changes: tokio::sync::broadcast::Sender<Option<Change>>,
+    /// Faults to inject into the next matching requests.
+    faults: Vec<Fault>,
+}
+
+/// What an injected fault does to a request it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The request is not carried out; the answer is this status code with an API `Status`
+    /// (`etcdserver: request timed out` for a 500, `the server is currently unable to handle
+    /// the request` otherwise).
+    Refuse(u16),
+    /// The request is carried out, but the answer is lost: a 500 `etcdserver: request timed
+    /// out`, as when the write committed after the API server gave up waiting.
+    LoseAnswer,
+    /// An exec or attach stream drops (no status, no close frame) once this many bytes of
+    /// stdout went through.
+    CutStreamAfter(usize),
+}
+
+/// A fault for the next `times` requests whose `METHOD /path?query` contains `matching`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// A substring of `METHOD /path?query` (the query as sent, percent-encoded).
+    pub matching: String,
+    /// What happens to the request.
+    pub kind: FaultKind,
+    /// How many requests it hits.
+    pub times: usize,
+}
+
+impl Store {
+    /// The fault the request hits, counted off; `None` for most requests.
+    fn fault_for(&mut self, received: &Received) -> Option<FaultKind> {
+        let line = format!("{} {}?{}", received.method, received.path, received.query);
+        let fault = self
+            .faults
+            .iter_mut()
+            .find(|fault| fault.times > 0 && line.contains(&fault.matching))?;
+        fault.times -= 1;
+        Some(fault.kind.clone())
+    }
 }
 
 impl Default for Store {
@@ -128,6 +169,7 @@ impl Default for Store {
             kubelet: None,
             node: None,
             changes: tokio::sync::broadcast::channel(1024).0,
+            faults: Vec::new(),
         }
     }
 }
@@ -778,6 +820,7 @@ fn exec(
     namespace: &str,
     name: &str,
     attach: bool,
+    cut_after: Option<usize>,
 ) -> StreamReply {
     use http_body_util::BodyExt;
     let request = crate::kube_exec::exec_request(&query_pairs(&received.query));
@@ -797,7 +840,7 @@ fn exec(
     };
     let v4_only = store.lock().map(|store| store.v4_only).unwrap_or(false);
     match crate::kube_exec::negotiate(&received, v4_only) {
-        Some(protocol) => crate::kube_exec::upgrade(received, protocol, request, argv),
+        Some(protocol) => crate::kube_exec::upgrade(received, protocol, request, argv, cut_after),
         None => status(
             400,
             "BadRequest",
@@ -932,6 +975,30 @@ fn session_argv(
     Ok(argv)
 }
 
+/// The answer of a refused request (an injected fault).
+fn refused(code: u16) -> Reply {
+    match code {
+        500 => status(
+            500,
+            "InternalError",
+            "etcdserver: request timed out",
+            Value::Null,
+        ),
+        429 => status(
+            429,
+            "TooManyRequests",
+            "the server has received too many requests and has asked us to try again later",
+            Value::Null,
+        ),
+        code => status(
+            code,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+            Value::Null,
+        ),
+    }
+}
+
 fn handle_streaming(received: Received, store: &Mutex<Store>, address: SocketAddr) -> StreamReply {
     use http_body_util::BodyExt;
     let authorized = received
@@ -942,6 +1009,20 @@ fn handle_streaming(received: Received, store: &Mutex<Store>, address: SocketAdd
     if !authorized {
         return status(401, "Unauthorized", "Unauthorized", Value::Null).map(|body| body.boxed());
     }
+    let fault = store
+        .lock()
+        .ok()
+        .and_then(|mut store| store.fault_for(&received));
+    let mut cut_after = None;
+    match fault {
+        Some(FaultKind::Refuse(code)) => return refused(code).map(|body| body.boxed()),
+        Some(FaultKind::LoseAnswer) => {
+            let _ = handle(&received, store, address);
+            return refused(500).map(|body| body.boxed());
+        }
+        Some(FaultKind::CutStreamAfter(bytes)) => cut_after = Some(bytes),
+        None => {}
+    }
     if received.method == hyper::Method::GET {
         let parts: Vec<&str> = received.path.trim_start_matches('/').split('/').collect();
         if let ["api", "v1", "namespaces", namespace, "pods", name, action @ ("exec" | "attach")] =
@@ -949,7 +1030,7 @@ fn handle_streaming(received: Received, store: &Mutex<Store>, address: SocketAdd
         {
             let (namespace, name, attach) =
                 (namespace.to_string(), name.to_string(), *action == "attach");
-            return exec(received, store, &namespace, &name, attach);
+            return exec(received, store, &namespace, &name, attach, cut_after);
         }
         if let ["api", "v1", "namespaces", namespace, "pods", name, "log"] = parts.as_slice() {
             return pod_log(&received, store, namespace, name).map(|body| body.boxed());
@@ -1338,6 +1419,13 @@ impl KubeApi {
         if let Ok(mut store) = self.store.lock() {
             store.history.clear();
             store.compacted = store.version + 1;
+        }
+    }
+
+    /// Adds a fault for the next matching requests (faults are tried in the order added).
+    pub fn inject(&self, fault: Fault) {
+        if let Ok(mut store) = self.store.lock() {
+            store.faults.push(fault);
         }
     }
 

@@ -120,6 +120,7 @@ pub fn upgrade(
     protocol: &'static str,
     request: ExecRequest,
     argv: Vec<String>,
+    cut_after: Option<usize>,
 ) -> StreamReply {
     use http_body_util::BodyExt;
     let key = received
@@ -140,7 +141,7 @@ pub fn upgrade(
         let io = hyper_util::rt::TokioIo::new(upgraded);
         let socket =
             tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-        run(socket, protocol == V5, request, argv).await;
+        run(socket, protocol == V5, request, argv, cut_after).await;
     });
     hyper::Response::builder()
         .status(101)
@@ -157,6 +158,7 @@ async fn run<S>(
     v5: bool,
     request: ExecRequest,
     argv: Vec<String>,
+    cut_after: Option<usize>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -200,6 +202,7 @@ async fn run<S>(
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let mut out_buffer = vec![0u8; 16 * 1024];
+    let mut cut_budget = cut_after;
     let mut err_buffer = vec![0u8; 16 * 1024];
     // The exit code once the process ended and its output was sent; `None` when the client
     // went first.
@@ -208,7 +211,18 @@ async fn run<S>(
             read = async { stdout.as_mut().expect("stdout").read(&mut out_buffer).await }, if stdout.is_some() => {
                 match read {
                     Ok(0) | Err(_) => stdout = None,
-                    Ok(count) => if request.stdout { let _ = socket.send(frame(1, &out_buffer[..count])).await; },
+                    Ok(count) => {
+                        let Some(budget) = cut_budget.as_mut() else {
+                            if request.stdout { let _ = socket.send(frame(1, &out_buffer[..count])).await; }
+                            continue;
+                        };
+                        // An injected drop: what fits the budget goes out, then the connection
+                        // ends without a status or a close frame.
+                        let sent = count.min(*budget);
+                        if request.stdout && sent > 0 { let _ = socket.send(frame(1, &out_buffer[..sent])).await; }
+                        *budget -= sent;
+                        if *budget == 0 { break None; }
+                    }
                 }
             }
             read = async { stderr.as_mut().expect("stderr").read(&mut err_buffer).await }, if stderr.is_some() => {

@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use runner_tests::kube_api::{KubeApi, TOKEN};
+use runner_tests::kube_api::{Fault, FaultKind, KubeApi, TOKEN};
 use runner_tests::kubelet::KubeletSettings;
 use runner_tests::{
     job_payload, runner_binary, FakeGitlab, GitServer, HelperImage, RunnerProcess, DEBIAN_IMAGE,
@@ -583,4 +583,104 @@ async fn a_failed_pull_tries_the_next_policy_in_a_new_pod() {
         .collect();
     assert_eq!(created.len(), 4, "{created:?}");
     assert_nothing_left(&api).await;
+}
+
+/// The `read-logs` stream drops four times in the middle of the output (no status, no close
+/// frame, after 700 bytes each): every line reaches the job log once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_stream_that_drops_resumes_from_its_offset_without_losing_or_repeating_a_line() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    api.inject(Fault {
+        matching: "read-logs".into(),
+        kind: FaultKind::CutStreamAfter(700),
+        times: 4,
+    });
+    let gitlab = FakeGitlab::start("glrt-t1_k8sdrop01").await;
+    let payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["seq -f 'numbered-line-%g' 1 400"],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        120,
+    );
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(&gitlab, "glrt-t1_k8sdrop01", &api, &helper, "");
+    let log = gitlab.wait_success(job, WAIT).await;
+    let numbers: Vec<u32> = log
+        .lines()
+        .filter_map(|line| line.split_once("O numbered-line-"))
+        .map(|(_, number)| number.parse().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=400).collect::<Vec<_>>(), "{log}");
+    // Each drop is said in the job log, as upstream says it.
+    assert_eq!(log.matches(". Retrying...").count(), 4, "{log}");
+    let streams = api
+        .requests()
+        .iter()
+        .filter(|request| request.contains("/exec"))
+        .count();
+    assert!(streams >= 5, "{:?}", api.requests());
+    assert_nothing_left(&api).await;
+}
+
+/// Transient API failures are tried again: two pod creates answered 503, a Secret create
+/// whose answer is lost after it was made (the retry finds its own Secret), a 429 on a pod
+/// look-up. The job runs in one pod and leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_api_failures_are_tried_again_and_a_lost_create_answer_adopts_its_object() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    api.inject(Fault {
+        matching: "POST /api/v1/namespaces/default/pods?".into(),
+        kind: FaultKind::Refuse(503),
+        times: 2,
+    });
+    api.inject(Fault {
+        matching: "POST /api/v1/namespaces/default/secrets?".into(),
+        kind: FaultKind::LoseAnswer,
+        times: 1,
+    });
+    api.inject(Fault {
+        matching: "GET /api/v1/namespaces/default/pods/runner-".into(),
+        kind: FaultKind::Refuse(429),
+        times: 1,
+    });
+    let gitlab = FakeGitlab::start("glrt-t1_k8sretry1").await;
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo ran-despite-the-api"],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        120,
+    );
+    payload["credentials"] = json!([{
+        "type": "registry", "url": "registry.example.com",
+        "username": "gitlab-ci-token", "password": "pw"
+    }]);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(&gitlab, "glrt-t1_k8sretry1", &api, &helper, "");
+    let log = gitlab.wait_success(job, WAIT).await;
+    assert!(log.contains("ran-despite-the-api"), "{log}");
+    let requests = api.requests();
+    let count = |prefix: &str| {
+        requests
+            .iter()
+            .filter(|request| request.starts_with(prefix))
+            .count()
+    };
+    assert_eq!(
+        count("POST /api/v1/namespaces/default/pods"),
+        3,
+        "{requests:?}"
+    );
+    assert_eq!(
+        count("POST /api/v1/namespaces/default/secrets"),
+        2,
+        "{requests:?}"
+    );
+    assert_nothing_left(&api).await;
+    assert!(api.secret_names().is_empty(), "{:?}", api.secret_names());
 }
