@@ -1394,6 +1394,52 @@ impl KubeApi {
         true
     }
 
+    /// Evicts a pod as the eviction API does: its `DisruptionTarget` condition becomes true
+    /// with `reason` and `message`, it is marked for deletion, and after `grace` it is
+    /// deleted (the kubelet removes its containers); `false` when there is no such pod.
+    pub fn evict_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        reason: &str,
+        message: &str,
+        grace: std::time::Duration,
+    ) -> bool {
+        {
+            let Ok(mut store) = self.store.lock() else {
+                return false;
+            };
+            let key = (Kind::Pod, namespace.to_string(), name.to_string());
+            let Some(mut object) = store.objects.get(&key).cloned() else {
+                return false;
+            };
+            let condition = json!({"type": "DisruptionTarget", "status": "True",
+                "reason": reason, "message": message, "lastTransitionTime": now()});
+            match object["status"]["conditions"].as_array_mut() {
+                Some(conditions) => conditions.push(condition),
+                None => object["status"]["conditions"] = json!([condition]),
+            }
+            object["metadata"]["deletionTimestamp"] = json!(now());
+            store.put(key, object, "MODIFIED");
+        }
+        let store = self.store.clone();
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let Ok(mut store) = store.lock() else {
+                return;
+            };
+            let key = (Kind::Pod, namespace.clone(), name);
+            if let Some(mut object) = store.objects.remove(&key) {
+                object["metadata"]["resourceVersion"] = json!(store.next_version());
+                store.record(Kind::Pod, &namespace, "DELETED", &object);
+                store.tell_kubelet("DELETED", &object);
+                store.collect_garbage(&object);
+            }
+        });
+        true
+    }
+
     /// Deletes a pod as a node drain or an eviction would, from outside the runner (a
     /// DELETED event follows, and the kubelet removes its containers); `false` when there is
     /// no such pod.

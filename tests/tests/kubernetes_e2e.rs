@@ -357,6 +357,46 @@ async fn a_pod_deleted_under_a_running_stage_ends_the_job_as_a_system_failure() 
     assert_nothing_left(&api).await;
 }
 
+/// A pod evicted under a running stage (its `DisruptionTarget` condition set, then deleted
+/// after a grace period) ends the job at the next look with upstream's disruption message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_pod_ends_the_job_with_the_disruption_reason() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let gitlab = FakeGitlab::start("glrt-t1_k8sdisr01").await;
+    let mut payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo evict-me; sleep 600"],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        900,
+    );
+    reasons(&mut payload);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(&gitlab, "glrt-t1_k8sdisr01", &api, &helper, "");
+    gitlab.wait_log(job, "evict-me", WAIT).await;
+    let pods = api.pod_names();
+    let (namespace, name) = pods[0].split_once('/').unwrap();
+    assert!(api.evict_pod(
+        namespace,
+        name,
+        "EvictionByEvictionAPI",
+        "Eviction API: evicting",
+        Duration::from_secs(5)
+    ));
+    let log = gitlab
+        .wait_failure(job, "runner_system_failure", WAIT)
+        .await;
+    assert!(
+        log.contains(&format!(
+            "pod \"{namespace}/{name}\" is disrupted: reason \"EvictionByEvictionAPI\", message \"Eviction API: evicting\""
+        )),
+        "{log}"
+    );
+    assert_nothing_left(&api).await;
+}
+
 /// The kubelet behind clients nobody here wrote: kubectl creates a pod whose container reads
 /// its stdin, waits for it to be Ready (a watch), attaches to it twice (its stdin stays open
 /// after the first attach ends, as a container with `stdin: true` and no `stdinOnce`), execs

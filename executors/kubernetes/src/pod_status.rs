@@ -213,6 +213,24 @@ pub fn start_state(pod: &Pod, namespace: &str) -> StartState {
 }
 
 /// A build or helper container that ended under a running stage: upstream's
+/// Upstream's eviction, preemption or node-drain notice: the pod's `DisruptionTarget`
+/// condition is true (`pod "<ns>/<pod>" is disrupted: reason "<r>", message "<m>"`).
+pub fn disrupted(pod: &Pod, namespace: &str) -> Option<String> {
+    let condition = pod
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|condition| condition.type_ == "DisruptionTarget" && condition.status == "True")?;
+    Some(format!(
+        "pod \"{namespace}/{}\" is disrupted: reason \"{}\", message \"{}\"",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        condition.reason.as_deref().unwrap_or_default(),
+        condition.message.as_deref().unwrap_or_default()
+    ))
+}
+
 /// `Error in container <c>: exit code: <n>, reason: '<reason>'`, and, beyond upstream, the
 /// memory limit when the OOM killer ended it. Service containers are looked at too (upstream
 /// does not), so a dead service is reported instead of leaving the job to its timeout.

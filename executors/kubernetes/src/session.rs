@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log_processor::{LogProcessor, StageEvent};
-use crate::pod_status::died_under_stage;
+use crate::pod_status::{died_under_stage, disrupted};
 use crate::retry::RetryPolicy;
 use crate::stage_commands::{quote, write_file_command};
 
@@ -702,6 +702,9 @@ impl StageRun {
         match self.pods.get_opt(&self.pod).await {
             Ok(None) => Some(system(format!("pods \"{}\" not found", self.pod))),
             Ok(Some(pod)) => {
+                if let Some(message) = disrupted(&pod, &self.namespace) {
+                    return Some(system(message));
+                }
                 if pod.metadata.deletion_timestamp.is_some() {
                     return Some(system(format!(
                         "pod \"{}/{}\" is being deleted",
