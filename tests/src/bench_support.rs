@@ -20,7 +20,9 @@ pub fn time_in_stage_shells(log: &str) -> Duration {
         let Some(at) = line_seconds(line) else {
             continue;
         };
-        if line.contains("section_start:") && !line.ends_with("prepare_executor\x1b[0K") {
+        if line.contains("section_start:")
+            && marker_name(line, "section_start:") != Some("prepare_executor")
+        {
             open = Some(at);
         } else if line.contains("section_end:") {
             if let Some(start) = open.take() {
@@ -51,7 +53,57 @@ pub fn median(values: &[Duration]) -> Duration {
 pub fn stage_count(log: &str) -> usize {
     log.lines()
         .filter(|line| {
-            line.contains("section_start:") && !line.ends_with("prepare_executor\x1b[0K")
+            line.contains("section_start:")
+                && marker_name(line, "section_start:") != Some("prepare_executor")
         })
         .count()
+}
+
+/// The name of the section a `section_start:` / `section_end:` marker line (`kind`) opens or
+/// closes: what follows `<kind><unix time>:`, up to the carriage return or escape after it.
+fn marker_name<'a>(line: &'a str, kind: &str) -> Option<&'a str> {
+    let rest = &line[line.find(kind)? + kind.len()..];
+    let (_, name) = rest.split_once(':')?;
+    Some(name.split(['\r', '\x1b']).next().unwrap_or(name))
+}
+
+/// The time of the section `name` (its `section_start` to its `section_end`), from the job
+/// log's per-line timestamps; `None` when the log has no such section.
+pub fn section_time(log: &str, name: &str) -> Option<Duration> {
+    let mut start = None;
+    for line in log.lines() {
+        let Some(at) = line_seconds(line) else {
+            continue;
+        };
+        if marker_name(line, "section_start:") == Some(name) {
+            start = Some(at);
+        } else if marker_name(line, "section_end:") == Some(name) {
+            let mut elapsed = at - start?;
+            if elapsed < 0.0 {
+                elapsed += 86_400.0;
+            }
+            return Some(Duration::from_secs_f64(elapsed));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prepare_section_is_found_and_left_out_of_the_stage_shells() {
+        let log = "2026-12-03T06:00:00.000000Z 00O section_start:1:prepare_executor\r\x1b[0K\n\
+                   2026-12-03T06:00:00.500000Z 00O+Preparing\n\
+                   2026-12-03T06:00:01.000000Z 00O section_end:2:prepare_executor\r\x1b[0K\n\
+                   2026-12-03T06:00:01.000000Z 00O+section_start:2:step_script\r\x1b[0K\n\
+                   2026-12-03T06:00:01.250000Z 00O section_end:2:step_script\r\x1b[0K\n";
+        assert_eq!(
+            section_time(log, "prepare_executor"),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(stage_count(log), 1);
+        assert_eq!(time_in_stage_shells(log), Duration::from_millis(250));
+    }
 }

@@ -353,10 +353,26 @@ impl KubernetesExecutor {
         name: &str,
         log: &JobLog,
         cancel: &CancellationToken,
+        resource_version: Option<&str>,
     ) -> Result<(), StartError> {
         let deadline = Instant::now() + self.config.poll_timeout;
         let mut reporter = WaitReporter::default();
         let mut last_phase = String::new();
+        // Beyond upstream's polling: a watch on the pod, so a change is looked at when it
+        // happens rather than up to `poll_interval` later (polling goes on if the watch
+        // cannot be had or ends).
+        let mut changes = match resource_version {
+            Some(version) => {
+                let params = kube::api::WatchParams::default()
+                    .fields(&format!("metadata.name={name}"))
+                    .timeout(290);
+                pods.watch(&params, version)
+                    .await
+                    .ok()
+                    .map(futures_util::StreamExt::boxed)
+            }
+            None => None,
+        };
         loop {
             let pod = self
                 .config
@@ -399,6 +415,11 @@ impl KubernetesExecutor {
                 .min(deadline.saturating_duration_since(Instant::now()));
             tokio::select! {
                 _ = tokio::time::sleep(pause.max(Duration::from_millis(10))) => {}
+                changed = next_change(&mut changes) => {
+                    if !changed {
+                        changes = None;
+                    }
+                }
                 _ = cancel.cancelled() => return Err(StartError::Other(system("canceled while waiting for the pod to run"))),
             }
         }
@@ -471,8 +492,15 @@ impl KubernetesExecutor {
                 .map_err(|error| system(format!("error setting ownerReferences: {error}")))?;
             job_secret.owned = true;
         }
-        self.wait_for_running(&pods, &plan.namespace, &plan.name, log, cancel)
-            .await
+        self.wait_for_running(
+            &pods,
+            &plan.namespace,
+            &plan.name,
+            log,
+            cancel,
+            created.metadata.resource_version.as_deref(),
+        )
+        .await
     }
 
     fn job(&mut self) -> Result<&mut Job, ExecutorError> {
@@ -734,6 +762,19 @@ impl Executor for KubernetesExecutor {
                 )),
             }
         }
+    }
+}
+
+/// Waits for the next event of a pod watch: `true` when one came, `false` when the watch
+/// ended or failed; never resolves without a watch.
+async fn next_change(
+    changes: &mut Option<
+        futures_util::stream::BoxStream<'static, kube::Result<kube::api::WatchEvent<Pod>>>,
+    >,
+) -> bool {
+    match changes {
+        Some(stream) => matches!(futures_util::StreamExt::next(stream).await, Some(Ok(_))),
+        None => std::future::pending().await,
     }
 }
 
