@@ -48,6 +48,7 @@ enum Kind {
     Pod,
     Secret,
     ServiceAccount,
+    Event,
 }
 
 impl Kind {
@@ -57,6 +58,7 @@ impl Kind {
             "pods" => Self::Pod,
             "secrets" => Self::Secret,
             "serviceaccounts" => Self::ServiceAccount,
+            "events" => Self::Event,
             _ => return None,
         })
     }
@@ -67,6 +69,7 @@ impl Kind {
             Self::Pod => "pods",
             Self::Secret => "secrets",
             Self::ServiceAccount => "serviceaccounts",
+            Self::Event => "events",
         }
     }
 
@@ -76,6 +79,7 @@ impl Kind {
             Self::Pod => "Pod",
             Self::Secret => "Secret",
             Self::ServiceAccount => "ServiceAccount",
+            Self::Event => "Event",
         }
     }
 
@@ -189,6 +193,30 @@ impl Store {
         object
     }
 
+    /// Records a core/v1 Event about `pod` (as a kubelet reports one).
+    pub(crate) fn record_event(&mut self, pod: &Value, kind: &str, reason: &str, message: &str) {
+        let namespace = pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        self.uid += 1;
+        let name = format!("{pod_name}.{:016x}", self.uid);
+        let at = now();
+        let mut event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": {"kind": "Pod", "namespace": namespace, "name": pod_name,
+                "uid": pod["metadata"]["uid"], "apiVersion": "v1"},
+            "reason": reason, "message": message, "type": kind, "count": 1,
+            "firstTimestamp": at, "lastTimestamp": at,
+            "source": {"component": "kubelet", "host": "double-node"},
+        });
+        default_object(Kind::Event, &mut event, self, &namespace);
+        let key = (Kind::Event, namespace, name);
+        self.put(key, event, "ADDED");
+    }
+
     /// The garbage collector's part, done at once: the objects `owner` (just deleted) owned
     /// through an ownerReference with its uid are deleted too (background propagation).
     fn collect_garbage(&mut self, owner: &Value) {
@@ -291,6 +319,12 @@ impl crate::kubelet::PodStore for SharedStore {
         change(&mut pod["status"]);
         store.put(key, pod, "MODIFIED");
         true
+    }
+
+    fn record_event(&self, pod: &Value, kind: &str, reason: &str, message: &str) {
+        if let Ok(mut store) = self.0.lock() {
+            store.record_event(pod, kind, reason, message);
+        }
     }
 }
 
@@ -497,8 +531,32 @@ fn default_object(kind: Kind, object: &mut Value, store: &mut Store, namespace: 
                 object["type"] = json!("Opaque");
             }
         }
-        Kind::ServiceAccount => {}
+        Kind::ServiceAccount | Kind::Event => {}
     }
+}
+
+/// Whether `object` matches a field selector of `path=value` / `path!=value` terms joined by
+/// commas (dotted JSON paths such as `involvedObject.name`, `type`, `metadata.name`); `None`
+/// when it does not parse.
+fn field_selector_matches(selector: &str, object: &Value) -> Option<bool> {
+    for term in selector.split(',').filter(|term| !term.is_empty()) {
+        let (path, wanted, equal) = match term.split_once("!=") {
+            Some((path, value)) => (path, value, false),
+            None => {
+                let (path, value) = term.split_once('=')?;
+                (path, value.trim_start_matches('='), true)
+            }
+        };
+        let mut value = object;
+        for part in path.split('.') {
+            value = &value[part];
+        }
+        let actual = value.as_str().unwrap_or_default();
+        if (actual == wanted) != equal {
+            return Some(false);
+        }
+    }
+    Some(true)
 }
 
 /// A pod's containers must have unique DNS-1123 label names and an image.
@@ -583,6 +641,7 @@ fn discovery(path: &str, address: SocketAddr) -> Option<Value> {
                 resource("pods", "Pod", true, &crud),
                 resource("secrets", "Secret", true, &crud),
                 resource("serviceaccounts", "ServiceAccount", true, &crud),
+                resource("events", "Event", true, &crud),
             ]
         }),
         "/version" => json!({
@@ -1157,11 +1216,24 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
         }
         (&hyper::Method::GET, None) => {
             let selector = query_value(&received.query, "labelSelector").unwrap_or_default();
+            let fields = query_value(&received.query, "fieldSelector").unwrap_or_default();
             let mut items = Vec::new();
             for ((object_kind, object_namespace, _), object) in &store.objects {
                 if *object_kind != kind || (!namespace.is_empty() && *object_namespace != namespace)
                 {
                     continue;
+                }
+                match field_selector_matches(&fields, object) {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => {
+                        return status(
+                            400,
+                            "BadRequest",
+                            &format!("unable to parse requirement: {fields}"),
+                            Value::Null,
+                        )
+                    }
                 }
                 match label_selector_matches(&selector, &object["metadata"]["labels"]) {
                     Some(true) => {}
@@ -1323,6 +1395,11 @@ impl KubeApi {
         self.kubelet_instance()
             .map(crate::kubelet::leftovers)
             .unwrap_or_default()
+    }
+
+    /// The namespaces stored now (`/name`).
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.names_of(Kind::Namespace)
     }
 
     /// The secrets stored now, as `namespace/name`.

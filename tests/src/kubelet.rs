@@ -66,6 +66,8 @@ pub(crate) trait PodStore: Send + Sync + 'static {
         uid: &str,
         change: &mut dyn FnMut(&mut Value),
     ) -> bool;
+    /// Records an Event about the pod (`kind` `Normal` or `Warning`).
+    fn record_event(&self, pod: &Value, kind: &str, reason: &str, message: &str);
 }
 
 /// The Docker name of a pod's container.
@@ -465,6 +467,18 @@ impl PodRun {
         match self.ensure_image(container).await {
             Ok(()) => true,
             Err((reason, message)) => {
+                // As a kubelet reports a failed pull: a Warning event besides the status.
+                if reason == "ErrImagePull" {
+                    self.store.record_event(
+                        &self.pod,
+                        "Warning",
+                        "Failed",
+                        &format!(
+                            "Failed to pull image \"{}\": {message}",
+                            container["image"].as_str().unwrap_or_default()
+                        ),
+                    );
+                }
                 self.set_container_status(
                     list,
                     Self::container_status(

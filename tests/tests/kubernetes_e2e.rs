@@ -260,6 +260,13 @@ async fn an_image_that_cannot_be_pulled_fails_at_once_with_upstreams_class() {
         "{log}"
     );
     assert!(!log.contains("never"), "{log}");
+    // The kubelet's Warning event about it, once (print_pod_warning_events is on by default).
+    assert_eq!(
+        log.matches("WARNING: Event retrieved from the cluster: Failed to pull image \"127.0.0.1:1/missing/image:1\": ")
+            .count(),
+        1,
+        "{log}"
+    );
     assert_nothing_left(&api).await;
 }
 
@@ -723,4 +730,59 @@ async fn transient_api_failures_are_tried_again_and_a_lost_create_answer_adopts_
     );
     assert_nothing_left(&api).await;
     assert!(api.secret_names().is_empty(), "{:?}", api.secret_names());
+}
+
+/// `namespace_per_job`: the job runs in its own `ci-job-<id>` namespace, made before the pod
+/// and deleted at cleanup; a failing script prints no event (there is none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_per_job_makes_and_removes_the_jobs_own_namespace() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let gitlab = FakeGitlab::start("glrt-t1_k8snsjob1").await;
+    let payload = job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        &["echo in-its-own-namespace", "exit 3"],
+        &[],
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        120,
+    );
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(
+        &gitlab,
+        "glrt-t1_k8snsjob1",
+        &api,
+        &helper,
+        "    namespace_per_job = true\n",
+    );
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.exit_code, Some(3), "{log}");
+    let namespace = format!("ci-job-{}", job.id);
+    assert!(
+        log.contains(&format!("Using Kubernetes namespace: {namespace}")),
+        "{log}"
+    );
+    assert!(!log.contains("Event retrieved from the cluster"), "{log}");
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|request| request == "POST /api/v1/namespaces"),
+        "{requests:?}"
+    );
+    assert!(
+        requests.iter().any(
+            |request| request.starts_with(&format!("POST /api/v1/namespaces/{namespace}/pods"))
+        ),
+        "{requests:?}"
+    );
+    assert!(
+        !api.namespace_names()
+            .iter()
+            .any(|name| name.ends_with(&namespace)),
+        "{:?}",
+        api.namespace_names()
+    );
+    assert_nothing_left(&api).await;
 }

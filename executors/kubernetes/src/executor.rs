@@ -127,6 +127,8 @@ impl ExecutorProvider for KubernetesProvider {
             config: self.config.clone(),
             kill_timeouts: self.kill_timeouts,
             job: None,
+            pod_events: crate::events::PodEvents::default(),
+            job_namespace: None,
         }
     }
 }
@@ -171,6 +173,7 @@ struct JobSecret {
 /// What prepare made.
 struct Job {
     pods: Api<Pod>,
+    events: Api<k8s_openapi::api::core::v1::Event>,
     namespace: String,
     pod: String,
     secret: Option<JobSecret>,
@@ -185,6 +188,14 @@ pub struct KubernetesExecutor {
     config: Arc<KubernetesConfig>,
     kill_timeouts: runner_core::process::KillTimeouts,
     job: Option<Job>,
+    /// The pod events printed so far (across the pods of a pull-policy fallback).
+    pod_events: crate::events::PodEvents,
+    /// The job's own namespace (`namespace_per_job`), deleted at cleanup.
+    job_namespace: Option<(
+        Api<k8s_openapi::api::core::v1::Namespace>,
+        String,
+        RetryPolicy,
+    )>,
 }
 
 impl std::fmt::Debug for KubernetesExecutor {
@@ -448,6 +459,7 @@ impl KubernetesExecutor {
         );
         self.job = Some(Job {
             pods: pods.clone(),
+            events: Api::namespaced(start.client.clone(), &plan.namespace),
             namespace: plan.namespace.clone(),
             pod: plan.name.clone(),
             secret: None,
@@ -503,6 +515,19 @@ impl KubernetesExecutor {
         .await
     }
 
+    /// After a failed stage: the pod's new Warning events, when `print_pod_warning_events`.
+    async fn report_events(&mut self, log: &JobLog) {
+        if !self.config.print_pod_warning_events {
+            return;
+        }
+        let Some(job) = self.job.as_ref() else {
+            return;
+        };
+        self.pod_events
+            .report(&job.events, &job.pod, &job.retry, log)
+            .await;
+    }
+
     fn job(&mut self) -> Result<&mut Job, ExecutorError> {
         self.job
             .as_mut()
@@ -535,6 +560,9 @@ impl Executor for KubernetesExecutor {
             ));
         }
         let mut overwrites = overwrites;
+        if config.namespace_per_job {
+            overwrites.namespace = format!("ci-job-{}", build.job.id);
+        }
         if overwrites.namespace.is_empty() {
             log.warning("Namespace is empty, therefore assuming 'default'.");
             overwrites.namespace = "default".into();
@@ -563,6 +591,21 @@ impl Executor for KubernetesExecutor {
         );
         for warning in warnings {
             log.warning(&warning);
+        }
+        if config.namespace_per_job {
+            let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+            let namespace = k8s_openapi::api::core::v1::Namespace {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(plan.namespace.clone()),
+                    ..kube::api::ObjectMeta::default()
+                },
+                ..Default::default()
+            };
+            let retry = config.retry_policy();
+            self.job_namespace = Some((namespaces.clone(), plan.namespace.clone(), retry.clone()));
+            create_or_adopt(&retry, &namespaces, &plan.namespace, &namespace)
+                .await
+                .map_err(|error| system(format!("failed to create namespace: {error}")))?;
         }
         let start = PodStart {
             client,
@@ -609,7 +652,11 @@ impl Executor for KubernetesExecutor {
             if attempt > 1 {
                 plan.name = generate_name(&start.base_name, &mut rand::thread_rng());
             }
-            let (failure, error) = match self.start_pod(&start, &mut plan, log, cancel).await {
+            let started = self.start_pod(&start, &mut plan, log, cancel).await;
+            if started.is_err() {
+                self.report_events(log).await;
+            }
+            let (failure, error) = match started {
                 Ok(()) => break,
                 Err(StartError::Other(error)) => return Err(error),
                 Err(StartError::Pull(failure, error)) => (failure, error),
@@ -634,7 +681,7 @@ impl Executor for KubernetesExecutor {
                 failure.image,
                 failure.container
             ));
-            self.cleanup(log).await;
+            self.cleanup_pod(log).await;
         }
         let job = self.job()?;
         let path = format!("{}/{DETECT_SHELL_FILE}", job.dirs.scripts_dir);
@@ -711,10 +758,40 @@ impl Executor for KubernetesExecutor {
         })
         .await;
         job.session.stage_over();
+        if !matches!(result, Ok(ScriptExit::Success)) {
+            self.report_events(log).await;
+        }
         result
     }
 
     async fn cleanup(&mut self, log: &JobLog) {
+        self.cleanup_pod(log).await;
+        if let Some((namespaces, name, retry)) = self.job_namespace.take() {
+            let params = DeleteParams::default();
+            let deleted = tokio::time::timeout(
+                self.config.cleanup_resources_timeout,
+                retry.run("deleting the namespace", |_| {
+                    namespaces.delete(&name, &params)
+                }),
+            )
+            .await;
+            match deleted {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => log.error(&format!(
+                    "Error tearing down namespace: failed to delete namespace: {error}"
+                )),
+                Err(_) => log.error(&format!(
+                    "Error tearing down namespace: deleting namespace {name} timed out"
+                )),
+            }
+        }
+    }
+}
+
+impl KubernetesExecutor {
+    /// Deletes the pod, and its Secret when the pod does not own it, within
+    /// `cleanup_resources_timeout`; what fails is said in `log`, never fails the job.
+    async fn cleanup_pod(&mut self, log: &JobLog) {
         let Some(job) = self.job.take() else {
             return;
         };
@@ -736,8 +813,8 @@ impl Executor for KubernetesExecutor {
         match deleted {
             Some(Ok(_)) => {}
             Some(Err(kube::Error::Api(status))) if status.code == 404 => {}
-            Some(Err(error)) => log.warning(&format!("Error cleaning up pod: {error}")),
-            None => log.warning(&format!(
+            Some(Err(error)) => log.error(&format!("Error cleaning up pod: {error}")),
+            None => log.error(&format!(
                 "Error cleaning up pod: deleting pod {}/{} timed out",
                 job.namespace, job.pod
             )),
@@ -755,8 +832,8 @@ impl Executor for KubernetesExecutor {
             match deleted {
                 Some(Ok(_)) => {}
                 Some(Err(kube::Error::Api(status))) if status.code == 404 => {}
-                Some(Err(error)) => log.warning(&format!("Error cleaning up secrets: {error}")),
-                None => log.warning(&format!(
+                Some(Err(error)) => log.error(&format!("Error cleaning up secrets: {error}")),
+                None => log.error(&format!(
                     "Error cleaning up secrets: deleting secret {}/{} timed out",
                     job.namespace, secret.name
                 )),

@@ -15,6 +15,7 @@
 //! - [`pull`]: each container's pull policies;
 //! - [`containers`]: the build and service containers' environment, image and commands;
 //! - [`credentials`]: the per-job registry credentials Secret;
+//! - [`events`]: the pod's Warning events in the job log after a failed stage;
 //! - [`volumes`]: the user volumes of `[runners.kubernetes.volumes]`;
 //! - [`pod`]: the attach strategy's pod (containers, init container, shared volumes);
 //! - [`pod_status`]: reading the pod's status (waiting lines once per change, terminal
@@ -31,6 +32,7 @@ pub mod config;
 pub mod connect;
 pub mod containers;
 pub mod credentials;
+pub mod events;
 pub mod executor;
 pub mod log_processor;
 pub mod metadata;
