@@ -786,3 +786,54 @@ async fn namespace_per_job_makes_and_removes_the_jobs_own_namespace() {
     );
     assert_nothing_left(&api).await;
 }
+
+/// `FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY`: each stage is one exec with the script on
+/// its stdin (no attach, no read-logs, no markers in the output); the exec's status is the
+/// script's exit code, on v5 streams and on v4 ones (where the end of stdin cannot be sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_exec_strategy_runs_each_stage_as_one_exec_on_v5_and_v4() {
+    let helper = HelperImage::build("dev");
+    for v4 in [false, true] {
+        let api = double().await;
+        if v4 {
+            api.speak_v4_only();
+        }
+        let gitlab = FakeGitlab::start("glrt-t1_k8slegacy").await;
+        let mut payload = job_payload(
+            "https://gitlab.example/group/project.git",
+            "0123456789abcdef0123456789abcdef01234567",
+            &["echo legacy-out", "echo legacy-err >&2", "exit 7"],
+            &["echo after $CI_JOB_STATUS"],
+            json!([
+                {"key": "GIT_STRATEGY", "value": "none", "public": true},
+                {"key": "FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY", "value": "true", "public": true}
+            ]),
+            120,
+        );
+        reasons(&mut payload);
+        let job = gitlab.enqueue(payload);
+        let _runner = start_runner(&gitlab, "glrt-t1_k8slegacy", &api, &helper, "");
+        let update = gitlab.wait_final(job, WAIT).await;
+        let log = gitlab.log(job);
+        assert_eq!(update.exit_code, Some(7), "v4 {v4}: {log}");
+        for expected in [
+            "legacy-out",
+            "legacy-err",
+            "command terminated with exit code 7",
+            "after failed",
+        ] {
+            assert!(
+                log.contains(expected),
+                "v4 {v4}: {expected:?} not in:\n{log}"
+            );
+        }
+        assert!(!log.contains("Using attach strategy"), "{log}");
+        assert!(!log.contains("nonce"), "{log}");
+        let requests = api.requests();
+        assert!(
+            !requests.iter().any(|request| request.contains("/attach")),
+            "{requests:?}"
+        );
+        assert_nothing_left(&api).await;
+    }
+}

@@ -160,6 +160,7 @@ struct PodStart {
     configured_pull_secrets: Vec<String>,
     dirs: PodDirs,
     umask: bool,
+    legacy: bool,
 }
 
 /// The job's registry credentials Secret.
@@ -180,6 +181,8 @@ struct Job {
     retry: RetryPolicy,
     dirs: PodDirs,
     umask: bool,
+    /// `FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY`: one exec per stage.
+    legacy: bool,
     session: Session,
 }
 
@@ -466,6 +469,7 @@ impl KubernetesExecutor {
             retry: retry.clone(),
             dirs: start.dirs.clone(),
             umask: start.umask,
+            legacy: start.legacy,
             session,
         });
         plan.image_pull_secrets = start.configured_pull_secrets.clone();
@@ -578,7 +582,15 @@ impl Executor for KubernetesExecutor {
             overwrites.namespace
         ));
         log.println(&format!("Using Kubernetes executor with image {image} ..."));
-        log.println("Using attach strategy to execute scripts...");
+        let legacy = build
+            .flags
+            .enabled(FeatureFlag::UseLegacyKubernetesExecutionStrategy);
+        if legacy {
+            // The stage's exec status is its exit code: no markers in the scripts.
+            build.defaults.stage_markers = false;
+        } else {
+            log.println("Using attach strategy to execute scripts...");
+        }
         let helper_image = match build.variables.expand(&config.helper_image) {
             configured if !configured.is_empty() => configured,
             _ => default_helper_image(),
@@ -625,6 +637,7 @@ impl Executor for KubernetesExecutor {
             umask: !build
                 .flags
                 .enabled(FeatureFlag::DisableUmaskForKubernetesExecutor),
+            legacy,
         };
         // Upstream's pull-policy fallback: a container whose image pull fails tries its next
         // policy in a new pod.
@@ -684,6 +697,9 @@ impl Executor for KubernetesExecutor {
             self.cleanup_pod(log).await;
         }
         let job = self.job()?;
+        if job.legacy {
+            return Ok(());
+        }
         let path = format!("{}/{DETECT_SHELL_FILE}", job.dirs.scripts_dir);
         let written = job
             .session
@@ -711,6 +727,30 @@ impl Executor for KubernetesExecutor {
         } else {
             BUILD_CONTAINER
         };
+        if job.legacy {
+            let (process, output) =
+                crate::legacy::start(&job.pods, &job.pod, container, command.script, &job.retry)
+                    .await?;
+            let started = Started {
+                process,
+                output,
+                stdin: None,
+            };
+            let result = run_stage(started, &[], log, cancel, timeouts, |ended| {
+                Ok(match ended.exit {
+                    0 => ScriptExit::Success,
+                    code => ScriptExit::Failed {
+                        code,
+                        message: format!("command terminated with exit code {code}"),
+                    },
+                })
+            })
+            .await;
+            if !matches!(result, Ok(ScriptExit::Success)) {
+                self.report_events(log).await;
+            }
+            return result;
+        }
         let stage = command.stage.name();
         let script = format!("{}/{stage}", job.dirs.scripts_dir);
         let written = job

@@ -3,6 +3,7 @@
 //! `[runners.kubernetes]` keys and the attach strategy over the stage runner.
 //! - [`executor`]: [`KubernetesProvider`] and [`KubernetesExecutor`] (prepare, stages,
 //!   cleanup);
+//! - [`legacy`]: the legacy exec strategy (`FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY`);
 //! - [`session`]: the running pod's streams: script writes, attached stdins, the
 //!   `read-logs` stream, each stage as a stage-runner process;
 //! - [`config`]: the `[runners.kubernetes]` section with upstream's defaults;
@@ -34,6 +35,7 @@ pub mod containers;
 pub mod credentials;
 pub mod events;
 pub mod executor;
+pub mod legacy;
 pub mod log_processor;
 pub mod metadata;
 pub mod names;
