@@ -1,11 +1,14 @@
 //! The executor: [`KubernetesProvider`] makes a [`KubernetesExecutor`] per job. Prepare
-//! evaluates the overwrites, connects, creates the pod and waits for it to run; each stage is
-//! written into the `scripts` volume and typed into the build or helper container's stdin, its
-//! output read back through `read-logs` ([`crate::session`]); cleanup deletes the pod.
+//! evaluates the overwrites, connects, makes the job's namespace (`namespace_per_job`) and
+//! registry Secret, creates the pod and waits for it to run (a failed pull tries the next pull
+//! policy in a new pod); each stage is written into the `scripts` volume and typed into the
+//! build or helper container's stdin, its output read back through `read-logs`
+//! ([`crate::session`]), or with the legacy flag run as one exec ([`crate::legacy`]); after a
+//! failed stage the pod's Warning events are printed; cleanup deletes what prepare made.
 //!
-//! Not yet here (the README's "Kubernetes: not yet" lists them): the per-job registry Secret,
-//! user volumes, the pull-policy fallback's new pod per attempt, services' health checks,
-//! the legacy exec strategy, `namespace_per_job` and the sweep of old pods at start.
+//! Not yet here (the README's "Not yet" for Kubernetes lists them): services' health checks,
+//! `FF_PRINT_POD_EVENTS`, pod disruption budgets, Services for service ports, the resource
+//! availability check and the sweep of old pods at start.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
