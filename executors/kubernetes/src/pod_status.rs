@@ -212,7 +212,6 @@ pub fn start_state(pod: &Pod, namespace: &str) -> StartState {
     StartState::Waiting(lines)
 }
 
-/// A build or helper container that ended under a running stage: upstream's
 /// Upstream's eviction, preemption or node-drain notice: the pod's `DisruptionTarget`
 /// condition is true (`pod "<ns>/<pod>" is disrupted: reason "<r>", message "<m>"`).
 pub fn disrupted(pod: &Pod, namespace: &str) -> Option<String> {
@@ -223,17 +222,23 @@ pub fn disrupted(pod: &Pod, namespace: &str) -> Option<String> {
         .into_iter()
         .flatten()
         .find(|condition| condition.type_ == "DisruptionTarget" && condition.status == "True")?;
+    // Go's %q: quoted, with embedded quotes and control characters escaped.
     Some(format!(
-        "pod \"{namespace}/{}\" is disrupted: reason \"{}\", message \"{}\"",
-        pod.metadata.name.as_deref().unwrap_or_default(),
+        "pod {:?} is disrupted: reason {:?}, message {:?}",
+        format!(
+            "{namespace}/{}",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        ),
         condition.reason.as_deref().unwrap_or_default(),
         condition.message.as_deref().unwrap_or_default()
     ))
 }
 
+/// A build or helper container that ended under a running stage: upstream's
 /// `Error in container <c>: exit code: <n>, reason: '<reason>'`, and, beyond upstream, the
-/// memory limit when the OOM killer ended it. Service containers are looked at too (upstream
-/// does not), so a dead service is reported instead of leaving the job to its timeout.
+/// memory limit when the OOM killer ended it. Service containers are not looked at, as
+/// upstream's: a service that exits (its work done, or the user's own configuration) is the
+/// job's business, not a runner failure.
 pub fn died_under_stage(pod: &Pod) -> Option<PodProblem> {
     // Init containers have ended by design once the pod runs.
     let containers = pod
@@ -243,6 +248,10 @@ pub fn died_under_stage(pod: &Pod) -> Option<PodProblem> {
         .into_iter()
         .flatten();
     for status in containers {
+        if status.name != crate::pod::BUILD_CONTAINER && status.name != crate::pod::HELPER_CONTAINER
+        {
+            continue;
+        }
         let Some(terminated) = status
             .state
             .as_ref()

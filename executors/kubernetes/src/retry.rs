@@ -7,7 +7,8 @@
 //! Rust's errors do not read like Go's (`Connection refused (os error 111)`), so besides the
 //! texts a request error is transient when an I/O error in its chain is of a transient kind,
 //! and an API answer of 429 or 503 (which client-go, under upstream, retries by itself) is
-//! too. `retry_limits` keys still match the rendered error, as upstream's do.
+//! too, as is an exec or attach upgrade refused with 429 or a 5xx (kube-rs drops the body that
+//! would say `error dialing backend`). `retry_limits` keys still match the rendered error, as upstream's do.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -87,6 +88,16 @@ pub fn render(error: &(dyn std::error::Error + 'static)) -> String {
 pub fn is_transient(error: &kube::Error) -> bool {
     if let kube::Error::Api(status) = error {
         if matches!(status.code, 429 | 503) {
+            return true;
+        }
+    }
+    // A refused exec or attach upgrade: kube-rs keeps only the status code (the body with
+    // upstream's `error dialing backend` is dropped), so a 429 or any 5xx counts.
+    if let kube::Error::UpgradeConnection(kube::client::UpgradeConnectionError::ProtocolSwitch(
+        code,
+    )) = error
+    {
+        if code.as_u16() == 429 || code.is_server_error() {
             return true;
         }
     }
@@ -225,6 +236,14 @@ mod tests {
         )));
         assert!(!is_transient(&api_error(404, "pods \"x\" not found")));
         assert!(!is_transient(&api_error(409, "already exists")));
+        let refused = |code: u16| {
+            kube::Error::UpgradeConnection(kube::client::UpgradeConnectionError::ProtocolSwitch(
+                http::StatusCode::from_u16(code).unwrap(),
+            ))
+        };
+        assert!(is_transient(&refused(500)));
+        assert!(is_transient(&refused(429)));
+        assert!(!is_transient(&refused(404)));
     }
 
     #[tokio::test(start_paused = true)]

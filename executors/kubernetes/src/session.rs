@@ -86,7 +86,7 @@ struct Attached {
 
 /// What an API stream is opened for, in the wording of upstream's check before it.
 #[derive(Debug, Clone, Copy)]
-enum StreamPurpose {
+pub(crate) enum StreamPurpose {
     Exec,
     Attach,
 }
@@ -225,13 +225,23 @@ impl Session {
                 .map_err(|error| system(format!("writing {path}: {error}")))?;
             let _ = stdin.flush().await;
         }
-        let mut said = Vec::new();
-        if let Some(stdout) = stdout.as_mut() {
-            let _ = stdout.read_to_end(&mut said).await;
-        }
-        if let Some(stderr) = stderr.as_mut() {
-            let _ = stderr.read_to_end(&mut said).await;
-        }
+        // Both read at once: one left unread could fill its pipe and stall the other.
+        let read_out = async {
+            let mut said = Vec::new();
+            if let Some(stdout) = stdout.as_mut() {
+                let _ = stdout.read_to_end(&mut said).await;
+            }
+            said
+        };
+        let read_err = async {
+            let mut said = Vec::new();
+            if let Some(stderr) = stderr.as_mut() {
+                let _ = stderr.read_to_end(&mut said).await;
+            }
+            said
+        };
+        let (mut said, errors) = tokio::join!(read_out, read_err);
+        said.extend(errors);
         let status = match status {
             Some(status) => status.await,
             None => None,
@@ -353,6 +363,11 @@ impl Session {
                 delivered = true;
                 break;
             }
+            // The line did not show: the attach may be half-open, so the next try opens a new
+            // one (upstream attaches afresh for every stage).
+            if let Some(attached) = self.attached.remove(container) {
+                attached.process.abort();
+            }
         }
         if !delivered {
             self.stage_over();
@@ -390,7 +405,7 @@ fn stage_over(state: &Mutex<StreamState>) {
     }
 }
 
-async fn ensure_running(
+pub(crate) async fn ensure_running(
     pods: &Api<Pod>,
     namespace: &str,
     name: &str,
@@ -436,7 +451,9 @@ struct LogFollower {
 enum StreamEnd {
     /// The log file was deleted under it (`read-logs` exit code 100).
     FileDeleted(String),
-    /// Anything else: it is opened again.
+    /// `read-logs` exited 0 (upstream: a debug line only): it is opened again.
+    Clean,
+    /// Anything else: it is opened again, with a warning in the job log.
     Other(String),
 }
 
@@ -473,6 +490,7 @@ impl LogFollower {
                         tracing::debug!(pod = %self.pod, "the log file was deleted between stages");
                     }
                 }
+                StreamEnd::Clean => tracing::debug!(pod = %self.pod, "the log stream ended"),
                 StreamEnd::Other(error) => {
                     self.log.warning(&format!("Error {error}. Retrying..."));
                 }
@@ -553,6 +571,7 @@ impl LogFollower {
         let _ = process.join().await;
         let ended = match exec_status_code(status.as_ref()) {
             Ok(LOG_FILE_DELETED) => StreamEnd::FileDeleted(said),
+            Ok(0) => StreamEnd::Clean,
             Ok(code) => StreamEnd::Other(format!(
                 "the log stream ended with exit code {code}: {said}"
             )),
@@ -648,7 +667,7 @@ pub struct StageRun {
 /// text, so it never matches itself.
 pub fn signal_program(script: &str, signal: &str) -> Vec<String> {
     let program = format!(
-        "script={}; for dir in /proc/[0-9]*; do last=$(tr '\\0' '\\n' < \"$dir/cmdline\" 2>/dev/null | tail -n 1); [ \"$last\" = \"$script\" ] || continue; pid=${{dir#/proc/}}; children=$(cat \"$dir\"/task/*/children 2>/dev/null); kill -{signal} $pid $children 2>/dev/null; done; exit 0",
+        "script={}; {{ for dir in /proc/[0-9]*; do last=$(tr '\\0' '\\n' < \"$dir/cmdline\" | tail -n 1); [ \"$last\" = \"$script\" ] || continue; pid=${{dir#/proc/}}; children=$(cat \"$dir\"/task/*/children); kill -{signal} $pid $children; done; }} 2>/dev/null; exit 0",
         quote(script)
     );
     vec!["sh".into(), "-c".into(), program]
@@ -658,11 +677,13 @@ impl StageRun {
     /// Sends `signal` to the stage's processes; `true` when the signalling program ran to
     /// its end.
     async fn signal(&self, signal: &str) -> bool {
+        // Only stdout, read to its end: an unread stderr could fill kube-rs's pipe and stall
+        // the stream (the program sends its own stderr to /dev/null too).
         let params = AttachParams::default()
             .container(self.container.as_str())
             .stdin(false)
             .stdout(true)
-            .stderr(true);
+            .stderr(false);
         let program = signal_program(&self.script, signal);
         let exec = self
             .retry
@@ -699,43 +720,53 @@ impl StageRun {
 
     /// One look at the pod: why the stage cannot go on, if it cannot.
     async fn check_pod(&self) -> Option<ExecutorError> {
-        match self.pods.get_opt(&self.pod).await {
-            Ok(None) => Some(system(format!("pods \"{}\" not found", self.pod))),
-            Ok(Some(pod)) => {
-                if let Some(message) = disrupted(&pod, &self.namespace) {
-                    return Some(system(message));
-                }
-                if pod.metadata.deletion_timestamp.is_some() {
-                    return Some(system(format!(
-                        "pod \"{}/{}\" is being deleted",
-                        self.namespace, self.pod
-                    )));
-                }
-                if let Some(problem) = died_under_stage(&pod) {
-                    return Some(ExecutorError::with_reason(problem.reason, problem.message));
-                }
-                let phase = pod
-                    .status
-                    .as_ref()
-                    .and_then(|status| status.phase.clone())
-                    .unwrap_or_default();
-                let message = format!("pod \"{}\" status is \"{phase}\"", self.pod);
-                match phase.as_str() {
-                    "Running" => None,
-                    "Failed" => Some(system(message)),
-                    // Upstream: a phase neither Running nor Failed is classified by context;
-                    // outside a timeout or cancel (which the stage runner handles) that is
-                    // an unknown failure.
-                    _ => Some(ExecutorError::with_reason(
-                        FailureReason::UnknownFailure,
-                        message,
-                    )),
-                }
+        check_pod(&self.pods, &self.namespace, &self.pod).await
+    }
+}
+
+/// One look at a running stage's pod: why the stage cannot go on, if it cannot (gone, being
+/// deleted, disrupted, its build or helper container dead, a phase other than Running).
+pub(crate) async fn check_pod(
+    pods: &Api<Pod>,
+    namespace: &str,
+    name: &str,
+) -> Option<ExecutorError> {
+    match pods.get_opt(name).await {
+        Ok(None) => Some(system(format!("pods \"{name}\" not found"))),
+        Ok(Some(pod)) => {
+            if let Some(message) = disrupted(&pod, namespace) {
+                return Some(system(message));
             }
-            Err(error) => {
-                tracing::warn!(pod = %self.pod, "Getting job pod status: {error}");
-                None
+            if pod.metadata.deletion_timestamp.is_some() {
+                return Some(system(format!(
+                    "pod {:?} is being deleted",
+                    format!("{namespace}/{name}")
+                )));
             }
+            if let Some(problem) = died_under_stage(&pod) {
+                return Some(ExecutorError::with_reason(problem.reason, problem.message));
+            }
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|status| status.phase.clone())
+                .unwrap_or_default();
+            let message = format!("pod \"{name}\" status is \"{phase}\"");
+            match phase.as_str() {
+                "Running" => None,
+                "Failed" => Some(system(message)),
+                // Upstream: a phase neither Running nor Failed is classified by context;
+                // outside a timeout or cancel (which the stage runner handles) that is
+                // an unknown failure.
+                _ => Some(ExecutorError::with_reason(
+                    FailureReason::UnknownFailure,
+                    message,
+                )),
+            }
+        }
+        Err(error) => {
+            tracing::warn!(pod = %name, "Getting job pod status: {error}");
+            None
         }
     }
 }
