@@ -792,7 +792,7 @@ impl Executor for KubernetesExecutor {
         );
         let (process, output) = job
             .session
-            .start_stage(container, &script, &nonce, &line)
+            .start_stage(container, &script, &nonce, &line, cancel)
             .await?;
         let started = Started {
             process,

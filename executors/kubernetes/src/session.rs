@@ -336,6 +336,7 @@ impl Session {
         script: &str,
         nonce: &str,
         line: &str,
+        cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<(StageRun, StageLog), ExecutorError> {
         let (output_tx, output_rx) = mpsc::unbounded_channel();
         let (exit_tx, exit_rx) = oneshot::channel();
@@ -359,7 +360,12 @@ impl Session {
                 Err(error) => last_error = Some(error),
             }
             let seen = tokio::time::timeout(START_WAIT, started.wait_for(|seen| seen == nonce));
-            if matches!(seen.await, Ok(Ok(_))) {
+            let seen = tokio::select! {
+                seen = seen => matches!(seen, Ok(Ok(_))),
+                // Canceled meanwhile: no more tries; the stage runner stops what started.
+                _ = cancel.cancelled() => break,
+            };
+            if seen {
                 delivered = true;
                 break;
             }
@@ -557,7 +563,13 @@ impl LogFollower {
                     Ok(0) | Err(_) => break,
                     Ok(count) => {
                         had_data = true;
-                        deliver(&self.state, &buffer[..count]);
+                        if let Some(between) = deliver(&self.state, &buffer[..count]) {
+                            // Written while no stage runs (by what a stage left running):
+                            // shown, as upstream shows every line.
+                            self.log
+                                .stream(runner_core::log::StreamId::SCRIPT, StreamKind::Stdout)
+                                .write(&between);
+                        }
                     }
                 }
             }
@@ -581,10 +593,11 @@ impl LogFollower {
     }
 }
 
-/// Hands a piece of stream to the processor and its results to the running stage.
-fn deliver(state: &Mutex<StreamState>, data: &[u8]) {
+/// Hands a piece of stream to the processor and its results to the running stage; what
+/// came while no stage runs is returned.
+fn deliver(state: &Mutex<StreamState>, data: &[u8]) -> Option<Vec<u8>> {
     let Ok(mut state) = state.lock() else {
-        return;
+        return None;
     };
     let processed = state.processor.feed(data);
     let nonce = state.processor.nonce().to_string();
@@ -597,7 +610,7 @@ fn deliver(state: &Mutex<StreamState>, data: &[u8]) {
         }
     }
     let Some(stage) = state.stage.as_mut() else {
-        return;
+        return (!processed.output.is_empty()).then_some(processed.output);
     };
     if !processed.output.is_empty() {
         let _ = stage.output.send(processed.output);
@@ -613,9 +626,10 @@ fn deliver(state: &Mutex<StreamState>, data: &[u8]) {
             // The output of the stage ends with its marker.
             state.stage = None;
             state.processor.expect_stage("");
-            return;
+            return None;
         }
     }
+    None
 }
 
 /// Ends the running stage with `exit`; `false` when no stage was running.
