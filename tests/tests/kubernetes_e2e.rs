@@ -502,7 +502,8 @@ async fn kubectl_attaches_execs_reads_logs_and_deletes_on_the_docker_backed_kube
     assert_nothing_left(&api).await;
 }
 
-/// A service container reached through its alias (the pod's host aliases); a `host_path`
+/// A service container waited for through its `HEALTHCHECK_TCP_PORT` and reached through its
+/// alias (the pod's host aliases); a `host_path`
 /// user volume shared with this machine; the job's registry credentials as a dockercfg
 /// Secret in the pod's image pull secrets, owned by the pod and gone with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,8 +518,9 @@ async fn a_service_is_reached_by_its_alias_a_host_path_is_shared_and_the_registr
         "https://gitlab.example/group/project.git",
         "0123456789abcdef0123456789abcdef01234567",
         &[
+            // One try: the service's HEALTHCHECK_TCP_PORT made the runner wait for it.
             &format!(
-                "for try in $(seq 100); do if exec 3<>/dev/tcp/db.internal/{port}; then break; fi; sleep 0.2; done; head -c 7 <&3; echo; echo \"via $(getent hosts db.internal | head -n 1)\""
+                "exec 3<>/dev/tcp/db.internal/{port}; head -c 7 <&3; echo; echo \"via $(getent hosts db.internal | head -n 1)\""
             ),
             "echo from-the-pod > /shared/$CI_JOB_ID.txt",
             // Held until the test has looked at the Secret.
@@ -532,7 +534,9 @@ async fn a_service_is_reached_by_its_alias_a_host_path_is_shared_and_the_registr
         "name": DEBIAN_IMAGE,
         "alias": "db.internal",
         "entrypoint": ["sh", "-c"],
-        "command": [format!("mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -p {port} -o ListenAddress=127.0.0.1")],
+        // Slow to come up, so only the health check makes the one try above work.
+        "command": [format!("sleep 2; mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -p {port} -o ListenAddress=127.0.0.1")],
+        "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": port.to_string()}],
     }]);
     payload["credentials"] = json!([{
         "type": "registry", "url": "registry.example.com:5005",
@@ -583,6 +587,16 @@ async fn a_service_is_reached_by_its_alias_a_host_path_is_shared_and_the_registr
     let log = gitlab.wait_success(job, WAIT).await;
     assert!(log.contains("SSH-2.0"), "{log}");
     assert!(log.contains("via 127.0.0.1"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "waiting for TCP connection to localhost on [{port}]..."
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("dial succeeded on localhost:{port}. Exiting...")),
+        "{log}"
+    );
     assert!(!log.contains("registry-pass-123"), "{log}");
     assert_nothing_left(&api).await;
     assert!(api.secret_names().is_empty(), "{:?}", api.secret_names());

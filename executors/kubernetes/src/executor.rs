@@ -6,8 +6,9 @@
 //! ([`crate::session`]), or with the legacy flag run as one exec ([`crate::legacy`]); after a
 //! failed stage the pod's Warning events are printed; cleanup deletes what prepare made.
 //!
-//! Not yet here (the README's "Not yet" for Kubernetes lists them): services' health checks,
-//! `FF_PRINT_POD_EVENTS`, pod disruption budgets, Services for service ports, the resource
+//! Services with `HEALTHCHECK_TCP_PORT` are waited for before the first stage.
+//!
+//! Not yet here (the README's "Not yet" for Kubernetes lists them): `FF_PRINT_POD_EVENTS`, pod disruption budgets, Services for service ports, the resource
 //! availability check and the sweep of old pods at start.
 
 use std::collections::BTreeMap;
@@ -522,6 +523,59 @@ impl KubernetesExecutor {
         .await
     }
 
+    /// Upstream's wait for services with `HEALTHCHECK_TCP_PORT`: `gitlab-runner-helper
+    /// health-check --port <p>…` in the helper container (the pod's network is shared, so it
+    /// dials localhost), its output in the job log, the pod looked at meanwhile; a non-zero
+    /// exit fails the job with that code.
+    async fn wait_for_services(
+        &mut self,
+        ports: &[String],
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<(), ExecutorError> {
+        let timeouts = self.kill_timeouts;
+        let poll_interval = self.config.poll_interval;
+        let job = self.job()?;
+        let mut command = format!("{HELPER_PATH} health-check");
+        for port in ports {
+            command.push_str(&format!(" --port {}", crate::stage_commands::quote(port)));
+        }
+        let target = crate::legacy::Target {
+            pods: &job.pods,
+            namespace: &job.namespace,
+            pod: &job.pod,
+            container: HELPER_CONTAINER,
+            umask: false,
+            poll_interval,
+        };
+        let (process, output) = crate::legacy::start(target, &command, &job.retry)
+            .await
+            .map_err(not_retried)?;
+        let started = Started {
+            process,
+            output,
+            stdin: None,
+        };
+        let ended = run_stage(started, &[], log, cancel, timeouts, |ended| {
+            Ok(match ended.exit {
+                0 => ScriptExit::Success,
+                code => ScriptExit::Failed {
+                    code,
+                    message: format!("command terminated with exit code {code}"),
+                },
+            })
+        })
+        .await
+        .map_err(not_retried)?;
+        match ended {
+            ScriptExit::Success => Ok(()),
+            ScriptExit::Failed { message, .. } => Err(ExecutorError::with_reason(
+                FailureReason::ScriptFailure,
+                message,
+            )),
+        }
+    }
+
     /// After a failed stage: the pod's new Warning events, when `print_pod_warning_events`.
     async fn report_events(&mut self, log: &JobLog) {
         if !self.config.print_pod_warning_events {
@@ -702,6 +756,20 @@ impl Executor for KubernetesExecutor {
                 failure.container
             ));
             self.cleanup_pod(log).await;
+        }
+        let ports: Vec<String> = build
+            .job
+            .services
+            .iter()
+            .map(|service| {
+                runner_core::variables::Variables::new(service.variables.clone())
+                    .get("HEALTHCHECK_TCP_PORT")
+                    .to_string()
+            })
+            .filter(|port| !port.is_empty())
+            .collect();
+        if !ports.is_empty() {
+            self.wait_for_services(&ports, log, cancel).await?;
         }
         let job = self.job()?;
         if job.legacy {
