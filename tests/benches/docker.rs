@@ -18,11 +18,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runner_tests::bench_support::{mean, median, stage_count, time_in_stage_shells};
-use runner_tests::{
-    debian_image, job_payload, release_runner_binary, FakeGitlab, HelperImage, RunnerProcess,
-};
-use serde_json::json;
+use runner_tests::bench_support::{mean, median, run_trivial_jobs};
+use runner_tests::{debian_image, release_runner_binary, FakeGitlab, HelperImage, RunnerProcess};
 
 const RUNNER_TOKEN: &str = "glrt-t1_benchdocker";
 
@@ -76,30 +73,8 @@ async fn main() {
         dir.path(),
         &[("RUST_LOG", "warn".as_ref())],
     );
-    let mut per_job = Vec::new();
-    let mut per_stage = Vec::new();
-    for _ in 0..jobs {
-        let job = gitlab.enqueue(job_payload(
-            "https://gitlab.example/group/project.git",
-            "0123456789abcdef0123456789abcdef01234567",
-            &["echo hello"],
-            &[],
-            json!([
-                {"key": "GIT_STRATEGY", "value": "none", "public": true},
-                {"key": "FF_TIMESTAMPS", "value": "true", "public": true}
-            ]),
-            120,
-        ));
-        let update = gitlab.wait_final(job, Duration::from_secs(120)).await;
-        assert_eq!(update.state, "success", "{}", gitlab.log(job));
-        let timing = gitlab.timing(job);
-        if let (Some(start), Some(end)) = (timing.picked_up, timing.finished) {
-            per_job.push(end - start);
-        }
-        let log = gitlab.log(job);
-        let stages = stage_count(&log).max(1) as u32;
-        per_stage.push(time_in_stage_shells(&log) / stages);
-    }
+    let runs = run_trivial_jobs(&gitlab, jobs).await;
+    let (per_job, per_stage) = (runs.per_job, runs.per_stage);
     let raw_mean = mean(&raw);
     let stage_mean = mean(&per_stage);
     println!("docker executor, {jobs} jobs (`echo hello`, GIT_STRATEGY none), image {image}\n");

@@ -1,4 +1,5 @@
-//! Helpers the benchmarks share: stage times read off a job log's timestamps, and statistics.
+//! Helpers the benchmarks share: stage times read off a job log's timestamps, statistics, and
+//! a run of trivial jobs through a runner.
 
 use std::time::Duration;
 
@@ -86,6 +87,47 @@ pub fn section_time(log: &str, name: &str) -> Option<Duration> {
         }
     }
     None
+}
+
+/// What [`run_trivial_jobs`] measured, one entry per job.
+#[derive(Debug, Default)]
+pub struct TrivialRuns {
+    /// Handed out → final state.
+    pub per_job: Vec<Duration>,
+    /// The mean time of the job's stages (every section but `prepare_executor`).
+    pub per_stage: Vec<Duration>,
+    /// The job logs.
+    pub logs: Vec<String>,
+}
+
+/// Queues `jobs` jobs of `echo hello` (`GIT_STRATEGY: none`, timestamps on) one after the
+/// other on `gitlab`, for the runner already polling it; each must succeed.
+pub async fn run_trivial_jobs(gitlab: &crate::FakeGitlab, jobs: usize) -> TrivialRuns {
+    let mut runs = TrivialRuns::default();
+    for _ in 0..jobs {
+        let job = gitlab.enqueue(crate::job_payload(
+            "https://gitlab.example/group/project.git",
+            "0123456789abcdef0123456789abcdef01234567",
+            &["echo hello"],
+            &[],
+            serde_json::json!([
+                {"key": "GIT_STRATEGY", "value": "none", "public": true},
+                {"key": "FF_TIMESTAMPS", "value": "true", "public": true}
+            ]),
+            120,
+        ));
+        let update = gitlab.wait_final(job, Duration::from_secs(120)).await;
+        let log = gitlab.log(job);
+        assert_eq!(update.state, "success", "{log}");
+        let timing = gitlab.timing(job);
+        if let (Some(start), Some(end)) = (timing.picked_up, timing.finished) {
+            runs.per_job.push(end - start);
+        }
+        let stages = stage_count(&log).max(1) as u32;
+        runs.per_stage.push(time_in_stage_shells(&log) / stages);
+        runs.logs.push(log);
+    }
+    runs
 }
 
 #[cfg(test)]

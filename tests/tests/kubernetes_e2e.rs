@@ -84,6 +84,19 @@ async fn assert_nothing_left(api: &KubeApi) {
     }
 }
 
+/// A job that fetches nothing (`GIT_STRATEGY: none`), with `script`, `after_script` and a
+/// timeout in seconds.
+fn no_git_job(script: &[&str], after_script: &[&str], timeout: i64) -> serde_json::Value {
+    job_payload(
+        "https://gitlab.example/group/project.git",
+        "0123456789abcdef0123456789abcdef01234567",
+        script,
+        after_script,
+        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
+        timeout,
+    )
+}
+
 fn reasons(payload: &mut serde_json::Value) {
     payload["features"]["failure_reasons"] = json!([
         "script_failure",
@@ -158,9 +171,7 @@ async fn a_failing_script_keeps_its_exit_code_runs_after_script_and_a_fake_marke
     let helper = HelperImage::build("dev");
     let api = double().await;
     let gitlab = FakeGitlab::start("glrt-t1_k8sfail01").await;
-    let mut payload = job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
+    let mut payload = no_git_job(
         &[
             // A line that looks like upstream's exit marker, without the stage's nonce.
             "echo '{\"command_exit_code\": 0, \"script\": \"/scripts/step_script\"}'",
@@ -168,7 +179,6 @@ async fn a_failing_script_keeps_its_exit_code_runs_after_script_and_a_fake_marke
             "exit 42",
         ],
         &["echo after $CI_JOB_STATUS"],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
         120,
     );
     reasons(&mut payload);
@@ -209,14 +219,11 @@ async fn a_remote_cancel_reaches_the_scripts_term_trap_and_leaves_nothing() {
     let helper = HelperImage::build("dev");
     let api = double().await;
     let gitlab = FakeGitlab::start("glrt-t1_k8sstop01").await;
-    let payload = job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
+    let payload = no_git_job(
         &[
             "trap 'echo got-sig''term; exit 3' TERM; echo cancel-me; while true; do echo tick; sleep 0.2; done",
         ],
         &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
         600,
     );
     let job = gitlab.enqueue(payload);
@@ -238,14 +245,7 @@ async fn an_image_that_cannot_be_pulled_fails_at_once_with_upstreams_class() {
     let gitlab = FakeGitlab::start("glrt-t1_k8spull01").await;
     // Nothing listens on port 1: the pull fails with "connection refused", a dependency
     // failure in upstream's classification, well before `poll_timeout`.
-    let mut payload = job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
-        &["echo never"],
-        &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
-        120,
-    );
+    let mut payload = no_git_job(&["echo never"], &[], 120);
     payload["image"] = json!({"name": "127.0.0.1:1/missing/image:1"});
     reasons(&mut payload);
     let job = gitlab.enqueue(payload);
@@ -277,12 +277,9 @@ async fn the_memory_limit_is_enforced_and_a_runner_sigterm_interrupts_the_job() 
     let gitlab = FakeGitlab::start("glrt-t1_k8soom001").await;
     // A process past the build container's limit is killed by the kernel: the script ends
     // with 137, as on a cluster.
-    let mut hungry = job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
+    let mut hungry = no_git_job(
         &["echo eating", "head -c 300m /dev/zero | tail > /dev/null"],
         &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
         120,
     );
     reasons(&mut hungry);
@@ -308,12 +305,9 @@ async fn the_memory_limit_is_enforced_and_a_runner_sigterm_interrupts_the_job() 
     );
     assert_nothing_left(&api).await;
 
-    let ticking = gitlab.enqueue(job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
+    let ticking = gitlab.enqueue(no_git_job(
         &["echo interrupt-me; while true; do echo tick; sleep 0.5; done"],
         &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
         600,
     ));
     gitlab.wait_log(ticking, "interrupt-me", WAIT).await;
@@ -338,14 +332,7 @@ async fn a_pod_deleted_under_a_running_stage_ends_the_job_as_a_system_failure() 
     let helper = HelperImage::build("dev");
     let api = double().await;
     let gitlab = FakeGitlab::start("glrt-t1_k8sevict1").await;
-    let mut payload = job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
-        &["echo delete-me; sleep 600"],
-        &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
-        900,
-    );
+    let mut payload = no_git_job(&["echo delete-me; sleep 600"], &[], 900);
     reasons(&mut payload);
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(&gitlab, "glrt-t1_k8sevict1", &api, &helper, "");
@@ -371,14 +358,7 @@ async fn an_evicted_pod_ends_the_job_with_the_disruption_reason() {
     let helper = HelperImage::build("dev");
     let api = double().await;
     let gitlab = FakeGitlab::start("glrt-t1_k8sdisr01").await;
-    let mut payload = job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
-        &["echo evict-me; sleep 600"],
-        &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
-        900,
-    );
+    let mut payload = no_git_job(&["echo evict-me; sleep 600"], &[], 900);
     reasons(&mut payload);
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(&gitlab, "glrt-t1_k8sdisr01", &api, &helper, "");
@@ -514,9 +494,7 @@ async fn a_service_is_reached_by_its_alias_a_host_path_is_shared_and_the_registr
     let gitlab = FakeGitlab::start("glrt-t1_k8ssvc001").await;
     let shared = tempfile::tempdir().unwrap();
     let port = 20000 + (std::process::id() % 20000);
-    let mut payload = job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
+    let mut payload = no_git_job(
         &[
             // One try: the service's HEALTHCHECK_TCP_PORT made the runner wait for it.
             &format!(
@@ -527,7 +505,6 @@ async fn a_service_is_reached_by_its_alias_a_host_path_is_shared_and_the_registr
             "until [ -e /shared/go ]; do sleep 0.1; done",
         ],
         &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
         120,
     );
     payload["services"] = json!([{
@@ -611,14 +588,7 @@ async fn a_failed_pull_tries_the_next_policy_in_a_new_pod() {
     let helper = HelperImage::build("dev");
     let api = double().await;
     let gitlab = FakeGitlab::start("glrt-t1_k8spull01").await;
-    let mut payload = job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
-        &["echo ran-after-fallback"],
-        &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
-        120,
-    );
+    let mut payload = no_git_job(&["echo ran-after-fallback"], &[], 120);
     payload["image"] = json!({"name": DEBIAN_IMAGE, "pull_policy": ["always", "if-not-present"]});
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(
@@ -658,14 +628,7 @@ async fn a_log_stream_that_drops_resumes_from_its_offset_without_losing_or_repea
         times: 4,
     });
     let gitlab = FakeGitlab::start("glrt-t1_k8sdrop01").await;
-    let payload = job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
-        &["seq -f 'numbered-line-%g' 1 400"],
-        &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
-        120,
-    );
+    let payload = no_git_job(&["seq -f 'numbered-line-%g' 1 400"], &[], 120);
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(&gitlab, "glrt-t1_k8sdrop01", &api, &helper, "");
     let log = gitlab.wait_success(job, WAIT).await;
@@ -703,14 +666,7 @@ async fn transient_api_failures_are_tried_again_and_a_lost_create_answer_adopts_
         times: 1,
     });
     let gitlab = FakeGitlab::start("glrt-t1_k8sretry1").await;
-    let mut payload = job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
-        &["echo ran-despite-the-api"],
-        &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
-        120,
-    );
+    let mut payload = no_git_job(&["echo ran-despite-the-api"], &[], 120);
     payload["credentials"] = json!([{
         "type": "registry", "url": "registry.example.com",
         "username": "gitlab-ci-token", "password": "pw"
@@ -747,14 +703,7 @@ async fn namespace_per_job_makes_and_removes_the_jobs_own_namespace() {
     let helper = HelperImage::build("dev");
     let api = double().await;
     let gitlab = FakeGitlab::start("glrt-t1_k8snsjob1").await;
-    let payload = job_payload(
-        "https://gitlab.example/group/project.git",
-        "0123456789abcdef0123456789abcdef01234567",
-        &["echo in-its-own-namespace", "exit 3"],
-        &[],
-        json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
-        120,
-    );
+    let payload = no_git_job(&["echo in-its-own-namespace", "exit 3"], &[], 120);
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(
         &gitlab,

@@ -557,13 +557,7 @@ impl KubernetesExecutor {
             stdin: None,
         };
         let ended = run_stage(started, &[], log, cancel, timeouts, |ended| {
-            Ok(match ended.exit {
-                0 => ScriptExit::Success,
-                code => ScriptExit::Failed {
-                    code,
-                    message: format!("command terminated with exit code {code}"),
-                },
-            })
+            Ok(script_exit(ended.exit))
         })
         .await
         .map_err(not_retried)?;
@@ -820,13 +814,7 @@ impl Executor for KubernetesExecutor {
                 stdin: None,
             };
             let result = run_stage(started, &[], log, cancel, timeouts, |ended| {
-                Ok(match ended.exit {
-                    0 => ScriptExit::Success,
-                    code => ScriptExit::Failed {
-                        code,
-                        message: format!("command terminated with exit code {code}"),
-                    },
-                })
+                Ok(script_exit(ended.exit))
             })
             .await;
             if !matches!(result, Ok(ScriptExit::Success)) {
@@ -845,10 +833,7 @@ impl Executor for KubernetesExecutor {
             if !said.is_empty() {
                 log.println(&said);
             }
-            return Ok(ScriptExit::Failed {
-                code,
-                message: format!("command terminated with exit code {code}"),
-            });
+            return Ok(script_exit(code));
         }
         let nonce = new_nonce(&mut rand::thread_rng());
         let line = start_stage_line(
@@ -871,13 +856,7 @@ impl Executor for KubernetesExecutor {
             if let Some(warning) = &ended.exit.warning {
                 log.warning(warning);
             }
-            Ok(match ended.exit.code {
-                0 => ScriptExit::Success,
-                code => ScriptExit::Failed {
-                    code,
-                    message: format!("command terminated with exit code {code}"),
-                },
-            })
+            Ok(script_exit(ended.exit.code))
         })
         .await;
         job.session.stage_over();
@@ -966,6 +945,17 @@ impl KubernetesExecutor {
                 )),
             }
         }
+    }
+}
+
+/// A stage's exit status in upstream's words (`command terminated with exit code N`).
+fn script_exit(code: i32) -> ScriptExit {
+    match code {
+        0 => ScriptExit::Success,
+        code => ScriptExit::Failed {
+            code,
+            message: format!("command terminated with exit code {code}"),
+        },
     }
 }
 
