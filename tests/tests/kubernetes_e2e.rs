@@ -794,3 +794,39 @@ async fn the_legacy_exec_strategy_runs_each_stage_as_one_exec_on_v5_and_v4() {
         assert_nothing_left(&api).await;
     }
 }
+
+/// A service that ends during the job is said once in the job log (its container is named
+/// after its alias, as upstream names it), and the job goes on (a service's exit is the job's
+/// business, not a runner failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_ends_is_reported_once_and_the_job_goes_on() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let gitlab = FakeGitlab::start("glrt-t1_k8ssvcend").await;
+    let mut payload = no_git_job(
+        &[
+            "echo waiting-for-the-service-to-end",
+            "sleep 4",
+            "echo still-here",
+        ],
+        &[],
+        120,
+    );
+    payload["services"] = json!([{
+        "name": DEBIAN_IMAGE,
+        "alias": "short-lived",
+        "entrypoint": ["sh", "-c"],
+        "command": ["sleep 1; exit 3"],
+    }]);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(&gitlab, "glrt-t1_k8ssvcend", &api, &helper, "");
+    let log = gitlab.wait_success(job, WAIT).await;
+    assert!(log.contains("still-here"), "{log}");
+    assert_eq!(
+        log.matches("WARNING: Service container ended: Error in container short-lived: exit code: 3, reason: 'Error'")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_nothing_left(&api).await;
+}

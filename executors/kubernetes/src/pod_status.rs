@@ -234,24 +234,18 @@ pub fn disrupted(pod: &Pod, namespace: &str) -> Option<String> {
     ))
 }
 
-/// A build or helper container that ended under a running stage: upstream's
-/// `Error in container <c>: exit code: <n>, reason: '<reason>'`, and, beyond upstream, the
-/// memory limit when the OOM killer ended it. Service containers are not looked at, as
-/// upstream's: a service that exits (its work done, or the user's own configuration) is the
-/// job's business, not a runner failure.
-pub fn died_under_stage(pod: &Pod) -> Option<PodProblem> {
-    // Init containers have ended by design once the pod runs.
+/// The containers (not init containers: those end by design) that have terminated, each with
+/// upstream's `Error in container <c>: exit code: <n>, reason: '<reason>'` and, beyond
+/// upstream, the memory limit when the OOM killer ended it.
+fn terminated_containers(pod: &Pod) -> Vec<(String, String)> {
     let containers = pod
         .status
         .as_ref()
         .and_then(|status| status.container_statuses.as_ref())
         .into_iter()
         .flatten();
+    let mut ended = Vec::new();
     for status in containers {
-        if status.name != crate::pod::BUILD_CONTAINER && status.name != crate::pod::HELPER_CONTAINER
-        {
-            continue;
-        }
         let Some(terminated) = status
             .state
             .as_ref()
@@ -280,13 +274,36 @@ pub fn died_under_stage(pod: &Pod) -> Option<PodProblem> {
                 None => format!(" (container {} was OOM-killed)", status.name),
             });
         }
-        return Some(PodProblem {
+        ended.push((status.name.clone(), message));
+    }
+    ended
+}
+
+fn is_job_container(name: &str) -> bool {
+    name == crate::pod::BUILD_CONTAINER || name == crate::pod::HELPER_CONTAINER
+}
+
+/// A build or helper container that ended under a running stage ([`terminated_containers`]'
+/// text): the stage cannot go on.
+pub fn died_under_stage(pod: &Pod) -> Option<PodProblem> {
+    terminated_containers(pod)
+        .into_iter()
+        .find(|(name, _)| is_job_container(name))
+        .map(|(_, message)| PodProblem {
             message,
             reason: FailureReason::RunnerSystemFailure,
             pull_failed: None,
-        });
-    }
-    None
+        })
+}
+
+/// The service containers that have ended (name and text), for a warning in the job log:
+/// beyond upstream, which does not look, but not a runner failure either (a service that
+/// exits may be done, or misconfigured by the job).
+pub fn ended_services(pod: &Pod) -> Vec<(String, String)> {
+    terminated_containers(pod)
+        .into_iter()
+        .filter(|(name, _)| !is_job_container(name))
+        .collect()
 }
 
 /// Prints each distinct set of waiting lines once: the first poll's, then only when the

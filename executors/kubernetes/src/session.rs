@@ -104,6 +104,32 @@ pub struct Session {
     log_task: Option<tokio::task::JoinHandle<()>>,
     /// The attached stdin of each container stages were typed into.
     attached: HashMap<String, Attached>,
+    /// Ended services said in the job log.
+    services: ServiceWatch,
+}
+
+/// The service containers already reported as ended, and the log they are reported in.
+#[derive(Clone, Default)]
+struct ServiceWatch {
+    log: Option<runner_core::log::JobLog>,
+    reported: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl ServiceWatch {
+    /// Says each service of `pod` that ended and was not said yet.
+    fn report(&self, pod: &Pod) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        let Ok(mut reported) = self.reported.lock() else {
+            return;
+        };
+        for (name, message) in crate::pod_status::ended_services(pod) {
+            if reported.insert(name) {
+                log.warning(&format!("Service container ended: {message}"));
+            }
+        }
+    }
 }
 
 impl Drop for Session {
@@ -182,6 +208,7 @@ impl Session {
             state: Arc::new(Mutex::new(StreamState::default())),
             log_task: None,
             attached: HashMap::new(),
+            services: ServiceWatch::default(),
         }
     }
 
@@ -264,6 +291,7 @@ impl Session {
     /// Starts following the shared log file from offset 0, for the rest of the job; what goes
     /// wrong with the stream is said in `log`.
     pub fn start_log_stream(&mut self, log: runner_core::log::JobLog) {
+        self.services.log = Some(log.clone());
         let follower = LogFollower {
             retry: self.retry.clone(),
             pods: self.pods.clone(),
@@ -383,6 +411,7 @@ impl Session {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok((
             StageRun {
+                services: self.services.clone(),
                 retry: self.retry.clone(),
                 pods: self.pods.clone(),
                 pod: self.pod.clone(),
@@ -663,6 +692,8 @@ impl StageOutput for StageLog {
 
 /// A running stage, for the stage runner.
 pub struct StageRun {
+    /// Where an ended service is said, and which were said already (once per job).
+    services: ServiceWatch,
     retry: RetryPolicy,
     pods: Api<Pod>,
     pod: String,
@@ -732,9 +763,12 @@ impl StageRun {
         }
     }
 
-    /// One look at the pod: why the stage cannot go on, if it cannot.
+    /// One look at the pod: why the stage cannot go on, if it cannot; ended services are said.
     async fn check_pod(&self) -> Option<ExecutorError> {
-        check_pod(&self.pods, &self.namespace, &self.pod).await
+        look_at_pod(&self.pods, &self.namespace, &self.pod, &|pod| {
+            self.services.report(pod)
+        })
+        .await
     }
 }
 
@@ -745,9 +779,20 @@ pub(crate) async fn check_pod(
     namespace: &str,
     name: &str,
 ) -> Option<ExecutorError> {
+    look_at_pod(pods, namespace, name, &|_| {}).await
+}
+
+/// [`check_pod`], showing the pod it got to `seen` first.
+async fn look_at_pod(
+    pods: &Api<Pod>,
+    namespace: &str,
+    name: &str,
+    seen: &(dyn Fn(&Pod) + Sync),
+) -> Option<ExecutorError> {
     match pods.get_opt(name).await {
         Ok(None) => Some(system(format!("pods \"{name}\" not found"))),
         Ok(Some(pod)) => {
+            seen(&pod);
             if let Some(message) = disrupted(&pod, namespace) {
                 return Some(system(message));
             }
