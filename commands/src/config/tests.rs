@@ -171,6 +171,23 @@ fn the_ssh_section_takes_upstreams_keys_and_defaults() {
 }
 
 #[test]
+fn kubernetes_keys_not_acted_on_yet_are_said_and_the_others_are_not() {
+    let kubernetes = REAL.replace("executor = \"shell\"", "executor = \"kubernetes\"")
+        + "  [runners.kubernetes]\n    namespace = \"ci\"\n    pod_disruption_budget = true\n    resource_availability_check_max_attempts = 3\n    [[runners.kubernetes.volumes.host_path]]\n      name = \"d\"\n      mount_path = \"/d\"\n";
+    let config = Config::parse(Path::new("c.toml"), &kubernetes).unwrap();
+    let warnings = config.warnings.join("\n");
+    for kept in [
+        "runners[0].kubernetes.pod_disruption_budget in c.toml: gitlab-runner-rs keeps this key but does not act on it yet",
+        "runners[0].kubernetes.resource_availability_check_max_attempts in c.toml: gitlab-runner-rs keeps this key but does not act on it yet",
+    ] {
+        assert!(warnings.contains(kept), "{warnings}");
+    }
+    assert!(!warnings.contains("namespace"), "{warnings}");
+    assert!(!warnings.contains("volumes"), "{warnings}");
+    assert_eq!(config.runners[0].kubernetes.volumes.host_path.len(), 1);
+}
+
+#[test]
 fn a_registered_docker_section_loads_with_warnings_for_what_is_not_used() {
     let docker = REAL.replace("executor = \"shell\"", "executor = \"docker\"")
         + "  [runners.docker]\n    image = \"debian:bookworm\"\n    tls_verify = false\n    gpus = \"all\"\n    disable_cache = false\n    volumes = [\"/cache\", \"/srv/data:/data:ro\"]\n    pull_policy = \"if-not-present\"\n    memory = \"512m\"\n    wait_for_services_timeout = 5\n    services_limit = 2\n    service_memory = \"128m\"\n    oom_kill_disable = false\n    network_mtu = 0\n    ulimit = { nofile = \"1024:2048\", core = \"0\" }\n    container_labels = { team = \"ci\" }\n    [[runners.docker.services]]\n      name = \"postgres:16\"\n      alias = \"db\"\n      environment = [\"POSTGRES_PASSWORD=pw\"]\n";
