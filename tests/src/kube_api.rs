@@ -240,15 +240,24 @@ impl Store {
             .map(|(key, _)| key.clone())
             .collect();
         for key in owned {
-            if let Some(mut object) = self.objects.remove(&key) {
-                object["metadata"]["deletionTimestamp"] = json!(now());
-                object["metadata"]["resourceVersion"] = json!(self.next_version());
-                self.record(key.0, &key.1, "DELETED", &object);
-                if key.0 == Kind::Pod {
-                    self.tell_kubelet("DELETED", &object);
-                }
-            }
+            self.delete(&key);
         }
+    }
+
+    /// Deletes an object as the API server does: marked (unless it already was), a DELETED
+    /// change, the kubelet told of a pod, what it owned collected; `None` when there is none.
+    fn delete(&mut self, key: &Key) -> Option<Value> {
+        let mut object = self.objects.remove(key)?;
+        if object["metadata"]["deletionTimestamp"].is_null() {
+            object["metadata"]["deletionTimestamp"] = json!(now());
+        }
+        object["metadata"]["resourceVersion"] = json!(self.next_version());
+        self.record(key.0, &key.1, "DELETED", &object);
+        if key.0 == Kind::Pod {
+            self.tell_kubelet("DELETED", &object);
+        }
+        self.collect_garbage(&object);
+        Some(object)
     }
 
     fn record(&mut self, kind: Kind, namespace: &str, event: &'static str, object: &Value) {
@@ -1271,20 +1280,8 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
             replace(&mut store, kind, &namespace, &name, &received.body, false)
         }
         (&hyper::Method::DELETE, Some(name)) => {
-            match store
-                .objects
-                .remove(&(kind, namespace.clone(), name.clone()))
-            {
-                Some(mut object) => {
-                    object["metadata"]["deletionTimestamp"] = json!(now());
-                    object["metadata"]["resourceVersion"] = json!(store.next_version());
-                    store.record(kind, &namespace, "DELETED", &object);
-                    if kind == Kind::Pod {
-                        store.tell_kubelet("DELETED", &object);
-                    }
-                    store.collect_garbage(&object);
-                    reply(200, &object)
-                }
+            match store.delete(&(kind, namespace.clone(), name.clone())) {
+                Some(object) => reply(200, &object),
                 None => not_found(kind, &name),
             }
         }
@@ -1508,13 +1505,7 @@ impl KubeApi {
             let Ok(mut store) = store.lock() else {
                 return;
             };
-            let key = (Kind::Pod, namespace.clone(), name);
-            if let Some(mut object) = store.objects.remove(&key) {
-                object["metadata"]["resourceVersion"] = json!(store.next_version());
-                store.record(Kind::Pod, &namespace, "DELETED", &object);
-                store.tell_kubelet("DELETED", &object);
-                store.collect_garbage(&object);
-            }
+            store.delete(&(Kind::Pod, namespace, name));
         });
         true
     }
@@ -1526,16 +1517,9 @@ impl KubeApi {
         let Ok(mut store) = self.store.lock() else {
             return false;
         };
-        let key = (Kind::Pod, namespace.to_string(), name.to_string());
-        let Some(mut object) = store.objects.remove(&key) else {
-            return false;
-        };
-        object["metadata"]["deletionTimestamp"] = json!(now());
-        object["metadata"]["resourceVersion"] = json!(store.next_version());
-        store.record(Kind::Pod, namespace, "DELETED", &object);
-        store.tell_kubelet("DELETED", &object);
-        store.collect_garbage(&object);
-        true
+        store
+            .delete(&(Kind::Pod, namespace.to_string(), name.to_string()))
+            .is_some()
     }
 
     /// Forgets the change history, as etcd's compaction does: a watch from any version handed
