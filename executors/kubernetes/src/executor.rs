@@ -551,16 +551,9 @@ impl KubernetesExecutor {
         let (process, output) = crate::legacy::start(target, &command, &job.retry)
             .await
             .map_err(not_retried)?;
-        let started = Started {
-            process,
-            output,
-            stdin: None,
-        };
-        let ended = run_stage(started, &[], log, cancel, timeouts, |ended| {
-            Ok(script_exit(ended.exit))
-        })
-        .await
-        .map_err(not_retried)?;
+        let ended = run_exec_stage(process, output, log, cancel, timeouts)
+            .await
+            .map_err(not_retried)?;
         match ended {
             ScriptExit::Success => Ok(()),
             ScriptExit::Failed { message, .. } => Err(ExecutorError::with_reason(
@@ -749,7 +742,8 @@ impl Executor for KubernetesExecutor {
                 failure.image,
                 failure.container
             ));
-            self.cleanup_pod(log).await;
+            let deadline = tokio::time::Instant::now() + config.cleanup_resources_timeout;
+            self.cleanup_pod(log, deadline).await;
         }
         let ports: Vec<String> = build
             .job
@@ -808,15 +802,7 @@ impl Executor for KubernetesExecutor {
             };
             let (process, output) =
                 crate::legacy::start(target, command.script, &job.retry).await?;
-            let started = Started {
-                process,
-                output,
-                stdin: None,
-            };
-            let result = run_stage(started, &[], log, cancel, timeouts, |ended| {
-                Ok(script_exit(ended.exit))
-            })
-            .await;
+            let result = run_exec_stage(process, output, log, cancel, timeouts).await;
             if !matches!(result, Ok(ScriptExit::Success)) {
                 self.report_events(log).await;
             }
@@ -859,7 +845,6 @@ impl Executor for KubernetesExecutor {
             Ok(script_exit(ended.exit.code))
         })
         .await;
-        job.session.stage_over();
         if !matches!(result, Ok(ScriptExit::Success)) {
             self.report_events(log).await;
         }
@@ -867,15 +852,13 @@ impl Executor for KubernetesExecutor {
     }
 
     async fn cleanup(&mut self, log: &JobLog) {
-        let started = Instant::now();
-        self.cleanup_pod(log).await;
+        // One `cleanup_resources_timeout` for everything.
+        let deadline = tokio::time::Instant::now() + self.config.cleanup_resources_timeout;
+        self.cleanup_pod(log, deadline).await;
         if let Some((namespaces, name, retry)) = self.job_namespace.take() {
             let params = DeleteParams::default();
-            // What is left of the one `cleanup_resources_timeout` for everything.
-            let deleted = tokio::time::timeout(
-                self.config
-                    .cleanup_resources_timeout
-                    .saturating_sub(started.elapsed()),
+            let deleted = tokio::time::timeout_at(
+                deadline,
                 retry.run("deleting the namespace", |_| {
                     namespaces.delete(&name, &params)
                 }),
@@ -895,9 +878,9 @@ impl Executor for KubernetesExecutor {
 }
 
 impl KubernetesExecutor {
-    /// Deletes the pod, and its Secret when the pod does not own it, within
-    /// `cleanup_resources_timeout`; what fails is said in `log`, never fails the job.
-    async fn cleanup_pod(&mut self, log: &JobLog) {
+    /// Deletes the pod, and its Secret when the pod does not own it, before `deadline`; what
+    /// fails is said in `log`, never fails the job.
+    async fn cleanup_pod(&mut self, log: &JobLog, deadline: tokio::time::Instant) {
         let Some(job) = self.job.take() else {
             return;
         };
@@ -910,17 +893,17 @@ impl KubernetesExecutor {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
         };
-        let budget = tokio::time::sleep(self.config.cleanup_resources_timeout);
-        tokio::pin!(budget);
-        let deleted = tokio::select! {
-            deleted = job.retry.run("deleting the pod", |_| job.pods.delete(&job.pod, &params)) => Some(deleted),
-            _ = &mut budget => None,
-        };
+        let deleted = tokio::time::timeout_at(
+            deadline,
+            job.retry
+                .run("deleting the pod", |_| job.pods.delete(&job.pod, &params)),
+        )
+        .await;
         match deleted {
-            Some(Ok(_)) => {}
-            Some(Err(kube::Error::Api(status))) if status.code == 404 => {}
-            Some(Err(error)) => log.error(&format!("Error cleaning up pod: {error}")),
-            None => log.error(&format!(
+            Ok(Ok(_)) => {}
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
+            Ok(Err(error)) => log.error(&format!("Error cleaning up pod: {error}")),
+            Err(_) => log.error(&format!(
                 "Error cleaning up pod: deleting pod {}/{} timed out",
                 job.namespace, job.pod
             )),
@@ -931,21 +914,43 @@ impl KubernetesExecutor {
                 grace_period_seconds: params.grace_period_seconds,
                 ..DeleteParams::default()
             };
-            let deleted = tokio::select! {
-                deleted = job.retry.run("deleting the secret", |_| secret.secrets.delete(&secret.name, &params)) => Some(deleted),
-                _ = &mut budget => None,
-            };
+            let deleted = tokio::time::timeout_at(
+                deadline,
+                job.retry.run("deleting the secret", |_| {
+                    secret.secrets.delete(&secret.name, &params)
+                }),
+            )
+            .await;
             match deleted {
-                Some(Ok(_)) => {}
-                Some(Err(kube::Error::Api(status))) if status.code == 404 => {}
-                Some(Err(error)) => log.error(&format!("Error cleaning up secrets: {error}")),
-                None => log.error(&format!(
+                Ok(Ok(_)) => {}
+                Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
+                Ok(Err(error)) => log.error(&format!("Error cleaning up secrets: {error}")),
+                Err(_) => log.error(&format!(
                     "Error cleaning up secrets: deleting secret {}/{} timed out",
                     job.namespace, secret.name
                 )),
             }
         }
     }
+}
+
+/// Runs a stage started as one exec ([`crate::legacy`]) through the stage runner.
+async fn run_exec_stage(
+    process: crate::legacy::ExecStage,
+    output: crate::legacy::ExecOutput,
+    log: &JobLog,
+    cancel: &CancellationToken,
+    timeouts: runner_core::process::KillTimeouts,
+) -> Result<ScriptExit, ExecutorError> {
+    let started = Started {
+        process,
+        output,
+        stdin: None,
+    };
+    run_stage(started, &[], log, cancel, timeouts, |ended| {
+        Ok(script_exit(ended.exit))
+    })
+    .await
 }
 
 /// A stage's exit status in upstream's words (`command terminated with exit code N`).

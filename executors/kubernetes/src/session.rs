@@ -404,7 +404,7 @@ impl Session {
             }
         }
         if !delivered {
-            self.stage_over();
+            stage_over(&self.state);
             return Err(last_error.unwrap_or_else(|| system("the stage was not started")));
         }
         let mut poll = tokio::time::interval(self.poll_interval);
@@ -426,13 +426,9 @@ impl Session {
             StageLog { output: output_rx },
         ))
     }
-
-    /// Forgets the running stage (it ended or was given up); its late markers are hidden.
-    pub fn stage_over(&self) {
-        stage_over(&self.state);
-    }
 }
 
+/// Forgets the running stage (it ended or was given up); its late markers are hidden.
 fn stage_over(state: &Mutex<StreamState>) {
     if let Ok(mut state) = state.lock() {
         state.stage = None;
