@@ -45,10 +45,7 @@ fn raw_docker_run(image: &str) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let jobs: usize = std::env::var("RUNNER_BENCH_JOBS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(10);
+    let jobs = runner_tests::bench_support::jobs_from_env(10);
     let image = debian_image();
     let helper = HelperImage::build("release");
     let binary = release_runner_binary();

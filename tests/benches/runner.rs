@@ -136,10 +136,7 @@ async fn wait_all(gitlab: &FakeGitlab, jobs: &[JobControl]) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
-    let jobs: usize = std::env::var("RUNNER_BENCH_JOBS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(20);
+    let jobs = runner_tests::bench_support::jobs_from_env(20);
     let binary = release_runner_binary();
     assert!(Path::new(&binary).exists());
 

@@ -89,6 +89,14 @@ pub fn section_time(log: &str, name: &str) -> Option<Duration> {
     None
 }
 
+/// `RUNNER_BENCH_JOBS`, the number of jobs a benchmark runs, else `default`.
+pub fn jobs_from_env(default: usize) -> usize {
+    std::env::var("RUNNER_BENCH_JOBS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
 /// What [`run_trivial_jobs`] measured, one entry per job.
 #[derive(Debug, Default)]
 pub struct TrivialRuns {
