@@ -97,6 +97,14 @@ fn no_git_job(script: &[&str], after_script: &[&str], timeout: i64) -> serde_jso
     )
 }
 
+/// How many job-log lines are exactly `text` after their timestamp and stream marker (`01O `,
+/// `01E `): output, not the `$ command` line that echoes a script's command.
+fn output_lines(log: &str, text: &str) -> usize {
+    log.lines()
+        .filter(|line| line.split_once(' ').and_then(|(_, rest)| rest.get(4..)) == Some(text))
+        .count()
+}
+
 fn reasons(payload: &mut serde_json::Value) {
     payload["features"]["failure_reasons"] = json!([
         "script_failure",
@@ -195,17 +203,15 @@ async fn a_failing_script_keeps_its_exit_code_runs_after_script_and_a_fake_marke
     assert_eq!(update.exit_code, Some(42), "{log}");
     // The fake marker is output (a line of its own, not only the echoed command), and the
     // stage ran once.
-    let output_lines = |text: &str| {
-        log.lines()
-            .filter(|line| line.split_once("O ").map(|(_, rest)| rest) == Some(text))
-            .count()
-    };
     assert_eq!(
-        output_lines("{\"command_exit_code\": 0, \"script\": \"/scripts/step_script\"}"),
+        output_lines(
+            &log,
+            "{\"command_exit_code\": 0, \"script\": \"/scripts/step_script\"}"
+        ),
         1,
         "{log}"
     );
-    assert_eq!(output_lines("still-running"), 1, "{log}");
+    assert_eq!(output_lines(&log, "still-running"), 1, "{log}");
     assert!(
         log.contains("command terminated with exit code 42"),
         "{log}"
@@ -603,10 +609,10 @@ async fn a_failed_pull_tries_the_next_policy_in_a_new_pod() {
         format!("WARNING: Failed to pull image \"{DEBIAN_IMAGE}\" for container \"build\" with policy \"Always\": "),
         format!("Attempt #3: Trying \"IfNotPresent\" pull policy for \"{DEBIAN_IMAGE}\" image for container \"build\""),
         "Attempt #4: Trying \"IfNotPresent\" pull policy for \"gitlab-runner-rs-test/helper:dev\" image for container \"helper\"".to_string(),
-        "ran-after-fallback".to_string(),
     ] {
         assert!(log.contains(&expected), "{expected:?} not in:\n{log}");
     }
+    assert_eq!(output_lines(&log, "ran-after-fallback"), 1, "{log}");
     let created: Vec<String> = api
         .requests()
         .into_iter()
@@ -674,7 +680,7 @@ async fn transient_api_failures_are_tried_again_and_a_lost_create_answer_adopts_
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(&gitlab, "glrt-t1_k8sretry1", &api, &helper, "");
     let log = gitlab.wait_success(job, WAIT).await;
-    assert!(log.contains("ran-despite-the-api"), "{log}");
+    assert_eq!(output_lines(&log, "ran-despite-the-api"), 1, "{log}");
     let requests = api.requests();
     let count = |prefix: &str| {
         requests
@@ -773,17 +779,17 @@ async fn the_legacy_exec_strategy_runs_each_stage_as_one_exec_on_v5_and_v4() {
         let update = gitlab.wait_final(job, WAIT).await;
         let log = gitlab.log(job);
         assert_eq!(update.exit_code, Some(7), "v4 {v4}: {log}");
-        for expected in [
-            "legacy-out",
-            "legacy-err",
-            "command terminated with exit code 7",
-            "after failed",
-        ] {
-            assert!(
-                log.contains(expected),
-                "v4 {v4}: {expected:?} not in:\n{log}"
+        for output in ["legacy-out", "legacy-err", "after failed"] {
+            assert_eq!(
+                output_lines(&log, output),
+                1,
+                "v4 {v4}: {output:?} in:\n{log}"
             );
         }
+        assert!(
+            log.contains("command terminated with exit code 7"),
+            "v4 {v4}: {log}"
+        );
         assert!(!log.contains("Using attach strategy"), "{log}");
         assert!(!log.contains("nonce"), "{log}");
         let requests = api.requests();
@@ -821,7 +827,7 @@ async fn a_service_that_ends_is_reported_once_and_the_job_goes_on() {
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(&gitlab, "glrt-t1_k8ssvcend", &api, &helper, "");
     let log = gitlab.wait_success(job, WAIT).await;
-    assert!(log.contains("still-here"), "{log}");
+    assert_eq!(output_lines(&log, "still-here"), 1, "{log}");
     assert_eq!(
         log.matches("WARNING: Service container ended: Error in container short-lived: exit code: 3, reason: 'Error'")
             .count(),
