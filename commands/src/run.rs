@@ -341,6 +341,34 @@ fn build_state(
     })
 }
 
+/// Beyond upstream: each Kubernetes runner removes, in the background, the pods, Secrets and
+/// job namespaces an earlier run of it left behind past their job's timeout (a crash, a
+/// kill -9); what it removes and what fails is logged.
+fn sweep_kubernetes_leftovers(workers: &[Arc<Worker>]) {
+    for worker in workers {
+        let Provider::Kubernetes(provider) = &worker.environment.provider else {
+            continue;
+        };
+        let provider = provider.clone();
+        let runner = worker.runner.short_token();
+        tokio::spawn(async move {
+            match provider.sweep(&runner).await {
+                Ok(swept) => {
+                    for place in swept.deleted {
+                        tracing::info!(runner = %runner, "removed the left-over {place} of an earlier run");
+                    }
+                    for error in swept.errors {
+                        tracing::warn!(runner = %runner, "sweeping left-overs of an earlier run: {error}");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(runner = %runner, "sweeping left-overs of an earlier run: {error}")
+                }
+            }
+        });
+    }
+}
+
 /// Builds, and drops, what `run` would build from `config`: its workers, their clients and
 /// their semaphores. For checks (the fuzz target) that a loadable config cannot crash the
 /// runner when it starts or reloads.
@@ -443,6 +471,7 @@ pub async fn run_loop(options: LoopOptions) -> anyhow::Result<()> {
         runners = state.workers.len(),
         "starting the runner"
     );
+    sweep_kubernetes_leftovers(&state.workers);
     let root = CancellationToken::new();
     let tracker = TaskTracker::new();
     // Tokens that expire are reset before they do (run only: run-single has no file to save).

@@ -128,8 +128,8 @@ struct Store {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultKind {
     /// The request is not carried out; the answer is this status code with an API `Status`
-    /// (`etcdserver: request timed out` for a 500, `the server is currently unable to handle
-    /// the request` otherwise).
+    /// (`etcdserver: request timed out` for a 500, a throttling answer asking for a retry
+    /// after 1 s for a 429, `the server is currently unable to handle the request` otherwise).
     Refuse(u16),
     /// The request is carried out, but the answer is lost: a 500 `etcdserver: request timed
     /// out`, as when the write committed after the API server gave up waiting.
@@ -1054,12 +1054,20 @@ fn refused(code: u16) -> Reply {
             "etcdserver: request timed out",
             Value::Null,
         ),
-        429 => status(
-            429,
-            "TooManyRequests",
-            "the server has received too many requests and has asked us to try again later",
-            Value::Null,
-        ),
+        // As API priority and fairness throttles: the wait is in the Status details and in
+        // a `Retry-After` header.
+        429 => {
+            let mut reply = status(
+                429,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+                json!({"retryAfterSeconds": 1}),
+            );
+            reply
+                .headers_mut()
+                .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+            reply
+        }
         code => status(
             code,
             "ServiceUnavailable",
@@ -1453,6 +1461,35 @@ impl KubeApi {
             .expect("the CA certificate")
             .as_ref()
             .to_vec()
+    }
+
+    /// Moves an object's `creationTimestamp` back by `by`, as if it had been made that long
+    /// ago (a MODIFIED event follows); `false` when there is no such object.
+    pub fn backdate(
+        &self,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        by: std::time::Duration,
+    ) -> bool {
+        let Some(kind) = Kind::from_plural(plural) else {
+            return false;
+        };
+        let Ok(mut store) = self.store.lock() else {
+            return false;
+        };
+        let key = (kind, namespace.to_string(), name.to_string());
+        let Some(mut object) = store.objects.get(&key).cloned() else {
+            return false;
+        };
+        let seconds = std::time::SystemTime::now()
+            .checked_sub(by)
+            .and_then(|then| then.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or_default();
+        object["metadata"]["creationTimestamp"] = json!(httpdate_rfc3339(seconds));
+        store.put(key, object, "MODIFIED");
+        true
     }
 
     /// Sets a pod's `status` as the kubelet would (a MODIFIED event follows); `false` when

@@ -46,6 +46,22 @@ fn start_runner(
     helper: &HelperImage,
     extra: &str,
 ) -> Runner {
+    let (dir, config) = runner_config(gitlab, token, api, helper, extra);
+    Runner {
+        process: RunnerProcess::spawn(&runner_binary(), &config, dir.path(), &[]),
+        _dir: dir,
+    }
+}
+
+/// A directory with the `config.toml` of a kubernetes runner on the double; `extra` is more
+/// of `[runners.kubernetes]`.
+fn runner_config(
+    gitlab: &FakeGitlab,
+    token: &str,
+    api: &KubeApi,
+    helper: &HelperImage,
+    extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(
@@ -59,10 +75,7 @@ fn start_runner(
         ),
     )
     .unwrap();
-    Runner {
-        process: RunnerProcess::spawn(&runner_binary(), &config, dir.path(), &[]),
-        _dir: dir,
-    }
+    (dir, config)
 }
 
 /// The double holds no pod, and the engine nothing of its kubelet (removal is asynchronous
@@ -834,5 +847,147 @@ async fn a_service_that_ends_is_reported_once_and_the_job_goes_on() {
         1,
         "{log}"
     );
+    assert_nothing_left(&api).await;
+}
+
+/// Beyond upstream: at start the runner deletes the pods, unowned Secrets and job namespaces
+/// that an earlier run of it left behind past their job's timeout (an hour's margin), and
+/// nothing else: not younger ones, not another runner's, not one without a timeout, not a
+/// Secret a pod owns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_start_the_runner_sweeps_its_own_leftovers_past_their_timeout() {
+    use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+    use kube::api::{Api, PostParams};
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let token = "glrt-t1_k8ssweep01";
+    // The token's short form (prefixes off, nine characters), as in the pods' labels.
+    let mine = "k8ssweep0".to_string();
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.auth_info.token = Some(TOKEN.to_string().into());
+    config.root_cert = Some(vec![api.ca_der()]);
+    let client = kube::Client::try_from(config).unwrap();
+    let metadata = |name: &str, owner: &str, timeout: Option<&str>| {
+        let mut meta = json!({"name": name,
+            "labels": {"manager.runner.gitlab.com/id-short": owner}});
+        if let Some(timeout) = timeout {
+            meta["annotations"] = json!({"job.runner.gitlab.com/timeout": timeout});
+        }
+        meta
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let namespaces: Api<Namespace> = Api::all(client);
+    let made = PostParams::default();
+    let long_ago = Duration::from_secs(2 * 3600 + 60);
+    for (name, owner, timeout, aged) in [
+        ("old-mine", mine.as_str(), Some("1h0m0s"), true),
+        ("young-mine", mine.as_str(), Some("1h0m0s"), false),
+        ("old-other", "someoneelse", Some("1h0m0s"), true),
+        ("old-untimed", mine.as_str(), None, true),
+    ] {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": metadata(name, owner, timeout),
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "main", "image": DEBIAN_IMAGE, "imagePullPolicy": "Never",
+                "command": ["sleep", "infinity"]}]}
+        }))
+        .unwrap();
+        pods.create(&made, &pod).await.unwrap();
+        if aged {
+            assert!(api.backdate("pods", "default", name, long_ago));
+        }
+    }
+    let young = pods.get("young-mine").await.unwrap();
+    for (name, owned) in [("old-secret", false), ("owned-secret", true)] {
+        let mut secret = json!({"metadata": metadata(name, &mine, Some("1h0m0s")),
+            "type": "Opaque"});
+        if owned {
+            secret["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Pod",
+                "name": "young-mine", "uid": young.metadata.uid}]);
+        }
+        secrets
+            .create(&made, &serde_json::from_value(secret).unwrap())
+            .await
+            .unwrap();
+        assert!(api.backdate("secrets", "default", name, long_ago));
+    }
+    for (name, aged) in [("ci-job-77", true), ("ci-job-78", false)] {
+        let namespace = json!({"metadata": metadata(name, &mine, Some("30m0s"))});
+        namespaces
+            .create(&made, &serde_json::from_value(namespace).unwrap())
+            .await
+            .unwrap();
+        if aged {
+            assert!(api.backdate("namespaces", "", name, long_ago));
+        }
+    }
+
+    let gitlab = FakeGitlab::start(token).await;
+    let (dir, config) = runner_config(
+        &gitlab,
+        token,
+        &api,
+        &helper,
+        "    namespace_per_job = true\n",
+    );
+    let log = dir.path().join("runner.log");
+    let _runner = RunnerProcess::spawn_logged(&runner_binary(), &config, dir.path(), &log);
+    let deadline = Instant::now() + WAIT;
+    let gone = |names: Vec<String>, name: &str| !names.iter().any(|left| left.ends_with(name));
+    while !(gone(api.pod_names(), "/old-mine")
+        && gone(api.secret_names(), "/old-secret")
+        && gone(api.namespace_names(), "ci-job-77"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "nothing swept: {:?} {:?} {:?}\n{}",
+            api.pod_names(),
+            api.secret_names(),
+            api.namespace_names(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The sweep is one pass: what is left now stays.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut pods_left = api.pod_names();
+    pods_left.sort();
+    assert_eq!(
+        pods_left,
+        [
+            "default/old-other",
+            "default/old-untimed",
+            "default/young-mine"
+        ]
+    );
+    assert!(
+        api.secret_names()
+            .iter()
+            .any(|name| name.ends_with("/owned-secret")),
+        "{:?}",
+        api.secret_names()
+    );
+    assert!(
+        api.namespace_names()
+            .iter()
+            .any(|name| name.ends_with("ci-job-78")),
+        "{:?}",
+        api.namespace_names()
+    );
+    let written = std::fs::read_to_string(&log).unwrap();
+    for place in [
+        "pod default/old-mine",
+        "secret default/old-secret",
+        "namespace ci-job-77",
+    ] {
+        assert!(
+            written.contains(&format!("removed the left-over {place} of an earlier run")),
+            "{written}"
+        );
+    }
+    for name in ["young-mine", "old-other", "old-untimed"] {
+        pods.delete(name, &Default::default()).await.unwrap();
+    }
     assert_nothing_left(&api).await;
 }

@@ -80,6 +80,23 @@ impl KubernetesProvider {
         self.kill_timeouts = kill_timeouts;
         self
     }
+
+    /// The start-up sweep of the left-overs of the runner whose short token is
+    /// `short_token` (see [`crate::sweep`]); an error when the API cannot be reached at all.
+    pub async fn sweep(&self, short_token: &str) -> Result<crate::sweep::Swept, String> {
+        let client_config = crate::connect::client_config(&self.config.connection, "")
+            .await
+            .map_err(|error| format!("getting Kubernetes config: {error}"))?;
+        let client = kube::Client::try_from(client_config)
+            .map_err(|error| format!("connecting to Kubernetes: {error}"))?;
+        Ok(crate::sweep::sweep(
+            client,
+            &self.config,
+            short_token,
+            std::time::SystemTime::now(),
+        )
+        .await)
+    }
 }
 
 impl ExecutorProvider for KubernetesProvider {
@@ -479,9 +496,13 @@ impl KubernetesExecutor {
         plan.image_pull_secrets = start.configured_pull_secrets.clone();
         let secret_name = generate_name(&start.base_name, &mut rand::thread_rng());
         let mut credentials = None;
-        if let Some(secret) =
+        if let Some(mut secret) =
             crate::credentials::registry_secret(&secret_name, &plan.namespace, &start.auths)
         {
+            let (labels, annotations) =
+                crate::sweep::companion_metadata(&plan.labels, &plan.annotations);
+            secret.metadata.labels = Some(labels);
+            secret.metadata.annotations = Some(annotations);
             let secrets: Api<Secret> = Api::namespaced(start.client.clone(), &plan.namespace);
             self.job()?.secret = Some(JobSecret {
                 secrets: secrets.clone(),
@@ -650,9 +671,13 @@ impl Executor for KubernetesExecutor {
         }
         if config.namespace_per_job {
             let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+            let (labels, annotations) =
+                crate::sweep::companion_metadata(&plan.labels, &plan.annotations);
             let namespace = k8s_openapi::api::core::v1::Namespace {
                 metadata: kube::api::ObjectMeta {
                     name: Some(plan.namespace.clone()),
+                    labels: Some(labels),
+                    annotations: Some(annotations),
                     ..kube::api::ObjectMeta::default()
                 },
                 ..Default::default()

@@ -22,6 +22,7 @@
 //! - [`pod_status`]: reading the pod's status (waiting lines once per change, terminal
 //!   container states, OOM kills named);
 //! - [`stage_commands`]: writing a script by its length and the line typed to start a stage;
+//! - [`sweep`]: the start-up sweep of this runner's left-over pods, Secrets and namespaces;
 //! - [`retry`]: which failed API requests are tried again, how often and after how long;
 //! - [`log_processor`]: reading the attach strategy's log stream, with nonce-checked stage
 //!   markers.
@@ -47,6 +48,7 @@ pub mod quantity;
 pub mod retry;
 pub mod session;
 pub mod stage_commands;
+pub mod sweep;
 pub mod volumes;
 
 pub use executor::{KubernetesExecutor, KubernetesProvider};

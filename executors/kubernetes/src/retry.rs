@@ -9,6 +9,10 @@
 //! and an API answer of 429 or 503 (which client-go, under upstream, retries by itself) is
 //! too, as is an exec or attach upgrade refused with 429 or a 5xx (kube-rs drops the body that
 //! would say `error dialing backend`). `retry_limits` keys still match the rendered error, as upstream's do.
+//!
+//! An answer that asks for a wait (a 429 or 5xx whose Status carries `retryAfterSeconds`, as
+//! the `Retry-After` header of a throttling API server comes with) is tried again after that
+//! wait, up to ten times in all as client-go does under upstream.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -128,6 +132,37 @@ pub fn is_transient(error: &kube::Error) -> bool {
         .any(|transient| text.contains(&transient.to_lowercase()))
 }
 
+/// How often client-go, under upstream, retries an answer that asks for a retry later
+/// (`maxRetries` of its request).
+pub const RETRY_AFTER_ATTEMPTS: u32 = 10;
+
+/// The longest `retryAfterSeconds` honoured; a server asking for more gets this.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+
+/// The wait an API answer asks for: a 429 or 5xx whose Status carries `retryAfterSeconds`
+/// (a real API server sends it with the `Retry-After` header, which kube-rs does not keep),
+/// at most [`RETRY_AFTER_MAX`].
+pub fn retry_after(error: &kube::Error) -> Option<Duration> {
+    let kube::Error::Api(status) = error else {
+        return None;
+    };
+    if status.code != 429 && status.code < 500 {
+        return None;
+    }
+    let seconds = status.details.as_ref()?.retry_after_seconds;
+    (seconds > 0).then(|| Duration::from_secs(u64::from(seconds)).min(RETRY_AFTER_MAX))
+}
+
+/// The attempts an answer that asks for a retry later gets at least (as client-go gives it);
+/// 0 for every other error.
+fn asked_attempts(error: &kube::Error) -> u32 {
+    if retry_after(error).is_some() {
+        RETRY_AFTER_ATTEMPTS
+    } else {
+        0
+    }
+}
+
 impl RetryPolicy {
     /// The attempts in all for a request that failed with `error`; `None` when it is not
     /// retried.
@@ -157,8 +192,9 @@ impl RetryPolicy {
             match request(attempt).await {
                 Ok(value) => return Ok(value),
                 Err(error) => match self.attempts_for_error(&error) {
-                    Some(attempts) if attempt < attempts => {
-                        let wait = self.backoff(attempt);
+                    Some(attempts) if attempt < attempts.max(asked_attempts(&error)) => {
+                        let attempts = attempts.max(asked_attempts(&error));
+                        let wait = retry_after(&error).unwrap_or_else(|| self.backoff(attempt));
                         tracing::debug!(
                             "{what} failed ({}); attempt {} of {attempts} in {wait:?}",
                             render(&error),
@@ -282,5 +318,45 @@ mod tests {
             .await;
         assert!(result.is_err());
         assert_eq!(tries, 1);
+    }
+
+    /// A throttling answer as the API server's body reads.
+    fn throttled(seconds: u32) -> kube::Error {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "Too many requests, please try again later.",
+            "reason": "TooManyRequests", "code": 429,
+            "details": {"retryAfterSeconds": seconds}
+        }))
+        .unwrap();
+        kube::Error::Api(status.boxed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_answer_waits_as_asked_and_gets_client_gos_ten_attempts() {
+        let policy = policy();
+        let started = tokio::time::Instant::now();
+        let mut waited = Vec::new();
+        let result: Result<(), _> = policy
+            .run("list", |_| {
+                waited.push(started.elapsed().as_secs());
+                async { Err(throttled(3)) }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(waited, [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]);
+        assert_eq!(retry_after(&throttled(600)), Some(RETRY_AFTER_MAX));
+        assert_eq!(retry_after(&throttled(0)), None);
+        assert_eq!(retry_after(&api_error(429, "no details")), None);
+        // Without the server's wait, a 429 has the configured attempts and backoff.
+        let mut tries = 0;
+        let result: Result<(), _> = policy
+            .run("get", |_| {
+                tries += 1;
+                async { Err(api_error(429, "too many requests")) }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(tries, 5);
     }
 }
