@@ -1,8 +1,9 @@
-//! `exec shell|docker <job>`: runs one job of the local `.gitlab-ci.yml` through the same build
+//! `exec shell|docker|kubernetes <job>`: runs one job of the local `.gitlab-ci.yml` through the same build
 //! driver and executors as `run`, without a GitLab server. The log goes to standard output.
 //! With docker the job's `image:` and `services:` are used, and the project directory is
 //! mounted read-only at its own path so the helper container can clone it. The job's
-//! `cache:` is kept under the cache directory, its `artifacts:` in a local directory (see
+//! With kubernetes the same in a pod, the project directory mounted as a read-only host
+//! path. The job's `cache:` is kept under the cache directory, its `artifacts:` in a local directory (see
 //! [`crate::exec_artifacts`]).
 
 use std::collections::BTreeMap;
@@ -481,6 +482,50 @@ pub async fn exec_docker(
         exec_artifacts::ArtifactsReceiver::start(address, artifacts_dir(&options, &project_dir))
             .await?;
     let provider = executor_docker::DockerProvider::new(Some(config));
+    let builds_dir = options.builds_dir.clone();
+    run_local(&provider, &options, &project_dir, builds_dir, &receiver).await
+}
+
+/// `[runners.kubernetes]` from the `exec kubernetes` flags, validated as config.toml's is.
+pub fn kubernetes_config(
+    section: toml::Table,
+) -> anyhow::Result<executor_kubernetes::config::KubernetesConfig> {
+    let raw: executor_kubernetes::config::RawKubernetesConfig = toml::Value::Table(section)
+        .try_into()
+        .context("the --kubernetes-* flags")?;
+    raw.validate("kubernetes")
+        .map_err(|error| anyhow::anyhow!("the --kubernetes-* flags: {error}"))
+}
+
+/// Runs the job with the Kubernetes executor: `config` from the command line, the project
+/// directory mounted read-only at its own path as a host path (so the pod must run on this
+/// machine), the artifacts received at `receiver_address`.
+pub async fn exec_kubernetes(
+    options: ExecOptions,
+    mut config: executor_kubernetes::config::KubernetesConfig,
+    receiver_address: IpAddr,
+) -> anyhow::Result<i32> {
+    let project_dir = std::env::current_dir()?;
+    let path = project_dir.to_string_lossy().to_string();
+    config
+        .volumes
+        .host_path
+        .push(executor_kubernetes::volumes::RawHostPath {
+            mount: executor_kubernetes::volumes::RawMount {
+                name: "exec-project".into(),
+                mount_path: path.clone(),
+                read_only: true,
+                ..Default::default()
+            },
+            host_path: path,
+            ..Default::default()
+        });
+    let receiver = exec_artifacts::ArtifactsReceiver::start(
+        receiver_address,
+        artifacts_dir(&options, &project_dir),
+    )
+    .await?;
+    let provider = executor_kubernetes::KubernetesProvider::new(config);
     let builds_dir = options.builds_dir.clone();
     run_local(&provider, &options, &project_dir, builds_dir, &receiver).await
 }

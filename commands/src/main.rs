@@ -202,6 +202,54 @@ enum ExecExecutor {
     Shell(ExecArgs),
     /// With the Docker executor: the job's `image:` and `services:`.
     Docker(ExecDockerArgs),
+    /// With the Kubernetes executor: the job in a pod, with its `image:` and `services:`.
+    /// The project directory is mounted into the pod as a read-only host path, so the pod
+    /// must run on this machine (a single-node cluster, the tests' API double).
+    Kubernetes(ExecKubernetesArgs),
+}
+
+#[derive(Args)]
+struct ExecKubernetesArgs {
+    #[command(flatten)]
+    common: ExecArgs,
+    /// The API server (`[runners.kubernetes] host`); without it, in-cluster, then the
+    /// kubeconfig.
+    #[arg(long, env = "KUBERNETES_HOST")]
+    kubernetes_host: Option<String>,
+    /// The API server's CA certificate file.
+    #[arg(long, env = "KUBERNETES_CA_FILE")]
+    kubernetes_ca_file: Option<String>,
+    /// A client certificate file (with --kubernetes-key-file).
+    #[arg(long, env = "KUBERNETES_CERT_FILE")]
+    kubernetes_cert_file: Option<String>,
+    /// The client certificate's key file.
+    #[arg(long, env = "KUBERNETES_KEY_FILE")]
+    kubernetes_key_file: Option<String>,
+    /// A bearer token for the API (better through the environment than the command line).
+    #[arg(long, env = "KUBERNETES_BEARER_TOKEN", hide_env_values = true)]
+    kubernetes_bearer_token: Option<String>,
+    /// The kubeconfig context when no host is given.
+    #[arg(long, env = "KUBECTL_CONTEXT")]
+    kubernetes_context: Option<String>,
+    /// The namespace of the job's pod.
+    #[arg(long, env = "KUBERNETES_NAMESPACE")]
+    kubernetes_namespace: Option<String>,
+    /// The image when the job names none.
+    #[arg(long)]
+    kubernetes_image: Option<String>,
+    /// The helper image (git and the helper); default: gitlab-runner-rs/helper:<version>.
+    #[arg(long)]
+    kubernetes_helper_image: Option<String>,
+    /// Pull policies, tried in order (repeatable): always, if-not-present, never.
+    #[arg(long = "kubernetes-pull-policy")]
+    kubernetes_pull_policy: Vec<String>,
+    /// Seconds to wait for the pod to run (`poll_timeout`, 180).
+    #[arg(long)]
+    kubernetes_poll_timeout: Option<i64>,
+    /// The address of this machine that the pod reaches it by, where the job's artifacts
+    /// are received.
+    #[arg(long, default_value = "127.0.0.1")]
+    receiver_address: std::net::IpAddr,
 }
 
 #[derive(Args)]
@@ -556,6 +604,58 @@ fn main() {
                         artifacts_dir: common.artifacts_dir,
                     },
                     config,
+                )
+                .await
+            }
+            Commands::Exec {
+                executor: ExecExecutor::Kubernetes(args),
+            } => {
+                let text = |value: Option<String>| value.map(toml::Value::String);
+                let keys = [
+                    ("host", text(args.kubernetes_host)),
+                    ("ca_file", text(args.kubernetes_ca_file)),
+                    ("cert_file", text(args.kubernetes_cert_file)),
+                    ("key_file", text(args.kubernetes_key_file)),
+                    ("bearer_token", text(args.kubernetes_bearer_token)),
+                    ("context", text(args.kubernetes_context)),
+                    ("namespace", text(args.kubernetes_namespace)),
+                    ("image", text(args.kubernetes_image)),
+                    ("helper_image", text(args.kubernetes_helper_image)),
+                    (
+                        "poll_timeout",
+                        args.kubernetes_poll_timeout.map(toml::Value::Integer),
+                    ),
+                    (
+                        "pull_policy",
+                        (!args.kubernetes_pull_policy.is_empty()).then(|| {
+                            toml::Value::Array(
+                                args.kubernetes_pull_policy
+                                    .into_iter()
+                                    .map(toml::Value::String)
+                                    .collect(),
+                            )
+                        }),
+                    ),
+                ];
+                let section: toml::Table = keys
+                    .into_iter()
+                    .filter_map(|(key, value)| Some((key.to_string(), value?)))
+                    .collect();
+                let config = exec::kubernetes_config(section)?;
+                let common = args.common;
+                exec::exec_kubernetes(
+                    exec::ExecOptions {
+                        job: common.job,
+                        file: common.file,
+                        builds_dir: common.builds_dir,
+                        cache_dir: common.cache_dir,
+                        env: common.env,
+                        timeout: common.timeout,
+                        shell: common.shell,
+                        artifacts_dir: common.artifacts_dir,
+                    },
+                    config,
+                    args.receiver_address,
                 )
                 .await
             }

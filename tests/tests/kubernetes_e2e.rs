@@ -991,3 +991,84 @@ async fn at_start_the_runner_sweeps_its_own_leftovers_past_their_timeout() {
     }
     assert_nothing_left(&api).await;
 }
+
+/// `exec kubernetes`: a job of a local `.gitlab-ci.yml` in a pod of the double, cloned from the
+/// project directory (a read-only host path in the pod), its artifacts received on loopback,
+/// nothing left after a passing and a failing job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_kubernetes_runs_a_local_pipeline_job_in_a_pod() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    std::fs::write(dir.join("README.md"), "local readme\n").unwrap();
+    std::fs::write(
+        dir.join(".gitlab-ci.yml"),
+        format!(
+            "image: {DEBIAN_IMAGE}\nvariables:\n  GREETING: hello-pod\nbuild-job:\n  artifacts:\n    paths: [out.txt]\n  script:\n    - cat README.md\n    - echo \"$GREETING in $CI_JOB_NAME\" | tee out.txt\nfailing-job:\n  script:\n    - exit 3\n"
+        ),
+    )
+    .unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "initial"],
+    ] {
+        let status = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.com")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+    let binary = runner_binary();
+    let exec = |job: &str| {
+        let mut command = tokio::process::Command::new(&binary);
+        command
+            .current_dir(dir)
+            .args(["exec", "kubernetes", job])
+            .args(["--kubernetes-host", &api.url()])
+            .arg("--kubernetes-ca-file")
+            .arg(api.ca_file())
+            .env("KUBERNETES_BEARER_TOKEN", TOKEN)
+            .args(["--kubernetes-namespace", "default"])
+            .args(["--kubernetes-helper-image", &helper.0])
+            .args(["--kubernetes-pull-policy", "if-not-present"]);
+        async move {
+            let output = command.output().await.unwrap();
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stdout).into_owned()
+                    + &String::from_utf8_lossy(&output.stderr),
+            )
+        }
+    };
+    let (code, out) = exec("build-job").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        output_lines(&out, "local readme"),
+        0,
+        "no timestamps in exec's log"
+    );
+    assert!(out.lines().any(|line| line == "local readme"), "{out}");
+    assert!(
+        out.lines().any(|line| line == "hello-pod in build-job"),
+        "{out}"
+    );
+    assert!(out.contains("Job succeeded"), "{out}");
+    let archive = dir.join("exec-artifacts/build-job/artifacts.zip");
+    let zip = zip::ZipArchive::new(std::fs::File::open(&archive).unwrap()).unwrap();
+    assert_eq!(zip.file_names().collect::<Vec<_>>(), ["out.txt"], "{out}");
+    assert_nothing_left(&api).await;
+    let (code, out) = exec("failing-job").await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("ERROR: Job failed: command terminated with exit code 3"),
+        "{out}"
+    );
+    assert_nothing_left(&api).await;
+}
