@@ -51,6 +51,9 @@ enum Kind {
     Secret,
     ServiceAccount,
     Event,
+    Service,
+    /// `policy/v1`, under `/apis/policy/v1/`.
+    PodDisruptionBudget,
 }
 
 impl Kind {
@@ -61,6 +64,8 @@ impl Kind {
             "secrets" => Self::Secret,
             "serviceaccounts" => Self::ServiceAccount,
             "events" => Self::Event,
+            "services" => Self::Service,
+            "poddisruptionbudgets" => Self::PodDisruptionBudget,
             _ => return None,
         })
     }
@@ -72,6 +77,8 @@ impl Kind {
             Self::Secret => "secrets",
             Self::ServiceAccount => "serviceaccounts",
             Self::Event => "events",
+            Self::Service => "services",
+            Self::PodDisruptionBudget => "poddisruptionbudgets",
         }
     }
 
@@ -82,11 +89,21 @@ impl Kind {
             Self::Secret => "Secret",
             Self::ServiceAccount => "ServiceAccount",
             Self::Event => "Event",
+            Self::Service => "Service",
+            Self::PodDisruptionBudget => "PodDisruptionBudget",
         }
     }
 
     fn namespaced(self) -> bool {
         self != Self::Namespace
+    }
+
+    /// The group and version its objects carry.
+    fn api_version(self) -> &'static str {
+        match self {
+            Self::PodDisruptionBudget => "policy/v1",
+            _ => "v1",
+        }
     }
 }
 
@@ -499,7 +516,7 @@ fn default_object(kind: Kind, object: &mut Value, store: &mut Store, namespace: 
     if kind.namespaced() {
         metadata["namespace"] = json!(namespace);
     }
-    object["apiVersion"] = json!("v1");
+    object["apiVersion"] = json!(kind.api_version());
     object["kind"] = json!(kind.kind());
     match kind {
         Kind::Pod => {
@@ -541,6 +558,32 @@ fn default_object(kind: Kind, object: &mut Value, store: &mut Store, namespace: 
             if object.get("type").is_none() {
                 object["type"] = json!("Opaque");
             }
+        }
+        Kind::Service => {
+            // A ClusterIP from the service range, as the allocator hands one out.
+            let address = format!("10.96.{}.{}", (store.uid / 250) % 250, store.uid % 250 + 1);
+            let spec = &mut object["spec"];
+            if spec.get("type").is_none() {
+                spec["type"] = json!("ClusterIP");
+            }
+            spec["clusterIP"] = json!(address);
+            spec["clusterIPs"] = json!([address]);
+            spec["sessionAffinity"] = json!("None");
+            if let Some(ports) = spec["ports"].as_array_mut() {
+                for port in ports {
+                    if port.get("protocol").is_none() {
+                        port["protocol"] = json!("TCP");
+                    }
+                    if port.get("targetPort").is_none() {
+                        port["targetPort"] = port["port"].clone();
+                    }
+                }
+            }
+            object["status"] = json!({"loadBalancer": {}});
+        }
+        Kind::PodDisruptionBudget => {
+            object["status"] = json!({"currentHealthy": 0, "desiredHealthy": 1,
+                "disruptionsAllowed": 0, "expectedPods": 0, "observedGeneration": 1});
         }
         Kind::ServiceAccount | Kind::Event => {}
     }
@@ -643,7 +686,11 @@ fn discovery(path: &str, address: SocketAddr) -> Option<Value> {
             "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address.to_string()}]
         }),
-        "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+        "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
+            "name": "policy",
+            "versions": [{"groupVersion": "policy/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "policy/v1", "version": "v1"}
+        }]}),
         "/api/v1" => json!({
             "kind": "APIResourceList",
             "groupVersion": "v1",
@@ -653,7 +700,14 @@ fn discovery(path: &str, address: SocketAddr) -> Option<Value> {
                 resource("secrets", "Secret", true, &crud),
                 resource("serviceaccounts", "ServiceAccount", true, &crud),
                 resource("events", "Event", true, &crud),
+                resource("services", "Service", true, &crud),
             ]
+        }),
+        "/apis/policy/v1" => json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": "policy/v1",
+            "resources": [resource("poddisruptionbudgets", "PodDisruptionBudget", true, &crud)]
         }),
         "/version" => json!({
             "major": "1", "minor": "33", "gitVersion": "v1.33.0-double",
@@ -812,7 +866,7 @@ fn watch(received: &Received, store: &Mutex<Store>, filter: WatchFilter) -> Stre
             }
             first.push(event_line(
                 "BOOKMARK",
-                &json!({"kind": filter.kind.kind(), "apiVersion": "v1", "metadata": metadata}),
+                &json!({"kind": filter.kind.kind(), "apiVersion": filter.kind.api_version(), "metadata": metadata}),
             ));
         }
         (first, store.changes.subscribe())
@@ -1153,20 +1207,36 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
             return reply(200, &document);
         }
     }
-    // /api/v1/namespaces[/{ns}[/{plural}[/{name}]]] or /api/v1/{plural}
-    let Some(rest) = received.path.strip_prefix("/api/v1/") else {
-        return no_such_path();
+    // /api/v1/namespaces[/{ns}[/{plural}[/{name}]]] or /api/v1/{plural}, and the policy
+    // group's /apis/policy/v1/namespaces/{ns}/poddisruptionbudgets[/{name}]
+    let (rest, policy) = match received.path.strip_prefix("/api/v1/") {
+        Some(rest) => (rest, false),
+        None => match received.path.strip_prefix("/apis/policy/v1/") {
+            Some(rest) => (rest, true),
+            None => return no_such_path(),
+        },
     };
     let parts: Vec<&str> = rest.split('/').filter(|part| !part.is_empty()).collect();
+    let in_group = |kind: Kind| (kind == Kind::PodDisruptionBudget) == policy;
+    if policy
+        && !matches!(
+            parts.as_slice(),
+            ["namespaces", _, "poddisruptionbudgets", ..]
+        )
+    {
+        return no_such_path();
+    }
     let (kind, namespace, name) = match parts.as_slice() {
         ["namespaces"] => (Kind::Namespace, String::new(), None),
         ["namespaces", name] => (Kind::Namespace, String::new(), Some(name.to_string())),
         ["namespaces", namespace, plural] => match Kind::from_plural(plural) {
-            Some(kind) if kind.namespaced() => (kind, namespace.to_string(), None),
+            Some(kind) if kind.namespaced() && in_group(kind) => {
+                (kind, namespace.to_string(), None)
+            }
             _ => return no_such_path(),
         },
         ["namespaces", namespace, plural, name] => match Kind::from_plural(plural) {
-            Some(kind) if kind.namespaced() => {
+            Some(kind) if kind.namespaced() && in_group(kind) => {
                 (kind, namespace.to_string(), Some(name.to_string()))
             }
             _ => return no_such_path(),
@@ -1179,8 +1249,8 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
             return replace(&mut store, Kind::Pod, namespace, name, &received.body, true);
         }
         [plural] => match Kind::from_plural(plural) {
-            Some(kind) => (kind, String::new(), None),
-            None => return no_such_path(),
+            Some(kind) if in_group(kind) => (kind, String::new(), None),
+            _ => return no_such_path(),
         },
         _ => return no_such_path(),
     };
@@ -1278,7 +1348,7 @@ fn handle(received: &Received, store: &Mutex<Store>, address: SocketAddr) -> Rep
                 200,
                 &json!({
                     "kind": format!("{}List", kind.kind()),
-                    "apiVersion": "v1",
+                    "apiVersion": kind.api_version(),
                     "metadata": {"resourceVersion": version},
                     "items": items,
                 }),
@@ -1412,6 +1482,14 @@ impl KubeApi {
     /// The secrets stored now, as `namespace/name`.
     pub fn secret_names(&self) -> Vec<String> {
         self.names_of(Kind::Secret)
+    }
+
+    /// The stored objects of a kind (`plural` as in the API's paths: `services`,
+    /// `poddisruptionbudgets`, ...), as `namespace/name`.
+    pub fn names(&self, plural: &str) -> Vec<String> {
+        Kind::from_plural(plural)
+            .map(|kind| self.names_of(kind))
+            .unwrap_or_default()
     }
 
     /// Every stored object of `kind` as `namespace/name`.

@@ -86,6 +86,13 @@ async fn assert_nothing_left(api: &KubeApi) {
         "pods left: {:?}",
         api.pod_names()
     );
+    for kind in ["services", "poddisruptionbudgets"] {
+        assert!(
+            api.names(kind).is_empty(),
+            "{kind} left: {:?}",
+            api.names(kind)
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = api.leftovers();
@@ -533,7 +540,15 @@ async fn a_service_is_reached_by_its_alias_a_host_path_is_shared_and_the_registr
         // Slow to come up, so only the health check makes the one try above work.
         "command": [format!("sleep 2; mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -p {port} -o ListenAddress=127.0.0.1")],
         "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": port.to_string()}],
+    }, {
+        // A service with ports (the web IDE's session proxy) gets a Kubernetes Service.
+        "name": DEBIAN_IMAGE,
+        "alias": "IDE",
+        "entrypoint": ["sleep"],
+        "command": ["infinity"],
+        "ports": [{"number": 8080, "protocol": "http", "name": "web"}, {"number": 8443}],
     }]);
+    payload["image"] = json!({"name": DEBIAN_IMAGE, "ports": [{"number": 3000}]});
     payload["credentials"] = json!([{
         "type": "registry", "url": "registry.example.com:5005",
         "username": "gitlab-ci-token", "password": "registry-pass-123"
@@ -545,7 +560,7 @@ async fn a_service_is_reached_by_its_alias_a_host_path_is_shared_and_the_registr
         &api,
         &helper,
         &format!(
-            "    [[runners.kubernetes.volumes.host_path]]\n      name = \"shared\"\n      mount_path = \"/shared\"\n      host_path = \"{}\"\n",
+            "    pod_disruption_budget = true\n    [[runners.kubernetes.volumes.host_path]]\n      name = \"shared\"\n      mount_path = \"/shared\"\n      host_path = \"{}\"\n",
             shared.path().display()
         ),
     );
@@ -579,6 +594,68 @@ async fn a_service_is_reached_by_its_alias_a_host_path_is_shared_and_the_registr
         pod["metadata"]["uid"]
     );
     assert_eq!(pod["spec"]["imagePullSecrets"], json!([{"name": name}]));
+    // The companions upstream makes, each owned by the pod: the disruption budget and a
+    // Service per alias of an image with ports (the build image's is `build`).
+    let selector = json!({"job.runner.gitlab.com/pod":
+        pod["metadata"]["labels"]["job.runner.gitlab.com/pod"]});
+    let budget = api
+        .object(
+            "poddisruptionbudgets",
+            namespace,
+            &format!("{pod_name}-pdb"),
+        )
+        .unwrap_or_else(|| panic!("{:?}", api.names("poddisruptionbudgets")));
+    assert_eq!(budget["apiVersion"], "policy/v1");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert_eq!(budget["spec"]["selector"]["matchLabels"], selector);
+    assert_eq!(
+        budget["metadata"]["ownerReferences"][0]["uid"],
+        pod["metadata"]["uid"]
+    );
+    let mut services = api.names("services");
+    services.sort();
+    assert_eq!(services.len(), 2, "{services:?}");
+    for (listed, base, ports) in [
+        (&services[0], "build", json!([3000])),
+        (&services[1], "ide", json!([8080, 8443])),
+    ] {
+        let (_, service_name) = listed.split_once('/').unwrap();
+        assert!(
+            service_name.starts_with(&format!("{base}-")),
+            "{services:?}"
+        );
+        assert_eq!(service_name.len(), base.len() + 9, "{service_name}");
+        let service = api.object("services", namespace, service_name).unwrap();
+        assert_eq!(service["spec"]["type"], "ClusterIP");
+        assert_eq!(service["spec"]["selector"], selector);
+        assert_eq!(
+            service["metadata"]["ownerReferences"][0]["uid"],
+            pod["metadata"]["uid"]
+        );
+        let numbers: Vec<serde_json::Value> = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|port| {
+                assert_eq!(port["name"], format!("{base}-{}", port["port"]));
+                assert_eq!(port["targetPort"], port["port"]);
+                port["port"].clone()
+            })
+            .collect();
+        assert_eq!(json!(numbers), ports);
+    }
+    let containers = pod["spec"]["containers"].as_array().unwrap();
+    let ports_of = |name: &str| {
+        containers
+            .iter()
+            .find(|container| container["name"] == name)
+            .map(|container| container["ports"].clone())
+    };
+    assert_eq!(ports_of("build"), Some(json!([{"containerPort": 3000}])));
+    assert_eq!(
+        ports_of("svc-1"),
+        Some(json!([{"containerPort": 8080}, {"containerPort": 8443}]))
+    );
     std::fs::write(shared.path().join("go"), "").unwrap();
     let log = gitlab.wait_success(job, WAIT).await;
     assert!(log.contains("SSH-2.0"), "{log}");
@@ -1070,5 +1147,87 @@ async fn exec_kubernetes_runs_a_local_pipeline_job_in_a_pod() {
         out.contains("ERROR: Job failed: command terminated with exit code 3"),
         "{out}"
     );
+    assert_nothing_left(&api).await;
+}
+
+/// `resource_availability_check_max_attempts`: the configured service account and image pull
+/// secret are looked for before the pod is made; one that does not come within the attempts
+/// (5 s apart) fails the job with upstream's message and no pod; one that comes meanwhile lets
+/// the job run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resource_check_waits_for_the_service_account_and_pull_secret() {
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use kube::api::{Api, PostParams};
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let token = "glrt-t1_k8sresck01";
+    let gitlab = FakeGitlab::start(token).await;
+    let mut missing = no_git_job(&["echo never"], &[], 120);
+    reasons(&mut missing);
+    let missing = gitlab.enqueue(missing);
+    let _runner = start_runner(
+        &gitlab,
+        token,
+        &api,
+        &helper,
+        "    service_account = \"ci-builder\"\n    image_pull_secrets = [\"pull-creds\"]\n    resource_availability_check_max_attempts = 1\n",
+    );
+    let update = gitlab.wait_final(missing, WAIT).await;
+    let log = gitlab.log(missing);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "Timed out while waiting for ServiceAccount/ci-builder to be present in the cluster"
+        ),
+        "{log}"
+    );
+    let looked = |path: &str| {
+        api.requests()
+            .iter()
+            .filter(|request| request.starts_with(&format!("GET {path}")))
+            .count()
+    };
+    // Once, and once more after the one further attempt.
+    assert_eq!(
+        looked("/api/v1/namespaces/default/serviceaccounts/ci-builder"),
+        2
+    );
+    assert!(!api
+        .requests()
+        .iter()
+        .any(|request| request.starts_with("POST /api/v1/namespaces/default/pods")));
+    assert_nothing_left(&api).await;
+
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.auth_info.token = Some(TOKEN.to_string().into());
+    config.root_cert = Some(vec![api.ca_der()]);
+    let client = kube::Client::try_from(config).unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let account = serde_json::from_value(json!({"metadata": {"name": "ci-builder"}})).unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let arriving = gitlab.enqueue(no_git_job(&["echo ran-once-all-was-there"], &[], 120));
+    // The secret comes only once the runner has looked for it and not found it (the first
+    // job never got to it): its one further look, 5 s later, finds it.
+    let deadline = Instant::now() + WAIT;
+    while looked("/api/v1/namespaces/default/secrets/pull-creds") < 1 {
+        assert!(Instant::now() < deadline, "{:?}", api.requests());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    let secret = serde_json::from_value(json!({"metadata": {"name": "pull-creds"}})).unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let log = gitlab.wait_success(arriving, WAIT).await;
+    assert_eq!(output_lines(&log, "ran-once-all-was-there"), 1, "{log}");
+    assert_eq!(looked("/api/v1/namespaces/default/secrets/pull-creds"), 2);
     assert_nothing_left(&api).await;
 }

@@ -357,27 +357,8 @@ impl RunnerConfig {
             },
             kubernetes: match &raw.kubernetes {
                 Some(value) => {
-                    let config =
-                        section::<RawKubernetesConfig>(&key("kubernetes"), value, file, warnings)?
-                            .validate(&key("kubernetes"))?;
-                    // Upstream keys the executor reads but does not act on yet: said, as the
-                    // other kept keys are.
-                    let kept = [
-                        ("pod_disruption_budget", config.pod_disruption_budget),
-                        (
-                            "resource_availability_check_max_attempts",
-                            config.resource_availability_check_max_attempts > 0,
-                        ),
-                    ];
-                    for (name, set) in kept {
-                        if set {
-                            warnings.push(super::section::kept_key(
-                                &format!("{}.{name}", key("kubernetes")),
-                                file,
-                            ));
-                        }
-                    }
-                    config
+                    section::<RawKubernetesConfig>(&key("kubernetes"), value, file, warnings)?
+                        .validate(&key("kubernetes"))?
                 }
                 None => RawKubernetesConfig::default().validate(&key("kubernetes"))?,
             },

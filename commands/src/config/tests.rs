@@ -171,20 +171,16 @@ fn the_ssh_section_takes_upstreams_keys_and_defaults() {
 }
 
 #[test]
-fn kubernetes_keys_not_acted_on_yet_are_said_and_the_others_are_not() {
+fn a_kubernetes_section_with_every_kind_of_key_loads_without_a_warning() {
     let kubernetes = REAL.replace("executor = \"shell\"", "executor = \"kubernetes\"")
         + "  [runners.kubernetes]\n    namespace = \"ci\"\n    pod_disruption_budget = true\n    resource_availability_check_max_attempts = 3\n    [[runners.kubernetes.volumes.host_path]]\n      name = \"d\"\n      mount_path = \"/d\"\n";
     let config = Config::parse(Path::new("c.toml"), &kubernetes).unwrap();
     let warnings = config.warnings.join("\n");
-    for kept in [
-        "runners[0].kubernetes.pod_disruption_budget in c.toml: gitlab-runner-rs keeps this key but does not act on it yet",
-        "runners[0].kubernetes.resource_availability_check_max_attempts in c.toml: gitlab-runner-rs keeps this key but does not act on it yet",
-    ] {
-        assert!(warnings.contains(kept), "{warnings}");
-    }
-    assert!(!warnings.contains("namespace"), "{warnings}");
-    assert!(!warnings.contains("volumes"), "{warnings}");
-    assert_eq!(config.runners[0].kubernetes.volumes.host_path.len(), 1);
+    assert!(!warnings.contains("kubernetes"), "{warnings}");
+    let kubernetes = &config.runners[0].kubernetes;
+    assert!(kubernetes.pod_disruption_budget);
+    assert_eq!(kubernetes.resource_availability_check_max_attempts, 3);
+    assert_eq!(kubernetes.volumes.host_path.len(), 1);
 }
 
 #[test]

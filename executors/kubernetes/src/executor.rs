@@ -8,11 +8,18 @@
 //!
 //! Services with `HEALTHCHECK_TCP_PORT` are waited for before the first stage.
 //!
-//! Not yet here (the README's "Not yet" for Kubernetes lists them): `FF_PRINT_POD_EVENTS`, pod disruption budgets, Services for service ports, the resource
-//! availability check and the sweep of old pods at start.
+//! Once the pod is created come its companions (the disruption budget, Services for images
+//! with `ports`); before it, the resource availability check. The start-up sweep of an
+//! earlier run's left-overs is [`crate::sweep`].
+//!
+//! Not yet here (the README's "Not yet" for Kubernetes lists them): `FF_PRINT_POD_EVENTS`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// The wait between two looks for a resource the pod needs
+/// (`resource_availability_check_max_attempts`).
+const RESOURCE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -337,7 +344,16 @@ impl KubernetesExecutor {
             namespace: overwrites.namespace.clone(),
             labels,
             annotations,
-            build: container(BUILD_CONTAINER, image, build_env, overwrites.build.clone()),
+            build: ContainerPlan {
+                ports: build
+                    .job
+                    .image
+                    .ports
+                    .iter()
+                    .filter_map(|port| i32::try_from(port.number).ok())
+                    .collect(),
+                ..container(BUILD_CONTAINER, image, build_env, overwrites.build.clone())
+            },
             helper: container(
                 HELPER_CONTAINER,
                 helper_image,
@@ -369,6 +385,14 @@ impl KubernetesExecutor {
             dns_policy: config.dns_policy.clone(),
             active_deadline_seconds: deadline,
             termination_grace_period_seconds: config.pod_termination_grace_period_seconds,
+            proxy_services: crate::names::proxy_services(
+                std::iter::once((BUILD_CONTAINER, &build.job.image)).chain(
+                    service_names
+                        .iter()
+                        .map(String::as_str)
+                        .zip(build.job.services.iter()),
+                ),
+            ),
             priority_class_name: config.priority_class_name.clone(),
             scheduler_name: config.scheduler_name.clone(),
             runtime_class_name: config.runtime_class_name.clone(),
@@ -517,6 +541,8 @@ impl KubernetesExecutor {
                 plan.image_pull_secrets.push(secret_name.clone());
             }
         }
+        self.check_dependant_resources(start, &plan.namespace)
+            .await?;
         let pod = build_pod(plan);
         let created = create_or_adopt(retry, &pods, &plan.name, &pod)
             .await
@@ -533,6 +559,7 @@ impl KubernetesExecutor {
                 .map_err(|error| system(format!("error setting ownerReferences: {error}")))?;
             job_secret.owned = true;
         }
+        self.make_companions(start, plan, &created).await?;
         self.wait_for_running(
             &pods,
             &plan.namespace,
@@ -542,6 +569,128 @@ impl KubernetesExecutor {
             created.metadata.resource_version.as_deref(),
         )
         .await
+    }
+
+    /// `resource_availability_check_max_attempts` (upstream's `checkDependantResources`): the
+    /// configured service account and each configured image pull secret must be there; each
+    /// is looked for once, then again every 5 s up to that many times, before it is given up
+    /// on with upstream's `Timed out while waiting for <Type>/<name> to be present in the
+    /// cluster`.
+    async fn check_dependant_resources(
+        &self,
+        start: &PodStart,
+        namespace: &str,
+    ) -> Result<(), StartError> {
+        let attempts = self.config.resource_availability_check_max_attempts;
+        if attempts == 0 {
+            return Ok(());
+        }
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(start.client.clone(), namespace);
+        let secrets: Api<Secret> = Api::namespaced(start.client.clone(), namespace);
+        let account = &self.config.overwrites.service_account;
+        let mut wanted = Vec::new();
+        if !account.is_empty() {
+            wanted.push(("ServiceAccount", account.clone()));
+        }
+        wanted.extend(
+            self.config
+                .image_pull_secrets
+                .iter()
+                .map(|name| ("ImagePullSecret", name.clone())),
+        );
+        for (kind, name) in wanted {
+            let mut found = false;
+            for attempt in 0..=attempts {
+                if attempt > 0 {
+                    tracing::debug!("{kind} {name} is not there yet (attempt {attempt})");
+                }
+                let exists = if kind == "ServiceAccount" {
+                    start
+                        .retry
+                        .run("getting the service account", |_| accounts.get(&name))
+                        .await
+                        .is_ok()
+                } else {
+                    start
+                        .retry
+                        .run("getting the image pull secret", |_| secrets.get(&name))
+                        .await
+                        .is_ok()
+                };
+                if exists {
+                    found = true;
+                    break;
+                }
+                tokio::time::sleep(RESOURCE_CHECK_INTERVAL).await;
+            }
+            if !found {
+                return Err(StartError::Other(system(format!(
+                    "Timed out while waiting for {kind}/{name} to be present in the cluster"
+                ))));
+            }
+        }
+        Ok(())
+    }
+
+    /// What upstream makes once the pod is there, each owned by it (so each goes with it):
+    /// the `pod_disruption_budget` (`<pod>-pdb`, `minAvailable: 1`) and a ClusterIP Service
+    /// per alias of an image with `ports`.
+    async fn make_companions(
+        &self,
+        start: &PodStart,
+        plan: &PodPlan,
+        pod: &Pod,
+    ) -> Result<(), StartError> {
+        let owner = serde_json::json!([{"apiVersion": "v1", "kind": "Pod",
+            "name": pod.metadata.name, "uid": pod.metadata.uid}]);
+        let selector = serde_json::json!({
+            crate::metadata::POD_SELECTOR_LABEL: plan.labels.get(crate::metadata::POD_SELECTOR_LABEL)
+        });
+        if self.config.pod_disruption_budget {
+            let name = format!("{}-pdb", plan.name);
+            let budget: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "namespace": plan.namespace,
+                        "ownerReferences": owner},
+                    "spec": {"minAvailable": 1, "selector": {"matchLabels": selector}}
+                }))
+                .map_err(|error| system(format!("error creating PodDisruptionBudget: {error}")))?;
+            let budgets = Api::namespaced(start.client.clone(), &plan.namespace);
+            create_or_adopt(&start.retry, &budgets, &name, &budget)
+                .await
+                .map_err(|error| system(format!("error creating PodDisruptionBudget: {error}")))?;
+        }
+        let services: Api<k8s_openapi::api::core::v1::Service> =
+            Api::namespaced(start.client.clone(), &plan.namespace);
+        for proxy in &plan.proxy_services {
+            let name = generate_name(&proxy.base, &mut rand::thread_rng());
+            let ports: Vec<serde_json::Value> = proxy
+                .ports
+                .iter()
+                .map(|port| {
+                    serde_json::json!({"name": format!("{}-{port}", proxy.base),
+                        "port": port, "targetPort": port})
+                })
+                .collect();
+            let service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": plan.namespace, "ownerReferences": owner},
+                "spec": {"ports": ports, "selector": selector, "type": "ClusterIP"}
+            }))
+            .map_err(|error| {
+                system(format!(
+                    "error creating the proxy service {name:?}: {error}"
+                ))
+            })?;
+            create_or_adopt(&start.retry, &services, &name, &service)
+                .await
+                .map_err(|error| {
+                    system(format!(
+                        "error creating the proxy service {name:?}: {error}"
+                    ))
+                })?;
+        }
+        Ok(())
     }
 
     /// Upstream's wait for services with `HEALTHCHECK_TCP_PORT`: `gitlab-runner-helper

@@ -3,7 +3,7 @@
 //! alias entry that makes services reachable by their names (all containers of a pod share
 //! its network, so services are on localhost).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use rand::Rng;
 use runner_core::job::Image;
@@ -109,6 +109,68 @@ pub fn service_container_names<'a>(services: impl IntoIterator<Item = &'a Image>
         }));
     }
     names
+}
+
+/// Upstream's `dns.MakeRFC1123Compatible`: lower case, only `a-z`, `0-9` and `-`, no leading
+/// character other than a letter or digit, at most 63 characters.
+pub fn rfc1123_compatible(name: &str) -> String {
+    let kept: String = name
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+        .collect();
+    kept.trim_start_matches('-')
+        .chars()
+        .take(MAX_NAME_LENGTH)
+        .collect()
+}
+
+/// One Kubernetes Service upstream makes for an image that declares `ports` (the web IDE's
+/// session proxy): its base name (a random suffix follows) and its ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyService {
+    /// The RFC 1123 form of the alias; each port is named `<base>-<number>`.
+    pub base: String,
+    /// The port numbers, each its own target port.
+    pub ports: Vec<i32>,
+}
+
+/// The Services for the images with `ports`: one per alias of the image; without aliases,
+/// `build` for the build image and `proxy-<container>` for a service. `images` pairs each
+/// container name with its image. A later image with the same alias replaces the earlier, as
+/// upstream's map does.
+pub fn proxy_services<'a>(
+    images: impl IntoIterator<Item = (&'a str, &'a Image)>,
+) -> Vec<ProxyService> {
+    let mut by_alias: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for (container, image) in images {
+        let ports: Vec<i32> = image
+            .ports
+            .iter()
+            .filter_map(|port| i32::try_from(port.number).ok())
+            .collect();
+        if ports.is_empty() {
+            continue;
+        }
+        let mut aliases: Vec<String> = image.aliases().into_iter().map(str::to_string).collect();
+        if aliases.is_empty() {
+            aliases.push(if container == crate::pod::BUILD_CONTAINER {
+                container.to_string()
+            } else {
+                format!("proxy-{container}")
+            });
+        }
+        for alias in aliases {
+            by_alias.insert(alias, ports.clone());
+        }
+    }
+    by_alias
+        .into_iter()
+        .map(|(alias, ports)| ProxyService {
+            base: rfc1123_compatible(&alias),
+            ports,
+        })
+        .collect()
 }
 
 /// The host names of the `127.0.0.1` host alias entry: for each service without `ports`, the
@@ -230,5 +292,58 @@ mod tests {
         assert!(services_host_alias(&[service("redis", "Not_DNS")])
             .unwrap_err()
             .starts_with("provided host alias Not_DNS for service redis is invalid DNS. a lowercase RFC 1123 subdomain"));
+    }
+
+    #[test]
+    fn images_with_ports_get_a_service_per_alias_named_as_upstream_names_them() {
+        let port = |number| runner_core::job::Port {
+            number,
+            ..runner_core::job::Port::default()
+        };
+        let mut build = Image {
+            name: "alpine".into(),
+            ports: vec![port(8080)],
+            ..Image::default()
+        };
+        let mut webide = Image {
+            name: "registry.example/webide:1".into(),
+            alias: "IDE_Proxy,second".into(),
+            ports: vec![port(80), port(443)],
+            ..Image::default()
+        };
+        let unnamed = Image {
+            name: "redis".into(),
+            ports: vec![port(6379)],
+            ..Image::default()
+        };
+        let plain = Image {
+            name: "postgres".into(),
+            ..Image::default()
+        };
+        let services = proxy_services([
+            ("build", &build),
+            ("svc-0", &webide),
+            ("svc-1", &unnamed),
+            ("svc-2", &plain),
+        ]);
+        let named: Vec<(&str, &[i32])> = services
+            .iter()
+            .map(|service| (service.base.as_str(), service.ports.as_slice()))
+            .collect();
+        assert_eq!(
+            named,
+            // By alias, as given (upper case sorts first).
+            [
+                ("ideproxy", &[80, 443][..]),
+                ("build", &[8080][..]),
+                ("proxy-svc-1", &[6379][..]),
+                ("second", &[80, 443][..]),
+            ]
+        );
+        build.ports.clear();
+        webide.ports.clear();
+        assert!(proxy_services([("build", &build), ("svc-0", &webide)]).is_empty());
+        assert_eq!(rfc1123_compatible("--My.Host_1"), "myhost1");
+        assert_eq!(rfc1123_compatible(&"a".repeat(70)).len(), 63);
     }
 }

@@ -138,6 +138,8 @@ pub struct PodPlan {
     pub active_deadline_seconds: Option<i64>,
     /// `terminationGracePeriodSeconds`.
     pub termination_grace_period_seconds: Option<i64>,
+    /// The Services for images with `ports`, made after the pod (owned by it).
+    pub proxy_services: Vec<crate::names::ProxyService>,
     /// `priorityClassName`.
     pub priority_class_name: String,
     /// `schedulerName`.
