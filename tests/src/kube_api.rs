@@ -789,17 +789,15 @@ struct WatchFilter {
     kind: Kind,
     namespace: String,
     labels: String,
-    name: Option<String>,
+    /// The whole field selector (`metadata.name=…`, `involvedObject.name=…`, …).
+    fields: String,
 }
 
 impl WatchFilter {
     fn matches(&self, kind: Kind, namespace: &str, object: &Value) -> bool {
         kind == self.kind
             && (self.namespace.is_empty() || namespace == self.namespace)
-            && self
-                .name
-                .as_deref()
-                .is_none_or(|name| object["metadata"]["name"].as_str() == Some(name))
+            && field_selector_matches(&self.fields, object) == Some(true)
             && label_selector_matches(&self.labels, &object["metadata"]["labels"]) == Some(true)
     }
 }
@@ -1190,13 +1188,11 @@ fn watch_filter(received: &Received) -> Option<WatchFilter> {
         [plural] => (Kind::from_plural(plural)?, String::new()),
         _ => return None,
     };
-    let name = query_value(&received.query, "fieldSelector")
-        .and_then(|selector| selector.strip_prefix("metadata.name=").map(str::to_string));
     Some(WatchFilter {
         kind,
         namespace,
         labels: query_value(&received.query, "labelSelector").unwrap_or_default(),
-        name,
+        fields: query_value(&received.query, "fieldSelector").unwrap_or_default(),
     })
 }
 

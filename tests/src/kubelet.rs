@@ -7,18 +7,20 @@
 //! the other to completion, then every container started in the pause container's network.
 //! Containers get the pod spec's `command` (entrypoint) and `args`, `env`, `workingDir`,
 //! `stdin`, the memory limit (the kernel's OOM killer ends a container past it, reported as
-//! `OOMKilled` with exit code 137), `privileged`, capabilities and `runAsUser`. Images missing
-//! from the engine (or any image under `Always`) are pulled unless the policy is `Never`: from
-//! a registry on loopback by the engine, from anywhere else never (nothing leaves this
-//! machine), failing as a kubelet does when the registry's name does not resolve. A failed
-//! pull leaves the container waiting with `ErrImagePull` and that message.
+//! `OOMKilled` with exit code 137), the CPU limit (a CFS quota, as a kubelet sets it),
+//! `privileged`, capabilities and `runAsUser`. Images missing from the engine (or any image
+//! under `Always`) are pulled unless the policy is `Never`: from a registry on loopback by the
+//! engine, from anywhere else never (nothing leaves this machine), failing as a kubelet does
+//! when the registry's name does not resolve. A failed pull leaves the container waiting with
+//! `ErrImagePull` and that message.
 //!
 //! The status the kubelet writes (phase, conditions, container states) is what the API server
 //! stores and watches report. Deleting a pod removes its containers and volumes at once (a
 //! real kubelet stops them with the grace period first).
 //!
-//! What it is not: a scheduler (every pod is scheduled at once, on one node), a restart policy
-//! other than `Never`, probes, or resource requests.
+//! What it is not: a scheduler (every pod is scheduled at once, on one node, unless
+//! [`KubeletSettings::unschedulable`] holds them all Pending as a full cluster would), a
+//! restart policy other than `Never`, probes, or resource requests.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,6 +44,12 @@ pub struct KubeletSettings {
     /// `bridge` (a pod address of its own), or `host` for pods that must reach servers on
     /// the host's loopback (the tests' fake GitLab and git server).
     pub network: String,
+    /// When set, no pod is started: each stays Pending with the scheduler's
+    /// `PodScheduled=False` condition, reason `Unschedulable` and this message (such as
+    /// `0/3 nodes are available: 3 Insufficient memory.`), and the scheduler's Warning event
+    /// `FailedScheduling` with it, as on a cluster with no room for the pod. `None` (the
+    /// default): every pod is scheduled at once.
+    pub unschedulable: Option<String>,
 }
 
 impl Default for KubeletSettings {
@@ -49,6 +57,7 @@ impl Default for KubeletSettings {
         Self {
             infra_image: DEFAULT_INFRA_IMAGE.to_string(),
             network: "bridge".to_string(),
+            unschedulable: None,
         }
     }
 }
@@ -95,6 +104,29 @@ pub async fn docker(args: &[String]) -> Result<String, String> {
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|item| item.to_string()).collect()
 }
+
+/// A kubelet's CFS quota, in microseconds per [`CPU_PERIOD_MICROS`], for a Kubernetes CPU
+/// quantity (`500m`, `1`, `1.5`, `2k`): the milli-CPUs times the period over 1000, at least
+/// 1000 (the kernel's minimum), as the kubelet's `MilliCPUToQuota` computes it.
+pub fn cpu_quota_micros(quantity: &str) -> Option<i64> {
+    let quantity = quantity.trim();
+    let (number, factor) = match quantity.strip_suffix('m') {
+        Some(millis) => (millis, 1.0),
+        None => match quantity.strip_suffix('k') {
+            Some(thousands) => (thousands, 1e6),
+            None => (quantity, 1000.0),
+        },
+    };
+    let number: f64 = number.parse().ok()?;
+    if !(number.is_finite() && number >= 0.0) {
+        return None;
+    }
+    let millis = (number * factor).ceil() as i64;
+    Some((millis * CPU_PERIOD_MICROS / 1000).max(1000))
+}
+
+/// The CFS period a kubelet gives containers with a CPU limit (100 ms).
+pub const CPU_PERIOD_MICROS: i64 = 100_000;
 
 /// A Kubernetes memory quantity in bytes (`256Mi`, `1G`, `1000000`), for `docker --memory`.
 pub fn memory_bytes(quantity: &str) -> Option<u64> {
@@ -352,6 +384,9 @@ impl PodRun {
         let memory = container["resources"]["limits"]["memory"]
             .as_str()
             .and_then(memory_bytes);
+        let cpu_quota = container["resources"]["limits"]["cpu"]
+            .as_str()
+            .and_then(cpu_quota_micros);
         let command = strings_of(&container["command"]);
         let args = strings_of(&container["args"]);
         let stdin = container["stdin"] == true;
@@ -379,6 +414,12 @@ impl PodRun {
             // No swap beyond the limit: past it, the OOM killer.
             body["HostConfig"]["Memory"] = json!(memory);
             body["HostConfig"]["MemorySwap"] = json!(memory);
+        }
+        if let Some(quota) = cpu_quota {
+            // A quota rather than `NanoCpus`, which the engine refuses above the host's CPU
+            // count (a Kubernetes limit may be higher than the node has).
+            body["HostConfig"]["CpuPeriod"] = json!(CPU_PERIOD_MICROS);
+            body["HostConfig"]["CpuQuota"] = json!(quota);
         }
         // Kubernetes' `command` replaces the entrypoint (and then the image's command is not
         // used), `args` the command.
@@ -504,6 +545,25 @@ impl PodRun {
         Ok(name)
     }
 
+    /// What the scheduler does with a pod no node has room for: it stays Pending, unbound,
+    /// with `PodScheduled=False`, reason `Unschedulable` and `message`, and a `FailedScheduling`
+    /// Warning event; nothing of it is made on the engine.
+    fn hold_unschedulable(&self, message: &str) {
+        self.update(|status| {
+            status["phase"] = json!("Pending");
+            status["conditions"] = json!([{
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+                "lastProbeTime": null,
+                "lastTransitionTime": now(),
+            }]);
+        });
+        self.store
+            .record_event(&self.pod, "Warning", "FailedScheduling", message);
+    }
+
     fn fail_pod(&self, reason: &str, message: &str) {
         self.update(|status| {
             status["phase"] = json!("Failed");
@@ -518,6 +578,9 @@ impl PodRun {
     async fn run(self) {
         if self.gone() {
             return;
+        }
+        if let Some(message) = &self.settings.unschedulable {
+            return self.hold_unschedulable(message);
         }
         let containers = self.pod["spec"]["containers"]
             .as_array()
@@ -955,6 +1018,17 @@ mod tests {
         assert_eq!(memory_bytes("1.5Gi"), Some(1_610_612_736));
         assert_eq!(memory_bytes("128974848"), Some(128_974_848));
         assert_eq!(memory_bytes("12q"), None);
+    }
+
+    #[test]
+    fn cpu_quantities_become_a_kubelets_cfs_quota() {
+        assert_eq!(cpu_quota_micros("500m"), Some(50_000));
+        assert_eq!(cpu_quota_micros("1"), Some(100_000));
+        assert_eq!(cpu_quota_micros("1.5"), Some(150_000));
+        assert_eq!(cpu_quota_micros("2"), Some(200_000));
+        // The kernel's minimum quota.
+        assert_eq!(cpu_quota_micros("1m"), Some(1000));
+        assert_eq!(cpu_quota_micros("many"), None);
     }
 
     #[test]

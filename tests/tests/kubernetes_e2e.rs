@@ -1231,3 +1231,88 @@ async fn the_resource_check_waits_for_the_service_account_and_pull_secret() {
     assert_eq!(looked("/api/v1/namespaces/default/secrets/pull-creds"), 2);
     assert_nothing_left(&api).await;
 }
+
+/// `FF_PRINT_POD_EVENTS`: the pod's events from its creation on are printed as upstream's
+/// table (`Type`, `Reason`, `Message`), without the "Waiting for pod" lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_events_are_printed_as_a_table_with_ff_print_pod_events() {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::{Api, PostParams};
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let token = "glrt-t1_k8sevtab01";
+    let gitlab = FakeGitlab::start(token).await;
+    let shared = tempfile::tempdir().unwrap();
+    let mut payload = no_git_job(
+        &[
+            "until [ -e /shared/go ]; do sleep 0.1; done",
+            "echo events-seen",
+        ],
+        &[],
+        120,
+    );
+    payload["variables"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"key": "FF_PRINT_POD_EVENTS", "value": "true", "public": true}));
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(
+        &gitlab,
+        token,
+        &api,
+        &helper,
+        &format!(
+            "    [[runners.kubernetes.volumes.host_path]]\n      name = \"shared\"\n      mount_path = \"/shared\"\n      host_path = \"{}\"\n",
+            shared.path().display()
+        ),
+    );
+    gitlab.wait_log(job, "until [ -e /shared/go ]", WAIT).await;
+    let pods = api.pod_names();
+    let (_, pod) = pods[0].split_once('/').unwrap();
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.auth_info.token = Some(TOKEN.to_string().into());
+    config.root_cert = Some(vec![api.ca_der()]);
+    let events: Api<Event> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    for (name, involved, reason, message) in [
+        ("ours", pod, "Probe", "made-by-the-test for the job's pod"),
+        ("theirs", "another-pod", "Other", "not-about-the-job"),
+    ] {
+        let event = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "name": involved, "namespace": "default"},
+            "type": "Normal", "reason": reason, "message": message
+        }))
+        .unwrap();
+        events.create(&PostParams::default(), &event).await.unwrap();
+    }
+    gitlab
+        .wait_log(job, "Probe    made-by-the-test for the job's pod", WAIT)
+        .await;
+    std::fs::write(shared.path().join("go"), "").unwrap();
+    let log = gitlab.wait_success(job, WAIT).await;
+    assert!(
+        log.contains("Subscribing to Kubernetes Pod events..."),
+        "{log}"
+    );
+    assert!(!log.contains("not-about-the-job"), "{log}");
+    assert!(!log.contains("Waiting for pod"), "{log}");
+    let table: Vec<&str> = log
+        .lines()
+        .filter_map(|line| line.split_once(' ').and_then(|(_, rest)| rest.get(4..)))
+        .filter(|line| line.starts_with("Type ") || line.starts_with("Normal "))
+        .collect();
+    assert_eq!(
+        table,
+        [
+            "Type     Reason   Message",
+            "Normal   Probe    made-by-the-test for the job's pod"
+        ],
+        "{log}"
+    );
+    assert!(
+        log.contains("00E Type     Reason"),
+        "the table is on stderr: {log}"
+    );
+    events.delete("theirs", &Default::default()).await.unwrap();
+    assert_nothing_left(&api).await;
+}

@@ -189,6 +189,8 @@ struct PodStart {
     dirs: PodDirs,
     umask: bool,
     legacy: bool,
+    /// `FF_PRINT_POD_EVENTS`: the pod's events as a table, no "Waiting for pod" lines.
+    print_events: bool,
 }
 
 /// The job's registry credentials Secret.
@@ -212,6 +214,8 @@ struct Job {
     /// `FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY`: one exec per stage.
     legacy: bool,
     session: Session,
+    /// `FF_PRINT_POD_EVENTS`: prints the pod's events until the job is dropped.
+    _event_printer: Option<crate::event_stream::Printer>,
 }
 
 /// One job's pod.
@@ -297,7 +301,11 @@ impl KubernetesExecutor {
                 &overwrites.service,
                 &runner_core::variables::Variables::new(service.variables.clone()),
             )
-            .map_err(|error| configuration(error.to_string()))?;
+            .map_err(|error| {
+                configuration(format!(
+                    "couldn't prepare explicit service overwrites: {error}"
+                ))
+            })?;
             for line in lines {
                 log.println(&line);
             }
@@ -410,13 +418,20 @@ impl KubernetesExecutor {
         pods: &Api<Pod>,
         namespace: &str,
         name: &str,
-        log: &JobLog,
+        // Where the waiting lines go; none with `FF_PRINT_POD_EVENTS`.
+        log: Option<&JobLog>,
         cancel: &CancellationToken,
         resource_version: Option<&str>,
     ) -> Result<(), StartError> {
         let deadline = Instant::now() + self.config.poll_timeout;
         let mut reporter = WaitReporter::default();
         let mut last_phase = String::new();
+        let mut out = log.map(|log| {
+            log.stream(
+                runner_core::log::StreamId::RUNNER,
+                runner_core::log::StreamKind::Stderr,
+            )
+        });
         // Beyond upstream's polling: a watch on the pod, so a change is looked at when it
         // happens rather than up to `poll_interval` later (polling goes on if the watch
         // cannot be had or ends).
@@ -457,8 +472,11 @@ impl KubernetesExecutor {
                     });
                 }
                 StartState::Waiting(lines) => {
+                    // Upstream writes these raw to the executor-level stderr stream.
                     for line in reporter.report(&lines) {
-                        log.println(&line);
+                        if let Some(out) = out.as_mut() {
+                            out.write(format!("{line}\n").as_bytes());
+                        }
                     }
                 }
             }
@@ -516,6 +534,7 @@ impl KubernetesExecutor {
             umask: start.umask,
             legacy: start.legacy,
             session,
+            _event_printer: None,
         });
         plan.image_pull_secrets = start.configured_pull_secrets.clone();
         let secret_name = generate_name(&start.base_name, &mut rand::thread_rng());
@@ -560,11 +579,18 @@ impl KubernetesExecutor {
             job_secret.owned = true;
         }
         self.make_companions(start, plan, &created).await?;
+        if start.print_events {
+            log.println("Subscribing to Kubernetes Pod events...");
+            let events = Api::namespaced(start.client.clone(), &plan.namespace);
+            let printer =
+                crate::event_stream::start(events, &plan.name, retry.clone(), log.clone());
+            self.job()?._event_printer = Some(printer);
+        }
         self.wait_for_running(
             &pods,
             &plan.namespace,
             &plan.name,
-            log,
+            (!start.print_events).then_some(log),
             cancel,
             created.metadata.resource_version.as_deref(),
         )
@@ -763,7 +789,7 @@ impl Executor for KubernetesExecutor {
         self.cleanup(log).await;
         let config = self.config.clone();
         let overwrites = crate::overwrites::evaluate(&config.overwrites, &build.variables)
-            .map_err(|error| configuration(error.to_string()))?;
+            .map_err(|error| configuration(format!("couldn't prepare overwrites: {error}")))?;
         for line in &overwrites.log {
             log.println(line);
         }
@@ -860,95 +886,102 @@ impl Executor for KubernetesExecutor {
                 .flags
                 .enabled(FeatureFlag::DisableUmaskForKubernetesExecutor),
             legacy,
+            print_events: build.flags.enabled(FeatureFlag::PrintPodEvents),
         };
-        // Upstream's pull-policy fallback: a container whose image pull fails tries its next
-        // policy in a new pod.
-        let mut failures: BTreeMap<String, usize> = BTreeMap::new();
-        for attempt in 1.. {
-            for container in plan.containers_mut() {
-                let tried = failures.get(&container.name).copied().unwrap_or(0);
+        // Upstream makes the pod in the first stage it runs (`prepare_script`), so what goes
+        // wrong from here on carries that stage's wrapper.
+        let started: Result<(), ExecutorError> = async {
+            // Upstream's pull-policy fallback: a container whose image pull fails tries its next
+            // policy in a new pod.
+            let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+            for attempt in 1.. {
+                for container in plan.containers_mut() {
+                    let tried = failures.get(&container.name).copied().unwrap_or(0);
+                    if let Some(policy) = policies
+                        .get(&container.name)
+                        .and_then(|list| list.get(tried))
+                    {
+                        container.pull_policy = policy.clone();
+                    }
+                }
+                let tried = failures
+                    .get(INIT_PERMISSIONS_CONTAINER)
+                    .copied()
+                    .unwrap_or(0);
                 if let Some(policy) = policies
-                    .get(&container.name)
+                    .get(INIT_PERMISSIONS_CONTAINER)
                     .and_then(|list| list.get(tried))
                 {
-                    container.pull_policy = policy.clone();
+                    plan.init_pull_policy = policy.clone();
                 }
+                if attempt > 1 {
+                    plan.name = generate_name(&start.base_name, &mut rand::thread_rng());
+                }
+                let started = self.start_pod(&start, &mut plan, log, cancel).await;
+                if started.is_err() {
+                    self.report_events(log).await;
+                }
+                let (failure, error) = match started {
+                    Ok(()) => break,
+                    Err(StartError::Other(error)) => return Err(not_retried(error)),
+                    Err(StartError::Pull(failure, error)) => (failure, error),
+                };
+                let list = policies
+                    .get(&failure.container)
+                    .cloned()
+                    .unwrap_or_else(|| vec![String::new()]);
+                let tried = failures.entry(failure.container.clone()).or_insert(0);
+                let policy = list.get(*tried).cloned().unwrap_or_default();
+                *tried += 1;
+                log.warning(&format!(
+                    "Failed to pull image {:?} for container {:?} with policy {policy:?}: {}",
+                    failure.image, failure.container, failure.message
+                ));
+                let Some(next) = list.get(*tried) else {
+                    return Err(error);
+                };
+                log.println(&format!(
+                    "Attempt #{}: Trying {next:?} pull policy for {:?} image for container {:?}",
+                    attempt + 1,
+                    failure.image,
+                    failure.container
+                ));
+                let deadline = tokio::time::Instant::now() + config.cleanup_resources_timeout;
+                self.cleanup_pod(log, deadline).await;
             }
-            let tried = failures
-                .get(INIT_PERMISSIONS_CONTAINER)
-                .copied()
-                .unwrap_or(0);
-            if let Some(policy) = policies
-                .get(INIT_PERMISSIONS_CONTAINER)
-                .and_then(|list| list.get(tried))
-            {
-                plan.init_pull_policy = policy.clone();
+            let ports: Vec<String> = build
+                .job
+                .services
+                .iter()
+                .map(|service| {
+                    runner_core::variables::Variables::new(service.variables.clone())
+                        .get("HEALTHCHECK_TCP_PORT")
+                        .to_string()
+                })
+                .filter(|port| !port.is_empty())
+                .collect();
+            if !ports.is_empty() {
+                self.wait_for_services(&ports, log, cancel).await?;
             }
-            if attempt > 1 {
-                plan.name = generate_name(&start.base_name, &mut rand::thread_rng());
+            let job = self.job()?;
+            if job.legacy {
+                return Ok(());
             }
-            let started = self.start_pod(&start, &mut plan, log, cancel).await;
-            if started.is_err() {
-                self.report_events(log).await;
+            let path = format!("{}/{DETECT_SHELL_FILE}", job.dirs.scripts_dir);
+            let written = job
+                .session
+                .write_file(BUILD_CONTAINER, &path, DETECT_SHELL_SCRIPT.as_bytes())
+                .await?;
+            if let Written::Exited { code, said } = written {
+                return Err(system(format!(
+                    "writing {path} in container {BUILD_CONTAINER}: command terminated with exit code {code}: {said}"
+                )));
             }
-            let (failure, error) = match started {
-                Ok(()) => break,
-                Err(StartError::Other(error)) => return Err(not_retried(error)),
-                Err(StartError::Pull(failure, error)) => (failure, error),
-            };
-            let list = policies
-                .get(&failure.container)
-                .cloned()
-                .unwrap_or_else(|| vec![String::new()]);
-            let tried = failures.entry(failure.container.clone()).or_insert(0);
-            let policy = list.get(*tried).cloned().unwrap_or_default();
-            *tried += 1;
-            log.warning(&format!(
-                "Failed to pull image {:?} for container {:?} with policy {policy:?}: {}",
-                failure.image, failure.container, failure.message
-            ));
-            let Some(next) = list.get(*tried) else {
-                return Err(error);
-            };
-            log.println(&format!(
-                "Attempt #{}: Trying {next:?} pull policy for {:?} image for container {:?}",
-                attempt + 1,
-                failure.image,
-                failure.container
-            ));
-            let deadline = tokio::time::Instant::now() + config.cleanup_resources_timeout;
-            self.cleanup_pod(log, deadline).await;
+            job.session.start_log_stream(log.clone());
+            Ok(())
         }
-        let ports: Vec<String> = build
-            .job
-            .services
-            .iter()
-            .map(|service| {
-                runner_core::variables::Variables::new(service.variables.clone())
-                    .get("HEALTHCHECK_TCP_PORT")
-                    .to_string()
-            })
-            .filter(|port| !port.is_empty())
-            .collect();
-        if !ports.is_empty() {
-            self.wait_for_services(&ports, log, cancel).await?;
-        }
-        let job = self.job()?;
-        if job.legacy {
-            return Ok(());
-        }
-        let path = format!("{}/{DETECT_SHELL_FILE}", job.dirs.scripts_dir);
-        let written = job
-            .session
-            .write_file(BUILD_CONTAINER, &path, DETECT_SHELL_SCRIPT.as_bytes())
-            .await?;
-        if let Written::Exited { code, said } = written {
-            return Err(system(format!(
-                "writing {path} in container {BUILD_CONTAINER}: command terminated with exit code {code}: {said}"
-            )));
-        }
-        job.session.start_log_stream(log.clone());
-        Ok(())
+        .await;
+        started.map_err(in_prepare_environment)
     }
 
     async fn run(
@@ -1141,6 +1174,22 @@ fn script_exit(code: i32) -> ScriptExit {
 /// A failure to start the pod fails the job without the build layer's preparation retries:
 /// upstream starts the pod in the first stage, where nothing is tried again (and a new try
 /// would meet this one's namespace still being deleted).
+/// The wrapper upstream's `prepare_script` stage gives its errors, the failure reason kept.
+fn in_prepare_environment(error: ExecutorError) -> ExecutorError {
+    let message = format!(
+        "prepare environment: {}. Check https://docs.gitlab.com/runner/shells/#shell-profile-loading for more information",
+        error.full_message()
+    );
+    match error.kind() {
+        runner_core::executor::ExecutorErrorKind::System => {
+            ExecutorError::with_reason(FailureReason::RunnerSystemFailure, message)
+        }
+        runner_core::executor::ExecutorErrorKind::Job(reason) => {
+            ExecutorError::with_reason(reason, message)
+        }
+    }
+}
+
 fn not_retried(error: ExecutorError) -> ExecutorError {
     match error.kind() {
         runner_core::executor::ExecutorErrorKind::System => {

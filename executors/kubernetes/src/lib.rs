@@ -16,6 +16,7 @@
 //! - [`pull`]: each container's pull policies;
 //! - [`containers`]: the build and service containers' environment, image and commands;
 //! - [`credentials`]: the per-job registry credentials Secret;
+//! - [`event_stream`]: `FF_PRINT_POD_EVENTS`, the pod's events as a table from its creation;
 //! - [`events`]: the pod's Warning events in the job log after a failed stage;
 //! - [`volumes`]: the user volumes of `[runners.kubernetes.volumes]`;
 //! - [`pod`]: the attach strategy's pod (containers, init container, shared volumes);
@@ -34,6 +35,7 @@ pub mod config;
 pub mod connect;
 pub mod containers;
 pub mod credentials;
+pub mod event_stream;
 pub mod events;
 pub mod executor;
 pub mod legacy;

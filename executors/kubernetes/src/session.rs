@@ -385,7 +385,19 @@ impl Session {
         for _ in 0..TYPE_ATTEMPTS {
             match self.type_line(container, line).await {
                 Ok(()) => delivered = true,
-                Err(error) => last_error = Some(error),
+                Err(error) => {
+                    // The attach is dead (a refused write): no use waiting for the line's
+                    // marker; the next try attaches afresh at once.
+                    last_error = Some(error);
+                    if let Some(attached) = self.attached.remove(container) {
+                        attached.process.abort();
+                    }
+                    if started.borrow().as_str() == nonce {
+                        delivered = true;
+                        break;
+                    }
+                    continue;
+                }
             }
             let seen = tokio::time::timeout(START_WAIT, started.wait_for(|seen| seen == nonce));
             let seen = tokio::select! {
