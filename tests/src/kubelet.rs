@@ -18,9 +18,11 @@
 //! stores and watches report. Deleting a pod removes its containers and volumes at once (a
 //! real kubelet stops them with the grace period first).
 //!
-//! What it is not: a scheduler (every pod is scheduled at once, on one node, unless
-//! [`KubeletSettings::unschedulable`] holds them all Pending as a full cluster would), a
-//! restart policy other than `Never`, probes, or resource requests.
+//! What it is not: a scheduler (every pod is scheduled at once, on its one node labelled as
+//! [`node_labels`], unless its `nodeSelector` asks for other labels, which holds it Pending
+//! with the scheduler's [`NO_NODE_MATCHES`], or [`KubeletSettings::unschedulable`] holds them
+//! all Pending as a full cluster would; affinity and taints are not looked at), a restart
+//! policy other than `Never`, probes, or resource requests.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -60,6 +62,33 @@ impl Default for KubeletSettings {
             unschedulable: None,
         }
     }
+}
+
+/// The one node's labels, as a real kubelet sets them.
+pub fn node_labels() -> serde_json::Map<String, Value> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let mut labels = serde_json::Map::new();
+    labels.insert("kubernetes.io/os".into(), json!("linux"));
+    labels.insert("kubernetes.io/arch".into(), json!(arch));
+    labels.insert("kubernetes.io/hostname".into(), json!("docker-kubelet"));
+    labels
+}
+
+/// The scheduler's verdict on a pod whose `nodeSelector` no node's labels satisfy (the
+/// double has one node).
+pub const NO_NODE_MATCHES: &str = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+
+fn node_selector_matches(selector: &Value) -> bool {
+    let labels = node_labels();
+    selector
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(key, wanted)| labels.get(key) == Some(wanted))
 }
 
 /// What the API server side tells the kubelet, and how it reaches the store.
@@ -581,6 +610,9 @@ impl PodRun {
         }
         if let Some(message) = &self.settings.unschedulable {
             return self.hold_unschedulable(message);
+        }
+        if !node_selector_matches(&self.pod["spec"]["nodeSelector"]) {
+            return self.hold_unschedulable(NO_NODE_MATCHES);
         }
         let containers = self.pod["spec"]["containers"]
             .as_array()

@@ -10,6 +10,7 @@
 pub mod bench_support;
 pub mod binary;
 pub mod certs;
+pub mod cluster;
 pub mod docker_objects;
 pub mod docker_tls;
 pub mod fake_gitlab;
