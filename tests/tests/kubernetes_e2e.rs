@@ -1316,3 +1316,57 @@ async fn pod_events_are_printed_as_a_table_with_ff_print_pod_events() {
     events.delete("theirs", &Default::default()).await.unwrap();
     assert_nothing_left(&api).await;
 }
+
+/// Upstream's `SharedBuildsDir`: a `host_path` volume at the builds root may be shared by
+/// concurrent jobs, so the project directory is `<root>/<short token>/<concurrent id>/<path>`
+/// (without it, in the pod's own `repo` emptyDir, `<root>/<path>`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_path_at_the_builds_root_gives_the_shared_builds_dir_layout() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let token = "glrt-t1_k8sshare01";
+    let gitlab = FakeGitlab::start(token).await;
+    let builds = tempfile::tempdir().unwrap();
+    let job = gitlab.enqueue(no_git_job(
+        &[
+            "echo \"dir=$CI_PROJECT_DIR\"",
+            "mkdir -p \"$CI_PROJECT_DIR\" && touch \"$CI_PROJECT_DIR/made-in-the-pod\"",
+        ],
+        &[],
+        120,
+    ));
+    let _runner = start_runner(
+        &gitlab,
+        token,
+        &api,
+        &helper,
+        &format!(
+            "    [[runners.kubernetes.volumes.host_path]]\n      name = \"builds\"\n      mount_path = \"/builds\"\n      host_path = \"{}\"\n",
+            builds.path().display()
+        ),
+    );
+    let log = gitlab.wait_success(job, WAIT).await;
+    let project = log
+        .lines()
+        .find_map(|line| line.split_once("01O dir=").map(|(_, dir)| dir.to_string()))
+        .unwrap_or_else(|| panic!("no dir= line in:\n{log}"));
+    let relative = project
+        .strip_prefix("/builds/k8sshare0/0/")
+        .unwrap_or_else(|| {
+            panic!("{project} is not under /builds/<short token>/<concurrent id>/:\n{log}")
+        });
+    assert!(
+        builds
+            .path()
+            .join("k8sshare0/0")
+            .join(relative)
+            .join("made-in-the-pod")
+            .exists(),
+        "{relative} on the host path ({:?}):\n{log}",
+        std::process::Command::new("find")
+            .arg(builds.path())
+            .output()
+            .unwrap()
+    );
+    assert_nothing_left(&api).await;
+}

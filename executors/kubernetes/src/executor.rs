@@ -404,6 +404,7 @@ impl KubernetesExecutor {
             priority_class_name: config.priority_class_name.clone(),
             scheduler_name: config.scheduler_name.clone(),
             runtime_class_name: config.runtime_class_name.clone(),
+            legacy: false,
         };
         for warning in volume_warnings {
             log.warning(&warning);
@@ -780,6 +781,24 @@ impl KubernetesExecutor {
 }
 
 impl Executor for KubernetesExecutor {
+    /// Upstream's `SharedBuildsDir`: when a user volume other than an `emptyDir` is mounted
+    /// at the builds root, concurrent jobs may share it, so the project directory gets the
+    /// `<short token>/<concurrent id>/` prefix.
+    async fn configure(
+        &mut self,
+        build: &BuildContext,
+        _log: &JobLog,
+        _cancel: &CancellationToken,
+    ) -> Result<runner_core::build::Reconfigure, ExecutorError> {
+        let shared = builds_dir_is_shared(&self.config.volumes, &build.dirs.builds_dir, &|text| {
+            build.variables.expand(text)
+        });
+        Ok(runner_core::build::Reconfigure {
+            builds_dir_is_shared: shared.then_some(true),
+            ..runner_core::build::Reconfigure::default()
+        })
+    }
+
     async fn prepare(
         &mut self,
         build: &mut BuildContext,
@@ -836,6 +855,7 @@ impl Executor for KubernetesExecutor {
             _ => default_helper_image(),
         };
         let (mut plan, policies) = self.plan(build, &overwrites, &image, &helper_image, log)?;
+        plan.legacy = legacy;
         let mut warnings = Vec::new();
         let auths = runner_core::registry_auth::all_configs(
             &runner_core::registry_auth::AuthSources::for_build(build),
@@ -1174,6 +1194,25 @@ fn script_exit(code: i32) -> ScriptExit {
 /// A failure to start the pod fails the job without the build layer's preparation retries:
 /// upstream starts the pod in the first stage, where nothing is tried again (and a new try
 /// would meet this one's namespace still being deleted).
+/// Whether the volume at `builds_root` may be shared by concurrent jobs: a user volume is
+/// mounted there and it is not an `emptyDir` (upstream's `isSharedBuildsDirRequired`).
+fn builds_dir_is_shared(
+    volumes: &crate::volumes::UserVolumes,
+    builds_root: &str,
+    expand: &dyn Fn(&str) -> String,
+) -> bool {
+    volumes
+        .mounts(expand)
+        .iter()
+        .find(|mount| mount.mount_path == builds_root)
+        .is_some_and(|mount| {
+            !volumes
+                .empty_dir
+                .iter()
+                .any(|empty| empty.mount.name == mount.name)
+        })
+}
+
 /// The wrapper upstream's `prepare_script` stage gives its errors, the failure reason kept.
 fn in_prepare_environment(error: ExecutorError) -> ExecutorError {
     let message = format!(
@@ -1238,4 +1277,32 @@ where
             }
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volumes(toml_text: &str) -> crate::volumes::UserVolumes {
+        toml::from_str(toml_text).expect("valid volumes")
+    }
+
+    #[test]
+    fn only_a_user_volume_other_than_an_empty_dir_at_the_builds_root_shares_it() {
+        let same = |text: &str| text.to_string();
+        // The pod's own `repo` emptyDir.
+        assert!(!builds_dir_is_shared(&volumes(""), "/builds", &same));
+        let pvc = volumes(
+            "[[pvc]]\nname = \"builds-$CI_RUNNER_ID\"\nmount_path = \"/builds\"\n[[host_path]]\nname = \"cache\"\nmount_path = \"/cache\"\n",
+        );
+        assert!(builds_dir_is_shared(&pvc, "/builds", &same));
+        // Mounted elsewhere: the root is still the pod's own.
+        assert!(!builds_dir_is_shared(&pvc, "/other", &same));
+        let host = volumes("[[host_path]]\nname = \"b\"\nmount_path = \"$ROOT\"\n");
+        assert!(builds_dir_is_shared(&host, "/builds", &|text: &str| {
+            text.replace("$ROOT", "/builds")
+        }));
+        let empty = volumes("[[empty_dir]]\nname = \"b\"\nmount_path = \"/builds\"\n");
+        assert!(!builds_dir_is_shared(&empty, "/builds", &same));
+    }
 }

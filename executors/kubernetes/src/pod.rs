@@ -146,6 +146,10 @@ pub struct PodPlan {
     pub scheduler_name: String,
     /// `runtimeClassName`.
     pub runtime_class_name: String,
+    /// `FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY`: each stage is an exec with its script
+    /// on stdin, so there are no `scripts` and `logs` volumes and no `init-permissions`
+    /// container (as upstream).
+    pub legacy: bool,
 }
 
 impl PodPlan {
@@ -261,10 +265,14 @@ fn mounts(plan: &PodPlan, dirs: &PodDirs) -> Vec<VolumeMount> {
         mount_path: path.clone(),
         ..VolumeMount::default()
     };
-    let mut mounts = vec![
-        own("scripts", &dirs.scripts_dir),
-        own("logs", &dirs.logs_dir),
-    ];
+    let mut mounts = if plan.legacy {
+        Vec::new()
+    } else {
+        vec![
+            own("scripts", &dirs.scripts_dir),
+            own("logs", &dirs.logs_dir),
+        ]
+    };
     mounts.extend(plan.user_mounts.iter().cloned());
     if repo_volume_needed(plan, dirs) {
         mounts.push(own("repo", &dirs.builds_dir));
@@ -332,7 +340,7 @@ pub fn build_pod(plan: &PodPlan) -> Pod {
         .chain(services.iter())
         .map(|plan| container(plan, &mounts))
         .collect();
-    let init_containers = plan.dirs.as_ref().map(|dirs| {
+    let init_containers = plan.dirs.as_ref().filter(|_| !plan.legacy).map(|dirs| {
         let mut init = container(
             &ContainerPlan {
                 name: INIT_PERMISSIONS_CONTAINER.into(),
@@ -360,10 +368,11 @@ pub fn build_pod(plan: &PodPlan) -> Pod {
     // Upstream's volume order: the user volumes, `repo`, `scripts`, `logs`.
     let mut volumes = plan.user_volumes.clone();
     if let Some(dirs) = plan.dirs.as_ref() {
-        let own = if repo_volume_needed(plan, dirs) {
-            &["repo", "scripts", "logs"][..]
-        } else {
-            &["scripts", "logs"][..]
+        let own = match (repo_volume_needed(plan, dirs), plan.legacy) {
+            (true, false) => &["repo", "scripts", "logs"][..],
+            (false, false) => &["scripts", "logs"][..],
+            (true, true) => &["repo"][..],
+            (false, true) => &[][..],
         };
         volumes.extend(own.iter().map(|name| Volume {
             name: (*name).into(),
@@ -551,6 +560,22 @@ mod tests {
             serde_json::json!([{"ip": "127.0.0.1", "hostnames": ["db"]}])
         );
         assert_eq!(pod["metadata"]["namespace"], "ci");
+    }
+
+    #[test]
+    fn the_legacy_pod_has_neither_scripts_nor_logs_volume_nor_init_container() {
+        let mut plan = plan();
+        plan.legacy = true;
+        let pod = serde_json::to_value(build_pod(&plan)).expect("a pod serializes");
+        assert_eq!(pod["spec"]["initContainers"], serde_json::Value::Null);
+        assert_eq!(
+            pod["spec"]["volumes"],
+            serde_json::json!([{"name": "repo", "emptyDir": {}}])
+        );
+        assert_eq!(
+            pod["spec"]["containers"][0]["volumeMounts"],
+            serde_json::json!([{"name": "repo", "mountPath": "/builds"}])
+        );
     }
 
     #[test]
