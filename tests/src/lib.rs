@@ -19,6 +19,7 @@ mod http;
 pub mod images;
 pub mod kube_api;
 pub mod kube_exec;
+pub mod kube_jobs;
 pub mod kubelet;
 pub mod registry;
 pub mod runner_process;

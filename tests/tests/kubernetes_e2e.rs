@@ -7,15 +7,13 @@
 //!
 //! Needs the Docker engine; never skipped.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test code outside #[test] functions: a panic is how a test or benchmark fails"
-)]
-
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use runner_tests::kube_api::{Fault, FaultKind, KubeApi, TOKEN};
+use runner_tests::kube_jobs::{
+    assert_nothing_left, declare_failure_reasons, output_lines, runner_config,
+};
 use runner_tests::kubelet::KubeletSettings;
 use runner_tests::{
     job_payload, runner_binary, FakeGitlab, GitServer, HelperImage, RunnerProcess, DEBIAN_IMAGE,
@@ -46,61 +44,10 @@ fn start_runner(
     helper: &HelperImage,
     extra: &str,
 ) -> Runner {
-    let (dir, config) = runner_config(gitlab, token, api, helper, extra);
+    let (dir, config) = runner_config(&gitlab.url(), token, api, helper, extra);
     Runner {
         process: RunnerProcess::spawn(&runner_binary(), &config, dir.path(), &[]),
         _dir: dir,
-    }
-}
-
-/// A directory with the `config.toml` of a kubernetes runner on the double; `extra` is more
-/// of `[runners.kubernetes]`.
-fn runner_config(
-    gitlab: &FakeGitlab,
-    token: &str,
-    api: &KubeApi,
-    helper: &HelperImage,
-    extra: &str,
-) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "concurrent = 2\ncheck_interval = 1\n\n[[runners]]\n  name = \"kubernetes\"\n  url = \"{}\"\n  token = \"{token}\"\n  executor = \"kubernetes\"\n  [runners.kubernetes]\n    host = \"{}\"\n    ca_file = \"{}\"\n    bearer_token = \"{TOKEN}\"\n    namespace = \"default\"\n    image = \"{DEBIAN_IMAGE}\"\n    helper_image = \"{}\"\n    pull_policy = [\"if-not-present\"]\n    poll_interval = 1\n{extra}",
-            gitlab.url(),
-            api.url(),
-            api.ca_file().display(),
-            helper.0
-        ),
-    )
-    .unwrap();
-    (dir, config)
-}
-
-/// The double holds no pod, and the engine nothing of its kubelet (removal is asynchronous
-/// after the delete, so it gets a few seconds).
-async fn assert_nothing_left(api: &KubeApi) {
-    assert!(
-        api.pod_names().is_empty(),
-        "pods left: {:?}",
-        api.pod_names()
-    );
-    for kind in ["services", "poddisruptionbudgets"] {
-        assert!(
-            api.names(kind).is_empty(),
-            "{kind} left: {:?}",
-            api.names(kind)
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = api.leftovers();
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "left on the engine: {left:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -115,25 +62,6 @@ fn no_git_job(script: &[&str], after_script: &[&str], timeout: i64) -> serde_jso
         json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
         timeout,
     )
-}
-
-/// How many job-log lines are exactly `text` after their timestamp and stream marker (`01O `,
-/// `01E `): output, not the `$ command` line that echoes a script's command.
-fn output_lines(log: &str, text: &str) -> usize {
-    log.lines()
-        .filter(|line| line.split_once(' ').and_then(|(_, rest)| rest.get(4..)) == Some(text))
-        .count()
-}
-
-fn reasons(payload: &mut serde_json::Value) {
-    payload["features"]["failure_reasons"] = json!([
-        "script_failure",
-        "runner_system_failure",
-        "job_execution_timeout",
-        "image_pull_failure",
-        "runner_configuration_error",
-        "runner_external_dependency_failure"
-    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +137,7 @@ async fn a_failing_script_keeps_its_exit_code_runs_after_script_and_a_fake_marke
         &["echo after $CI_JOB_STATUS"],
         120,
     );
-    reasons(&mut payload);
+    declare_failure_reasons(&mut payload);
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(&gitlab, "glrt-t1_k8sfail01", &api, &helper, "");
     let update = gitlab.wait_final(job, WAIT).await;
@@ -273,7 +201,7 @@ async fn an_image_that_cannot_be_pulled_fails_at_once_with_upstreams_class() {
     // failure in upstream's classification, well before `poll_timeout`.
     let mut payload = no_git_job(&["echo never"], &[], 120);
     payload["image"] = json!({"name": "127.0.0.1:1/missing/image:1"});
-    reasons(&mut payload);
+    declare_failure_reasons(&mut payload);
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(&gitlab, "glrt-t1_k8spull01", &api, &helper, "");
     let log = gitlab
@@ -308,7 +236,7 @@ async fn the_memory_limit_is_enforced_and_a_runner_sigterm_interrupts_the_job() 
         &[],
         120,
     );
-    reasons(&mut hungry);
+    declare_failure_reasons(&mut hungry);
     let hungry = gitlab.enqueue(hungry);
     let mut runner = start_runner(
         &gitlab,
@@ -359,7 +287,7 @@ async fn a_pod_deleted_under_a_running_stage_ends_the_job_as_a_system_failure() 
     let api = double().await;
     let gitlab = FakeGitlab::start("glrt-t1_k8sevict1").await;
     let mut payload = no_git_job(&["echo delete-me; sleep 600"], &[], 900);
-    reasons(&mut payload);
+    declare_failure_reasons(&mut payload);
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(&gitlab, "glrt-t1_k8sevict1", &api, &helper, "");
     gitlab.wait_log(job, "delete-me", WAIT).await;
@@ -385,7 +313,7 @@ async fn an_evicted_pod_ends_the_job_with_the_disruption_reason() {
     let api = double().await;
     let gitlab = FakeGitlab::start("glrt-t1_k8sdisr01").await;
     let mut payload = no_git_job(&["echo evict-me; sleep 600"], &[], 900);
-    reasons(&mut payload);
+    declare_failure_reasons(&mut payload);
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(&gitlab, "glrt-t1_k8sdisr01", &api, &helper, "");
     gitlab.wait_log(job, "evict-me", WAIT).await;
@@ -863,7 +791,7 @@ async fn the_legacy_exec_strategy_runs_each_stage_as_one_exec_on_v5_and_v4() {
             ]),
             120,
         );
-        reasons(&mut payload);
+        declare_failure_reasons(&mut payload);
         let job = gitlab.enqueue(payload);
         let _runner = start_runner(&gitlab, "glrt-t1_k8slegacy", &api, &helper, "");
         let update = gitlab.wait_final(job, WAIT).await;
@@ -1002,7 +930,7 @@ async fn at_start_the_runner_sweeps_its_own_leftovers_past_their_timeout() {
 
     let gitlab = FakeGitlab::start(token).await;
     let (dir, config) = runner_config(
-        &gitlab,
+        &gitlab.url(),
         token,
         &api,
         &helper,
@@ -1163,7 +1091,7 @@ async fn the_resource_check_waits_for_the_service_account_and_pull_secret() {
     let token = "glrt-t1_k8sresck01";
     let gitlab = FakeGitlab::start(token).await;
     let mut missing = no_git_job(&["echo never"], &[], 120);
-    reasons(&mut missing);
+    declare_failure_reasons(&mut missing);
     let missing = gitlab.enqueue(missing);
     let _runner = start_runner(
         &gitlab,

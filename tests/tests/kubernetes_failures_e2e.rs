@@ -16,7 +16,10 @@
 
 use std::time::{Duration, Instant};
 
-use runner_tests::kube_api::{Fault, FaultKind, KubeApi, TOKEN};
+use runner_tests::kube_api::{Fault, FaultKind, KubeApi};
+use runner_tests::kube_jobs::{
+    assert_nothing_left, declare_failure_reasons, output_lines, plain, runner_config,
+};
 use runner_tests::kubelet::KubeletSettings;
 use runner_tests::{
     job_payload, runner_binary, FakeGitlab, HelperImage, RecordedUpdate, RunnerProcess,
@@ -56,48 +59,10 @@ fn start_runner(
     helper: &HelperImage,
     extra: &str,
 ) -> Runner {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "concurrent = 2\ncheck_interval = 1\n\n[[runners]]\n  name = \"kubernetes\"\n  url = \"{}\"\n  token = \"{token}\"\n  executor = \"kubernetes\"\n  [runners.kubernetes]\n    host = \"{}\"\n    ca_file = \"{}\"\n    bearer_token = \"{TOKEN}\"\n    namespace = \"default\"\n    image = \"{DEBIAN_IMAGE}\"\n    helper_image = \"{}\"\n    pull_policy = [\"if-not-present\"]\n    poll_interval = 1\n{extra}",
-            gitlab.url(),
-            api.url(),
-            api.ca_file().display(),
-            helper.0
-        ),
-    )
-    .unwrap();
+    let (dir, config) = runner_config(&gitlab.url(), token, api, helper, extra);
     Runner {
         _process: RunnerProcess::spawn(&runner_binary(), &config, dir.path(), &[]),
         _dir: dir,
-    }
-}
-
-/// The double holds no pod, and the engine nothing of its kubelet (removal is asynchronous
-/// after the delete, so it gets a few seconds).
-async fn assert_nothing_left(api: &KubeApi) {
-    assert!(
-        api.pod_names().is_empty(),
-        "pods left: {:?}",
-        api.pod_names()
-    );
-    for kind in ["services", "poddisruptionbudgets"] {
-        assert!(
-            api.names(kind).is_empty(),
-            "{kind} left: {:?}",
-            api.names(kind)
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = api.leftovers();
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "left on the engine: {left:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -123,47 +88,8 @@ fn no_git_job(
         json!(all),
         timeout,
     );
-    payload["features"]["failure_reasons"] = json!([
-        "script_failure",
-        "runner_system_failure",
-        "job_execution_timeout",
-        "image_pull_failure",
-        "runner_configuration_error",
-        "runner_external_dependency_failure"
-    ]);
+    declare_failure_reasons(&mut payload);
     payload
-}
-
-/// `line` without its ANSI escape sequences (`\x1b[0K`, `\x1b[31;1m`, …).
-fn plain(line: &str) -> String {
-    let mut text = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // CSI: `[`, parameters, then one final letter.
-            for next in chars.by_ref() {
-                if next.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            text.push(c);
-        }
-    }
-    text
-}
-
-/// How many job-log lines are exactly `text` after their timestamp and stream marker (`01O `,
-/// `00O+`) and without their colours: a script's output or one of the runner's own lines,
-/// not the `$ command` line that echoes a script's command.
-fn output_lines(log: &str, text: &str) -> usize {
-    log.lines()
-        .filter(|line| {
-            line.split_once(' ')
-                .and_then(|(_, rest)| rest.get(4..))
-                .is_some_and(|rest| plain(rest) == text)
-        })
-        .count()
 }
 
 /// The job log's one `ERROR: Job failed` line, without its timestamp, marker and colours.

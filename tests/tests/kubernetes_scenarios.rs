@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use runner_tests::cluster::Cluster;
+use runner_tests::kube_jobs::{declare_failure_reasons, log_lines, output_lines};
 use runner_tests::{job_payload, runner_binary, FakeGitlab, JobControl, RunnerProcess};
 use serde_json::json;
 
@@ -61,14 +62,7 @@ fn job(script: &[&str], after_script: &[&str], timeout: i64) -> serde_json::Valu
         json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
         timeout,
     );
-    payload["features"]["failure_reasons"] = json!([
-        "script_failure",
-        "runner_system_failure",
-        "job_execution_timeout",
-        "image_pull_failure",
-        "runner_configuration_error",
-        "runner_external_dependency_failure"
-    ]);
+    declare_failure_reasons(&mut payload);
     payload
 }
 
@@ -76,33 +70,8 @@ fn add_variable(payload: &mut serde_json::Value, variable: serde_json::Value) {
     payload["variables"].as_array_mut().unwrap().push(variable);
 }
 
-/// The job-log lines after their timestamp and stream marker, without colours.
-fn lines(log: &str) -> Vec<String> {
-    log.lines()
-        .filter_map(|line| line.split_once(' ').and_then(|(_, rest)| rest.get(4..)))
-        .map(plain)
-        .collect()
-}
-
-fn plain(line: &str) -> String {
-    let mut text = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for next in chars.by_ref() {
-                if next.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            text.push(c);
-        }
-    }
-    text
-}
-
 fn has_line(log: &str, text: &str) -> bool {
-    lines(log).iter().any(|line| line == text)
+    output_lines(log, text) > 0
 }
 
 async fn final_log(gitlab: &FakeGitlab, job: JobControl) -> (runner_tests::RecordedUpdate, String) {
@@ -274,7 +243,7 @@ async fn a_pod_no_node_can_take_fails_after_poll_timeout() {
         "{log}"
     );
     assert!(
-        lines(&log)
+        log_lines(&log)
             .iter()
             .any(|line| line.starts_with("\tUnschedulable: ")
                 && line.contains("didn't match Pod's node affinity/selector")),
