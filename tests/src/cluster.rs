@@ -7,8 +7,8 @@
 //!
 //! For a real cluster:
 //! - `RUNNER_TEST_KUBECONFIG`: the kubeconfig (its current context, or
-//!   `RUNNER_TEST_KUBE_CONTEXT`); the user needs to create, get, watch and delete pods,
-//!   secrets, services and events in the namespace, and exec and attach to pods;
+//!   `RUNNER_TEST_KUBE_CONTEXT`); the user needs the rights the README's "Pointing the
+//!   runner at a real cluster" lists, in the namespace;
 //! - `RUNNER_TEST_KUBE_NAMESPACE` (default `default`);
 //! - `RUNNER_TEST_KUBE_IMAGE`: a job image the nodes can pull with `bash`, coreutils and the
 //!   OpenSSH server (as the tests' debootstrap image `gitlab-runner-rs-test/debian-sshd`);

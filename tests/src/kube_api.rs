@@ -1106,20 +1106,17 @@ fn refused(code: u16) -> Reply {
             "etcdserver: request timed out",
             Value::Null,
         ),
-        // As API priority and fairness throttles: the wait is in the Status details and in
-        // a `Retry-After` header.
-        429 => {
-            let mut reply = status(
-                429,
-                "TooManyRequests",
-                "Too many requests, please try again later.",
-                json!({"retryAfterSeconds": 1}),
-            );
-            reply
-                .headers_mut()
-                .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
-            reply
-        }
+        // As the API server throttles (max-in-flight, priority and fairness): a plain-text
+        // body and the wait in a `Retry-After` header only.
+        429 => hyper::Response::builder()
+            .status(429)
+            .header("content-type", "text/plain; charset=utf-8")
+            .header("x-content-type-options", "nosniff")
+            .header("retry-after", "1")
+            .body(Full::new(Bytes::from_static(
+                b"Too many requests, please try again later.\n",
+            )))
+            .expect("a response"),
         code => status(
             code,
             "ServiceUnavailable",

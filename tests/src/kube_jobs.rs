@@ -48,8 +48,9 @@ pub fn declare_failure_reasons(payload: &mut Value) {
     ]);
 }
 
-/// The double holds no pod, Service or PodDisruptionBudget, and the engine nothing of its
-/// kubelet (removal is asynchronous after the delete, so it gets a few seconds).
+/// The double holds no pod, Service, PodDisruptionBudget or Secret of the runner, and the
+/// engine nothing of its kubelet (removal is asynchronous after the delete, so it gets a few
+/// seconds).
 pub async fn assert_nothing_left(api: &KubeApi) {
     assert!(
         api.pod_names().is_empty(),
@@ -63,6 +64,21 @@ pub async fn assert_nothing_left(api: &KubeApi) {
             api.names(kind)
         );
     }
+    // The runner's Secrets carry its manager label (a test's own Secrets do not).
+    let secrets: Vec<String> = api
+        .secret_names()
+        .into_iter()
+        .filter(|secret| {
+            secret.split_once('/').is_some_and(|(namespace, name)| {
+                api.object("secrets", namespace, name)
+                    .is_some_and(|object| {
+                        object["metadata"]["labels"]["manager.runner.gitlab.com/id-short"]
+                            .is_string()
+                    })
+            })
+        })
+        .collect();
+    assert!(secrets.is_empty(), "the runner's Secrets left: {secrets:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = api.leftovers();

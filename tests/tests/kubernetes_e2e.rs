@@ -1298,3 +1298,38 @@ async fn a_host_path_at_the_builds_root_gives_the_shared_builds_dir_layout() {
     );
     assert_nothing_left(&api).await;
 }
+
+/// A job canceled while the resource check waits for a service account that never comes
+/// ends at once (not after its 30 looks, 5 s apart), with upstream's wrapper for what the
+/// first stage does, and leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_the_resource_check_ends_the_job_at_once() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let token = "glrt-t1_k8sresck02";
+    let gitlab = FakeGitlab::start(token).await;
+    let job = gitlab.enqueue(no_git_job(&["echo never"], &[], 600));
+    let _runner = start_runner(
+        &gitlab,
+        token,
+        &api,
+        &helper,
+        "    service_account = \"never-there\"\n    resource_availability_check_max_attempts = 30\n",
+    );
+    let deadline = Instant::now() + WAIT;
+    while !api.requests().iter().any(|request| {
+        request.starts_with("GET /api/v1/namespaces/default/serviceaccounts/never-there")
+    }) {
+        assert!(Instant::now() < deadline, "{:?}", api.requests());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let canceled = Instant::now();
+    gitlab.cancel(job);
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(update.state, "failed", "{log}");
+    assert!(canceled.elapsed() < Duration::from_secs(20), "{log}");
+    assert!(!log.contains("Timed out while waiting"), "{log}");
+    assert_eq!(output_lines(&log, "never"), 0, "{log}");
+    assert_nothing_left(&api).await;
+}

@@ -177,8 +177,8 @@ const TAINTED: &str = "0/3 nodes are available: 1 node(s) had untolerated taint 
 /// A pod no node has room for stays Pending: each distinct scheduler reason is said once (not
 /// on every poll), the scheduler's Warning event is printed once, and after `poll_timeout`
 /// (3 s) the job fails as a system failure with upstream's `waiting for pod running: timed out
-/// waiting for pod to start (last phase: Pending)`, naming the last reason. The pod is
-/// deleted; the engine never had anything of it.
+/// waiting for pod to start (last phase: Pending)` and, beyond upstream, the last reason. The
+/// pod is deleted; the engine never had anything of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_the_scheduler_cannot_place_times_out_saying_each_reason_once() {
     let (update, log, (namespace, name), api) =

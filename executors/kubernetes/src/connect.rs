@@ -141,6 +141,10 @@ pub async fn client_config(
         config.auth_info.token = Some(bearer_token_overwrite.to_string().into());
         config.auth_info.token_file = None;
     }
+    // kube-rs retries 429, 503 and 504 itself by default (up to 15 times, with backoff up to
+    // 1000 s); the runner's own retries ([`crate::retry`], upstream's `retry_limit`) are the
+    // only ones, so that what an operator configured is what happens.
+    config.default_retry = false;
     Ok(config)
 }
 

@@ -12,6 +12,9 @@ use runner_core::log::{JobLog, StreamId, StreamKind};
 
 use crate::retry::RetryPolicy;
 
+/// The pause before the events are watched again after the watch ended.
+const REWATCH_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Go's `tabwriter` settings upstream uses: `minwidth` 3, `padding` 3.
 const MIN_WIDTH: usize = 3;
 const PADDING: usize = 3;
@@ -123,6 +126,8 @@ pub fn start(events: Api<Event>, name: &str, retry: RetryPolicy, log: JobLog) ->
                     }
                 }
             }
+            // A stream that keeps failing is not watched again in a tight loop.
+            tokio::time::sleep(REWATCH_PAUSE).await;
         }
     }))
 }

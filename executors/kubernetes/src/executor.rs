@@ -10,9 +10,8 @@
 //!
 //! Once the pod is created come its companions (the disruption budget, Services for images
 //! with `ports`); before it, the resource availability check. The start-up sweep of an
-//! earlier run's left-overs is [`crate::sweep`].
-//!
-//! Not yet here (the README's "Not yet" for Kubernetes lists them): `FF_PRINT_POD_EVENTS`.
+//! earlier run's left-overs is [`crate::sweep`]; `FF_PRINT_POD_EVENTS`' table is
+//! [`crate::event_stream`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -94,7 +93,7 @@ impl KubernetesProvider {
         let client_config = crate::connect::client_config(&self.config.connection, "")
             .await
             .map_err(|error| format!("getting Kubernetes config: {error}"))?;
-        let client = kube::Client::try_from(client_config)
+        let client = crate::throttle::client(client_config)
             .map_err(|error| format!("connecting to Kubernetes: {error}"))?;
         Ok(crate::sweep::sweep(
             client,
@@ -215,7 +214,7 @@ struct Job {
     legacy: bool,
     session: Session,
     /// `FF_PRINT_POD_EVENTS`: prints the pod's events until the job is dropped.
-    _event_printer: Option<crate::event_stream::Printer>,
+    event_printer: Option<crate::event_stream::Printer>,
 }
 
 /// One job's pod.
@@ -535,7 +534,7 @@ impl KubernetesExecutor {
             umask: start.umask,
             legacy: start.legacy,
             session,
-            _event_printer: None,
+            event_printer: None,
         });
         plan.image_pull_secrets = start.configured_pull_secrets.clone();
         let secret_name = generate_name(&start.base_name, &mut rand::thread_rng());
@@ -561,12 +560,21 @@ impl KubernetesExecutor {
                 plan.image_pull_secrets.push(secret_name.clone());
             }
         }
-        self.check_dependant_resources(start, &plan.namespace)
-            .await?;
+        // Upstream's `setting up build pod: ` for all of `setupBuildPod` (not in legacy mode).
+        let in_build_pod = |error: StartError| match error {
+            StartError::Other(error) if !start.legacy => StartError::Other(reworded(
+                &error,
+                format!("setting up build pod: {}", error.full_message()),
+            )),
+            other => other,
+        };
+        self.check_dependant_resources(start, &plan.namespace, cancel)
+            .await
+            .map_err(in_build_pod)?;
         let pod = build_pod(plan);
         let created = create_or_adopt(retry, &pods, &plan.name, &pod)
             .await
-            .map_err(|error| system(format!("setting up build pod: {error}")))?;
+            .map_err(|error| in_build_pod(system(error.to_string()).into()))?;
         let owned = credentials.and_then(|secret| crate::credentials::owned_by(secret, &created));
         if let (Some(secret), Some(job_secret)) = (owned, self.job()?.secret.as_mut()) {
             let secrets = job_secret.secrets.clone();
@@ -576,16 +584,20 @@ impl KubernetesExecutor {
                     secrets.replace(&secret_name, &params, &secret)
                 })
                 .await
-                .map_err(|error| system(format!("error setting ownerReferences: {error}")))?;
+                .map_err(|error| {
+                    in_build_pod(system(format!("error setting ownerReferences: {error}")).into())
+                })?;
             job_secret.owned = true;
         }
-        self.make_companions(start, plan, &created).await?;
+        self.make_companions(start, plan, &created)
+            .await
+            .map_err(in_build_pod)?;
         if start.print_events {
             log.println("Subscribing to Kubernetes Pod events...");
             let events = Api::namespaced(start.client.clone(), &plan.namespace);
             let printer =
                 crate::event_stream::start(events, &plan.name, retry.clone(), log.clone());
-            self.job()?._event_printer = Some(printer);
+            self.job()?.event_printer = Some(printer);
         }
         self.wait_for_running(
             &pods,
@@ -607,6 +619,7 @@ impl KubernetesExecutor {
         &self,
         start: &PodStart,
         namespace: &str,
+        cancel: &CancellationToken,
     ) -> Result<(), StartError> {
         let attempts = self.config.resource_availability_check_max_attempts;
         if attempts == 0 {
@@ -649,7 +662,14 @@ impl KubernetesExecutor {
                     found = true;
                     break;
                 }
-                tokio::time::sleep(RESOURCE_CHECK_INTERVAL).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(RESOURCE_CHECK_INTERVAL) => {}
+                    _ = cancel.cancelled() => {
+                        return Err(StartError::Other(system(format!(
+                            "canceled while waiting for {kind}/{name} to be present in the cluster"
+                        ))));
+                    }
+                }
             }
             if !found {
                 return Err(StartError::Other(system(format!(
@@ -834,7 +854,7 @@ impl Executor for KubernetesExecutor {
             crate::connect::client_config(&config.connection, &overwrites.bearer_token)
                 .await
                 .map_err(|error| configuration(format!("getting Kubernetes config: {error}")))?;
-        let client = kube::Client::try_from(client_config)
+        let client = crate::throttle::client(client_config)
             .map_err(|error| system(format!("connecting to Kubernetes: {error}")))?;
         log.println(&format!(
             "Using Kubernetes namespace: {}",
@@ -864,6 +884,27 @@ impl Executor for KubernetesExecutor {
         for warning in warnings {
             log.warning(&warning);
         }
+        let ports: Vec<String> = build
+            .job
+            .services
+            .iter()
+            .map(|service| {
+                runner_core::variables::Variables::new(service.variables.clone())
+                    .get("HEALTHCHECK_TCP_PORT")
+                    .to_string()
+            })
+            .filter(|port| !port.is_empty())
+            .collect();
+        // Upstream makes the pod in the first stage it runs (`prepare_script`), so what goes
+        // wrong from here on carries that stage's wrapper; but with services to wait for it
+        // makes the pod in its prepare, whose errors are bare.
+        let in_first_stage = |error: ExecutorError| {
+            if ports.is_empty() {
+                in_prepare_environment(error)
+            } else {
+                not_retried(error)
+            }
+        };
         if config.namespace_per_job {
             let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
             let (labels, annotations) =
@@ -882,7 +923,7 @@ impl Executor for KubernetesExecutor {
             create_or_adopt(&retry, &namespaces, &plan.namespace, &namespace)
                 .await
                 .map_err(|error| {
-                    not_retried(system(format!(
+                    in_first_stage(system(format!(
                         "setting up build namespace: failed to create namespace: {error}"
                     )))
                 })?;
@@ -908,8 +949,6 @@ impl Executor for KubernetesExecutor {
             legacy,
             print_events: build.flags.enabled(FeatureFlag::PrintPodEvents),
         };
-        // Upstream makes the pod in the first stage it runs (`prepare_script`), so what goes
-        // wrong from here on carries that stage's wrapper.
         let started: Result<(), ExecutorError> = async {
             // Upstream's pull-policy fallback: a container whose image pull fails tries its next
             // policy in a new pod.
@@ -969,17 +1008,6 @@ impl Executor for KubernetesExecutor {
                 let deadline = tokio::time::Instant::now() + config.cleanup_resources_timeout;
                 self.cleanup_pod(log, deadline).await;
             }
-            let ports: Vec<String> = build
-                .job
-                .services
-                .iter()
-                .map(|service| {
-                    runner_core::variables::Variables::new(service.variables.clone())
-                        .get("HEALTHCHECK_TCP_PORT")
-                        .to_string()
-                })
-                .filter(|port| !port.is_empty())
-                .collect();
             if !ports.is_empty() {
                 self.wait_for_services(&ports, log, cancel).await?;
             }
@@ -1001,7 +1029,7 @@ impl Executor for KubernetesExecutor {
             Ok(())
         }
         .await;
-        started.map_err(in_prepare_environment)
+        started.map_err(in_first_stage)
     }
 
     async fn run(
@@ -1108,9 +1136,11 @@ impl KubernetesExecutor {
     /// Deletes the pod, and its Secret when the pod does not own it, before `deadline`; what
     /// fails is said in `log`, never fails the job.
     async fn cleanup_pod(&mut self, log: &JobLog, deadline: tokio::time::Instant) {
-        let Some(job) = self.job.take() else {
+        let Some(mut job) = self.job.take() else {
             return;
         };
+        // Upstream stops the event stream first, so the deletion's events are not printed.
+        drop(job.event_printer.take());
         drop(job.session);
         let params = DeleteParams {
             grace_period_seconds: self
@@ -1191,9 +1221,6 @@ fn script_exit(code: i32) -> ScriptExit {
     }
 }
 
-/// A failure to start the pod fails the job without the build layer's preparation retries:
-/// upstream starts the pod in the first stage, where nothing is tried again (and a new try
-/// would meet this one's namespace still being deleted).
 /// Whether the volume at `builds_root` may be shared by concurrent jobs: a user volume is
 /// mounted there and it is not an `emptyDir` (upstream's `isSharedBuildsDirRequired`).
 fn builds_dir_is_shared(
@@ -1213,22 +1240,29 @@ fn builds_dir_is_shared(
         })
 }
 
-/// The wrapper upstream's `prepare_script` stage gives its errors, the failure reason kept.
-fn in_prepare_environment(error: ExecutorError) -> ExecutorError {
-    let message = format!(
-        "prepare environment: {}. Check https://docs.gitlab.com/runner/shells/#shell-profile-loading for more information",
-        error.full_message()
-    );
+/// `error` with another `message`, of the same kind.
+fn reworded(error: &ExecutorError, message: String) -> ExecutorError {
     match error.kind() {
-        runner_core::executor::ExecutorErrorKind::System => {
-            ExecutorError::with_reason(FailureReason::RunnerSystemFailure, message)
-        }
+        runner_core::executor::ExecutorErrorKind::System => system(message),
         runner_core::executor::ExecutorErrorKind::Job(reason) => {
             ExecutorError::with_reason(reason, message)
         }
     }
 }
 
+/// The wrapper upstream's `prepare_script` stage gives its errors, the failure reason kept
+/// (a system failure is one of the job: that stage is not tried again).
+fn in_prepare_environment(error: ExecutorError) -> ExecutorError {
+    let message = format!(
+        "prepare environment: {}. Check https://docs.gitlab.com/runner/shells/#shell-profile-loading for more information",
+        error.full_message()
+    );
+    not_retried(reworded(&error, message))
+}
+
+/// A failure to start the pod fails the job without the build layer's preparation retries:
+/// upstream starts the pod in the first stage, where nothing is tried again (and a new try
+/// would meet this one's namespace still being deleted).
 fn not_retried(error: ExecutorError) -> ExecutorError {
     match error.kind() {
         runner_core::executor::ExecutorErrorKind::System => {

@@ -51,6 +51,7 @@ pub mod retry;
 pub mod session;
 pub mod stage_commands;
 pub mod sweep;
+pub mod throttle;
 pub mod volumes;
 
 pub use executor::{KubernetesExecutor, KubernetesProvider};

@@ -140,8 +140,8 @@ pub const RETRY_AFTER_ATTEMPTS: u32 = 10;
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// The wait an API answer asks for: a 429 or 5xx whose Status carries `retryAfterSeconds`
-/// (a real API server sends it with the `Retry-After` header, which kube-rs does not keep),
-/// at most [`RETRY_AFTER_MAX`].
+/// (a throttled answer's `Retry-After` header is put there by [`crate::throttle`], as
+/// kube-rs keeps no header of an error), at most [`RETRY_AFTER_MAX`].
 pub fn retry_after(error: &kube::Error) -> Option<Duration> {
     let kube::Error::Api(status) = error else {
         return None;

@@ -35,6 +35,8 @@ const STREAM_BUFFER: usize = 1024 * 1024;
 /// How long a typed stage line gets to show its start marker before it is typed again (the
 /// line is guarded, so a second copy does not run the stage twice).
 const START_WAIT: Duration = Duration::from_secs(5);
+/// After a failed attempt to type a stage line, the pause before the next.
+const RETYPE_PAUSE: Duration = Duration::from_millis(500);
 /// How many times a stage line is typed at most.
 const TYPE_ATTEMPTS: usize = 3;
 /// After a successful kill, how long the stage's fallback marker gets to come before the
@@ -395,6 +397,12 @@ impl Session {
                     if started.borrow().as_str() == nonce {
                         delivered = true;
                         break;
+                    }
+                    // A short pause (not the whole START_WAIT): whatever failed, attaching
+                    // or writing, is tried again soon, but not in a tight loop.
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETYPE_PAUSE) => {}
+                        _ = cancel.cancelled() => break,
                     }
                     continue;
                 }
