@@ -274,6 +274,21 @@ struct ExecDockerArgs {
     docker_privileged: bool,
 }
 
+impl From<ExecArgs> for exec::ExecOptions {
+    fn from(args: ExecArgs) -> Self {
+        Self {
+            job: args.job,
+            file: args.file,
+            builds_dir: args.builds_dir,
+            cache_dir: args.cache_dir,
+            env: args.env,
+            timeout: args.timeout,
+            shell: args.shell,
+            artifacts_dir: args.artifacts_dir,
+        }
+    }
+}
+
 #[derive(Args)]
 struct ExecArgs {
     /// The job to run.
@@ -591,18 +606,8 @@ fn main() {
                 config.volumes = args.docker_volumes;
                 config.network_mode = args.docker_network_mode.unwrap_or_default();
                 config.privileged = args.docker_privileged;
-                let common = args.common;
                 exec::exec_docker(
-                    exec::ExecOptions {
-                        job: common.job,
-                        file: common.file,
-                        builds_dir: common.builds_dir,
-                        cache_dir: common.cache_dir,
-                        env: common.env,
-                        timeout: common.timeout,
-                        shell: common.shell,
-                        artifacts_dir: common.artifacts_dir,
-                    },
+                    args.common.into(),
                     config,
                 )
                 .await
@@ -642,18 +647,8 @@ fn main() {
                     .filter_map(|(key, value)| Some((key.to_string(), value?)))
                     .collect();
                 let config = exec::kubernetes_config(section)?;
-                let common = args.common;
                 exec::exec_kubernetes(
-                    exec::ExecOptions {
-                        job: common.job,
-                        file: common.file,
-                        builds_dir: common.builds_dir,
-                        cache_dir: common.cache_dir,
-                        env: common.env,
-                        timeout: common.timeout,
-                        shell: common.shell,
-                        artifacts_dir: common.artifacts_dir,
-                    },
+                    args.common.into(),
                     config,
                     args.receiver_address,
                 )
@@ -662,16 +657,7 @@ fn main() {
             Commands::Exec {
                 executor: ExecExecutor::Shell(args),
             } => {
-                exec::exec_shell(exec::ExecOptions {
-                    job: args.job,
-                    file: args.file,
-                    builds_dir: args.builds_dir,
-                    cache_dir: args.cache_dir,
-                    env: args.env,
-                    timeout: args.timeout,
-                    shell: args.shell,
-                    artifacts_dir: args.artifacts_dir,
-                })
+                exec::exec_shell(args.into())
                 .await
             }
         }
