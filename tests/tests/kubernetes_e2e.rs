@@ -1333,3 +1333,327 @@ async fn a_cancel_during_the_resource_check_ends_the_job_at_once() {
     assert_eq!(output_lines(&log, "never"), 0, "{log}");
     assert_nothing_left(&api).await;
 }
+
+/// The shared S3 cache from pods: the first job's helper container uploads the cache to a
+/// real S3 server (through the presigned URL the runner gives it), the second job, in a new
+/// pod with an empty `repo` volume, downloads and extracts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_cache_round_trips_between_two_pods() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let s3 = runner_tests::S3Server::start("runner-cache");
+    let token = "glrt-t1_k8scache1";
+    let gitlab = FakeGitlab::start(token).await;
+    let cache = json!([{"key": "k8s-s3", "paths": ["vendor/"], "policy": "pull-push",
+        "when": "on_success", "untracked": false}]);
+    let mut save = no_git_job(
+        &["mkdir -p vendor && printf 'from-s3' > vendor/dep.txt"],
+        &[],
+        120,
+    );
+    save["cache"] = cache.clone();
+    let save = gitlab.enqueue(save);
+    let _runner = start_runner(
+        &gitlab,
+        token,
+        &api,
+        &helper,
+        &format!(
+            "  [runners.cache]\n    Type = \"s3\"\n    Path = \"prefix\"\n    [runners.cache.s3]\n      ServerAddress = \"{}\"\n      AccessKey = \"{}\"\n      SecretKey = \"{}\"\n      BucketName = \"runner-cache\"\n      Insecure = true\n",
+            s3.address(),
+            runner_tests::s3::ACCESS_KEY,
+            runner_tests::s3::SECRET_KEY,
+        ),
+    );
+    let log = gitlab.wait_success(save, WAIT).await;
+    assert!(log.contains("Uploading cache.zip to http://"), "{log}");
+    assert!(log.contains("Created cache"), "{log}");
+    assert!(!log.contains("X-Amz-Signature"), "{log}");
+    let objects = s3.objects("runner-cache");
+    assert!(
+        objects
+            .iter()
+            .any(|object| object.starts_with("prefix/runner/")
+                && object.ends_with("/project/77/k8s-s3")),
+        "{objects:?}"
+    );
+    assert_nothing_left(&api).await;
+
+    let mut restore = no_git_job(&["echo \"restored=$(cat vendor/dep.txt)\""], &[], 120);
+    restore["cache"] = cache;
+    let restore = gitlab.enqueue(restore);
+    let log = gitlab.wait_success(restore, WAIT).await;
+    assert!(log.contains("Downloading cache from http://"), "{log}");
+    assert!(log.contains("Successfully extracted cache"), "{log}");
+    assert_eq!(output_lines(&log, "restored=from-s3"), 1, "{log}");
+    assert_nothing_left(&api).await;
+}
+
+/// The build container itself OOM-killed (its main shell made the kernel's first choice, as
+/// a cgroup-v2 kubelet's grouped OOM kill ends the whole container): the job ends as a system
+/// failure naming the container and its memory limit, and leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_killed_build_container_is_named_with_its_limit() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let token = "glrt-t1_k8soom002";
+    let gitlab = FakeGitlab::start(token).await;
+    let mut payload = no_git_job(
+        &[
+            "echo 1000 > /proc/1/oom_score_adj",
+            "head -c 300m /dev/zero | tail > /dev/null",
+            "echo survived",
+        ],
+        &[],
+        120,
+    );
+    declare_failure_reasons(&mut payload);
+    let job = gitlab.enqueue(payload);
+    let _runner = start_runner(
+        &gitlab,
+        token,
+        &api,
+        &helper,
+        "    memory_limit = \"96Mi\"\n",
+    );
+    let update = gitlab.wait_final(job, WAIT).await;
+    let log = gitlab.log(job);
+    assert_eq!(
+        update.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{log}"
+    );
+    assert!(
+        log.contains("container build was OOM-killed, limit 96Mi"),
+        "{log}"
+    );
+    assert_eq!(output_lines(&log, "survived"), 0, "{log}");
+    assert_nothing_left(&api).await;
+}
+
+/// Every kind of `KUBERNETES_*` overwrite a job may make, each allowed by its
+/// `*_overwrite_allowed` or within its `*_overwrite_max_allowed`, said with upstream's line and
+/// found in the pod the double stores; then one refusal of each kind with upstream's message,
+/// before any pod is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_overwrite_is_applied_within_bounds_and_refused_beyond() {
+    let helper = HelperImage::build("dev");
+    let api = double().await;
+    let token = "glrt-t1_k8sovall1";
+    let gitlab = FakeGitlab::start(token).await;
+    let shared = tempfile::tempdir().unwrap();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let accepted = [
+        ("KUBERNETES_NAMESPACE_OVERWRITE", "ci-review".to_string()),
+        (
+            "KUBERNETES_SERVICE_ACCOUNT_OVERWRITE",
+            "ci-builder".to_string(),
+        ),
+        ("KUBERNETES_POD_LABELS_1", "team=blue".to_string()),
+        (
+            "KUBERNETES_POD_ANNOTATIONS_1",
+            "note=from-the-job".to_string(),
+        ),
+        (
+            "KUBERNETES_NODE_SELECTOR_ARCH",
+            format!("kubernetes.io/arch={arch}"),
+        ),
+        (
+            "KUBERNETES_NODE_TOLERATIONS_1",
+            "gpu=true:NoSchedule".to_string(),
+        ),
+        ("KUBERNETES_CPU_REQUEST", "200m".to_string()),
+        ("KUBERNETES_MEMORY_REQUEST", "64Mi".to_string()),
+        ("KUBERNETES_EPHEMERAL_STORAGE_LIMIT", "1Gi".to_string()),
+        ("KUBERNETES_HELPER_CPU_LIMIT", "300m".to_string()),
+        ("KUBERNETES_HELPER_MEMORY_REQUEST", "32Mi".to_string()),
+    ];
+    let job = |variables: &[(&str, String)], script: &[&str]| {
+        let mut payload = no_git_job(script, &[], 120);
+        for (key, value) in variables {
+            payload["variables"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"key": key, "value": value, "public": true}));
+        }
+        declare_failure_reasons(&mut payload);
+        payload
+    };
+    // The namespace the job moves to is there, as on a cluster.
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.auth_info.token = Some(TOKEN.to_string().into());
+    config.root_cert = Some(vec![api.ca_der()]);
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(kube::Client::try_from(config).unwrap());
+    let review = serde_json::from_value(json!({"metadata": {"name": "ci-review"}})).unwrap();
+    namespaces
+        .create(&Default::default(), &review)
+        .await
+        .unwrap();
+    let held = gitlab.enqueue(job(
+        &accepted,
+        &[
+            "until [ -e /shared/go ]; do sleep 0.1; done",
+            "echo overwritten-pod-ran",
+        ],
+    ));
+    let _runner = start_runner(
+        &gitlab,
+        token,
+        &api,
+        &helper,
+        &format!(
+            "    namespace_overwrite_allowed = \"ci-.*\"\n    service_account_overwrite_allowed = \"ci-.*\"\n    pod_labels_overwrite_allowed = \"team=.*\"\n    pod_annotations_overwrite_allowed = \"note=.*\"\n    node_selector_overwrite_allowed = \"kubernetes.io/arch=.*\"\n    node_tolerations_overwrite_allowed = \"gpu=.*\"\n    cpu_request_overwrite_max_allowed = \"500m\"\n    memory_request_overwrite_max_allowed = \"128Mi\"\n    ephemeral_storage_limit_overwrite_max_allowed = \"2Gi\"\n    helper_cpu_limit_overwrite_max_allowed = \"500m\"\n    helper_memory_request_overwrite_max_allowed = \"64Mi\"\n    [[runners.kubernetes.volumes.host_path]]\n      name = \"shared\"\n      mount_path = \"/shared\"\n      host_path = \"{}\"\n",
+            shared.path().display()
+        ),
+    );
+    gitlab.wait_log(held, "until [ -e /shared/go ]", WAIT).await;
+    let pods = api.pod_names();
+    let (namespace, name) = pods[0].split_once('/').unwrap();
+    assert_eq!(namespace, "ci-review", "{pods:?}");
+    let pod = api.object("pods", namespace, name).unwrap();
+    let spec = &pod["spec"];
+    assert_eq!(spec["serviceAccountName"], "ci-builder", "{pod}");
+    assert_eq!(pod["metadata"]["labels"]["team"], "blue", "{pod}");
+    assert_eq!(
+        pod["metadata"]["annotations"]["note"], "from-the-job",
+        "{pod}"
+    );
+    assert_eq!(spec["nodeSelector"]["kubernetes.io/arch"], arch, "{pod}");
+    assert!(
+        spec["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|toleration| toleration["key"] == "gpu"
+                && toleration["value"] == "true"
+                && toleration["effect"] == "NoSchedule"),
+        "{pod}"
+    );
+    let container = |wanted: &str| {
+        spec["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|container| container["name"] == wanted)
+            .unwrap()
+            .clone()
+    };
+    let build = container("build");
+    assert_eq!(build["resources"]["requests"]["cpu"], "200m", "{build}");
+    assert_eq!(build["resources"]["requests"]["memory"], "64Mi", "{build}");
+    assert_eq!(
+        build["resources"]["limits"]["ephemeral-storage"], "1Gi",
+        "{build}"
+    );
+    let helper_container = container("helper");
+    assert_eq!(
+        helper_container["resources"]["limits"]["cpu"], "300m",
+        "{helper_container}"
+    );
+    assert_eq!(
+        helper_container["resources"]["requests"]["memory"], "32Mi",
+        "{helper_container}"
+    );
+    std::fs::write(shared.path().join("go"), "").unwrap();
+    let log = gitlab.wait_success(held, WAIT).await;
+    for line in [
+        r#""Namespace" overwritten with "ci-review""#,
+        r#""ServiceAccount" overwritten with "ci-builder""#,
+        r#""PodLabels" "team" overwritten with "blue""#,
+        r#""PodAnnotations" "note" overwritten with "from-the-job""#,
+        r#""NodeTolerations" "gpu=true" overwritten with "NoSchedule""#,
+        r#""CPURequest" overwritten with "200m""#,
+        r#""MemoryRequest" overwritten with "64Mi""#,
+        r#""EphemeralStorageLimit" overwritten with "1Gi""#,
+        r#""HelperCPULimit" overwritten with "300m""#,
+        r#""HelperMemoryRequest" overwritten with "32Mi""#,
+    ] {
+        assert_eq!(output_lines(&log, line), 1, "{line} in:\n{log}");
+    }
+    assert_eq!(
+        output_lines(
+            &log,
+            &format!(r#""NodeSelector" "kubernetes.io/arch" overwritten with "{arch}""#)
+        ),
+        1,
+        "{log}"
+    );
+    assert_eq!(output_lines(&log, "overwritten-pod-ran"), 1, "{log}");
+    assert_nothing_left(&api).await;
+
+    let pods_made = |api: &KubeApi| {
+        api.requests()
+            .iter()
+            .filter(|request| {
+                request.starts_with("POST /api/v1/namespaces/") && request.contains("/pods?")
+            })
+            .count()
+    };
+    let before = pods_made(&api);
+    for (key, value, message) in [
+        (
+            "KUBERNETES_NAMESPACE_OVERWRITE",
+            "prod",
+            r#"provided value "prod" does not match "ci-.*""#,
+        ),
+        (
+            "KUBERNETES_SERVICE_ACCOUNT_OVERWRITE",
+            "admin",
+            r#"provided value "admin" does not match "ci-.*""#,
+        ),
+        (
+            "KUBERNETES_POD_LABELS_1",
+            "owner=me",
+            r#"provided value "owner=me" does not match "team=.*""#,
+        ),
+        (
+            "KUBERNETES_POD_ANNOTATIONS_1",
+            "other=x",
+            r#"provided value "other=x" does not match "note=.*""#,
+        ),
+        (
+            "KUBERNETES_NODE_SELECTOR_1",
+            "zone=a",
+            r#"provided value "zone=a" does not match "kubernetes.io/arch=.*""#,
+        ),
+        (
+            "KUBERNETES_NODE_TOLERATIONS_1",
+            "spot=true:NoSchedule",
+            r#"provided value "spot=true:NoSchedule" does not match "gpu=.*""#,
+        ),
+        (
+            "KUBERNETES_MEMORY_REQUEST",
+            "1Gi",
+            r#"invalid build requests specified: the resource "MemoryRequest" requested "1Gi" is higher than limit allowed "128Mi""#,
+        ),
+        (
+            "KUBERNETES_HELPER_CPU_LIMIT",
+            "2",
+            r#"invalid helper limits specified: the resource "HelperCPULimit" requested "2" is higher than limit allowed "500m""#,
+        ),
+    ] {
+        let refused = gitlab.enqueue(job(&[(key, value.to_string())], &["echo never-ran"]));
+        let update = gitlab.wait_final(refused, WAIT).await;
+        let log = gitlab.log(refused);
+        assert_eq!(
+            update.failure_reason.as_deref(),
+            Some("runner_configuration_error"),
+            "{key}: {log}"
+        );
+        assert_eq!(
+            output_lines(
+                &log,
+                &format!("ERROR: Job failed: couldn't prepare overwrites: {message}")
+            ),
+            1,
+            "{key}: {log}"
+        );
+    }
+    assert_eq!(pods_made(&api), before, "{:?}", api.requests());
+    assert_nothing_left(&api).await;
+}

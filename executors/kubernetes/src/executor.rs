@@ -453,7 +453,12 @@ impl KubernetesExecutor {
                 .retry_policy()
                 .run("getting the pod", |_| pods.get(name))
                 .await
-                .map_err(|error| system(format!("waiting for pod running: {error}")))?;
+                .map_err(|error| {
+                    system(format!(
+                        "waiting for pod running: {}",
+                        crate::retry::api_text(&error)
+                    ))
+                })?;
             last_phase = pod
                 .status
                 .as_ref()
@@ -554,7 +559,12 @@ impl KubernetesExecutor {
             });
             let created = create_or_adopt(retry, &secrets, &secret_name, &secret)
                 .await
-                .map_err(|error| system(format!("setting up credentials: {error}")))?;
+                .map_err(|error| {
+                    system(format!(
+                        "setting up credentials: {}",
+                        crate::retry::api_text(&error)
+                    ))
+                })?;
             credentials = Some(created);
             if !self.config.use_service_account_image_pull_secrets {
                 plan.image_pull_secrets.push(secret_name.clone());
@@ -574,7 +584,7 @@ impl KubernetesExecutor {
         let pod = build_pod(plan);
         let created = create_or_adopt(retry, &pods, &plan.name, &pod)
             .await
-            .map_err(|error| in_build_pod(system(error.to_string()).into()))?;
+            .map_err(|error| in_build_pod(system(crate::retry::api_text(&error)).into()))?;
         let owned = credentials.and_then(|secret| crate::credentials::owned_by(secret, &created));
         if let (Some(secret), Some(job_secret)) = (owned, self.job()?.secret.as_mut()) {
             let secrets = job_secret.secrets.clone();
@@ -585,7 +595,13 @@ impl KubernetesExecutor {
                 })
                 .await
                 .map_err(|error| {
-                    in_build_pod(system(format!("error setting ownerReferences: {error}")).into())
+                    in_build_pod(
+                        system(format!(
+                            "error setting ownerReferences: {}",
+                            crate::retry::api_text(&error)
+                        ))
+                        .into(),
+                    )
                 })?;
             job_secret.owned = true;
         }
@@ -706,7 +722,12 @@ impl KubernetesExecutor {
             let budgets = Api::namespaced(start.client.clone(), &plan.namespace);
             create_or_adopt(&start.retry, &budgets, &name, &budget)
                 .await
-                .map_err(|error| system(format!("error creating PodDisruptionBudget: {error}")))?;
+                .map_err(|error| {
+                    system(format!(
+                        "error creating PodDisruptionBudget: {}",
+                        crate::retry::api_text(&error)
+                    ))
+                })?;
         }
         let services: Api<k8s_openapi::api::core::v1::Service> =
             Api::namespaced(start.client.clone(), &plan.namespace);
@@ -733,7 +754,8 @@ impl KubernetesExecutor {
                 .await
                 .map_err(|error| {
                     system(format!(
-                        "error creating the proxy service {name:?}: {error}"
+                        "error creating the proxy service {name:?}: {}",
+                        crate::retry::api_text(&error)
                     ))
                 })?;
         }
@@ -924,7 +946,8 @@ impl Executor for KubernetesExecutor {
                 .await
                 .map_err(|error| {
                     in_first_stage(system(format!(
-                        "setting up build namespace: failed to create namespace: {error}"
+                        "setting up build namespace: failed to create namespace: {}",
+                        crate::retry::api_text(&error)
                     )))
                 })?;
         }
@@ -1122,7 +1145,8 @@ impl Executor for KubernetesExecutor {
             match deleted {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => log.error(&format!(
-                    "Error tearing down namespace: failed to delete namespace: {error}"
+                    "Error tearing down namespace: failed to delete namespace: {}",
+                    crate::retry::api_text(&error)
                 )),
                 Err(_) => log.error(&format!(
                     "Error tearing down namespace: deleting namespace {name} timed out"
@@ -1159,7 +1183,10 @@ impl KubernetesExecutor {
         match deleted {
             Ok(Ok(_)) => {}
             Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
-            Ok(Err(error)) => log.error(&format!("Error cleaning up pod: {error}")),
+            Ok(Err(error)) => log.error(&format!(
+                "Error cleaning up pod: {}",
+                crate::retry::api_text(&error)
+            )),
             Err(_) => log.error(&format!(
                 "Error cleaning up pod: deleting pod {}/{} timed out",
                 job.namespace, job.pod
@@ -1181,7 +1208,10 @@ impl KubernetesExecutor {
             match deleted {
                 Ok(Ok(_)) => {}
                 Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
-                Ok(Err(error)) => log.error(&format!("Error cleaning up secrets: {error}")),
+                Ok(Err(error)) => log.error(&format!(
+                    "Error cleaning up secrets: {}",
+                    crate::retry::api_text(&error)
+                )),
                 Err(_) => log.error(&format!(
                     "Error cleaning up secrets: deleting secret {}/{} timed out",
                     job.namespace, secret.name

@@ -87,6 +87,15 @@ pub fn render(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// A request error as client-go's error reads: an API answer is its Status message
+/// (`namespaces "x" not found`), anything else its chain of causes.
+pub fn api_text(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => render(other),
+    }
+}
+
 /// Whether a request error is one of the transient kinds: an I/O error of a network kind in
 /// its chain, an API answer of 429 or 503, or one of upstream's texts (in any case).
 pub fn is_transient(error: &kube::Error) -> bool {
