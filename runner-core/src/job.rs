@@ -392,6 +392,10 @@ pub enum PayloadValidationError {
     /// The job has both `run` and a `STEPS` variable.
     #[error("the `run` keyword cannot be used together with the STEPS variable")]
     RunWithStepsVariable,
+    /// The job uses `run` (CI steps), which this runner cannot run yet: refused rather than
+    /// run as an empty `step_run` stage that would succeed.
+    #[error("the `run` keyword (CI steps) is not supported by gitlab-runner-rs yet")]
+    StepsNotSupported,
 }
 
 /// The exit code reported for payload validation failures.
@@ -461,7 +465,52 @@ impl JobResponse {
             {
                 return Err(PayloadValidationError::RunWithStepsVariable);
             }
+            return Err(PayloadValidationError::StepsNotSupported);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(extra: serde_json::Value) -> JobResponse {
+        let mut payload = serde_json::json!({
+            "id": 1, "token": "t",
+            "git_info": {"repo_url": "https://example.com/g/p.git", "sha": "abc"},
+            "runner_info": {"timeout": 60},
+            "variables": [],
+            "steps": [{"name": "run", "script": []}]
+        });
+        if let (Some(payload), Some(extra)) = (payload.as_object_mut(), extra.as_object()) {
+            payload.extend(extra.clone());
+        }
+        JobResponse::from_json(payload.to_string().as_bytes()).expect("a payload")
+    }
+
+    #[test]
+    fn a_run_job_is_refused_in_upstreams_order_until_steps_are_supported() {
+        let steps = serde_json::json!("[{\"name\":\"hello\",\"script\":\"echo hi\"}]");
+        assert_eq!(
+            job(serde_json::json!({"run": steps})).validate(),
+            Err(PayloadValidationError::StepsNotSupported)
+        );
+        assert_eq!(
+            job(serde_json::json!({"run": steps,
+                "steps": [{"name": "script", "script": ["echo"]}]}))
+            .validate(),
+            Err(PayloadValidationError::RunWithScript)
+        );
+        assert_eq!(
+            job(serde_json::json!({"run": steps,
+                "variables": [{"key": "STEPS", "value": "x", "public": true}]}))
+            .validate(),
+            Err(PayloadValidationError::RunWithStepsVariable)
+        );
+        assert_eq!(
+            job(serde_json::json!({"steps": [{"name": "script", "script": ["echo"]}]})).validate(),
+            Ok(())
+        );
     }
 }
