@@ -7,9 +7,10 @@
 //! ([`log_store`]). Not yet: the service itself, the proxy, steps, the runner's side (the
 //! README's "Not yet" says so).
 //!
-//! Depends on tonic / prost and tokio only; it must not depend on the runner's crates
-//! (`runner-core`, `network`, the executors, `commands`), so the service can be built into the
-//! static helper and run where no runner is.
+//! Depends on tonic / prost and tokio (and may use `runner-core` for the job log's masking and
+//! line framing, which the service must share with the runner); it must not depend on
+//! `network`, the executors or `commands`: the service runs inside the job's environment,
+//! where the runner's GitLab client and executors have no place.
 
 pub mod log_store;
 
