@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{AttachParams, PostParams};
 use kube::Api;
-use runner_tests::bench_support::{mean, median, run_trivial_jobs, section_time};
+use runner_tests::bench_support::{mean, median, memory_kib, mib, run_trivial_jobs, section_time};
 use runner_tests::kube_api::{KubeApi, TOKEN};
 use runner_tests::kubelet::KubeletSettings;
 use runner_tests::{
@@ -57,13 +57,6 @@ const CONCURRENT_TOKEN: &str = "glrt-t1_k8sbench20";
 const CONCURRENT_JOBS: usize = 20;
 /// How long the concurrent jobs may take in all: 20 pods on a small machine are slow to start.
 const CONCURRENT_WAIT: Duration = Duration::from_secs(600);
-
-fn client(api: &KubeApi) -> kube::Client {
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    kube::Client::try_from(config).unwrap()
-}
 
 /// A running pod with one idle container of `image`.
 async fn running_pod(pods: &Api<Pod>, image: &str) {
@@ -145,25 +138,6 @@ fn write_config(
     )
     .unwrap();
     config
-}
-
-/// `VmRSS` and `VmHWM` of process `pid` (`self` for this one), in KiB; zero for a field not
-/// found.
-fn memory_kib(pid: &str) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 /// A job of `sleep 8` then `echo done`, with `GIT_STRATEGY: none` and timestamps as the
@@ -311,7 +285,7 @@ async fn main() {
     })
     .await;
 
-    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    let pods: Api<Pod> = Api::namespaced(api.client(), "default");
     running_pod(&pods, image).await;
     let mut raw = Vec::new();
     for _ in 0..jobs.max(5) {

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runner_tests::bench_support::{mean, median, time_in_stage_shells};
+use runner_tests::bench_support::{mean, median, mib, time_in_stage_shells};
 use runner_tests::{job_payload, release_runner_binary, FakeGitlab, JobControl, RunnerProcess};
 use serde_json::json;
 
@@ -69,17 +69,7 @@ check_interval = {check_interval}
 
     /// `VmRSS` and `VmHWM` of the runner process itself (not its jobs' shells), in KiB.
     fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id()))
-            .expect("runner is alive");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|line| line.starts_with(name))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|value| value.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        runner_tests::bench_support::memory_kib(&self.process.id().to_string())
     }
 }
 
@@ -120,10 +110,6 @@ fn raw_bash(args: &[&str], home: &Path, script: &str, runs: u32) -> Duration {
 
 fn ms(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 async fn wait_all(gitlab: &FakeGitlab, jobs: &[JobControl]) {

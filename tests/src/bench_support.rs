@@ -138,6 +138,27 @@ pub async fn run_trivial_jobs(gitlab: &crate::FakeGitlab, jobs: usize) -> Trivia
     runs
 }
 
+/// `VmRSS` and `VmHWM` of process `pid` (`"self"` for this one) from `/proc/<pid>/status`, in
+/// KiB; zero for a field not found.
+pub fn memory_kib(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("reading /proc/{pid}/status: {error}"));
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// KiB as MiB with one decimal, for the benchmarks' tables.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

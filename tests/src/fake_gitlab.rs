@@ -699,3 +699,16 @@ pub fn job_payload(
         "an_unknown_future_field": {"nested": true}
     })
 }
+
+/// Declares every failure reason the engine tests look for in the job's
+/// `features.failure_reasons`, so the runner reports them rather than `unknown_failure`.
+pub fn declare_failure_reasons(payload: &mut Value) {
+    payload["features"]["failure_reasons"] = json!([
+        "script_failure",
+        "runner_system_failure",
+        "job_execution_timeout",
+        "image_pull_failure",
+        "runner_configuration_error",
+        "runner_external_dependency_failure"
+    ]);
+}

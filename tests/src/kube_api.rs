@@ -1477,6 +1477,14 @@ impl KubeApi {
         self.names_of(Kind::Secret)
     }
 
+    /// A kube-rs client of the double, trusting its CA, with its token.
+    pub fn client(&self) -> kube::Client {
+        let mut config = kube::Config::new(self.url().parse().expect("the double's URL"));
+        config.auth_info.token = Some(TOKEN.to_string().into());
+        config.root_cert = Some(vec![self.ca_der()]);
+        kube::Client::try_from(config).expect("a client of the double")
+    }
+
     /// The stored objects of a kind (`plural` as in the API's paths: `services`,
     /// `poddisruptionbudgets`, ...), as `namespace/name`.
     pub fn names(&self, plural: &str) -> Vec<String> {

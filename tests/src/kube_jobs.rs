@@ -1,11 +1,9 @@
 //! What the Kubernetes end-to-end tests share: the `config.toml` of a runner on the API
-//! double, the failure reasons their jobs declare, the job log's lines without their frame,
-//! and the check that a job left nothing in the double or on the engine.
+//! double, the job log's lines without their frame, and the check that a job left nothing in
+//! the double or on the engine.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-use serde_json::{json, Value};
 
 use crate::kube_api::{KubeApi, TOKEN};
 use crate::{HelperImage, DEBIAN_IMAGE};
@@ -33,19 +31,6 @@ pub fn runner_config(
     )
     .expect("write config.toml");
     (dir, config)
-}
-
-/// Declares every failure reason the Kubernetes tests look for in the job's
-/// `features.failure_reasons`, so the runner reports them rather than `unknown_failure`.
-pub fn declare_failure_reasons(payload: &mut Value) {
-    payload["features"]["failure_reasons"] = json!([
-        "script_failure",
-        "runner_system_failure",
-        "job_execution_timeout",
-        "image_pull_failure",
-        "runner_configuration_error",
-        "runner_external_dependency_failure"
-    ]);
 }
 
 /// The double holds no pod, Service, PodDisruptionBudget or Secret of the runner, and the

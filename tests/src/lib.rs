@@ -31,7 +31,8 @@ pub use binary::{docker_vm_driver_binary, release_runner_binary, runner_binary};
 pub use certs::TestCertificates;
 pub use docker_tls::DockerTlsProxy;
 pub use fake_gitlab::{
-    job_payload, FakeGitlab, JobControl, JobStatus, JobTiming, RecordedUpdate, UploadedArtifact,
+    declare_failure_reasons, job_payload, FakeGitlab, JobControl, JobStatus, JobTiming,
+    RecordedUpdate, UploadedArtifact,
 };
 pub use git_server::GitServer;
 pub use images::{debian_image, run, HelperImage, DEBIAN_IMAGE};

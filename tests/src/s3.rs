@@ -68,6 +68,16 @@ impl S3Server {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// A `[runners.cache]` section of type `s3` on this server's `runner-cache` bucket under
+    /// `Path = "prefix"`, with `secret` as the secret key and `extra` as more keys of the
+    /// section.
+    pub fn cache_section(&self, secret: &str, extra: &str) -> String {
+        format!(
+            "[runners.cache]\n  Type = \"s3\"\n  Path = \"prefix\"\n  {extra}\n  [runners.cache.s3]\n    ServerAddress = \"{}\"\n    AccessKey = \"{ACCESS_KEY}\"\n    SecretKey = \"{secret}\"\n    BucketName = \"runner-cache\"\n    Insecure = true\n",
+            self.address(),
+        )
+    }
+
     /// Where the server keeps `object` of `bucket` on disk (a test removes or moves it there to
     /// act as a lifecycle rule or another runner).
     pub fn object_path(&self, bucket: &str, object: &str) -> PathBuf {

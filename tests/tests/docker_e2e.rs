@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use runner_tests::docker_objects::{objects_of_job, reusable_volumes};
 use runner_tests::{
-    job_payload, run, runner_binary, FakeGitlab, GitServer, HelperImage, RunnerProcess,
-    DEBIAN_IMAGE,
+    declare_failure_reasons, job_payload, run, runner_binary, FakeGitlab, GitServer, HelperImage,
+    RunnerProcess, DEBIAN_IMAGE,
 };
 use serde_json::json;
 
@@ -62,17 +62,6 @@ fn start_runner(gitlab: &FakeGitlab, token: &str, helper: &HelperImage, extra: &
         _process: RunnerProcess::spawn(&runner_binary(), &config, dir.path(), &[]),
         _dir: dir,
     }
-}
-
-fn reasons(payload: &mut serde_json::Value) {
-    payload["features"]["failure_reasons"] = json!([
-        "script_failure",
-        "runner_system_failure",
-        "job_execution_timeout",
-        "image_pull_failure",
-        "runner_configuration_error",
-        "runner_external_dependency_failure"
-    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +135,7 @@ async fn failures_keep_upstreams_reasons_and_clean_up() {
             no_git.clone(),
             timeout,
         );
-        reasons(&mut payload);
+        declare_failure_reasons(&mut payload);
         payload
     };
     let failing = gitlab.enqueue(payload(&["echo failing", "exit 42"], 120));
@@ -446,7 +435,7 @@ async fn a_private_image_is_pulled_with_the_jobs_registry_credentials() {
         );
         payload["image"] = json!({"name": registry.image(), "pull_policy": ["always"]});
         payload["credentials"] = credentials;
-        reasons(&mut payload);
+        declare_failure_reasons(&mut payload);
         payload
     };
     let no_git = json!({"key": "GIT_STRATEGY", "value": "none", "public": true});
@@ -529,7 +518,7 @@ async fn configured_host_keys_and_the_jobs_user_reach_the_build_container() {
         );
         payload["image"] =
             json!({"name": BUILD_IMAGE, "executor_opts": {"docker": {"user": user}}});
-        reasons(&mut payload);
+        declare_failure_reasons(&mut payload);
         payload
     };
     let allowed = gitlab.enqueue(job("nobody"));
@@ -647,7 +636,7 @@ async fn a_docker_host_over_tls_is_reached_with_the_client_certificate() {
         json!([{"key": "GIT_STRATEGY", "value": "none", "public": true}]),
         120,
     );
-    reasons(&mut payload);
+    declare_failure_reasons(&mut payload);
     let job = gitlab.enqueue(payload);
     let _runner = start_runner(
         &gitlab,

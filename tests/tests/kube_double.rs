@@ -7,15 +7,7 @@ use std::process::Command;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use runner_tests::kube_api::{kubectl, KubeApi, TOKEN};
-
-/// A kube-rs client of the double, trusting its CA, with its token.
-fn client(api: &KubeApi) -> kube::Client {
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    kube::Client::try_from(config).unwrap()
-}
+use runner_tests::kube_api::{kubectl, KubeApi};
 
 fn run(command: &mut Command) -> (bool, String, String) {
     let output = command.output().unwrap();
@@ -108,7 +100,7 @@ async fn kubectl_creates_lists_reads_and_deletes_pods_on_the_double() {
 #[tokio::test]
 async fn kube_rs_reads_the_doubles_objects_and_status_errors() {
     let api = KubeApi::start().await;
-    let client = client(&api);
+    let client = api.client();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .create(
@@ -215,7 +207,7 @@ async fn kubectl_watches_pods_come_and_go() {
         assert!(std::time::Instant::now() < deadline, "{:?}", api.requests());
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    let pods: Api<Pod> = Api::namespaced(api.client(), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "watched"},
         "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
@@ -244,7 +236,7 @@ async fn the_kube_rs_watcher_follows_a_selected_pod() {
     use futures_util::StreamExt;
     use kube::runtime::watcher::{watcher, Config, Event};
     let api = KubeApi::start().await;
-    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    let pods: Api<Pod> = Api::namespaced(api.client(), "default");
     let mut events = watcher(
         pods.clone(),
         Config::default().labels("job.runner.gitlab.com/pod=slot-0"),
@@ -298,7 +290,7 @@ async fn status_changes_are_modified_events_and_stale_versions_conflict() {
     use futures_util::StreamExt;
     use kube::runtime::watcher::{watcher, Config, Event};
     let api = KubeApi::start().await;
-    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    let pods: Api<Pod> = Api::namespaced(api.client(), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "job"},
         "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
@@ -368,7 +360,7 @@ async fn an_expired_watch_makes_the_kube_rs_watcher_list_again() {
     use futures_util::StreamExt;
     use kube::runtime::watcher::{watcher, Config, Event};
     let api = KubeApi::start().await;
-    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    let pods: Api<Pod> = Api::namespaced(api.client(), "default");
     let make = |name: &str| -> Pod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name},
@@ -420,7 +412,7 @@ async fn an_expired_watch_makes_the_kube_rs_watcher_list_again() {
 }
 
 async fn running_pod(api: &KubeApi) -> Api<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client(api), "default");
+    let pods: Api<Pod> = Api::namespaced(api.client(), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "job"},
         "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
@@ -717,7 +709,7 @@ async fn wait_running(pods: &Api<Pod>, name: &str) {
 #[tokio::test]
 async fn an_attach_whose_client_goes_ends_its_docker_attach() {
     let api = double_with_kubelet().await;
-    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    let pods: Api<Pod> = Api::namespaced(api.client(), "default");
     pods.create(&PostParams::default(), &sleeper("held"))
         .await
         .unwrap();
@@ -770,7 +762,7 @@ async fn an_attach_whose_client_goes_ends_its_docker_attach() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_deleted_while_they_start_leave_nothing_on_the_engine() {
     let api = double_with_kubelet().await;
-    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    let pods: Api<Pod> = Api::namespaced(api.client(), "default");
     let container = |name: &str| {
         serde_json::json!({
             "name": name, "image": runner_tests::DEBIAN_IMAGE, "imagePullPolicy": "Never",
@@ -835,7 +827,7 @@ async fn a_watch_that_falls_behind_ends_with_410_expired() {
     use futures_util::StreamExt;
     use kube::api::{WatchEvent, WatchParams};
     let api = KubeApi::start().await;
-    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    let pods: Api<Pod> = Api::namespaced(api.client(), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "busy"},
         "spec": {"containers": [{"name": "build", "image": "debian:12"}]}
@@ -878,7 +870,7 @@ async fn a_watch_that_falls_behind_ends_with_410_expired() {
 #[tokio::test]
 async fn the_kubelet_starts_and_removes_pods_through_a_flood_of_changes() {
     let api = std::sync::Arc::new(double_with_kubelet().await);
-    let pods: Api<Pod> = Api::namespaced(client(&api), "default");
+    let pods: Api<Pod> = Api::namespaced(api.client(), "default");
     pods.create(&PostParams::default(), &sleeper("noise"))
         .await
         .unwrap();

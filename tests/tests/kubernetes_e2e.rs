@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use runner_tests::kube_api::{Fault, FaultKind, KubeApi, TOKEN};
-use runner_tests::kube_jobs::{
-    assert_nothing_left, declare_failure_reasons, output_lines, runner_config,
-};
+use runner_tests::kube_jobs::{assert_nothing_left, output_lines, runner_config};
 use runner_tests::kubelet::KubeletSettings;
 use runner_tests::{
-    job_payload, runner_binary, FakeGitlab, GitServer, HelperImage, RunnerProcess, DEBIAN_IMAGE,
+    declare_failure_reasons, job_payload, runner_binary, FakeGitlab, GitServer, HelperImage,
+    RunnerProcess, DEBIAN_IMAGE,
 };
 use serde_json::json;
 
@@ -868,10 +867,7 @@ async fn at_start_the_runner_sweeps_its_own_leftovers_past_their_timeout() {
     let token = "glrt-t1_k8ssweep01";
     // The token's short form (prefixes off, nine characters), as in the pods' labels.
     let mine = "k8ssweep0".to_string();
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    let client = kube::Client::try_from(config).unwrap();
+    let client = api.client();
     let metadata = |name: &str, owner: &str, timeout: Option<&str>| {
         let mut meta = json!({"name": name,
             "labels": {"manager.runner.gitlab.com/id-short": owner}});
@@ -1130,10 +1126,7 @@ async fn the_resource_check_waits_for_the_service_account_and_pull_secret() {
         .any(|request| request.starts_with("POST /api/v1/namespaces/default/pods")));
     assert_nothing_left(&api).await;
 
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    let client = kube::Client::try_from(config).unwrap();
+    let client = api.client();
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
     let account = serde_json::from_value(json!({"metadata": {"name": "ci-builder"}})).unwrap();
     accounts
@@ -1197,10 +1190,7 @@ async fn pod_events_are_printed_as_a_table_with_ff_print_pod_events() {
     gitlab.wait_log(job, "until [ -e /shared/go ]", WAIT).await;
     let pods = api.pod_names();
     let (_, pod) = pods[0].split_once('/').unwrap();
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    let events: Api<Event> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let events: Api<Event> = Api::namespaced(api.client(), "default");
     for (name, involved, reason, message) in [
         ("ours", pod, "Probe", "made-by-the-test for the job's pod"),
         ("theirs", "another-pod", "Other", "not-about-the-job"),
@@ -1358,12 +1348,7 @@ async fn the_s3_cache_round_trips_between_two_pods() {
         token,
         &api,
         &helper,
-        &format!(
-            "  [runners.cache]\n    Type = \"s3\"\n    Path = \"prefix\"\n    [runners.cache.s3]\n      ServerAddress = \"{}\"\n      AccessKey = \"{}\"\n      SecretKey = \"{}\"\n      BucketName = \"runner-cache\"\n      Insecure = true\n",
-            s3.address(),
-            runner_tests::s3::ACCESS_KEY,
-            runner_tests::s3::SECRET_KEY,
-        ),
+        &s3.cache_section(runner_tests::s3::SECRET_KEY, ""),
     );
     let log = gitlab.wait_success(save, WAIT).await;
     assert!(log.contains("Uploading cache.zip to http://"), "{log}");
@@ -1484,11 +1469,7 @@ async fn every_kind_of_overwrite_is_applied_within_bounds_and_refused_beyond() {
         payload
     };
     // The namespace the job moves to is there, as on a cluster.
-    let mut config = kube::Config::new(api.url().parse().unwrap());
-    config.auth_info.token = Some(TOKEN.to_string().into());
-    config.root_cert = Some(vec![api.ca_der()]);
-    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
-        kube::Api::all(kube::Client::try_from(config).unwrap());
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(api.client());
     let review = serde_json::from_value(json!({"metadata": {"name": "ci-review"}})).unwrap();
     namespaces
         .create(&Default::default(), &review)

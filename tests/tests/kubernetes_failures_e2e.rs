@@ -17,13 +17,11 @@
 use std::time::{Duration, Instant};
 
 use runner_tests::kube_api::{Fault, FaultKind, KubeApi};
-use runner_tests::kube_jobs::{
-    assert_nothing_left, declare_failure_reasons, output_lines, plain, runner_config,
-};
+use runner_tests::kube_jobs::{assert_nothing_left, output_lines, plain, runner_config};
 use runner_tests::kubelet::KubeletSettings;
 use runner_tests::{
-    job_payload, runner_binary, FakeGitlab, HelperImage, RecordedUpdate, RunnerProcess,
-    DEBIAN_IMAGE,
+    declare_failure_reasons, job_payload, runner_binary, FakeGitlab, HelperImage, RecordedUpdate,
+    RunnerProcess, DEBIAN_IMAGE,
 };
 use serde_json::json;
 

@@ -15,8 +15,10 @@
 use std::time::Duration;
 
 use runner_tests::cluster::Cluster;
-use runner_tests::kube_jobs::{declare_failure_reasons, log_lines, output_lines};
-use runner_tests::{job_payload, runner_binary, FakeGitlab, JobControl, RunnerProcess};
+use runner_tests::kube_jobs::{log_lines, output_lines};
+use runner_tests::{
+    declare_failure_reasons, job_payload, runner_binary, FakeGitlab, JobControl, RunnerProcess,
+};
 use serde_json::json;
 
 /// Generous: a real cluster may pull the images first.

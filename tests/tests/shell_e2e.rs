@@ -763,14 +763,6 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-fn s3_cache_config(s3: &runner_tests::S3Server, secret: &str, extra: &str) -> String {
-    format!(
-        "[runners.cache]\n  Type = \"s3\"\n  Path = \"prefix\"\n  {extra}\n  [runners.cache.s3]\n    ServerAddress = \"{}\"\n    AccessKey = \"{}\"\n    SecretKey = \"{secret}\"\n    BucketName = \"runner-cache\"\n    Insecure = true\n",
-        s3.address(),
-        runner_tests::s3::ACCESS_KEY,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_s3_cache_round_trips_through_a_real_s3_server() {
     let s3 = runner_tests::S3Server::start("runner-cache");
@@ -781,10 +773,7 @@ async fn the_shared_s3_cache_round_trips_through_a_real_s3_server() {
         cache.clone(),
         json!([]),
     ));
-    let runner = Runner::start(
-        &gitlab,
-        &s3_cache_config(&s3, runner_tests::s3::SECRET_KEY, ""),
-    );
+    let runner = Runner::start(&gitlab, &s3.cache_section(runner_tests::s3::SECRET_KEY, ""));
     let log = gitlab.wait_success(save, WAIT).await;
     assert!(log.contains("Uploading cache.zip to http://"), "{log}");
     assert!(log.contains("Created cache"), "{log}");
@@ -865,7 +854,7 @@ async fn the_shared_s3_cache_round_trips_through_a_real_s3_server() {
         json!([{"key": "other-key", "paths": ["vendor/"], "policy": "push", "when": "on_success", "untracked": false}]),
         json!([]),
     ));
-    let runner = Runner::start(&gitlab, &s3_cache_config(&s3, "not-the-secret", ""));
+    let runner = Runner::start(&gitlab, &s3.cache_section("not-the-secret", ""));
     let log = gitlab.wait_success(refused, WAIT).await;
     assert!(log.contains("received: 403 Forbidden"), "{log}");
     assert!(log.contains("Failed to create cache"), "{log}");
@@ -879,11 +868,7 @@ async fn the_shared_s3_cache_round_trips_through_a_real_s3_server() {
     ));
     let _runner = Runner::start(
         &gitlab,
-        &s3_cache_config(
-            &s3,
-            runner_tests::s3::SECRET_KEY,
-            "MaxUploadedArchiveSize = 100",
-        ),
+        &s3.cache_section(runner_tests::s3::SECRET_KEY, "MaxUploadedArchiveSize = 100"),
     );
     let log = gitlab.wait_success(big, WAIT).await;
     assert!(log.contains("is too big (Limit is set to 100)"), "{log}");

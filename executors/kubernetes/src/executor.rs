@@ -1005,7 +1005,7 @@ impl Executor for KubernetesExecutor {
                 }
                 let (failure, error) = match started {
                     Ok(()) => break,
-                    Err(StartError::Other(error)) => return Err(not_retried(error)),
+                    Err(StartError::Other(error)) => return Err(error),
                     Err(StartError::Pull(failure, error)) => (failure, error),
                 };
                 let list = policies
