@@ -52,6 +52,11 @@ pub struct KubeletSettings {
     /// `FailedScheduling` with it, as on a cluster with no room for the pod. `None` (the
     /// default): every pod is scheduled at once.
     pub unschedulable: Option<String>,
+    /// When set, a kernel OOM kill of any process in a container ends the whole container,
+    /// as a cgroup-v2 kubelet (Kubernetes 1.28 and later, `memory.oom.group`) has it; the
+    /// container is then `OOMKilled` with exit code 137. When not (the default), only the
+    /// process the kernel chose dies, as on cgroup v1 and on the engine without a kubelet.
+    pub grouped_oom_kill: bool,
 }
 
 impl Default for KubeletSettings {
@@ -60,6 +65,7 @@ impl Default for KubeletSettings {
             infra_image: DEFAULT_INFRA_IMAGE.to_string(),
             network: "bridge".to_string(),
             unschedulable: None,
+            grouped_oom_kill: false,
         }
     }
 }
@@ -127,6 +133,33 @@ pub async fn docker(args: &[String]) -> Result<String, String> {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     } else {
         Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+/// Kills the container on the engine's first `oom` event for it (the cgroup reached its
+/// limit): a grouped OOM kill, which the engine then reports as `OOMKilled`. With the
+/// container's own OOM killer disabled (cgroup v1) its processes stay frozen until then, so
+/// none of them outlives the others; on cgroup v2 the engine ignores that setting, the kernel
+/// kills one process first and the others may run on for the moment before this kill.
+/// Events since a minute back are replayed, so one from before this watch began counts.
+async fn kill_whole_on_oom(name: String) {
+    use tokio::io::AsyncBufReadExt;
+    let Ok(mut events) = tokio::process::Command::new("docker")
+        .args(["events", "--since", "1m", "--filter", "event=oom"])
+        .args(["--format", "{{.Action}}"])
+        .args(["--filter", &format!("container={name}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    else {
+        return;
+    };
+    let Some(stdout) = events.stdout.take() else {
+        return;
+    };
+    if let Ok(Some(_)) = tokio::io::BufReader::new(stdout).lines().next_line().await {
+        let _ = docker(&strings(&["kill", &name])).await;
     }
 }
 
@@ -443,6 +476,9 @@ impl PodRun {
             // No swap beyond the limit: past it, the OOM killer.
             body["HostConfig"]["Memory"] = json!(memory);
             body["HostConfig"]["MemorySwap"] = json!(memory);
+            // Frozen at the limit instead of one process killed (cgroup v1), for the
+            // grouped kill of `kill_whole_on_oom` to end every process at once.
+            body["HostConfig"]["OomKillDisable"] = json!(self.settings.grouped_oom_kill);
         }
         if let Some(quota) = cpu_quota {
             // A quota rather than `NanoCpus`, which the engine refuses above the host's CPU
@@ -785,7 +821,15 @@ impl PodRun {
                     &run.pod,
                     container["name"].as_str().unwrap_or(""),
                 );
-                if docker(&strings(&["wait", &name])).await.is_err() || run.gone() {
+                let grouped = run
+                    .settings
+                    .grouped_oom_kill
+                    .then(|| tokio::spawn(kill_whole_on_oom(name.clone())));
+                let waited = docker(&strings(&["wait", &name])).await;
+                if let Some(grouped) = grouped {
+                    grouped.abort();
+                }
+                if waited.is_err() || run.gone() {
                     return None;
                 }
                 let state = run.terminated_state(&name).await;
