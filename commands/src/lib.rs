@@ -18,5 +18,6 @@ pub mod logging;
 pub mod register;
 pub mod run;
 pub mod service;
+pub mod steps_command;
 pub mod system_id;
 pub mod token_rotation;

@@ -4,7 +4,9 @@
 
 use gitlab_runner_rs::admin::{self, ConfigArg};
 use gitlab_runner_rs::register::{self, RegisterArgs};
-use gitlab_runner_rs::{config, driver_check, exec, helper_commands, logging, run, service};
+use gitlab_runner_rs::{
+    config, driver_check, exec, helper_commands, logging, run, service, steps_command,
+};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -194,6 +196,9 @@ enum Commands {
     HealthCheck(helper_commands::HealthCheckArgs),
     /// Follow a job's log file by offset (internal; the Kubernetes attach strategy).
     ReadLogs(helper_commands::ReadLogsArgs),
+    /// The Step Runner: serve, proxy, bootstrap (internal; runs in the job's environment).
+    #[command(subcommand)]
+    Steps(steps_command::StepsCommand),
 }
 
 #[derive(Subcommand)]
@@ -487,6 +492,7 @@ fn main() {
             Commands::CacheExtractor(args) => Ok(helper_commands::cache_extractor(args).await),
             Commands::CacheArchiver(args) => Ok(helper_commands::cache_archiver(args).await),
             Commands::CacheInit(args) => Ok(helper_commands::cache_init(args)),
+            Commands::Steps(command) => Ok(steps_command::run(command).await),
             Commands::HealthCheck(args) => Ok(helper_commands::health_check(args).await),
             Commands::ReadLogs(args) => {
                 Ok(tokio::task::spawn_blocking(move || helper_commands::read_logs(args)).await?)

@@ -12,7 +12,14 @@
 //! `network`, the executors or `commands`: the service runs inside the job's environment,
 //! where the runner's GitLab client and executors have no place.
 
+pub mod client;
+pub mod definition;
+pub mod engine;
+pub mod expr;
 pub mod log_store;
+pub mod output;
+pub mod serve;
+pub mod service;
 
 /// The generated messages, client and server of `proto/step.proto` (package `step`).
 #[allow(
