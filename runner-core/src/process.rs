@@ -124,6 +124,10 @@ impl StageProcess for LocalProcess {
         signal_group(self.pgid, libc::SIGKILL);
     }
 
+    fn stop_waits_for_output(&self) -> bool {
+        true
+    }
+
     async fn ended(&mut self, stopped: bool) {
         if stopped || self.leftovers == Leftovers::Kill {
             signal_group(self.pgid, libc::SIGKILL);

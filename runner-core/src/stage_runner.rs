@@ -93,6 +93,14 @@ pub trait StageProcess: Send {
         async {}
     }
 
+    /// Whether the graceful stop waits for the output to end as well as for the stage: for
+    /// local pipes, which stay open while anything of the stage's process group still runs, so
+    /// a child still in its SIGTERM trap gets the rest of the grace period (as upstream's
+    /// `cmd.Wait` waits for the pipes). Transports whose output outlives the stage say no.
+    fn stop_waits_for_output(&self) -> bool {
+        false
+    }
+
     /// The error when the stage outlived its kill by `force_kill_timeout`.
     fn dormant(&self) -> ExecutorError {
         ExecutorError::system("failed to kill process, likely process is dormant")
@@ -205,11 +213,15 @@ where
         })
     };
 
+    let mut pump_done = false;
     let result = tokio::select! {
         // The stage ended by itself (or its transport failed).
         exit = process.wait() => exit.map(|exit| Ended { exit, stopped: false }),
         // Canceled, timed out or the runner is stopping: the stop sequence, output still flowing.
-        _ = cancel.cancelled() => stop(&mut process, timeouts).await.map(|exit| Ended { exit, stopped: true }),
+        _ = cancel.cancelled() => {
+            let output = process.stop_waits_for_output().then_some((&mut pump, &mut pump_done));
+            stop(&mut process, timeouts, output).await.map(|exit| Ended { exit, stopped: true })
+        }
     };
     let stopped = matches!(result, Ok(Ended { stopped: true, .. }) | Err(_));
     process.ended(stopped).await;
@@ -218,7 +230,7 @@ where
         let _ = feeder.await;
     }
     // The output ends with the stage, unless something it started holds the stream open.
-    if tokio::time::timeout(OUTPUT_DRAIN, &mut pump).await.is_err() {
+    if !pump_done && tokio::time::timeout(OUTPUT_DRAIN, &mut pump).await.is_err() {
         tracing::debug!("the stage's output did not end with it; no longer reading it");
         stop_reading.cancel();
         let _ = pump.await;
@@ -226,14 +238,21 @@ where
     result
 }
 
-/// Terminate, `graceful` for the stage to end, kill, `force` for the kill to take effect.
+/// Terminate, `graceful` for the stage (and, when given, its output) to end, kill, `force`
+/// for the kill to take effect.
 async fn stop<P: StageProcess>(
     process: &mut P,
     timeouts: KillTimeouts,
+    output: Option<(&mut tokio::task::JoinHandle<()>, &mut bool)>,
 ) -> Result<P::Exit, ExecutorError> {
     let graceful = async {
         if process.terminate().await {
-            Some(process.wait().await)
+            let exit = process.wait().await;
+            if let Some((pump, done)) = output {
+                let _ = pump.await;
+                *done = true;
+            }
+            Some(exit)
         } else {
             None
         }
