@@ -67,6 +67,10 @@ fi
 if ! python3 -m pip show --quiet kubernetes >/dev/null 2>&1; then
   python3 -m pip install --quiet kubernetes
 fi
+# The Step Runner's wire contract is checked with grpcio's generated client (tests/python/).
+if ! python3 -m pip show --quiet grpcio-tools >/dev/null 2>&1; then
+  python3 -m pip install --quiet grpcio grpcio-tools
+fi
 # The shared-cache tests run a real S3 server that checks signatures.
 if [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
   cargo install s3s-fs --version 0.14.1 --features binary --locked

@@ -445,7 +445,8 @@ impl JobEnvironment {
         )));
         let supported = job.features.failure_reasons.clone();
 
-        if let Err(error) = job.validate() {
+        let native_steps = self.provider.features().native_steps_integration;
+        if let Err(error) = job.validate(native_steps) {
             log.error(&error.to_string());
             let reason = FailureReason::RunnerSystemFailure;
             log.error(&format!("Job failed (system failure): {error}"));
@@ -460,6 +461,9 @@ impl JobEnvironment {
                 reason: state.failure_reason,
             };
         }
+
+        let mut job = job;
+        job.use_native_steps();
 
         // Two-phase commit: confirm the job before running it.
         let confirmation = self

@@ -264,6 +264,57 @@ impl ExecutorError {
     }
 }
 
+/// A job's `run:` steps as the runner hands them to a Step Runner in the job environment:
+/// upstream's request (the job ID as the id, the project dir as work and build dir, every job
+/// variable but `STEPS` and `FF_USE_NATIVE_STEPS`, and the steps as a two-document
+/// definition: an empty spec, then `run:` with the job's steps).
+#[derive(Debug, Clone)]
+pub struct StepsRequest {
+    /// The request id: the job ID in decimal.
+    pub id: String,
+    /// The project dir, where the steps run.
+    pub work_dir: String,
+    /// The job's variables.
+    pub variables: Vec<crate::variables::JobVariable>,
+    /// The definition text.
+    pub steps: String,
+    /// What is left of the job's time.
+    pub timeout: Option<std::time::Duration>,
+    /// Token prefixes to mask besides the masked variables.
+    pub token_prefixes: Vec<String>,
+}
+
+impl StepsRequest {
+    /// The request of `run` (the payload's JSON text of the steps array).
+    pub fn new(
+        job_id: i64,
+        project_dir: &str,
+        run: &str,
+        variables: &crate::variables::Variables,
+    ) -> Result<Self, ExecutorError> {
+        let steps: serde_json::Value = serde_json::from_str(run).map_err(|error| {
+            ExecutorError::with_reason(
+                FailureReason::ScriptFailure,
+                format!("parsing the job's run steps: {error}"),
+            )
+        })?;
+        // YAML takes JSON: the definition document is the JSON of `{run: [...]}`.
+        let steps = format!("{{}}\n---\n{}\n", serde_json::json!({ "run": steps }));
+        Ok(Self {
+            id: job_id.to_string(),
+            work_dir: project_dir.to_string(),
+            variables: variables
+                .iter()
+                .filter(|variable| variable.key != "STEPS" && variable.key != "FF_USE_NATIVE_STEPS")
+                .cloned()
+                .collect(),
+            steps,
+            timeout: None,
+            token_prefixes: Vec::new(),
+        })
+    }
+}
+
 /// Runs the stages of one job on one backend.
 pub trait Executor: Send {
     /// Asked before `prepare`, on every preparation attempt: what the build should use instead
@@ -295,6 +346,23 @@ pub trait Executor: Send {
         log: &JobLog,
         cancel: &CancellationToken,
     ) -> impl Future<Output = Result<ScriptExit, ExecutorError>> + Send;
+
+    /// Runs the job's `run:` steps through a Step Runner in the job environment (the
+    /// `step_run` stage), its log into `log`; for executors whose provider advertises
+    /// `native_steps_integration`. A failing step is `ScriptExit::Failed` with the exit code
+    /// the Step Runner reports.
+    fn run_steps(
+        &mut self,
+        _request: &StepsRequest,
+        _log: &JobLog,
+        _cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<ScriptExit, ExecutorError>> + Send {
+        async {
+            Err(ExecutorError::system(
+                "the `run` keyword (CI steps) is not supported by this executor",
+            ))
+        }
+    }
 
     /// Told the outcome before cleanup.
     fn finish(&mut self, _outcome: Option<&BuildError>) {}

@@ -392,9 +392,10 @@ pub enum PayloadValidationError {
     /// The job has both `run` and a `STEPS` variable.
     #[error("the `run` keyword cannot be used together with the STEPS variable")]
     RunWithStepsVariable,
-    /// The job uses `run` (CI steps), which this runner cannot run yet: refused rather than
-    /// run as an empty `step_run` stage that would succeed.
-    #[error("the `run` keyword (CI steps) is not supported by gitlab-runner-rs yet")]
+    /// The job uses `run` (CI steps) on an executor that cannot run them natively (upstream's
+    /// shim mode needs a `step-runner` binary in the job's image): refused rather than run as
+    /// an empty `step_run` stage that would succeed.
+    #[error("the `run` keyword (CI steps) is not supported by this executor in gitlab-runner-rs")]
     StepsNotSupported,
 }
 
@@ -422,8 +423,9 @@ impl JobResponse {
         self.hooks.iter().find(|hook| hook.name == name)
     }
 
-    /// The checks upstream runs right after receiving a job (1.6).
-    pub fn validate(&self) -> Result<(), PayloadValidationError> {
+    /// The checks upstream runs right after receiving a job (1.6), for an executor that runs
+    /// `run:` steps natively or not.
+    pub fn validate(&self, native_steps: bool) -> Result<(), PayloadValidationError> {
         let mut unsupported = Vec::new();
         let images = std::iter::once(&self.image).chain(self.services.iter());
         for image in images {
@@ -465,9 +467,26 @@ impl JobResponse {
             {
                 return Err(PayloadValidationError::RunWithStepsVariable);
             }
-            return Err(PayloadValidationError::StepsNotSupported);
+            if !native_steps {
+                return Err(PayloadValidationError::StepsNotSupported);
+            }
         }
         Ok(())
+    }
+
+    /// For a job with `run:` on an executor with native steps: its one step is `run`, so the
+    /// log shows the `step_run` stage (upstream sets the same).
+    pub fn use_native_steps(&mut self) {
+        if self.run.is_empty() {
+            return;
+        }
+        self.steps = vec![Step {
+            name: "run".into(),
+            script: Vec::new(),
+            timeout: 3600,
+            when: "on_success".into(),
+            allow_failure: false,
+        }];
     }
 }
 
@@ -490,27 +509,36 @@ mod tests {
     }
 
     #[test]
-    fn a_run_job_is_refused_in_upstreams_order_until_steps_are_supported() {
+    fn a_run_job_is_refused_in_upstreams_order_and_without_native_steps() {
         let steps = serde_json::json!("[{\"name\":\"hello\",\"script\":\"echo hi\"}]");
         assert_eq!(
-            job(serde_json::json!({"run": steps})).validate(),
+            job(serde_json::json!({"run": steps})).validate(false),
             Err(PayloadValidationError::StepsNotSupported)
         );
         assert_eq!(
             job(serde_json::json!({"run": steps,
                 "steps": [{"name": "script", "script": ["echo"]}]}))
-            .validate(),
+            .validate(false),
             Err(PayloadValidationError::RunWithScript)
         );
         assert_eq!(
             job(serde_json::json!({"run": steps,
                 "variables": [{"key": "STEPS", "value": "x", "public": true}]}))
-            .validate(),
+            .validate(false),
             Err(PayloadValidationError::RunWithStepsVariable)
         );
         assert_eq!(
-            job(serde_json::json!({"steps": [{"name": "script", "script": ["echo"]}]})).validate(),
+            job(serde_json::json!({"steps": [{"name": "script", "script": ["echo"]}]}))
+                .validate(false),
             Ok(())
+        );
+        let mut native = job(serde_json::json!({"run": steps, "steps": []}));
+        assert_eq!(native.validate(true), Ok(()));
+        native.use_native_steps();
+        assert_eq!(native.steps.len(), 1);
+        assert_eq!(
+            JobResponse::step_stage_name(&native.steps[0].name),
+            "step_run"
         );
     }
 }

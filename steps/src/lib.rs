@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod definition;
+pub mod drive;
 pub mod engine;
 pub mod expr;
 pub mod log_store;

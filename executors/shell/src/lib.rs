@@ -3,15 +3,19 @@
 //!
 //! Main types: [`ShellProvider`] (the `ExecutorProvider`) and [`ShellExecutor`].
 //!
-//! Depends only on `runner-core`; it must not depend on `shells`, `network`, other executors or
-//! `commands` (the shell command line comes in through the build context).
+//! A job's `run:` steps go to a Step Runner (`steps serve`, this binary) the executor starts
+//! for the job on a private local socket.
+//!
+//! Depends on `runner-core` and `runner-steps` (the Step Runner's client); it must not depend
+//! on `shells`, `network`, other executors or `commands` (the shell command line comes in
+//! through the build context).
 
 use std::path::{Path, PathBuf};
 
 use runner_core::build::BuildContext;
 use runner_core::executor::{
     Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ExecutorProvider, FeaturesInfo,
-    ScriptExit, ShellType, Unlimited,
+    ScriptExit, ShellType, StepsRequest, Unlimited,
 };
 use runner_core::log::JobLog;
 use runner_core::process::{
@@ -70,6 +74,7 @@ impl ExecutorProvider for ShellProvider {
         FeaturesInfo {
             variables: true,
             shared: true,
+            native_steps_integration: true,
             ..FeaturesInfo::default()
         }
     }
@@ -105,6 +110,7 @@ impl ExecutorProvider for ShellProvider {
         ShellExecutor {
             shell: ShellCommand::default(),
             kill_timeouts: self.config.kill_timeouts,
+            runner_command: self.defaults().runner_command,
         }
     }
 }
@@ -114,6 +120,8 @@ impl ExecutorProvider for ShellProvider {
 pub struct ShellExecutor {
     shell: ShellCommand,
     kill_timeouts: KillTimeouts,
+    /// This binary, which serves the Step Runner for `run:` jobs.
+    runner_command: String,
 }
 
 impl ShellExecutor {
@@ -163,7 +171,99 @@ impl Executor for ShellExecutor {
         .await
     }
 
+    async fn run_steps(
+        &mut self,
+        request: &StepsRequest,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<ScriptExit, ExecutorError> {
+        let server = StepServer::start(&self.runner_command).await?;
+        let result = runner_steps::drive::run(
+            runner_steps::client::unix(server.socket.clone()),
+            request,
+            log,
+            cancel,
+            self.kill_timeouts.graceful,
+        )
+        .await;
+        server.stop().await;
+        result
+    }
+
     async fn cleanup(&mut self, _log: &JobLog) {}
+}
+
+/// A job's own Step Runner: `steps serve` on a socket in a private temporary directory
+/// (`$TMPDIR/gitlab-runner-steps*/s.sock`, or under `/tmp` when that path would pass the
+/// 100 bytes a socket path may have), stopped with SIGTERM after the job's steps.
+struct StepServer {
+    child: tokio::process::Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl StepServer {
+    async fn start(runner_command: &str) -> Result<Self, ExecutorError> {
+        let failed =
+            |what: String| ExecutorError::system(format!("starting the step runner: {what}"));
+        let mut dir = tempfile::Builder::new()
+            .prefix("gitlab-runner-steps")
+            .tempdir()
+            .map_err(|error| failed(error.to_string()))?;
+        if dir.path().join("s.sock").as_os_str().len() > 100 {
+            dir = tempfile::Builder::new()
+                .prefix("gitlab-runner-steps")
+                .tempdir_in("/tmp")
+                .map_err(|error| failed(error.to_string()))?;
+        }
+        let socket = dir.path().join("s.sock");
+        let mut child = Command::new(runner_command)
+            .args(["steps", "serve", "--socket"])
+            .arg(&socket)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| failed(format!("{runner_command}: {error}")))?;
+        let Some(stderr) = child.stderr.take() else {
+            return Err(failed("no stderr".into()));
+        };
+        let mut stderr = tokio::io::BufReader::new(stderr);
+        let listening = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            runner_steps::drive::listening_socket(&mut stderr),
+        )
+        .await
+        .map_err(|_| failed("it did not listen within 30s".into()))?
+        .map_err(failed)?;
+        // What it says later is the operator's, not the job's.
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = stderr.lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(line, "step runner");
+            }
+        });
+        Ok(Self {
+            child,
+            socket: listening,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            runner_core::process::signal_process(pid as i32, libc::SIGTERM);
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
 }
 
 /// Upstream's wording of a local shell's exit (Go's `exec.ExitError`).

@@ -381,6 +381,9 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         if let Some(stop) = scope.check(self.cancel) {
             return Err(StageError::Stopped(stop));
         }
+        if stage == Stage::step("run") && !context.job.run.is_empty() {
+            return self.run_steps_stage(context, stage, scope).await;
+        }
         let script = match self.generator.generate(&stage, context) {
             Ok(Some(script)) => script,
             Ok(None) => {
@@ -406,6 +409,56 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
         };
         let (result, stopped) = {
             let run = self.executor.run(command, log, &token);
+            run_until_stopped(run, scope, self.cancel, &token).await
+        };
+        log.section_end(&name);
+        if let Some(Stop::Deadline(_)) = stopped {
+            log.warning(&format!(
+                "{name} could not run to completion because the timeout was exceeded. For more control over job and script timeouts see: {TIMEOUT_DOCS}"
+            ));
+        }
+        Ok(StageRun { result, stopped })
+    }
+
+    /// The `step_run` stage of a job with `run:`: its steps through the executor's Step Runner
+    /// instead of a generated script.
+    async fn run_steps_stage(
+        &mut self,
+        context: &BuildContext,
+        stage: Stage,
+        scope: &Scope,
+    ) -> Result<StageRun, StageError> {
+        let now = Instant::now();
+        let mut request = match crate::executor::StepsRequest::new(
+            context.job.id,
+            &context.dirs.project_dir,
+            &context.job.run,
+            &context.variables,
+        ) {
+            Ok(request) => request,
+            Err(error) => {
+                return Ok(StageRun {
+                    result: Err(error),
+                    stopped: None,
+                })
+            }
+        };
+        request.timeout = scope
+            .deadlines
+            .iter()
+            .map(|(deadline, _)| deadline.saturating_duration_since(now))
+            .min();
+        request.token_prefixes = context.job.features.token_mask_prefixes.clone();
+        let name = stage.name();
+        let log = self.log;
+        log.section_start(&name);
+        log.println(&format!(
+            "{ANSI_BOLD_CYAN}{}{ANSI_RESET}",
+            stage.description()
+        ));
+        let token = CancellationToken::new();
+        let (result, stopped) = {
+            let run = self.executor.run_steps(&request, log, &token);
             run_until_stopped(run, scope, self.cancel, &token).await
         };
         log.section_end(&name);

@@ -254,9 +254,128 @@ impl JobLog {
         self.shared.written.notify_one();
     }
 
+    /// A writer of already framed and masked output (see [`PrestampedWriter`]).
+    pub fn prestamped(&self) -> PrestampedWriter {
+        PrestampedWriter {
+            log: self.clone(),
+            partial: Vec::new(),
+            streams: Vec::new(),
+        }
+    }
+
     /// Resolves when output was written since the last call.
     pub async fn written(&self) {
         self.shared.written.notified().await;
+    }
+}
+
+/// A writer of output that arrives already framed in this log's line format and masked (a
+/// Step Runner's `FollowLogs` data): with timestamps on it is stored as it comes, chunked
+/// anyhow; with timestamps off each line's header is cut, `+` continuations are joined to the
+/// line they continue, and the bodies go through this log's own masking per stream.
+pub struct PrestampedWriter {
+    log: JobLog,
+    partial: Vec<u8>,
+    /// Per stream id and kind: the writer, and whether its last line still waits for its
+    /// newline (a `+` line may continue it).
+    streams: Vec<((u8, bool), LogWriter, bool)>,
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ 01O ` is 32 bytes.
+const PRESTAMPED_HEADER: usize = 32;
+
+/// The stream id, whether stderr, whether a continuation, when `line` starts with a header.
+fn prestamped_header(line: &[u8]) -> Option<(u8, bool, bool)> {
+    if line.len() < PRESTAMPED_HEADER
+        || line[4] != b'-'
+        || line[10] != b'T'
+        || line[19] != b'.'
+        || line[26] != b'Z'
+        || line[27] != b' '
+    {
+        return None;
+    }
+    let hex = |byte: u8| (byte as char).to_digit(16);
+    let id = hex(line[28])? * 16 + hex(line[29])?;
+    let stderr = match line[30] {
+        b'O' => false,
+        b'E' => true,
+        _ => return None,
+    };
+    let continued = match line[31] {
+        b' ' => false,
+        b'+' => true,
+        _ => return None,
+    };
+    Some((id as u8, stderr, continued))
+}
+
+impl PrestampedWriter {
+    /// Stores `data`, split anywhere.
+    pub fn write(&mut self, data: &[u8]) {
+        if self.log.shared.options.timestamps {
+            store(&self.log.shared.buffer, data);
+            self.log.shared.written.notify_one();
+            return;
+        }
+        self.partial.extend_from_slice(data);
+        while let Some(end) = memchr::memchr(b'\n', &self.partial) {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            self.line(&line[..line.len() - 1]);
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let (key, body, continued) = match prestamped_header(line) {
+            Some((id, stderr, continued)) => ((id, stderr), &line[PRESTAMPED_HEADER..], continued),
+            None => ((1, false), line, false),
+        };
+        let index = match self.streams.iter().position(|(known, _, _)| *known == key) {
+            Some(index) => index,
+            None => {
+                let kind = if key.1 {
+                    StreamKind::Stderr
+                } else {
+                    StreamKind::Stdout
+                };
+                let writer = self.log.stream(StreamId(key.0), kind);
+                self.streams.push((key, writer, false));
+                self.streams.len() - 1
+            }
+        };
+        if !continued {
+            // A new line ends every line still open, in the order they came.
+            for (_, writer, open) in &mut self.streams {
+                if *open {
+                    writer.write(b"\n");
+                    *open = false;
+                }
+            }
+        }
+        let (_, writer, open) = &mut self.streams[index];
+        writer.write(body);
+        *open = true;
+    }
+
+    /// Ends every stream (the last lines get their newlines).
+    pub fn finish(&mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line);
+        }
+        for (_, writer, open) in &mut self.streams {
+            if *open {
+                writer.write(b"\n");
+                *open = false;
+            }
+            writer.finish();
+        }
+    }
+}
+
+impl Drop for PrestampedWriter {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -294,6 +413,34 @@ impl Drop for LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prestamped_output_is_stored_as_is_with_timestamps_and_unframed_and_masked_without() {
+        let framed = b"2026-05-05T12:00:00.000000Z 01O hello\n2026-05-05T12:00:00.000001Z 01E oops\n2026-05-05T12:00:00.000002Z 01O part one \n2026-05-05T12:00:00.000003Z 01O+and two s3cret\n";
+        let stamped = log(true);
+        let mut writer = stamped.prestamped();
+        for piece in framed.chunks(7) {
+            writer.write(piece);
+        }
+        writer.finish();
+        assert_eq!(stamped.contents(), framed.to_vec());
+
+        let plain = JobLog::new(LogOptions {
+            timestamps: false,
+            mask: MaskRules::new(vec!["s3cret".into()], vec![]),
+            ..LogOptions::default()
+        })
+        .expect("a log");
+        let mut writer = plain.prestamped();
+        for piece in framed.chunks(5) {
+            writer.write(piece);
+        }
+        writer.finish();
+        assert_eq!(
+            String::from_utf8_lossy(&plain.contents()),
+            "hello\noops\npart one and two [MASKED]\n"
+        );
+    }
 
     fn log(timestamps: bool) -> JobLog {
         JobLog::new(LogOptions {
