@@ -387,10 +387,10 @@ pub enum PayloadValidationError {
     #[error("the following executor_opts are not supported: {0}")]
     UnsupportedExecutorOpts(String),
     /// The job has both `run` and a non-empty `script`.
-    #[error("the `run` keyword cannot be used together with the `script` keyword")]
+    #[error("the `run` and `script` keywords cannot be used together")]
     RunWithScript,
     /// The job has both `run` and a `STEPS` variable.
-    #[error("the `run` keyword cannot be used together with the STEPS variable")]
+    #[error("the `run` keyword requires the exclusive use of the variable STEPS")]
     RunWithStepsVariable,
     /// The job uses `run` (CI steps) on an executor that cannot run them natively (upstream's
     /// shim mode needs a `step-runner` binary in the job's image): refused rather than run as

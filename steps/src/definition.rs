@@ -77,6 +77,17 @@ pub fn type_name(value: &Value) -> &'static str {
     }
 }
 
+/// A scalar as text (a string as is, a number or boolean as JSON writes it); `None` for
+/// null, arrays and maps, which have no one text.
+pub fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        _ => None,
+    }
+}
+
 /// One declared input or output.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -294,15 +305,13 @@ fn env_map(
     raw.unwrap_or_default()
         .into_iter()
         .map(|(key, value)| {
-            let text = match value {
-                Value::String(text) => text,
-                Value::Number(number) => number.to_string(),
-                Value::Bool(flag) => flag.to_string(),
-                Value::Null => String::new(),
-                other => {
+            let text = match (&value, scalar_text(&value)) {
+                (_, Some(text)) => text,
+                (Value::Null, None) => String::new(),
+                (other, None) => {
                     return Err(error(format!(
                         "{owner}: env {key:?}: must be a string, not {}",
-                        type_name(&other)
+                        type_name(other)
                     )))
                 }
             };

@@ -25,6 +25,15 @@ const REDIALS: u32 = 20;
 const REDIAL_PAUSE: Duration = Duration::from_millis(250);
 /// How long `Cancel` and `Close` may take.
 const CALL_BOUND: Duration = Duration::from_secs(5);
+/// The most grace the service gives a request (what it cuts a longer one to).
+pub const MAX_GRACE: Duration = Duration::from_secs(30);
+
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Reads `serve`'s stderr until its [`LISTENING`] line: the socket path it advertises.
 pub async fn listening_socket(stderr: impl AsyncRead + Unpin) -> Result<PathBuf, String> {
@@ -67,6 +76,7 @@ fn run_request(request: &StepsRequest, grace: Duration) -> proto::RunRequest {
                     value: variable.value.clone(),
                     file: variable.file,
                     masked: variable.masked,
+                    raw: variable.raw,
                 })
                 .collect(),
             job_id: request.id.parse().unwrap_or_default(),
@@ -90,12 +100,35 @@ fn transport_error(what: &str, id: &str, status: &tonic::Status) -> ExecutorErro
     ))
 }
 
-/// Whether a call failed because the transport is (still) down, so a redial may help.
+/// Whether a call failed because the transport is (still) down, so a redial may help. A
+/// transport that broke mid-stream shows as `Unknown` or `Internal` from hyper (`h2 protocol
+/// error`); a handler's own `Internal` (a panic, a request the service could not set up) does
+/// not: redialling would not change it.
 fn redial_may_help(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal
-    ) && !status.message().contains("panic")
+    match status.code() {
+        Code::Unavailable | Code::Unknown | Code::Cancelled => true,
+        Code::Internal => {
+            status.message().contains("h2 protocol error")
+                || status.message().contains("connection")
+        }
+        _ => false,
+    }
+}
+
+/// A call's failure as the stage's: the service's own `Internal` is the job's problem (a
+/// script failure, as upstream has it, so a job cannot forge a system failure); anything
+/// else is the transport's.
+fn call_error(what: &str, id: &str, status: &tonic::Status) -> ExecutorError {
+    if status.code() == Code::Internal && !redial_may_help(status) {
+        return ExecutorError::with_reason(
+            FailureReason::ScriptFailure,
+            format!(
+                "executing steps request: {what} job {id:?}: {}",
+                status.message()
+            ),
+        );
+    }
+    transport_error(what, id, status)
 }
 
 /// `exit status N` becomes `exit code N`, as upstream words a step's exit in the job log.
@@ -133,7 +166,7 @@ pub async fn run(
                     status.message().to_string(),
                 ))
             }
-            Err(status) => return Err(transport_error("running", &id, &status)),
+            Err(status) => return Err(call_error("running", &id, &status)),
         }
     }
     let result = follow(&mut client, &id, log, cancel, grace).await;
@@ -176,7 +209,7 @@ async fn status_of(
                 tries += 1;
                 tokio::time::sleep(REDIAL_PAUSE).await;
             }
-            Err(status) => return Err(transport_error("status of", id, &status)),
+            Err(status) => return Err(call_error("status of", id, &status)),
         }
     }
 }
@@ -197,7 +230,7 @@ async fn follow(
         if let Some(at) = canceled_at {
             // After a cancel the service ends the log within the grace period; past that and
             // more, the transport is not coming back in time.
-            if at.elapsed() > grace + CALL_BOUND * 2 {
+            if at.elapsed() > grace.min(MAX_GRACE) + CALL_BOUND * 2 {
                 return Err(ExecutorError::system(format!(
                     "executing steps request: following job {id:?}: no end of the log after the cancel"
                 )));
@@ -216,11 +249,17 @@ async fn follow(
                 tokio::time::sleep(REDIAL_PAUSE).await;
                 continue;
             }
-            Err(status) => return Err(transport_error("following", id, &status)),
+            Err(status) => return Err(call_error("following", id, &status)),
         };
         loop {
+            let deadline = canceled_at.map(|at| at + grace.min(MAX_GRACE) + CALL_BOUND * 2);
             let next = tokio::select! {
                 next = stream.message() => next,
+                () = sleep_until_some(deadline) => {
+                    return Err(ExecutorError::system(format!(
+                        "executing steps request: following job {id:?}: no end of the log after the cancel"
+                    )));
+                }
                 () = cancel.cancelled(), if canceled_at.is_none() => {
                     canceled_at = Some(tokio::time::Instant::now());
                     let _ = tokio::time::timeout(
@@ -247,7 +286,7 @@ async fn follow(
                     tokio::time::sleep(REDIAL_PAUSE).await;
                     break;
                 }
-                Err(status) => return Err(transport_error("following", id, &status)),
+                Err(status) => return Err(call_error("following", id, &status)),
             }
         }
     }

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use runner_core::process::{go_signal_name, spawn_in_process_group, Leftovers, ProcessExit};
-use runner_core::stage_runner::{StageOutput, StageProcess};
+use runner_core::stage_runner::{supervise, Chunk, KillTimeouts, OutputSink};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +63,8 @@ pub struct Runtime {
     pub base_env: BTreeMap<String, String>,
     /// The job's variables, by key (the `job` and `vars` contexts).
     pub job: Map<String, Value>,
+    /// The keys of the masked ones: what is computed from them is masked too.
+    pub masked: Vec<String>,
     /// The request's private directory: output and export files, fetched functions.
     pub temp: PathBuf,
     /// Called with each step's result as it finishes.
@@ -90,7 +92,17 @@ struct Frame {
     base: BTreeMap<String, String>,
     /// The environment above exports: the sequence's `env` and its callers'.
     over: BTreeMap<String, String>,
+    /// How many functions deep: 0 for the request's own steps, whose results are reported
+    /// as they finish (deeper ones go inside their parent's `sub_step_results`).
+    depth: usize,
 }
+
+/// How deep functions may call functions: a function that calls itself fails, it does not
+/// overflow the service's stack.
+const MAX_DEPTH: usize = 32;
+
+/// How long one git command fetching a function may take.
+const GIT_BOUND: Duration = Duration::from_secs(300);
 
 impl Frame {
     /// `base`, then `exports`, then `over`.
@@ -131,6 +143,7 @@ impl Runtime {
             work_dir,
             base_env,
             job,
+            masked: Vec::new(),
             temp,
             on_result,
             exports: Mutex::new(BTreeMap::new()),
@@ -148,6 +161,7 @@ impl Runtime {
             step_dir: self.work_dir.clone(),
             base: self.base_env.clone(),
             over: BTreeMap::new(),
+            depth: 0,
         };
         match &definition.body {
             Body::Run { steps, .. } => {
@@ -196,6 +210,10 @@ impl Runtime {
         );
         scope.set("job", Value::Object(self.job.clone()));
         scope.set("vars", Value::Object(self.job.clone()));
+        for key in &self.masked {
+            scope.mark_sensitive(&["job", key]);
+            scope.mark_sensitive(&["vars", key]);
+        }
         scope.set("steps", Value::Object(steps.clone()));
         let dir = Value::String(frame.step_dir.display().to_string());
         scope.set("step_dir", dir.clone());
@@ -231,12 +249,9 @@ impl Runtime {
     ) -> Result<String, Failure> {
         let expanded = expr::expand_str(text, scope)
             .map_err(|e| Failure::Step(format!("{owner}: {key}: {e}")))?;
-        let text = match expanded.value {
-            Value::String(text) => text,
+        let text = match &expanded.value {
             Value::Null => String::new(),
-            Value::Number(number) => number.to_string(),
-            Value::Bool(flag) => flag.to_string(),
-            other => other.to_string(),
+            other => definition::scalar_text(other).unwrap_or_else(|| other.to_string()),
         };
         if expanded.sensitive {
             self.output.add_phrase(&text);
@@ -291,7 +306,9 @@ impl Runtime {
                     step.name.clone(),
                     serde_json::json!({"outputs": Value::Object(finished.outputs.clone())}),
                 );
-                (self.on_result)(&finished.result);
+                if frame.depth == 0 {
+                    (self.on_result)(&finished.result);
+                }
                 done.push(finished);
                 if failure.is_some() {
                     return (done, failure);
@@ -376,6 +393,11 @@ impl Runtime {
                 )))
             }
             StepKind::Func(reference) => {
+                if frame.depth >= MAX_DEPTH {
+                    return Err(Failure::Step(format!(
+                        "{owner}: functions nested more than {MAX_DEPTH} deep (does one call itself?)"
+                    )));
+                }
                 let (definition, file) = self.resolve(reference, frame, owner).await?;
                 result.spec_definition = file.display().to_string();
                 let given = step
@@ -410,6 +432,7 @@ impl Runtime {
                     step_dir,
                     base: frame.base.clone(),
                     over: frame.over.clone(),
+                    depth: frame.depth + 1,
                 };
                 inner.over.extend(item_env);
                 let own = self.expand_env(
@@ -439,17 +462,12 @@ impl Runtime {
         for (index, part) in exec.command.iter().enumerate() {
             let key = format!("exec command[{index}]");
             let value = self.expand_json(part, scope, owner, &key)?;
-            argv.push(match value {
-                Value::String(text) => text,
-                Value::Number(number) => number.to_string(),
-                Value::Bool(flag) => flag.to_string(),
-                other => {
-                    return Err(Failure::Step(format!(
-                        "{owner}: {key}: must be a string, not {}",
-                        type_name(&other)
-                    )))
-                }
-            });
+            argv.push(definition::scalar_text(&value).ok_or_else(|| {
+                Failure::Step(format!(
+                    "{owner}: {key}: must be a string, not {}",
+                    type_name(&value)
+                ))
+            })?);
         }
         if argv.is_empty() {
             return Err(Failure::Step(format!("{owner}: exec command: is empty")));
@@ -624,12 +642,19 @@ impl Runtime {
                     .current_dir(&dir)
                     .env("GIT_TERMINAL_PROMPT", "0")
                     .stdin(std::process::Stdio::null())
-                    .output()
-                    .await;
+                    .kill_on_drop(true)
+                    .output();
+                let output = tokio::select! {
+                    output = tokio::time::timeout(GIT_BOUND, output) => output,
+                    () = self.stop.cancelled() => return Err("stopped".to_string()),
+                };
                 match output {
-                    Ok(output) if output.status.success() => Ok(()),
-                    Ok(output) => Err(String::from_utf8_lossy(&output.stderr).trim().to_string()),
-                    Err(error) => Err(format!("running git: {error}")),
+                    Ok(Ok(output)) if output.status.success() => Ok(()),
+                    Ok(Ok(output)) => {
+                        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+                    }
+                    Ok(Err(error)) => Err(format!("running git: {error}")),
+                    Err(_) => Err(format!("git {} took longer than {GIT_BOUND:?}", args[0])),
                 }
             }
         };
@@ -682,8 +707,11 @@ impl Runtime {
             work_dir: work_dir.display().to_string(),
             exit_code: 0,
         });
-        result.env = env.clone().into_iter().collect();
-        let mut command = tokio::process::Command::new(&argv[0]);
+        // The step's environment holds the service's and the job's; results carry none of it.
+        let Some(program) = argv.first() else {
+            return Err(Failure::Step(format!("{owner}: exec command: is empty")));
+        };
+        let mut command = tokio::process::Command::new(program);
         command
             .args(&argv[1..])
             .current_dir(work_dir)
@@ -697,34 +725,22 @@ impl Runtime {
                     .unwrap_or_default()
             ))
         })?;
-        let mut process = started.process;
-        let mut output = started.output;
-        let log = self.output.clone();
-        let pump = tokio::spawn(async move {
-            while let Some(chunk) = output.next_chunk().await {
-                log.write(chunk.kind, &chunk.data);
-            }
-        });
-        let mut stopped = false;
-        let exit = tokio::select! {
-            exit = process.wait() => exit,
-            () = self.stop.cancelled() => {
-                stopped = true;
-                process.terminate().await;
-                match tokio::time::timeout(self.grace, process.wait()).await {
-                    Ok(exit) => exit,
-                    Err(_) => {
-                        process.kill().await;
-                        process.wait().await
-                    }
-                }
-            }
-        };
-        process.ended(stopped).await;
-        // What the group's leftovers held open is gone with them; a last bound all the same.
-        let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
+        // The stage runner's stop: SIGTERM to the group, the grace period for the group and
+        // its output to end, SIGKILL; the output read until it ends (bounded).
+        let ended = supervise(
+            started,
+            &[],
+            OutputTo(self.output.clone()),
+            &self.stop,
+            KillTimeouts {
+                graceful: self.grace,
+                force: Duration::from_secs(5),
+            },
+        )
+        .await;
         self.output.end_process();
-        let exit = exit.map_err(|e| Failure::Internal(format!("{owner}: {e}")))?;
+        let ended = ended.map_err(|e| Failure::Internal(format!("{owner}: {}", e.message())))?;
+        let (exit, stopped) = (ended.exit, ended.stopped);
         let (code, text) = match exit {
             ProcessExit::Code(code) => (code, format!("exit status {code}")),
             ProcessExit::Signal(signal) => (-1, format!("signal: {}", go_signal_name(signal))),
@@ -837,17 +853,12 @@ fn check_outputs(
 fn read_exports(file: &Path, owner: &str) -> Result<BTreeMap<String, String>, Failure> {
     let mut exports = BTreeMap::new();
     for (name, value) in read_lines(file, owner, "export")? {
-        let text = match value {
-            Value::String(text) => text,
-            Value::Number(number) => number.to_string(),
-            Value::Bool(flag) => flag.to_string(),
-            other => {
-                return Err(Failure::Step(format!(
-                    "{owner}: export {name:?}: must be a string, number or boolean, not {}",
-                    type_name(&other)
-                )))
-            }
-        };
+        let text = definition::scalar_text(&value).ok_or_else(|| {
+            Failure::Step(format!(
+                "{owner}: export {name:?}: must be a string, number or boolean, not {}",
+                type_name(&value)
+            ))
+        })?;
         exports.insert(name, text);
     }
     Ok(exports)
@@ -872,4 +883,17 @@ pub fn to_proto_value(value: &Value) -> prost_types::Value {
         }),
     };
     prost_types::Value { kind: Some(kind) }
+}
+
+/// The stage runner's output sink into a request's log.
+struct OutputTo(JobOutput);
+
+impl OutputSink for OutputTo {
+    fn write(&mut self, chunk: Chunk) {
+        self.0.write(chunk.kind, &chunk.data);
+    }
+
+    fn finish(&mut self) {
+        self.0.end_process();
+    }
 }

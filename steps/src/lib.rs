@@ -2,15 +2,17 @@
 //! environment (container, pod, VM, host) on a local Unix socket, and the proxy that carries
 //! its bytes over any stdin/stdout transport the runner already has.
 //!
-//! Built so far: the service definition ([`proto`], generated from `proto/step.proto`, the one
-//! place the field numbers live) and the per-request log store `FollowLogs` reads from
-//! ([`log_store`]). Not yet: the service itself, the proxy, steps, the runner's side (the
-//! README's "Not yet" says so).
+//! Modules: [`proto`] (generated from `proto/step.proto`, the one place the field numbers
+//! live), [`service`] (the calls and their semantics, the pruner), [`engine`] (running a
+//! request's steps), [`definition`] (step definitions), [`expr`] (`${{ }}` expressions),
+//! [`output`] and [`log_store`] (a request's masked, framed, resumable log), [`serve`] (`steps
+//! serve` / `proxy` / `bootstrap`), [`client`] (a channel over any byte stream) and [`drive`]
+//! (the runner's side of a `run:` job, shared by every executor).
 //!
-//! Depends on tonic / prost and tokio (and may use `runner-core` for the job log's masking and
-//! line framing, which the service must share with the runner); it must not depend on
-//! `network`, the executors or `commands`: the service runs inside the job's environment,
-//! where the runner's GitLab client and executors have no place.
+//! Depends on tonic / prost and tokio, and on `runner-core` for the job log's masking and line
+//! framing (shared with the runner), processes and the executor seam's types; it must not
+//! depend on `network`, the executors or `commands`: the service runs inside the job's
+//! environment, where the runner's GitLab client and executors have no place.
 
 pub mod client;
 pub mod definition;

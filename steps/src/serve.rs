@@ -91,9 +91,18 @@ pub async fn serve(
         tokio::spawn(async move { service.prune_until(stop).await })
     };
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    // On shutdown the requests stop first (their logs end, so their followers' calls end);
+    // only then can the server finish its calls and close.
+    let stopping = {
+        let service = service.clone();
+        async move {
+            shutdown.await;
+            service.stop_all().await;
+        }
+    };
     let served = tonic::transport::Server::builder()
         .add_service(StepRunnerServer::new(service.clone()))
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, stopping)
         .await;
     stop.cancel();
     let _ = pruner.await;

@@ -57,6 +57,27 @@ impl Default for Settings {
     }
 }
 
+/// The longest timeout a request may have (a larger one, or a huge call deadline, is cut to
+/// it rather than overflow the clock).
+const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// File variables written for a request that is not started yet: removed if it fails.
+struct FilesGuard(Vec<PathBuf>);
+
+impl FilesGuard {
+    fn keep(mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for FilesGuard {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
 /// Why a request was stopped before its steps ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StopReason {
@@ -143,6 +164,10 @@ impl Job {
         let reason = *lock(&self.reason);
         {
             let mut state = lock(&self.state);
+            // Once: a close that gave up waiting and the task's own end must not both write.
+            if state.ended_at.is_some() {
+                return;
+            }
             let (status, kind, message) = match (&outcome, reason) {
                 (Ok(()), _) => (StepStatus::Success, None, String::new()),
                 (Err(_), Some(StopReason::Timeout)) => (
@@ -373,12 +398,15 @@ impl StepService {
                     if variable.masked {
                         job_variable = job_variable.masked();
                     }
+                    if variable.raw {
+                        job_variable = job_variable.raw();
+                    }
                     job_variable
                 })
                 .collect(),
         )
         .with_file_dir(file_dir.display().to_string());
-        let mut files = Vec::new();
+        let mut files = FilesGuard(Vec::new());
         if variables.iter().any(|variable| variable.file) {
             create_private_dir(&file_dir).map_err(|e| {
                 GrpcStatus::internal(format!("creating {}: {e}", file_dir.display()))
@@ -389,7 +417,7 @@ impl StepService {
             write_private(&path, variable.value.as_bytes()).map_err(|e| {
                 GrpcStatus::internal(format!("writing file variable {}: {e}", variable.key))
             })?;
-            files.push(path);
+            files.0.push(path);
         }
         let expanded = variables.expanded();
         let job_context: Map<String, Value> = expanded
@@ -426,7 +454,8 @@ impl StepService {
         let timeout = match (timeout, call_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
+        }
+        .map(|timeout| timeout.min(MAX_TIMEOUT));
         let now = Instant::now();
         let job = Arc::new(Job {
             id: request.id.clone(),
@@ -440,11 +469,11 @@ impl StepService {
             created: now,
             deadline: timeout.map(|timeout| now + timeout),
             temp: Mutex::new(None),
-            files,
+            files: files.keep(),
             task: Mutex::new(None),
         });
         let results = job.results.clone();
-        let runtime = Runtime::new(
+        let mut runtime = Runtime::new(
             output,
             job.stop.clone(),
             grace,
@@ -454,6 +483,11 @@ impl StepService {
             temp.path().to_path_buf(),
             Box::new(move |result| results.send_modify(|all| all.push(result.clone()))),
         );
+        runtime.masked = variables
+            .iter()
+            .filter(|variable| variable.masked)
+            .map(|variable| variable.key.clone())
+            .collect();
         *lock(&job.temp) = Some(temp);
         let task = tokio::spawn(execute(job.clone(), runtime, definition));
         *lock(&job.task) = Some(task);
@@ -480,6 +514,13 @@ impl StepService {
         if jobs.get(id).is_some_and(|known| Arc::ptr_eq(known, &job)) {
             jobs.remove(id);
         }
+    }
+
+    /// [`Self::close`] in a task of its own: a client that stops waiting does not leave the
+    /// request half closed.
+    async fn close_whole(&self, id: String) {
+        let service = self.clone();
+        let _ = tokio::spawn(async move { service.close(&id).await }).await;
     }
 
     /// One pass of the pruner: stale requests closed, runaway ones stopped.
@@ -532,6 +573,8 @@ impl StepService {
         }
         for job in &jobs {
             job.wait_ended(job.grace + Duration::from_millis(500)).await;
+            // Its followers see the end of its log even if its processes did not stop.
+            job.finish(Err(Failure::Stopped("the service stopped".into())));
             job.release();
         }
     }
@@ -608,7 +651,7 @@ impl StepRunner for StepService {
         &self,
         request: Request<proto::CloseRequest>,
     ) -> Result<Response<proto::CloseResponse>, GrpcStatus> {
-        StepService::close(self, &request.into_inner().id).await;
+        self.close_whole(request.into_inner().id).await;
         Ok(Response::new(proto::CloseResponse {}))
     }
 
@@ -616,7 +659,7 @@ impl StepRunner for StepService {
         &self,
         request: Request<proto::FinishRequest>,
     ) -> Result<Response<proto::FinishResponse>, GrpcStatus> {
-        StepService::close(self, &request.into_inner().id).await;
+        self.close_whole(request.into_inner().id).await;
         Ok(Response::new(proto::FinishResponse {}))
     }
 

@@ -356,7 +356,7 @@ async fn masked_values_never_reach_a_follower_however_the_output_is_split() {
             ),
             (
                 "progress",
-                "printf 'step s3cr3t-\\r'; sleep 0.1; printf 'Value-42\\r done\\n'",
+                "printf 'step \\rs3cr3t-Val'; sleep 0.1; printf 'ue-42\\r done\\n'",
             ),
             // A line past the framer's 8 KiB line buffer, the value across the continuation.
             (
@@ -372,6 +372,7 @@ async fn masked_values_never_reach_a_follower_however_the_output_is_split() {
             value: secret.into(),
             file: false,
             masked: true,
+            raw: false,
         }],
         ..proto::Job::default()
     });
@@ -384,6 +385,19 @@ async fn masked_values_never_reach_a_follower_however_the_output_is_split() {
     client.run(run).await.unwrap();
     let log = String::from_utf8_lossy(&follow(&mut client, "masked", 0).await).to_string();
     assert!(!log.contains(secret), "{log}");
+    // Nor across a `+` continuation or a `\r`: the bodies joined as the runner joins them.
+    let joined: String = log
+        .lines()
+        .map(|line| {
+            let body = &line[32.min(line.len())..];
+            if line.as_bytes().get(31) == Some(&b'+') {
+                body.to_string()
+            } else {
+                format!("\n{body}")
+            }
+        })
+        .collect();
+    assert!(!joined.replace('\r', "").contains(secret), "{joined}");
     assert!(!log.contains("abcdefghijklmnopqrst"), "{log}");
     assert!(!log.contains("abc123"), "{log}");
     assert!(log.contains("[MASKED]"), "{log}");
@@ -403,6 +417,7 @@ async fn job_variables_are_expanded_file_ones_written_and_none_is_an_env_variabl
             value: "oh this is soo secret".into(),
             file: true,
             masked: false,
+            raw: false,
         },
         proto::Variable {
             key: "BASE".into(),
@@ -711,4 +726,42 @@ async fn unknown_ids_are_not_found_for_status_and_the_followers() {
         assert_eq!(code, tonic::Code::NotFound);
     }
     server.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_the_service_ends_running_requests_and_their_followers() {
+    let server = Server::start().await;
+    let mut client = server.client();
+    let work = server.path("work");
+    let mut run = request(
+        "endless",
+        &work,
+        &script_steps(&[("sleep", "echo up; exec sleep 600")]),
+    );
+    run.graceful_exit_timeout_seconds = 1;
+    client.run(run).await.unwrap();
+    let mut stream = client
+        .follow_logs(proto::FollowLogsRequest {
+            id: "endless".into(),
+            offset: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut log = Vec::new();
+    while !String::from_utf8_lossy(&log).contains(" up\n") {
+        log.extend(stream.message().await.unwrap().unwrap().data);
+    }
+    // A follower is attached and the step would run ten minutes: the stop still completes
+    // (the bound only turns a hang into a failure).
+    let stopping = tokio::spawn(server.stop());
+    let follower_ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(_)) = stream.message().await {}
+    })
+    .await;
+    assert!(follower_ended.is_ok(), "the follower's stream never ended");
+    tokio::time::timeout(Duration::from_secs(60), stopping)
+        .await
+        .expect("the service stopped")
+        .unwrap();
 }

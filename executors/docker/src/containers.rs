@@ -596,9 +596,13 @@ impl DockerExecutor {
             job.helper_image.clone()
         };
         let detect = container_shell(kind, job.umask_disabled);
+        let mut cmd = vec!["sh".into(), "-c".into(), detect];
+        if kind == "build" && job.steps {
+            cmd = crate::steps::serve_command(cmd);
+        }
         let body = ContainerCreateBody {
             image: Some(image),
-            cmd: Some(vec!["sh".into(), "-c".into(), detect]),
+            cmd: Some(cmd),
             entrypoint: if kind == "build" {
                 job.entrypoint.clone()
             } else {

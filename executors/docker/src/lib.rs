@@ -24,8 +24,11 @@
 //! (`FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR`), `services`, [`volumes`], [`auth`], [`stage`] (the
 //! port to the stage runner, and the stage's tries).
 //!
-//! Depends on `runner-core` and bollard; it must not depend on `shells`, `network`, other
-//! executors or `commands`.
+//! A `run:` job's steps go to the Step Runner the build container serves around its shell
+//! (`steps`: bootstrap into a volume, `docker exec … steps proxy` as the transport).
+//!
+//! Depends on `runner-core`, `runner-steps` (the Step Runner's client) and bollard; it must not
+//! depend on `shells`, `network`, other executors or `commands`.
 
 use std::collections::HashMap;
 
@@ -39,7 +42,7 @@ use futures_util::StreamExt;
 use runner_core::build::BuildContext;
 use runner_core::executor::{
     Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ExecutorProvider, FeaturesInfo,
-    ScriptExit, ShellType, Unlimited,
+    ScriptExit, ShellType, StepsRequest, Unlimited,
 };
 use runner_core::failure::FailureReason;
 use runner_core::feature_flags::FeatureFlag;
@@ -56,6 +59,7 @@ mod pull;
 mod raw_config;
 mod services;
 pub mod stage;
+mod steps;
 pub mod volumes;
 
 pub use config::{DockerConfig, PullPolicy, Resources};
@@ -127,6 +131,7 @@ impl ExecutorProvider for DockerProvider {
             services: true,
             service_variables: true,
             service_multiple_aliases: true,
+            native_steps_integration: true,
             ..FeaturesInfo::default()
         }
     }
@@ -213,6 +218,8 @@ struct Job {
     services: Vec<String>,
     /// `CI_DEBUG_SERVICES` log followers, stopped at cleanup.
     log_followers: Vec<tokio::task::JoinHandle<()>>,
+    /// A `run:` job: the build container serves the Step Runner around its shell.
+    steps: bool,
 }
 
 /// One job's Docker executor: connects to the daemon, creates the job's containers, network and
@@ -481,7 +488,11 @@ impl Executor for DockerExecutor {
             links: Vec::new(),
             services: Vec::new(),
             log_followers: Vec::new(),
+            steps: !build.job.run.is_empty(),
         });
+        if !build.job.run.is_empty() {
+            self.bootstrap_steps(&prefix, &labels, &helper).await?;
+        }
         self.create_volumes(
             &plan,
             &labels,
@@ -518,7 +529,24 @@ impl Executor for DockerExecutor {
         while attempts.next() {
             let id = self.container(kind, log, cancel).await?;
             let docker = self.docker()?.clone();
+            let serving = kind == "build" && self.job.as_ref().is_some_and(|job| job.steps);
             match stage::start(docker, id.clone(), kind).await {
+                Ok(started) if serving => {
+                    let started = runner_core::stage_runner::Started {
+                        process: started.process,
+                        output: steps::WithoutListening::new(started.output),
+                        stdin: started.stdin,
+                    };
+                    return run_stage(
+                        started,
+                        command.script.as_bytes(),
+                        log,
+                        cancel,
+                        self.kill_timeouts,
+                        stage::container_exit,
+                    )
+                    .await;
+                }
                 Ok(started) => {
                     return run_stage(
                         started,
@@ -536,6 +564,58 @@ impl Executor for DockerExecutor {
             }
         }
         Err(attempts.exhausted())
+    }
+
+    async fn run_steps(
+        &mut self,
+        request: &StepsRequest,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<ScriptExit, ExecutorError> {
+        let id = self.container("build", log, cancel).await?;
+        let docker = self.docker()?.clone();
+        let started = stage::start(docker.clone(), id.clone(), "build").await?;
+        let mut process = started.process;
+        let mut output = started.output;
+        let socket = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            steps::listening_socket(&mut output),
+        )
+        .await
+        .map_err(|_| {
+            system("the step runner in the build container did not listen within 60s")
+        })??;
+        // Serve says nothing more for the job log; what it says goes to the operator.
+        let drain = tokio::spawn(async move {
+            use runner_core::stage_runner::StageOutput;
+            while let Some(chunk) = output.next_chunk().await {
+                tracing::debug!(text = %String::from_utf8_lossy(&chunk.data), "step runner");
+            }
+        });
+        let result = runner_steps::drive::run(
+            steps::exec_dialer(docker, id, socket),
+            request,
+            log,
+            cancel,
+            self.kill_timeouts.graceful,
+        )
+        .await;
+        // Its stdin ends with no byte: serve has no shell to run and exits 0.
+        if let Some(mut stdin) = started.stdin {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.shutdown().await;
+        }
+        {
+            use runner_core::stage_runner::StageProcess;
+            if tokio::time::timeout(std::time::Duration::from_secs(30), process.wait())
+                .await
+                .is_err()
+            {
+                process.kill().await;
+            }
+        }
+        drain.abort();
+        result
     }
 
     async fn cleanup(&mut self, _log: &JobLog) {
@@ -596,3 +676,32 @@ impl Executor for DockerExecutor {
 
 #[cfg(test)]
 mod tests;
+
+impl DockerExecutor {
+    /// A volume for the job's copy of the helper, filled by `steps bootstrap`, mounted in the
+    /// build container at `/opt/gitlab-runner` and removed at cleanup.
+    async fn bootstrap_steps(
+        &mut self,
+        prefix: &str,
+        labels: &HashMap<String, String>,
+        helper: &str,
+    ) -> Result<(), ExecutorError> {
+        let volume = format!("{prefix}-steps");
+        let docker = self.docker()?.clone();
+        let mut volume_labels = labels.clone();
+        volume_labels.insert(format!("{LABEL_PREFIX}.type"), "steps".into());
+        docker
+            .create_volume(bollard::models::VolumeCreateRequest {
+                name: Some(volume.clone()),
+                labels: Some(volume_labels.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| system(format!("creating the step runner's volume: {error}")))?;
+        if let Some(job) = self.job.as_mut() {
+            job.temporary_volumes.push(volume.clone());
+            job.binds.push(format!("{volume}:{}:ro", steps::STEPS_DIR));
+        }
+        steps::bootstrap(&docker, helper, &volume, volume_labels).await
+    }
+}

@@ -42,6 +42,7 @@ fn job() -> Job {
         links: Vec::new(),
         services: Vec::new(),
         log_followers: Vec::new(),
+        steps: false,
     }
 }
 

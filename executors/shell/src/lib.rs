@@ -177,6 +177,14 @@ impl Executor for ShellExecutor {
         log: &JobLog,
         cancel: &CancellationToken,
     ) -> Result<ScriptExit, ExecutorError> {
+        if self.shell.program == "su" {
+            // The service would create the job's files as the runner's user, and the steps
+            // would run as it.
+            return Err(ExecutorError::with_reason(
+                runner_core::FailureReason::RunnerConfigurationError,
+                "the `run` keyword (CI steps) is not supported by the shell executor with `user` yet",
+            ));
+        }
         let server = StepServer::start(&self.runner_command).await?;
         let result = runner_steps::drive::run(
             runner_steps::client::unix(server.socket.clone()),
@@ -224,7 +232,6 @@ impl StepServer {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true)
             .spawn()
             .map_err(|error| failed(format!("{runner_command}: {error}")))?;
         let Some(stderr) = child.stderr.take() else {
@@ -253,16 +260,31 @@ impl StepServer {
         })
     }
 
+    /// SIGTERM, then as long as the service may take to stop its requests (their grace
+    /// period and a margin), then SIGKILL.
     async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            runner_core::process::signal_process(pid as i32, libc::SIGTERM);
-        }
-        if tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait())
+        self.terminate();
+        let bound = runner_steps::drive::MAX_GRACE + std::time::Duration::from_secs(5);
+        if tokio::time::timeout(bound, self.child.wait())
             .await
             .is_err()
         {
             let _ = self.child.kill().await;
         }
+    }
+
+    fn terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            runner_core::process::signal_process(pid as i32, libc::SIGTERM);
+        }
+    }
+}
+
+impl Drop for StepServer {
+    /// Dropped before [`StepServer::stop`] (the job was given up on): the service still
+    /// stops its steps gracefully, where SIGKILL would leave them running.
+    fn drop(&mut self) {
+        self.terminate();
     }
 }
 

@@ -314,8 +314,14 @@ impl PrestampedWriter {
     /// Stores `data`, split anywhere.
     pub fn write(&mut self, data: &[u8]) {
         if self.log.shared.options.timestamps {
-            store(&self.log.shared.buffer, data);
-            self.log.shared.written.notify_one();
+            // Whole lines only: a stream cut mid-line leaves no half line for the runner's
+            // next line to be glued to.
+            self.partial.extend_from_slice(data);
+            if let Some(end) = memchr::memrchr(b'\n', &self.partial) {
+                let lines: Vec<u8> = self.partial.drain(..=end).collect();
+                store(&self.log.shared.buffer, &lines);
+                self.log.shared.written.notify_one();
+            }
             return;
         }
         self.partial.extend_from_slice(data);
@@ -359,6 +365,15 @@ impl PrestampedWriter {
 
     /// Ends every stream (the last lines get their newlines).
     pub fn finish(&mut self) {
+        if self.log.shared.options.timestamps {
+            if !self.partial.is_empty() {
+                let mut line = std::mem::take(&mut self.partial);
+                line.push(b'\n');
+                store(&self.log.shared.buffer, &line);
+                self.log.shared.written.notify_one();
+            }
+            return;
+        }
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
             self.line(&line);
