@@ -394,13 +394,8 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
             }
             Err(error) => return Err(StageError::Script(error)),
         };
-        let name = stage.name();
+        let name = self.open_section(&stage);
         let log = self.log;
-        log.section_start(&name);
-        log.println(&format!(
-            "{ANSI_BOLD_CYAN}{}{ANSI_RESET}",
-            stage.description()
-        ));
         let token = CancellationToken::new();
         let command = ExecutorCommand {
             script: &script,
@@ -411,13 +406,29 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
             let run = self.executor.run(command, log, &token);
             run_until_stopped(run, scope, self.cancel, &token).await
         };
-        log.section_end(&name);
+        self.close_section(&name, stopped);
+        Ok(StageRun { result, stopped })
+    }
+
+    /// A stage's section and header line; its name.
+    fn open_section(&self, stage: &Stage) -> String {
+        let name = stage.name();
+        self.log.section_start(&name);
+        self.log.println(&format!(
+            "{ANSI_BOLD_CYAN}{}{ANSI_RESET}",
+            stage.description()
+        ));
+        name
+    }
+
+    /// The end of a stage's section, and upstream's warning when its deadline stopped it.
+    fn close_section(&self, name: &str, stopped: Option<Stop>) {
+        self.log.section_end(name);
         if let Some(Stop::Deadline(_)) = stopped {
-            log.warning(&format!(
+            self.log.warning(&format!(
                 "{name} could not run to completion because the timeout was exceeded. For more control over job and script timeouts see: {TIMEOUT_DOCS}"
             ));
         }
-        Ok(StageRun { result, stopped })
     }
 
     /// The `step_run` stage of a job with `run:`: its steps through the executor's Step Runner
@@ -449,24 +460,14 @@ impl<'a, E: Executor, G: ScriptGenerator> BuildDriver<'a, E, G> {
             .map(|(deadline, _)| deadline.saturating_duration_since(now))
             .min();
         request.token_prefixes = context.job.features.token_mask_prefixes.clone();
-        let name = stage.name();
+        let name = self.open_section(&stage);
         let log = self.log;
-        log.section_start(&name);
-        log.println(&format!(
-            "{ANSI_BOLD_CYAN}{}{ANSI_RESET}",
-            stage.description()
-        ));
         let token = CancellationToken::new();
         let (result, stopped) = {
             let run = self.executor.run_steps(&request, log, &token);
             run_until_stopped(run, scope, self.cancel, &token).await
         };
-        log.section_end(&name);
-        if let Some(Stop::Deadline(_)) = stopped {
-            log.warning(&format!(
-                "{name} could not run to completion because the timeout was exceeded. For more control over job and script timeouts see: {TIMEOUT_DOCS}"
-            ));
-        }
+        self.close_section(&name, stopped);
         Ok(StageRun { result, stopped })
     }
 
