@@ -11,7 +11,9 @@
 //! Main types: [`SshProvider`] (the `ExecutorProvider`), [`SshExecutor`], [`SshConfig`] (and
 //! [`RawSshConfig`], the `[runners.ssh]` section as written).
 //!
-//! Depends only on `runner-core`, serde and russh; it must not depend on `shells`, `network`, other
+//! Depends on `runner-core`, `runner-steps` (the Step Runner's client, for `run:` jobs: `steps
+//! serve` on the remote host, `steps proxy` over a new session per dial), serde and russh; it must
+//! not depend on `shells`, `network`, other
 //! executors or `commands`.
 
 pub mod known_hosts;
@@ -27,7 +29,7 @@ use std::time::Duration;
 use runner_core::build::BuildContext;
 use runner_core::executor::{
     Executor, ExecutorCommand, ExecutorDefaults, ExecutorError, ExecutorProvider, FeaturesInfo,
-    ScriptExit, ShellType, Unlimited,
+    ScriptExit, ShellType, StepsRequest, Unlimited,
 };
 use runner_core::log::JobLog;
 use runner_core::process::KillTimeouts;
@@ -138,6 +140,7 @@ impl ExecutorProvider for SshProvider {
         FeaturesInfo {
             variables: true,
             shared: true,
+            native_steps_integration: true,
             ..FeaturesInfo::default()
         }
     }
@@ -171,6 +174,7 @@ impl ExecutorProvider for SshProvider {
         SshExecutor {
             config: self.config.clone(),
             command_line: String::new(),
+            runner_command: "gitlab-runner".into(),
             connection: None,
             kill_timeouts: self.kill_timeouts,
         }
@@ -235,7 +239,9 @@ pub struct SshExecutor {
     config: Option<SshConfig>,
     /// The build shell's command line (`bash -l`).
     command_line: String,
-    connection: Option<Handle<ClientHandler>>,
+    /// The runner binary on the remote host, which serves its Step Runner.
+    runner_command: String,
+    connection: Option<Arc<Handle<ClientHandler>>>,
     kill_timeouts: KillTimeouts,
 }
 
@@ -452,6 +458,7 @@ impl Executor for SshExecutor {
                 "no shell defined",
             ));
         }
+        self.runner_command = build.defaults.runner_command.clone();
         self.command_line = std::iter::once(build.shell.program.as_str())
             .chain(build.shell.args.iter().map(String::as_str))
             .map(shell_word)
@@ -460,7 +467,7 @@ impl Executor for SshExecutor {
         tracing::debug!(host = %config.host, port = config.port, user = %config.user, "connecting to SSH server");
         // A retried prepare starts from a fresh connection.
         self.cleanup(log).await;
-        self.connection = Some(Self::connect(&config, cancel).await?);
+        self.connection = Some(Arc::new(Self::connect(&config, cancel).await?));
         Ok(())
     }
 
@@ -511,6 +518,69 @@ impl Executor for SshExecutor {
         stage::session_exit(ended, &address, closed)
     }
 
+    async fn run_steps(
+        &mut self,
+        request: &StepsRequest,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<ScriptExit, ExecutorError> {
+        let address = self
+            .config
+            .as_ref()
+            .map(SshConfig::address)
+            .unwrap_or_default();
+        let Some(handle) = self.connection.clone() else {
+            return Err(ExecutorError::system("not connected"));
+        };
+        let lost = |what: &str, error: russh::Error| {
+            ExecutorError::system(format!("ssh connection to {address}: {what}")).with_source(error)
+        };
+        // The service lives as long as this session's stdin: the remote shell starts it in a
+        // private directory, then waits for the end of its input and stops it.
+        let mut server = handle
+            .channel_open_session()
+            .await
+            .map_err(|error| lost("opening a session", error))?;
+        let remote = format!(
+            "{} -c {}",
+            self.command_line,
+            shell_word(&steps_server_script(&self.runner_command))
+        );
+        server
+            .exec(true, remote)
+            .await
+            .map_err(|error| lost("starting the step runner", error))?;
+        let socket = tokio::time::timeout(Duration::from_secs(60), listening(&mut server))
+            .await
+            .map_err(|_| {
+                ExecutorError::system(
+                    "the step runner on the remote host did not listen within 60s",
+                )
+            })??;
+        let dialer = proxy_dialer(
+            handle.clone(),
+            format!(
+                "{} -c {}",
+                self.command_line,
+                shell_word(&format!(
+                    "exec {} steps proxy --socket {}",
+                    shell_word(&self.runner_command),
+                    shell_word(&socket)
+                ))
+            ),
+        );
+        let result =
+            runner_steps::drive::run(dialer, request, log, cancel, self.kill_timeouts.graceful)
+                .await;
+        let _ = server.eof().await;
+        let _ = tokio::time::timeout(
+            runner_steps::drive::MAX_GRACE + Duration::from_secs(5),
+            async { while server.wait().await.is_some() {} },
+        )
+        .await;
+        result
+    }
+
     async fn cleanup(&mut self, _log: &JobLog) {
         if let Some(handle) = self.connection.take() {
             let _ = tokio::time::timeout(
@@ -520,6 +590,73 @@ impl Executor for SshExecutor {
             .await;
         }
     }
+}
+
+/// The remote shell script of a job's Step Runner: `steps serve` on a socket in a private
+/// directory (its output on the session's), stopped and the directory removed when the
+/// session's input ends or the session goes.
+fn steps_server_script(runner: &str) -> String {
+    format!(
+        "dir=$(mktemp -d /tmp/step-runner.XXXXXXXX) || exit 1\n\
+         trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf \"$dir\"' EXIT\n\
+         trap 'exit 1' INT TERM HUP\n\
+         {} steps serve --socket \"$dir/step-runner.sock\" 2>&1 &\n\
+         pid=$!\n\
+         cat >/dev/null\n",
+        shell_word(runner)
+    )
+}
+
+/// Reads a session's output until serve's line: the socket path.
+async fn listening(
+    channel: &mut russh::Channel<russh::client::Msg>,
+) -> Result<String, ExecutorError> {
+    let mut printed = Vec::new();
+    while let Some(message) = channel.wait().await {
+        match message {
+            russh::ChannelMsg::Data { data } | russh::ChannelMsg::ExtendedData { data, .. } => {
+                printed.extend_from_slice(&data);
+                let text = String::from_utf8_lossy(&printed).to_string();
+                if let Some(line) = text.split_inclusive('\n').find(|line| {
+                    line.ends_with('\n') && line.starts_with(runner_steps::serve::LISTENING)
+                }) {
+                    return Ok(line[runner_steps::serve::LISTENING.len()..]
+                        .trim()
+                        .to_string());
+                }
+            }
+            russh::ChannelMsg::ExitStatus { .. }
+            | russh::ChannelMsg::Eof
+            | russh::ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    Err(ExecutorError::system(format!(
+        "the step runner on the remote host ended before it listened: {}",
+        String::from_utf8_lossy(&printed).trim()
+    )))
+}
+
+/// Dials the service with a new session running `command` (`steps proxy`) each time.
+fn proxy_dialer(
+    handle: Arc<Handle<ClientHandler>>,
+    command: String,
+) -> runner_steps::client::Dialer {
+    Arc::new(move || {
+        let handle = handle.clone();
+        let command = command.clone();
+        Box::pin(async move {
+            let channel = handle
+                .channel_open_session()
+                .await
+                .map_err(std::io::Error::other)?;
+            channel
+                .exec(true, command)
+                .await
+                .map_err(std::io::Error::other)?;
+            Ok(Box::new(channel.into_stream()) as Box<dyn runner_steps::client::Transport>)
+        })
+    })
 }
 
 #[cfg(test)]
