@@ -26,6 +26,7 @@ pub mod runner_process;
 pub mod s3;
 pub mod shell_runner;
 pub mod sshd;
+pub mod steps_jobs;
 
 pub use binary::{docker_vm_driver_binary, release_runner_binary, runner_binary};
 pub use certs::TestCertificates;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use runner_tests::docker_objects::objects_of_job;
 use runner_tests::{
-    declare_failure_reasons, job_payload, runner_binary, FakeGitlab, GitServer, HelperImage,
+    declare_failure_reasons, runner_binary, steps_jobs, FakeGitlab, GitServer, HelperImage,
     RunnerProcess, DEBIAN_IMAGE,
 };
 use serde_json::{json, Value};
@@ -45,20 +45,14 @@ fn start_runner(gitlab: &FakeGitlab, token: &str, helper: &HelperImage) -> Runne
 }
 
 fn run_payload(steps: Value) -> Value {
-    let mut payload = job_payload(
-        "",
-        "",
-        &[],
-        &[],
-        json!([
-            {"key": "GIT_STRATEGY", "value": "none", "public": true},
-            {"key": "MY_SECRET", "value": "s3cr3t-v4lue-42", "public": false, "masked": true},
-            {"key": "A_FILE_VAR", "value": "content of the file", "public": true, "file": true},
-        ]),
+    let mut payload = steps_jobs::run_payload(
+        steps,
+        vec![
+            json!({"key": "MY_SECRET", "value": "s3cr3t-v4lue-42", "public": false, "masked": true}),
+            json!({"key": "A_FILE_VAR", "value": "content of the file", "public": true, "file": true}),
+        ],
         300,
     );
-    payload["run"] = Value::String(steps.to_string());
-    payload["steps"] = json!([]);
     declare_failure_reasons(&mut payload);
     payload
 }
@@ -114,31 +108,11 @@ async fn a_dropped_docker_exec_is_redialled_and_the_log_resumed_without_loss_or_
     let helper = HelperImage::build("dev");
     let token = "glrt-t1_dkrsteps2";
     let gitlab = FakeGitlab::start(token).await;
-    // The pattern is put together at run time: the step's own command line must not match.
-    let kill_proxies = "pattern=\"steps pro\"\"xy\"; for p in /proc/[0-9]*; do if tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q \"$pattern\"; then kill -9 ${p#/proc/} && killed=$((killed+1)); fi; done; echo killed-so-far=$killed";
-    let script = format!(
-        "killed=0; for i in $(seq 1 300); do echo line-$i; if [ $i = 100 ] || [ $i = 200 ]; then sleep 0.3; {kill_proxies}; sleep 0.5; fi; done"
-    );
+    let script = steps_jobs::dropped_transport_script("", "steps pro\"\"xy");
     let job = gitlab.enqueue(run_payload(json!([{"name": "count", "script": script}])));
     let _runner = start_runner(&gitlab, token, &helper);
     let log = gitlab.wait_success(job, WAIT).await;
-    // Each kill found the proxy of the moment: the transport did drop, twice.
-    assert!(
-        log.lines().any(|l| l.ends_with(" killed-so-far=1")),
-        "{log}"
-    );
-    assert!(
-        log.lines().any(|l| l.ends_with(" killed-so-far=2")),
-        "{log}"
-    );
-    for i in 1..=300 {
-        let wanted = format!("line-{i}");
-        let count = log
-            .lines()
-            .filter(|l| l.ends_with(&format!(" {wanted}")))
-            .count();
-        assert_eq!(count, 1, "{wanted} appears {count} times:\n{log}");
-    }
+    steps_jobs::assert_dropped_transport_log(&log);
     let left = objects_of_job(token, job.id);
     assert!(left.is_empty(), "{left:?}");
 }

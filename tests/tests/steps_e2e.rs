@@ -1,29 +1,18 @@
 //! End to end: `run:` jobs (CI steps) from the fake GitLab, run natively through the Step
 //! Runner the executor starts for the job: the shell executor on a private local socket.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test code outside #[test] functions: a panic is how a test fails"
-)]
-
 use std::time::Duration;
 
-use runner_tests::{job_payload, FakeGitlab, GitServer, ShellRunner as Runner, SHELL_RUNNER_TOKEN};
+use runner_tests::{steps_jobs, FakeGitlab, GitServer, ShellRunner as Runner, SHELL_RUNNER_TOKEN};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A payload whose `run` holds `steps` (GitLab sends the array as a JSON string and no
-/// `steps`), cloning nothing.
 fn run_payload(steps: Value, variables: Value, timeout: i64) -> Value {
-    let mut payload = job_payload("", "", &[], &[], variables, timeout);
-    payload["run"] = Value::String(steps.to_string());
-    payload["steps"] = json!([]);
-    payload["variables"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"key": "GIT_STRATEGY", "value": "none", "public": true}));
-    payload
+    let Value::Array(variables) = variables else {
+        panic!("a list of variables")
+    };
+    steps_jobs::run_payload(steps, variables, timeout)
 }
 
 fn variables() -> Value {

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use runner_tests::{job_payload, runner_binary, FakeGitlab, RunnerProcess, SshServer, SshdOptions};
+use runner_tests::{runner_binary, steps_jobs, FakeGitlab, RunnerProcess, SshServer, SshdOptions};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -47,20 +47,13 @@ fn server() -> SshServer {
 }
 
 fn run_payload(steps: Value) -> Value {
-    let mut payload = job_payload(
-        "",
-        "",
-        &[],
-        &[],
-        json!([
-            {"key": "GIT_STRATEGY", "value": "none", "public": true},
-            {"key": "MY_SECRET", "value": "s3cr3t-over-ssh-77", "public": false, "masked": true},
-        ]),
+    steps_jobs::run_payload(
+        steps,
+        vec![
+            json!({"key": "MY_SECRET", "value": "s3cr3t-over-ssh-77", "public": false, "masked": true}),
+        ],
         120,
-    );
-    payload["run"] = Value::String(steps.to_string());
-    payload["steps"] = json!([]);
-    payload
+    )
 }
 
 /// Steps on the remote host: outputs between steps, a masked variable, the project dir; the
@@ -113,25 +106,11 @@ async fn a_dropped_ssh_session_is_redialled_and_the_log_resumed_without_loss_or_
     let server = server();
     let token = "glrt-t1_sshsteps2";
     let gitlab = FakeGitlab::start(token).await;
-    let kill = "socket=$(tr '\\0' ' ' < /proc/$PPID/cmdline | sed 's/.*--socket //; s/ *$//'); \
-        for p in /proc/[0-9]*; do if tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q \"pro\"\"xy --socket $socket\"; then kill -9 ${p#/proc/} && killed=$((killed+1)); fi; done; echo killed-so-far=$killed";
-    let script = format!(
-        "killed=0; for i in $(seq 1 300); do echo line-$i; if [ $i = 100 ] || [ $i = 200 ]; then sleep 0.3; {kill}; sleep 0.5; fi; done"
-    );
+    // Its own service's socket (the step's parent is `steps serve --socket …`).
+    let prelude = "socket=$(tr '\\0' ' ' < /proc/$PPID/cmdline | sed 's/.*--socket //; s/ *$//'); ";
+    let script = steps_jobs::dropped_transport_script(prelude, "pro\"\"xy --socket $socket");
     let job = gitlab.enqueue(run_payload(json!([{"name": "count", "script": script}])));
     let _runner = start_runner(&gitlab, token, &server);
     let log = gitlab.wait_success(job, WAIT).await;
-    assert!(
-        log.lines().any(|l| l.ends_with(" killed-so-far=1")),
-        "{log}"
-    );
-    assert!(
-        log.lines().any(|l| l.ends_with(" killed-so-far=2")),
-        "{log}"
-    );
-    for i in 1..=300 {
-        let wanted = format!(" line-{i}");
-        let count = log.lines().filter(|l| l.ends_with(&wanted)).count();
-        assert_eq!(count, 1, "line-{i} appears {count} times:\n{log}");
-    }
+    steps_jobs::assert_dropped_transport_log(&log);
 }
