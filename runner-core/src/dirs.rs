@@ -261,6 +261,20 @@ pub fn project_real_unique_name(
     format!("runner-{hex}")
 }
 
+/// Writes `data` to `path` as a file only its owner may read or write (mode 0600 when it is
+/// created), replacing what was there: job payloads, file variables.
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,6 @@ use tonic::Code;
 
 use crate::client::{self, Dialer};
 use crate::proto::{self, status_error::ErrorKind, step_result::Status as StepStatus};
-use crate::serve::LISTENING;
 
 /// How often a dropped transport is redialled in a row before the job gives up on it.
 const REDIALS: u32 = 20;
@@ -35,7 +34,7 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Reads `serve`'s stderr until its [`LISTENING`] line: the socket path it advertises.
+/// Reads `serve`'s stderr until its [`LISTENING`](crate::serve::LISTENING) line: the socket path it advertises.
 pub async fn listening_socket(stderr: impl AsyncRead + Unpin) -> Result<PathBuf, String> {
     let mut lines = tokio::io::BufReader::new(stderr).lines();
     let mut seen = Vec::new();
@@ -44,8 +43,8 @@ pub async fn listening_socket(stderr: impl AsyncRead + Unpin) -> Result<PathBuf,
         .await
         .map_err(|error| format!("reading the step runner's output: {error}"))?
     {
-        if let Some(path) = line.strip_prefix(LISTENING) {
-            return Ok(PathBuf::from(path.trim()));
+        if let Some(path) = crate::serve::socket_in_line(&line) {
+            return Ok(PathBuf::from(path));
         }
         if seen.len() < 20 {
             seen.push(line);

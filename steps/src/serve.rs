@@ -14,6 +14,22 @@ use crate::service::StepService;
 /// The line `serve` prints on stderr once its socket is bound; connectors scan for it.
 pub const LISTENING: &str = "step-runner is listening on socket";
 
+/// The socket path `line` (one line of serve's output, without its newline) advertises, if
+/// it is serve's [`LISTENING`] line.
+pub fn socket_in_line(line: &str) -> Option<String> {
+    line.strip_prefix(LISTENING)
+        .map(|path| path.trim().to_string())
+}
+
+/// The socket path advertised by the first whole (newline-ended) [`LISTENING`] line of
+/// `printed`, output as it came so far; `None` while there is none.
+pub fn advertised_socket(printed: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(printed);
+    text.split_inclusive('\n')
+        .filter_map(|line| line.strip_suffix('\n'))
+        .find_map(socket_in_line)
+}
+
 /// The default socket: `step-runner.sock` in the temp directory (`$TMPDIR`, else `/tmp`).
 pub fn default_socket() -> PathBuf {
     std::env::temp_dir().join("step-runner.sock")

@@ -414,7 +414,7 @@ impl StepService {
         }
         for variable in variables.iter().filter(|variable| variable.file) {
             let path = file_dir.join(&variable.key);
-            write_private(&path, variable.value.as_bytes()).map_err(|e| {
+            runner_core::dirs::write_private(&path, variable.value.as_bytes()).map_err(|e| {
                 GrpcStatus::internal(format!("writing file variable {}: {e}", variable.key))
             })?;
             files.0.push(path);
@@ -602,18 +602,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(data)
 }
 
 /// The request's background task: the steps, then the final status, then the end of the log.

@@ -445,11 +445,9 @@ impl Executor for CustomExecutor {
             .tempdir()
             .map_err(|error| ExecutorError::system("creating the temp dir").with_source(error))?;
         let response = temp.path().join("response.json");
-        write_private(
-            &response,
-            &serde_json::to_vec(&build.job).unwrap_or_default(),
-        )
-        .map_err(|error| {
+        let mut payload = serde_json::to_vec(&build.job).unwrap_or_default();
+        payload.push(b'\n');
+        runner_core::dirs::write_private(&response, &payload).map_err(|error| {
             ExecutorError::system(format!(
                 "creating job response file {:?}",
                 response.display().to_string()
@@ -589,19 +587,6 @@ impl CustomExecutor {
         .await
         .map(Some)
     }
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(data)?;
-    file.write_all(b"\n")
 }
 
 fn write_script(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -309,13 +309,8 @@ pub(crate) async fn listening_socket(
             continue;
         }
         stderr.extend_from_slice(&chunk.data);
-        let text = String::from_utf8_lossy(&stderr).to_string();
-        for line in text.lines() {
-            if let Some(path) = line.strip_prefix(LISTENING) {
-                if text.contains(&format!("{line}\n")) {
-                    return Ok(path.trim().to_string());
-                }
-            }
+        if let Some(path) = runner_steps::serve::advertised_socket(&stderr) {
+            return Ok(path);
         }
         if stderr.len() > 64 * 1024 {
             break;

@@ -477,17 +477,9 @@ impl Executor for SshExecutor {
         log: &JobLog,
         cancel: &CancellationToken,
     ) -> Result<ScriptExit, ExecutorError> {
-        let address = self
-            .config
-            .as_ref()
-            .map(SshConfig::address)
-            .unwrap_or_default();
-        let Some(handle) = &self.connection else {
-            return Err(ExecutorError::system("not connected"));
-        };
-        let lost = |what: &str, error: russh::Error| {
-            ExecutorError::system(format!("ssh connection to {address}: {what}")).with_source(error)
-        };
+        let (handle, address) = self.connected()?;
+        let handle = &handle;
+        let lost = |what: &str, error: russh::Error| lost(&address, what, error);
         let channel = handle
             .channel_open_session()
             .await
@@ -524,17 +516,8 @@ impl Executor for SshExecutor {
         log: &JobLog,
         cancel: &CancellationToken,
     ) -> Result<ScriptExit, ExecutorError> {
-        let address = self
-            .config
-            .as_ref()
-            .map(SshConfig::address)
-            .unwrap_or_default();
-        let Some(handle) = self.connection.clone() else {
-            return Err(ExecutorError::system("not connected"));
-        };
-        let lost = |what: &str, error: russh::Error| {
-            ExecutorError::system(format!("ssh connection to {address}: {what}")).with_source(error)
-        };
+        let (handle, address) = self.connected()?;
+        let lost = |what: &str, error: russh::Error| lost(&address, what, error);
         // The service lives as long as this session's stdin: the remote shell starts it in a
         // private directory, then waits for the end of its input and stops it.
         let mut server = handle
@@ -592,6 +575,26 @@ impl Executor for SshExecutor {
     }
 }
 
+impl SshExecutor {
+    /// The job's connection and the address it goes to (for messages).
+    fn connected(&self) -> Result<(Arc<Handle<ClientHandler>>, String), ExecutorError> {
+        let address = self
+            .config
+            .as_ref()
+            .map(SshConfig::address)
+            .unwrap_or_default();
+        match &self.connection {
+            Some(handle) => Ok((handle.clone(), address)),
+            None => Err(ExecutorError::system("not connected")),
+        }
+    }
+}
+
+/// A request on the connection to `address` failed.
+fn lost(address: &str, what: &str, error: russh::Error) -> ExecutorError {
+    ExecutorError::system(format!("ssh connection to {address}: {what}")).with_source(error)
+}
+
 /// The remote shell script of a job's Step Runner: `steps serve` on a socket in a private
 /// directory (its output on the session's), stopped and the directory removed when the
 /// session's input ends or the session goes.
@@ -616,13 +619,8 @@ async fn listening(
         match message {
             russh::ChannelMsg::Data { data } | russh::ChannelMsg::ExtendedData { data, .. } => {
                 printed.extend_from_slice(&data);
-                let text = String::from_utf8_lossy(&printed).to_string();
-                if let Some(line) = text.split_inclusive('\n').find(|line| {
-                    line.ends_with('\n') && line.starts_with(runner_steps::serve::LISTENING)
-                }) {
-                    return Ok(line[runner_steps::serve::LISTENING.len()..]
-                        .trim()
-                        .to_string());
+                if let Some(path) = runner_steps::serve::advertised_socket(&printed) {
+                    return Ok(path);
                 }
             }
             russh::ChannelMsg::ExitStatus { .. }
